@@ -1,0 +1,107 @@
+//! The database connection, owned by a small multi-thread tokio runtime of
+//! its own.
+//!
+//! actix runs each arbiter and each HTTP worker on a current-thread runtime;
+//! a pooled connection opened inside one dies when that runtime stops
+//! (DESIGN.md, runtime notes). Every query therefore runs as a task on the
+//! runtime owned here, and callers on any runtime await its result. This
+//! module must never hand a connection to code that runs elsewhere.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+
+use crate::error::StoreError;
+
+struct DbRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for DbRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            // Dropping a runtime inside an async context panics; this does not.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A connection pool plus the runtime its queries run on. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    handle: tokio::runtime::Handle,
+    _rt: Arc<DbRuntime>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend()).finish()
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://`, `postgres://` or `mysql://`).
+    ///
+    /// SQLite runs in WAL mode with one pooled connection per process, so
+    /// writers of one process queue in the pool instead of spinning on
+    /// `SQLITE_BUSY`; several processes may share the file.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("baton-db")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(format!("db runtime: {e}"))))?;
+        let handle = rt.handle().clone();
+        let rt = Arc::new(DbRuntime(Some(rt)));
+        let mut opts = ConnectOptions::new(url.to_owned());
+        let is_sqlite = url.starts_with("sqlite:");
+        opts.max_connections(if is_sqlite { 1 } else { max_connections })
+            .min_connections(if is_sqlite { 1 } else { 2.min(max_connections) })
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false);
+        if is_sqlite {
+            opts.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        }
+        let conn = handle
+            .spawn(async move { Database::connect(opts).await })
+            .await
+            .map_err(|_| StoreError::RuntimeGone)??;
+        Ok(Db {
+            conn,
+            handle,
+            _rt: rt,
+        })
+    }
+
+    /// Which SQL dialect the connection speaks.
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Runs `f` with a connection on the database runtime and awaits it.
+    pub async fn run<F, Fut, T>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fut = f(self.conn.clone());
+        self.handle
+            .spawn(fut)
+            .await
+            .map_err(|_| StoreError::RuntimeGone)?
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        let conn = self.conn.clone();
+        let _ = self.handle.spawn(async move { conn.close().await }).await;
+    }
+}

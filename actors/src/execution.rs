@@ -1,0 +1,622 @@
+//! `ExecutionActor`: runs one execution, item by item, on the node that
+//! owns it.
+//!
+//! Invariants it keeps (DESIGN.md):
+//! 1. An item's start and attempt number are in the store before the item
+//!    runs; its completion (variables, outputs, next item, and the next
+//!    item's start) is one transaction, committed before the next item runs.
+//! 2. Every write is fenced by owner node and epoch. A refused write stops
+//!    the actor at once: it writes nothing more.
+//! 7. An item interrupted by a crash runs again with attempt + 1; its
+//!    completion is recorded once (a unique index on the item log backs it).
+//!
+//! It holds no state that the store does not have: on a crash, the next
+//! owner rebuilds it from the execution row.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
+use futures::channel::oneshot;
+use futures::future::{abortable, AbortHandle};
+use serde_json::{json, Map, Value};
+
+use crate::actions::{ActionCall, ActionRegistry};
+use crate::error::StoreError;
+use crate::messages::{Cancel, ExecutionEnded, RunOutcome, Stop};
+use crate::store::entities::execution;
+use crate::store::{decode_json, state, Checkpoint, Fence, LogEntry, Store};
+use crate::workflow::script::{Code, Evaluate, ScriptContext, ScriptPool};
+use crate::workflow::{Definition, Item, ItemKind};
+
+/// The item types this engine runs. The others parse but are refused at
+/// import until the engine runs them.
+pub const SUPPORTED_ITEM_TYPES: &[&str] = &["task", "decision", "action", "end"];
+
+/// Everything an execution actor needs to start.
+pub struct ExecutionSetup {
+    /// The store.
+    pub store: Store,
+    /// The script threads.
+    pub scripts: ScriptPool,
+    /// The node's actions.
+    pub actions: ActionRegistry,
+    /// The definition version the execution runs.
+    pub definition: Arc<Definition>,
+    /// The execution row as claimed or created.
+    pub row: execution::Model,
+    /// This node's id.
+    pub node: String,
+    /// True when the current item was interrupted (crash, failover) and
+    /// must run again with attempt + 1.
+    pub resumed: bool,
+    /// Told when the run ends.
+    pub supervisor: Recipient<ExecutionEnded>,
+}
+
+#[derive(Default)]
+struct Control {
+    cancel: Cell<bool>,
+    stop: Cell<bool>,
+    current: RefCell<Option<AbortHandle>>,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+impl Control {
+    fn abort_current(&self) {
+        if let Some(h) = self.current.borrow().as_ref() {
+            h.abort();
+        }
+    }
+}
+
+/// Runs one execution. See the module documentation.
+pub struct ExecutionActor {
+    id: String,
+    setup: Option<ExecutionSetup>,
+    control: Rc<Control>,
+}
+
+impl ExecutionActor {
+    /// Creates the actor; it starts running when started.
+    pub fn new(setup: ExecutionSetup) -> ExecutionActor {
+        ExecutionActor {
+            id: setup.row.id.clone(),
+            setup: Some(setup),
+            control: Rc::default(),
+        }
+    }
+}
+
+impl Actor for ExecutionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(setup) = self.setup.take() else { return };
+        let supervisor = setup.supervisor.clone();
+        let control = self.control.clone();
+        let id = self.id.clone();
+        let fut = async move {
+            match Run::new(setup) {
+                Ok(run) => run.drive(&control).await,
+                Err(e) => RunOutcome::StoreFailed(e.to_string()),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+            for w in act.control.waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+            supervisor.do_send(ExecutionEnded { id, outcome });
+            ctx.stop();
+        }));
+    }
+}
+
+impl Handler<Cancel> for ExecutionActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Cancel, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.control.waiters.borrow_mut().push(tx);
+        self.control.cancel.set(true);
+        self.control.abort_current();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<Stop> for ExecutionActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Stop, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.control.waiters.borrow_mut().push(tx);
+        self.control.stop.set(true);
+        if msg.now {
+            self.control.abort_current();
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// What an item did.
+struct ItemDone {
+    next: Next,
+    variables: Map<String, Value>,
+    outputs: Map<String, Value>,
+    logs: Vec<String>,
+}
+
+enum Next {
+    Item(String),
+    End { fail: Option<String> },
+}
+
+struct ItemFailure {
+    message: String,
+    logs: Vec<String>,
+}
+
+impl ItemFailure {
+    fn new(message: impl Into<String>) -> ItemFailure {
+        ItemFailure {
+            message: message.into(),
+            logs: Vec::new(),
+        }
+    }
+}
+
+struct Run {
+    store: Store,
+    scripts: ScriptPool,
+    actions: ActionRegistry,
+    def: Arc<Definition>,
+    fence: Fence,
+    resumed: bool,
+    inputs: Map<String, Value>,
+    variables: Map<String, Value>,
+    outputs: Map<String, Value>,
+    item: String,
+    step: i64,
+    attempt: i32,
+}
+
+fn object(what: &str, text: &str) -> Result<Map<String, Value>, StoreError> {
+    match decode_json(what, text)? {
+        Value::Object(m) => Ok(m),
+        Value::Null => Ok(Map::new()),
+        other => Err(StoreError::Corrupt {
+            what: what.to_owned(),
+            reason: format!("expected an object, found {other}"),
+        }),
+    }
+}
+
+impl Run {
+    fn new(s: ExecutionSetup) -> Result<Run, StoreError> {
+        let row = s.row;
+        let mut outputs = match &row.outputs {
+            Some(text) => object("outputs", text)?,
+            None => Map::new(),
+        };
+        for name in s.definition.outputs.keys() {
+            outputs.entry(name.clone()).or_insert(Value::Null);
+        }
+        Ok(Run {
+            fence: Fence {
+                execution: row.id.clone(),
+                node: s.node,
+                epoch: row.owner_epoch,
+            },
+            inputs: object("inputs", &row.inputs)?,
+            variables: object("variables", &row.variables)?,
+            outputs,
+            item: row.current_item.clone().unwrap_or_else(|| s.definition.start.clone()),
+            step: row.step,
+            attempt: row.attempt,
+            store: s.store,
+            scripts: s.scripts,
+            actions: s.actions,
+            def: s.definition,
+            resumed: s.resumed,
+        })
+    }
+
+    fn log(&self, item: &str, step: i64, attempt: i32, event: &'static str, message: Option<String>) -> LogEntry {
+        LogEntry {
+            item: item.to_owned(),
+            step,
+            attempt,
+            event,
+            message,
+        }
+    }
+
+    fn script_logs(&self, lines: Vec<String>) -> Vec<LogEntry> {
+        lines
+            .into_iter()
+            .map(|l| self.log(&self.item, self.step, self.attempt, "log", Some(l)))
+            .collect()
+    }
+
+    /// Writes `cp`, retrying transient store failures. A refused (fenced)
+    /// write is returned at once and never retried.
+    async fn write(&self, cp: Checkpoint) -> Result<(), RunOutcome> {
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            match self.store.checkpoint(&self.fence, cp.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_ownership_lost() => {
+                    tracing::warn!(execution = %self.fence.execution, node = %self.fence.node, epoch = self.fence.epoch, "ownership lost; stopping");
+                    return Err(RunOutcome::OwnershipLost);
+                }
+                Err(StoreError::Db(e)) if crate::store::is_unique_violation(&e) && tries > 0 => {
+                    // An earlier try committed and only its answer was lost:
+                    // the completion record of this step is already there.
+                    return Ok(());
+                }
+                Err(e) => {
+                    tries += 1;
+                    if tries >= 8 {
+                        tracing::error!(execution = %self.fence.execution, error = %e, "checkpoint failed; giving up for now");
+                        return Err(RunOutcome::StoreFailed(e.to_string()));
+                    }
+                    tracing::warn!(execution = %self.fence.execution, error = %e, "checkpoint failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn drive(mut self, control: &Control) -> RunOutcome {
+        match self.drive_inner(control).await {
+            Ok(outcome) | Err(outcome) => outcome,
+        }
+    }
+
+    async fn drive_inner(&mut self, control: &Control) -> Result<RunOutcome, RunOutcome> {
+        if self.resumed {
+            self.attempt += 1;
+            let msg = format!("resumed on node {} (epoch {})", self.fence.node, self.fence.epoch);
+            let logs = vec![
+                self.log(&self.item, self.step, self.attempt, "resumed", Some(msg)),
+                self.log(&self.item, self.step, self.attempt, "started", None),
+            ];
+            self.write(Checkpoint {
+                attempt: Some(self.attempt),
+                logs,
+                ..Default::default()
+            })
+            .await?;
+        }
+        loop {
+            if control.cancel.get() {
+                return self.cancel().await;
+            }
+            if control.stop.get() {
+                return Ok(RunOutcome::Stopped);
+            }
+            let Some(item) = self.def.items.get(&self.item).cloned() else {
+                let msg = format!("item `{}` is not in workflow {} version", self.item, self.def.id);
+                return self.fail(msg, Vec::new()).await;
+            };
+            let (fut, handle) = abortable(self.run_item(&item));
+            *control.current.borrow_mut() = Some(handle);
+            let result = fut.await;
+            *control.current.borrow_mut() = None;
+            let result = match result {
+                Ok(r) => r,
+                Err(_aborted) => continue,
+            };
+            match result {
+                Ok(done) => {
+                    if let Some(outcome) = self.complete(&item, done).await? {
+                        return Ok(outcome);
+                    }
+                }
+                Err(failure) => {
+                    if let Some(outcome) = self.item_failed(&item, failure, control).await? {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn cancel(&self) -> Result<RunOutcome, RunOutcome> {
+        self.write(Checkpoint {
+            state: Some(state::CANCELED),
+            ended: true,
+            logs: vec![self.log(&self.item, self.step, self.attempt, "log", Some("execution canceled".into()))],
+            ..Default::default()
+        })
+        .await?;
+        Ok(RunOutcome::Canceled)
+    }
+
+    async fn fail(&self, message: String, mut logs: Vec<LogEntry>) -> Result<RunOutcome, RunOutcome> {
+        logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(message.clone())));
+        self.write(Checkpoint {
+            state: Some(state::FAILED),
+            error: Some(Some(message)),
+            ended: true,
+            logs,
+            ..Default::default()
+        })
+        .await?;
+        Ok(RunOutcome::Finished(state::FAILED))
+    }
+
+    /// Records an item's completion and the next item's start in one
+    /// transaction; at an `end` item, finishes the execution.
+    async fn complete(&mut self, item: &Item, done: ItemDone) -> Result<Option<RunOutcome>, RunOutcome> {
+        let mut logs = self.script_logs(done.logs);
+        match done.next {
+            Next::Item(next) => {
+                let next_step = self.step + 1;
+                logs.push(self.log(&self.item, self.step, self.attempt, "completed", None));
+                logs.push(self.log(&next, next_step, 1, "started", None));
+                self.write(Checkpoint {
+                    variables: Some(Value::Object(done.variables.clone())),
+                    outputs: Some(Value::Object(done.outputs.clone())),
+                    current_item: Some(Some(next.clone())),
+                    step: Some(next_step),
+                    attempt: Some(1),
+                    logs,
+                    ..Default::default()
+                })
+                .await?;
+                self.variables = done.variables;
+                self.outputs = done.outputs;
+                self.item = next;
+                self.step = next_step;
+                self.attempt = 1;
+                Ok(None)
+            }
+            Next::End { fail: Some(message) } => {
+                let _ = item;
+                self.fail(message, logs).await.map(Some)
+            }
+            Next::End { fail: None } => {
+                let mut problems = Vec::new();
+                for (name, ty) in &self.def.outputs {
+                    let v = done.outputs.get(name).unwrap_or(&Value::Null);
+                    if !ty.accepts(v) {
+                        problems.push(format!("output `{name}` must be {}, got {}", ty.name(), type_of(v)));
+                    }
+                }
+                if !problems.is_empty() {
+                    return self.fail(problems.join("; "), logs).await.map(Some);
+                }
+                logs.push(self.log(&self.item, self.step, self.attempt, "completed", None));
+                self.write(Checkpoint {
+                    variables: Some(Value::Object(done.variables)),
+                    outputs: Some(Value::Object(done.outputs)),
+                    current_item: Some(None),
+                    state: Some(state::COMPLETED),
+                    ended: true,
+                    logs,
+                    ..Default::default()
+                })
+                .await?;
+                Ok(Some(RunOutcome::Finished(state::COMPLETED)))
+            }
+        }
+    }
+
+    /// Retries the item, hands the error to an `on_error` item, or fails
+    /// the execution.
+    async fn item_failed(
+        &mut self,
+        item: &Item,
+        failure: ItemFailure,
+        control: &Control,
+    ) -> Result<Option<RunOutcome>, RunOutcome> {
+        let mut logs = self.script_logs(failure.logs);
+        let message = failure.message;
+        if let Some(retry) = item.retry.as_ref().filter(|r| self.attempt < r.max_attempts as i32) {
+            let next_attempt = self.attempt + 1;
+            logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(message)));
+            logs.push(self.log(&self.item, self.step, next_attempt, "started", None));
+            self.write(Checkpoint {
+                attempt: Some(next_attempt),
+                logs,
+                ..Default::default()
+            })
+            .await?;
+            self.attempt = next_attempt;
+            let exp = (self.attempt - 2).clamp(0, 20) as u32;
+            let backoff = retry.backoff_ms.saturating_mul(1u64 << exp);
+            let (sleep, handle) = abortable(tokio::time::sleep(Duration::from_millis(backoff)));
+            *control.current.borrow_mut() = Some(handle);
+            let _ = sleep.await;
+            *control.current.borrow_mut() = None;
+            return Ok(None);
+        }
+        let handler = item.on_error.clone().or_else(|| {
+            self.def
+                .on_error
+                .clone()
+                .filter(|h| *h != self.item)
+        });
+        if let Some(handler) = handler {
+            let next_step = self.step + 1;
+            let mut variables = self.variables.clone();
+            variables.insert(
+                "error".into(),
+                json!({ "message": message, "item": self.item, "attempt": self.attempt }),
+            );
+            logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(message)));
+            logs.push(self.log(&handler, next_step, 1, "started", None));
+            self.write(Checkpoint {
+                variables: Some(Value::Object(variables.clone())),
+                current_item: Some(Some(handler.clone())),
+                step: Some(next_step),
+                attempt: Some(1),
+                logs,
+                ..Default::default()
+            })
+            .await?;
+            self.variables = variables;
+            self.item = handler;
+            self.step = next_step;
+            self.attempt = 1;
+            return Ok(None);
+        }
+        self.fail(message, logs).await.map(Some)
+    }
+
+    fn script_context(&self) -> ScriptContext {
+        ScriptContext {
+            execution_id: self.fence.execution.clone(),
+            item: self.item.clone(),
+            attempt: self.attempt,
+            idempotency_key: format!("{}/{}", self.fence.execution, self.item),
+        }
+    }
+
+    /// Globals for a script: inputs, then outputs, then variables.
+    fn globals(&self) -> Vec<(String, Value)> {
+        let mut g: Vec<(String, Value)> = Vec::with_capacity(self.inputs.len() + self.outputs.len() + self.variables.len());
+        g.extend(self.inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        g.extend(self.outputs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        g.extend(self.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        g
+    }
+
+    async fn eval(&self, code: Code, read_back: bool) -> Result<(Map<String, Value>, Map<String, Value>, Vec<String>), ItemFailure> {
+        let read_back = if read_back {
+            self.variables.keys().chain(self.outputs.keys()).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let out = self
+            .scripts
+            .evaluate(Evaluate {
+                globals: self.globals(),
+                code,
+                read_back,
+                context: self.script_context(),
+            })
+            .await
+            .map_err(|e| ItemFailure::new(e.to_string()))?;
+        Ok((out.values, out.results, out.logs))
+    }
+
+    async fn run_item(&self, item: &Item) -> Result<ItemDone, ItemFailure> {
+        match &item.kind {
+            ItemKind::Task { script, next } => {
+                let (values, _, logs) = self.eval(Code::Statements(script.clone()), true).await?;
+                let (mut variables, mut outputs) = (self.variables.clone(), self.outputs.clone());
+                for (k, v) in values {
+                    if let Some(slot) = variables.get_mut(&k) {
+                        *slot = v.clone();
+                    }
+                    if let Some(slot) = outputs.get_mut(&k) {
+                        *slot = v;
+                    }
+                }
+                Ok(ItemDone {
+                    next: Next::Item(next.clone()),
+                    variables,
+                    outputs,
+                    logs,
+                })
+            }
+            ItemKind::Decision { condition, then, otherwise } => {
+                let expr = vec![("c".to_owned(), format!("!!({condition}\n)"))];
+                let (_, results, logs) = self.eval(Code::Expressions(expr), false).await?;
+                let truthy = results.get("c").and_then(Value::as_bool).unwrap_or(false);
+                Ok(ItemDone {
+                    next: Next::Item(if truthy { then.clone() } else { otherwise.clone() }),
+                    variables: self.variables.clone(),
+                    outputs: self.outputs.clone(),
+                    logs,
+                })
+            }
+            ItemKind::Action { action, inputs, outputs: mapping, next } => {
+                let mut logs = Vec::new();
+                let params = if inputs.is_empty() {
+                    Map::new()
+                } else {
+                    let exprs = inputs.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+                    let (_, results, l) = self.eval(Code::Expressions(exprs), false).await?;
+                    logs = l;
+                    results
+                };
+                let call = ActionCall::new(&self.fence.execution, &self.item, self.attempt, params);
+                let result = self.actions.call(action, call.clone()).await;
+                logs.extend(call.take_logs());
+                let result = result.map_err(|message| ItemFailure {
+                    message: format!("action `{action}` failed: {message}"),
+                    logs: logs.clone(),
+                })?;
+                let (mut variables, mut outputs) = (self.variables.clone(), self.outputs.clone());
+                for (var, field) in mapping {
+                    let v = match field.as_str() {
+                        "" | "." => result.clone(),
+                        f => result.get(f).cloned().unwrap_or(Value::Null),
+                    };
+                    if outputs.contains_key(var) {
+                        outputs.insert(var.clone(), v.clone());
+                        if variables.contains_key(var) {
+                            variables.insert(var.clone(), v);
+                        }
+                    } else {
+                        variables.insert(var.clone(), v);
+                    }
+                }
+                Ok(ItemDone {
+                    next: Next::Item(next.clone()),
+                    variables,
+                    outputs,
+                    logs,
+                })
+            }
+            ItemKind::End { fail } => {
+                let (fail, logs) = match fail {
+                    Some(expr) => {
+                        let (_, results, logs) = self
+                            .eval(Code::Expressions(vec![("m".into(), expr.clone())]), false)
+                            .await?;
+                        let message = match results.get("m") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(Value::Null) | None => "workflow failed".to_owned(),
+                            Some(other) => other.to_string(),
+                        };
+                        (Some(message), logs)
+                    }
+                    None => (None, Vec::new()),
+                };
+                Ok(ItemDone {
+                    next: Next::End { fail },
+                    variables: self.variables.clone(),
+                    outputs: self.outputs.clone(),
+                    logs,
+                })
+            }
+            other => Err(ItemFailure::new(format!(
+                "item type `{}` is not supported by this version of Baton",
+                other.type_name()
+            ))),
+        }
+    }
+}
+
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

@@ -1,0 +1,29 @@
+//! Baton's node actor tree and everything it needs to run workflows
+//! durably: the store, the workflow model and the script engine.
+//!
+//! Nothing in this crate knows about HTTP; the `baton` crate wraps it.
+//!
+//! # Layout
+//! - [`db`]: the database connection, kept on its own multi-thread tokio runtime
+//! - [`store`]: sea-orm entities and every query, with the fenced writes on executions
+//! - [`workflow`]: definition model, validation, and the QuickJS script pool
+//! - [`actions`]: built-in actions (`log`, `sleep`) and the registry of embedder actions
+//! - [`messages`]: messages shared by several actors
+//! - [`supervisor`]: `NodeSupervisor`, the root of a node's actor tree
+//! - [`execution`]: `ExecutionActor`, one per running execution
+//! - [`error`]: the error types of this crate
+
+pub mod actions;
+pub mod db;
+pub mod error;
+pub mod execution;
+pub mod messages;
+pub mod store;
+pub mod supervisor;
+pub mod workflow;
+
+pub use actions::{ActionCall, ActionRegistry};
+pub use db::Db;
+pub use error::{EngineError, StoreError};
+pub use store::Store;
+pub use supervisor::{NodeSupervisor, SupervisorConfig};

@@ -1,0 +1,75 @@
+//! Messages shared by several actors of a node. Messages used by one actor
+//! only live in that actor's file.
+
+use actix::Message;
+use serde::Serialize;
+
+/// The states of a node, as `/api/healthstatus` reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum NodeState {
+    /// Registering and recovering; not yet running workflows.
+    Starting,
+    /// An active node running workflows.
+    Running,
+    /// A standby node: healthy, running no workflows.
+    Standby,
+    /// Fenced: stopped its executions after losing the database or its lease.
+    Fenced,
+    /// Shutting down.
+    Stopping,
+}
+
+impl NodeState {
+    /// The state's name as reported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "STARTING",
+            NodeState::Running => "RUNNING",
+            NodeState::Standby => "STANDBY",
+            NodeState::Fenced => "FENCED",
+            NodeState::Stopping => "STOPPING",
+        }
+    }
+}
+
+/// How an execution actor's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The execution reached an end item or failed; the row says which.
+    Finished(&'static str),
+    /// Canceled by a caller.
+    Canceled,
+    /// A fenced write was refused: another owner has it now.
+    OwnershipLost,
+    /// Stopped by the node (shutdown or fencing) between items.
+    Stopped,
+    /// A store error that is not a fencing refusal; the execution stays
+    /// unfinished in the store and is resumed when claimed again.
+    StoreFailed(String),
+}
+
+/// Sent by an `ExecutionActor` to its supervisor when its run ends.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ExecutionEnded {
+    /// The execution.
+    pub id: String,
+    /// How it ended.
+    pub outcome: RunOutcome,
+}
+
+/// Tells an execution actor to cancel its execution; resolves once the
+/// canceled state is written (or the run has ended otherwise).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Cancel;
+
+/// Tells an execution actor to stop after its current item (checkpointed),
+/// or at once when `now` (fencing: no further write may be attempted).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop {
+    /// Abort the current item instead of letting it finish.
+    pub now: bool,
+}

@@ -1,0 +1,420 @@
+//! Executions and the item log. Every write on an existing execution row is
+//! a fenced update (`Store::checkpoint`); creation and claiming are the only
+//! other writes, and claiming always moves the epoch forward.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use serde_json::Value;
+
+use super::entities::{execution, item_log};
+use super::{is_unique_violation, state, Store};
+use crate::error::StoreError;
+
+/// Who may write an execution row: its id, owner node and owner epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The execution.
+    pub execution: String,
+    /// The owner node.
+    pub node: String,
+    /// The owner epoch.
+    pub epoch: i64,
+}
+
+/// One record for the item log; the node is the writer's.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// The item's key in the definition.
+    pub item: String,
+    /// The execution's step number for this item run.
+    pub step: i64,
+    /// The attempt number.
+    pub attempt: i32,
+    /// `started`, `completed`, `failed`, `resumed` or `log`.
+    pub event: &'static str,
+    /// Free text.
+    pub message: Option<String>,
+}
+
+/// A fenced write on an execution: the columns to set and the item-log
+/// records to append, committed in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Checkpoint {
+    /// New variables.
+    pub variables: Option<Value>,
+    /// New outputs.
+    pub outputs: Option<Value>,
+    /// New current item (`Some(None)` clears it).
+    pub current_item: Option<Option<String>>,
+    /// New step number.
+    pub step: Option<i64>,
+    /// New attempt number.
+    pub attempt: Option<i32>,
+    /// New state.
+    pub state: Option<&'static str>,
+    /// New error (`Some(None)` clears it).
+    pub error: Option<Option<String>>,
+    /// Stamp `ended_at` with the database clock.
+    pub ended: bool,
+    /// Item-log records to append.
+    pub logs: Vec<LogEntry>,
+}
+
+/// What a new execution starts with.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    /// Its id.
+    pub id: String,
+    /// The definition it runs.
+    pub workflow_id: String,
+    /// The definition's version.
+    pub workflow_version: i64,
+    /// The execution that started it, if any.
+    pub parent_id: Option<String>,
+    /// Its inputs.
+    pub inputs: Value,
+    /// Its variables at the start.
+    pub variables: Value,
+    /// The first item.
+    pub start_item: String,
+    /// The node that accepted it and owns it.
+    pub owner_node: String,
+}
+
+/// The result of [`Store::create_execution`].
+#[derive(Clone, Debug)]
+pub enum StartOutcome {
+    /// A new row was written.
+    Created(execution::Model),
+    /// An execution with that id already existed; nothing was written.
+    Existing(execution::Model),
+}
+
+/// Filters for listing executions.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionFilter {
+    /// Only this workflow's executions.
+    pub workflow_id: Option<String>,
+    /// Only executions in this state.
+    pub state: Option<String>,
+    /// At most this many.
+    pub limit: u64,
+    /// Only those listed after this execution id (newest first).
+    pub after: Option<String>,
+}
+
+fn to_text(v: &Value) -> String {
+    v.to_string()
+}
+
+impl Store {
+    /// Inserts a new execution, owned by `new.owner_node` at epoch 1, with
+    /// its first item recorded as started (attempt 1) in the same
+    /// transaction. An existing id returns the stored execution unchanged.
+    pub async fn create_execution(&self, new: NewExecution) -> Result<StartOutcome, StoreError> {
+        let backend = self.backend();
+        let id = new.id.clone();
+        let created = self
+            .db()
+            .run(move |c| async move {
+                let now = Store::now_expr(backend);
+                let txn = c.begin().await?;
+                let insert = Query::insert()
+                    .into_table(execution::Entity)
+                    .columns([
+                        execution::Column::Id,
+                        execution::Column::WorkflowId,
+                        execution::Column::WorkflowVersion,
+                        execution::Column::ParentId,
+                        execution::Column::State,
+                        execution::Column::Inputs,
+                        execution::Column::Variables,
+                        execution::Column::CurrentItem,
+                        execution::Column::Step,
+                        execution::Column::Attempt,
+                        execution::Column::OwnerNode,
+                        execution::Column::OwnerEpoch,
+                        execution::Column::CreatedAt,
+                        execution::Column::StartedAt,
+                        execution::Column::UpdatedAt,
+                    ])
+                    .values_panic([
+                        Expr::value(new.id.clone()),
+                        Expr::value(new.workflow_id.clone()),
+                        Expr::value(new.workflow_version),
+                        Expr::value(new.parent_id.clone()),
+                        Expr::value(state::RUNNING),
+                        Expr::value(to_text(&new.inputs)),
+                        Expr::value(to_text(&new.variables)),
+                        Expr::value(new.start_item.clone()),
+                        Expr::value(1i64),
+                        Expr::value(1i32),
+                        Expr::value(new.owner_node.clone()),
+                        Expr::value(1i64),
+                        now.clone(),
+                        now.clone(),
+                        now.clone(),
+                    ])
+                    .to_owned();
+                match txn.execute(&insert).await {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => {
+                        txn.rollback().await?;
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let started = LogEntry {
+                    item: new.start_item.clone(),
+                    step: 1,
+                    attempt: 1,
+                    event: "started",
+                    message: None,
+                };
+                insert_logs(&txn, backend, &new.id, &new.owner_node, &[started]).await?;
+                txn.commit().await?;
+                Ok(true)
+            })
+            .await?;
+        let row = self
+            .execution(&id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "execution",
+                id: id.clone(),
+            })?;
+        Ok(if created {
+            StartOutcome::Created(row)
+        } else {
+            StartOutcome::Existing(row)
+        })
+    }
+
+    /// Applies `cp` to the execution if, and only if, `fence` still owns it.
+    ///
+    /// One transaction: the fenced `UPDATE`, then the item-log records.
+    /// Zero rows updated means ownership was lost: nothing is written and
+    /// [`StoreError::OwnershipLost`] is returned.
+    pub async fn checkpoint(&self, fence: &Fence, cp: Checkpoint) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let fence = fence.clone();
+        self.db()
+            .run(move |c| async move {
+                let now = Store::now_expr(backend);
+                let txn = c.begin().await?;
+                let mut update = execution::Entity::update_many()
+                    .col_expr(execution::Column::UpdatedAt, now.clone());
+                if let Some(v) = &cp.variables {
+                    update = update.col_expr(execution::Column::Variables, Expr::value(to_text(v)));
+                }
+                if let Some(v) = &cp.outputs {
+                    update = update.col_expr(execution::Column::Outputs, Expr::value(to_text(v)));
+                }
+                if let Some(v) = &cp.current_item {
+                    update = update.col_expr(execution::Column::CurrentItem, Expr::value(v.clone()));
+                }
+                if let Some(v) = cp.step {
+                    update = update.col_expr(execution::Column::Step, Expr::value(v));
+                }
+                if let Some(v) = cp.attempt {
+                    update = update.col_expr(execution::Column::Attempt, Expr::value(v));
+                }
+                if let Some(v) = cp.state {
+                    update = update.col_expr(execution::Column::State, Expr::value(v));
+                }
+                if let Some(v) = &cp.error {
+                    update = update.col_expr(execution::Column::Error, Expr::value(v.clone()));
+                }
+                if cp.ended {
+                    update = update.col_expr(execution::Column::EndedAt, now.clone());
+                }
+                let result = update
+                    .filter(execution::Column::Id.eq(fence.execution.as_str()))
+                    .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
+                    .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
+                    .exec(&txn)
+                    .await?;
+                if result.rows_affected == 0 {
+                    txn.rollback().await?;
+                    return Err(StoreError::OwnershipLost {
+                        execution: fence.execution.clone(),
+                        node: fence.node.clone(),
+                        epoch: fence.epoch,
+                    });
+                }
+                insert_logs(&txn, backend, &fence.execution, &fence.node, &cp.logs).await?;
+                txn.commit().await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Takes ownership of unfinished executions for `node`, moving each
+    /// one's epoch forward so that any previous owner's writes are refused
+    /// from now on. With `from_node`, only that node's executions are taken;
+    /// without, every unfinished execution (standalone mode: this node is
+    /// the only one). Returns the executions `node` now owns in state
+    /// `running`.
+    pub async fn claim_unfinished(
+        &self,
+        node: &str,
+        from_node: Option<&str>,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        let backend = self.backend();
+        let node = node.to_owned();
+        let from = from_node.map(str::to_owned);
+        self.db()
+            .run(move |c| async move {
+                let now = Store::now_expr(backend);
+                let mut update = execution::Entity::update_many()
+                    .col_expr(execution::Column::OwnerNode, Expr::value(node.clone()))
+                    .col_expr(
+                        execution::Column::OwnerEpoch,
+                        Expr::col(execution::Column::OwnerEpoch).add(1),
+                    )
+                    .col_expr(execution::Column::UpdatedAt, now)
+                    .filter(execution::Column::State.is_in(state::UNFINISHED));
+                if let Some(from) = &from {
+                    update = update.filter(execution::Column::OwnerNode.eq(from.as_str()));
+                }
+                update.exec(&c).await?;
+                let rows = execution::Entity::find()
+                    .filter(execution::Column::OwnerNode.eq(node.as_str()))
+                    .filter(execution::Column::State.eq(state::RUNNING))
+                    .order_by_asc(execution::Column::CreatedAt)
+                    .all(&c)
+                    .await?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    /// One execution.
+    pub async fn execution(&self, id: &str) -> Result<Option<execution::Model>, StoreError> {
+        let id = id.to_owned();
+        self.db()
+            .run(move |c| async move { Ok(execution::Entity::find_by_id(id).one(&c).await?) })
+            .await
+    }
+
+    /// Executions, newest first.
+    pub async fn executions(
+        &self,
+        filter: ExecutionFilter,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        let anchor = match &filter.after {
+            Some(after) => Some(self.execution(after).await?.ok_or_else(|| {
+                StoreError::NotFound {
+                    kind: "execution",
+                    id: after.clone(),
+                }
+            })?),
+            None => None,
+        };
+        self.db()
+            .run(move |c| async move {
+                let mut q = execution::Entity::find();
+                if let Some(w) = &filter.workflow_id {
+                    q = q.filter(execution::Column::WorkflowId.eq(w.as_str()));
+                }
+                if let Some(s) = &filter.state {
+                    q = q.filter(execution::Column::State.eq(s.as_str()));
+                }
+                if let Some(a) = &anchor {
+                    q = q.filter(
+                        Expr::col(execution::Column::CreatedAt)
+                            .lt(a.created_at)
+                            .or(Expr::col(execution::Column::CreatedAt)
+                                .eq(a.created_at)
+                                .and(Expr::col(execution::Column::Id).lt(a.id.as_str()))),
+                    );
+                }
+                let rows = q
+                    .order_by_desc(execution::Column::CreatedAt)
+                    .order_by_desc(execution::Column::Id)
+                    .limit(filter.limit)
+                    .all(&c)
+                    .await?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    /// The item log of one execution, oldest first.
+    pub async fn item_log(&self, execution_id: &str) -> Result<Vec<item_log::Model>, StoreError> {
+        let id = execution_id.to_owned();
+        self.db()
+            .run(move |c| async move {
+                Ok(item_log::Entity::find()
+                    .filter(item_log::Column::ExecutionId.eq(id))
+                    .order_by_asc(item_log::Column::Id)
+                    .all(&c)
+                    .await?)
+            })
+            .await
+    }
+
+    /// How many executions of `workflow_id` are not finished.
+    pub async fn count_unfinished(&self, workflow_id: &str) -> Result<u64, StoreError> {
+        let id = workflow_id.to_owned();
+        self.db()
+            .run(move |c| async move {
+                use sea_orm::PaginatorTrait;
+                Ok(execution::Entity::find()
+                    .filter(execution::Column::WorkflowId.eq(id))
+                    .filter(execution::Column::State.is_in(state::UNFINISHED))
+                    .count(&c)
+                    .await?)
+            })
+            .await
+    }
+}
+
+/// Appends item-log records inside `txn`, stamped with the database clock.
+/// A `completed` record carries its step in `completed_step`, whose unique
+/// index refuses a second completion of the same step.
+async fn insert_logs(
+    txn: &DatabaseTransaction,
+    backend: sea_orm::DbBackend,
+    execution_id: &str,
+    node: &str,
+    logs: &[LogEntry],
+) -> Result<(), StoreError> {
+    if logs.is_empty() {
+        return Ok(());
+    }
+    let now = Store::now_expr(backend);
+    let mut insert = Query::insert()
+        .into_table(item_log::Entity)
+        .columns([
+            item_log::Column::ExecutionId,
+            item_log::Column::Item,
+            item_log::Column::Step,
+            item_log::Column::Attempt,
+            item_log::Column::Event,
+            item_log::Column::Node,
+            item_log::Column::Time,
+            item_log::Column::Message,
+            item_log::Column::CompletedStep,
+        ])
+        .to_owned();
+    for log in logs {
+        let completed = (log.event == "completed").then_some(log.step);
+        insert.values_panic([
+            Expr::value(execution_id),
+            Expr::value(log.item.as_str()),
+            Expr::value(log.step),
+            Expr::value(log.attempt),
+            Expr::value(log.event),
+            Expr::value(node),
+            now.clone(),
+            Expr::value(log.message.clone()),
+            Expr::value(completed),
+        ]);
+    }
+    txn.execute(&insert).await?;
+    Ok(())
+}

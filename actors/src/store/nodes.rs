@@ -1,0 +1,158 @@
+//! Cluster members and cluster events.
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, QuerySelect, TransactionTrait};
+
+use super::entities::{cluster_event, node};
+use super::Store;
+use crate::error::StoreError;
+
+/// What a node says of itself when it registers.
+#[derive(Clone, Debug)]
+pub struct NodeRegistration {
+    /// Its id.
+    pub id: String,
+    /// Its HTTP address.
+    pub address: String,
+    /// `active` or `standby`.
+    pub role: String,
+    /// Its state (`RUNNING`, `STANDBY`, ...).
+    pub state: String,
+    /// A fingerprint of its cluster-wide settings.
+    pub fingerprint: String,
+}
+
+impl Store {
+    /// Registers (or re-registers) a node, moving its epoch forward, and
+    /// returns the new epoch. The heartbeat is stamped with the database
+    /// clock.
+    pub async fn register_node(&self, reg: NodeRegistration) -> Result<i64, StoreError> {
+        let backend = self.backend();
+        self.db()
+            .run(move |c| async move {
+                let now = Store::now_expr(backend);
+                let txn = c.begin().await?;
+                let mut insert = Query::insert()
+                    .into_table(node::Entity)
+                    .columns([
+                        node::Column::Id,
+                        node::Column::Address,
+                        node::Column::Role,
+                        node::Column::State,
+                        node::Column::Epoch,
+                        node::Column::LastHeartbeat,
+                        node::Column::Fingerprint,
+                        node::Column::StartedAt,
+                    ])
+                    .values_panic([
+                        Expr::value(reg.id.as_str()),
+                        Expr::value(reg.address.as_str()),
+                        Expr::value(reg.role.as_str()),
+                        Expr::value(reg.state.as_str()),
+                        Expr::value(1i64),
+                        now.clone(),
+                        Expr::value(reg.fingerprint.as_str()),
+                        now.clone(),
+                    ])
+                    .to_owned();
+                insert.on_conflict(
+                    OnConflict::column(node::Column::Id)
+                        .value(node::Column::Address, Expr::value(reg.address.as_str()))
+                        .value(node::Column::Role, Expr::value(reg.role.as_str()))
+                        .value(node::Column::State, Expr::value(reg.state.as_str()))
+                        .value(
+                            node::Column::Epoch,
+                            Expr::col((node::Entity, node::Column::Epoch)).add(1),
+                        )
+                        .value(node::Column::LastHeartbeat, now.clone())
+                        .value(node::Column::Fingerprint, Expr::value(reg.fingerprint.as_str()))
+                        .value(node::Column::StartedAt, now.clone())
+                        .to_owned(),
+                );
+                txn.execute(&insert).await?;
+                let row = node::Entity::find_by_id(reg.id.clone())
+                    .one(&txn)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        kind: "node",
+                        id: reg.id.clone(),
+                    })?;
+                txn.commit().await?;
+                Ok(row.epoch)
+            })
+            .await
+    }
+
+    /// Sets a node's state (and role) as it reports it.
+    pub async fn set_node_state(&self, id: &str, role: &str, state: &str) -> Result<(), StoreError> {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        let (id, role, state) = (id.to_owned(), role.to_owned(), state.to_owned());
+        self.db()
+            .run(move |c| async move {
+                node::Entity::update_many()
+                    .col_expr(node::Column::Role, Expr::value(role))
+                    .col_expr(node::Column::State, Expr::value(state))
+                    .filter(node::Column::Id.eq(id))
+                    .exec(&c)
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every node, with the database clock's current time.
+    pub async fn nodes(&self) -> Result<(Vec<node::Model>, i64), StoreError> {
+        let now = self.db_now_ms().await?;
+        let rows = self
+            .db()
+            .run(move |c| async move {
+                Ok(node::Entity::find()
+                    .order_by_asc(node::Column::Id)
+                    .all(&c)
+                    .await?)
+            })
+            .await?;
+        Ok((rows, now))
+    }
+
+    /// Records a cluster event.
+    pub async fn record_event(&self, kind: &str, node_id: &str, message: &str) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let (kind, node_id, message) = (kind.to_owned(), node_id.to_owned(), message.to_owned());
+        self.db()
+            .run(move |c| async move {
+                let insert = Query::insert()
+                    .into_table(cluster_event::Entity)
+                    .columns([
+                        cluster_event::Column::Time,
+                        cluster_event::Column::Kind,
+                        cluster_event::Column::NodeId,
+                        cluster_event::Column::Message,
+                    ])
+                    .values_panic([
+                        Store::now_expr(backend),
+                        Expr::value(kind),
+                        Expr::value(node_id),
+                        Expr::value(message),
+                    ])
+                    .to_owned();
+                c.execute(&insert).await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Cluster events, newest first.
+    pub async fn events(&self, limit: u64) -> Result<Vec<cluster_event::Model>, StoreError> {
+        self.db()
+            .run(move |c| async move {
+                Ok(cluster_event::Entity::find()
+                    .order_by_desc(cluster_event::Column::Id)
+                    .limit(limit)
+                    .all(&c)
+                    .await?)
+            })
+            .await
+    }
+}
+

@@ -1,0 +1,460 @@
+//! `NodeSupervisor`: the root of a node's actor tree.
+//!
+//! It registers the node, claims and resumes the executions the node owns
+//! (crash recovery), starts one `ExecutionActor` per running execution,
+//! routes cancel requests to them, and stops them on shutdown. The node's
+//! state for `/api/healthstatus` is published through [`StatusCell`].
+//!
+//! Message priority: a node-wide stop ([`Shutdown`]) is handled before
+//! anything new is started (the state turns `STOPPING` first, and
+//! `StartExecution` is refused from then on); an execution's `Cancel` is
+//! handled between its items or by aborting the item in flight; ordinary
+//! messages follow in mailbox order. The database, not any mailbox, is the
+//! truth: a message lost with a failed actor is recovered by re-reading
+//! the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    WrapFuture,
+};
+use serde_json::Value;
+
+use crate::actions::ActionRegistry;
+use crate::error::{EngineError, StoreError};
+use crate::execution::{ExecutionActor, ExecutionSetup, SUPPORTED_ITEM_TYPES};
+use crate::messages::{Cancel, ExecutionEnded, NodeState, RunOutcome, Stop};
+use crate::store::entities::execution;
+use crate::store::{state, Checkpoint, Fence, LogEntry, NewExecution, NodeRegistration, StartOutcome, Store};
+use crate::workflow::ParseOptions;
+use crate::workflow::script::ScriptPool;
+use crate::workflow::{check_inputs, parse_definition, Definition, Problem, SourceFormat};
+
+/// The node's state as the HTTP layer reads it, without a message round trip.
+#[derive(Debug)]
+pub struct StatusCell(RwLock<NodeStatus>);
+
+/// A snapshot of the node's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Its state.
+    pub state: NodeState,
+    /// `active` or `standby`.
+    pub role: &'static str,
+    /// Its epoch, once registered.
+    pub epoch: i64,
+    /// Executions with a running actor on this node.
+    pub running: usize,
+}
+
+impl Default for StatusCell {
+    fn default() -> Self {
+        StatusCell(RwLock::new(NodeStatus {
+            state: NodeState::Starting,
+            role: "active",
+            epoch: 0,
+            running: 0,
+        }))
+    }
+}
+
+impl StatusCell {
+    /// The current snapshot.
+    pub fn get(&self) -> NodeStatus {
+        match self.0.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut NodeStatus)) {
+        match self.0.write() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+}
+
+/// What a supervisor is started with.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's HTTP address, as other nodes and clients reach it.
+    pub address: String,
+    /// The store.
+    pub store: Store,
+    /// The script threads.
+    pub scripts: ScriptPool,
+    /// The actions this node knows.
+    pub actions: ActionRegistry,
+    /// A fingerprint of the cluster-wide settings.
+    pub fingerprint: String,
+    /// Where the node's state is published.
+    pub status: Arc<StatusCell>,
+}
+
+/// The root actor of a node. See the module documentation.
+pub struct NodeSupervisor {
+    cfg: SupervisorConfig,
+    running: HashMap<String, Addr<ExecutionActor>>,
+    definitions: HashMap<(String, i64), Arc<Definition>>,
+}
+
+impl NodeSupervisor {
+    /// Creates a supervisor; it registers the node and recovers when started.
+    pub fn new(cfg: SupervisorConfig) -> NodeSupervisor {
+        NodeSupervisor {
+            cfg,
+            running: HashMap::new(),
+            definitions: HashMap::new(),
+        }
+    }
+
+    fn state(&self) -> NodeState {
+        self.cfg.status.get().state
+    }
+
+    fn publish_running(&self) {
+        let n = self.running.len();
+        self.cfg.status.update(|s| s.running = n);
+    }
+
+    fn spawn_execution(&mut self, ctx: &mut Context<Self>, def: Arc<Definition>, row: execution::Model, resumed: bool) {
+        if self.running.contains_key(&row.id) {
+            return;
+        }
+        let id = row.id.clone();
+        let actor = ExecutionActor::new(ExecutionSetup {
+            store: self.cfg.store.clone(),
+            scripts: self.cfg.scripts.clone(),
+            actions: self.cfg.actions.clone(),
+            definition: def,
+            row,
+            node: self.cfg.node_id.clone(),
+            resumed,
+            supervisor: ctx.address().recipient(),
+        });
+        self.running.insert(id, actor.start());
+        self.publish_running();
+    }
+
+    fn cache(&mut self, def: &Arc<Definition>, version: i64) {
+        if self.definitions.len() > 1024 {
+            self.definitions.clear();
+        }
+        self.definitions.insert((def.id.clone(), version), def.clone());
+    }
+
+    /// Registers the node, claims its unfinished executions and resumes them.
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        let cfg = self.cfg.clone();
+        let fut = async move {
+            let epoch = cfg
+                .store
+                .register_node(NodeRegistration {
+                    id: cfg.node_id.clone(),
+                    address: cfg.address.clone(),
+                    role: "active".into(),
+                    state: NodeState::Running.as_str().into(),
+                    fingerprint: cfg.fingerprint.clone(),
+                })
+                .await?;
+            cfg.store
+                .record_event("join", &cfg.node_id, &format!("node {} joined at epoch {epoch}", cfg.node_id))
+                .await?;
+            // Standalone: this node is the only one, so every unfinished
+            // execution is its own. Claiming moves each one's epoch forward,
+            // fencing out any earlier process that might still be writing.
+            let rows = cfg.store.claim_unfinished(&cfg.node_id, None).await?;
+            let mut resumed = Vec::with_capacity(rows.len());
+            let mut defs: HashMap<(String, i64), Arc<Definition>> = HashMap::new();
+            for row in rows {
+                let key = (row.workflow_id.clone(), row.workflow_version);
+                let def = match defs.get(&key) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = load_definition(&cfg.store, &row.workflow_id, row.workflow_version).await?;
+                        defs.insert(key, d.clone());
+                        d
+                    }
+                };
+                resumed.push((def, row));
+            }
+            Ok::<_, EngineError>((epoch, resumed))
+        };
+        ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok((epoch, resumed)) => {
+                tracing::info!(node = %act.cfg.node_id, epoch, resumed = resumed.len(), "node running");
+                for (def, row) in resumed {
+                    act.cache(&def, row.workflow_version);
+                    act.spawn_execution(ctx, def, row, true);
+                }
+                act.cfg.status.update(|s| {
+                    s.state = NodeState::Running;
+                    s.epoch = epoch;
+                });
+            }
+            Err(e) => {
+                tracing::error!(node = %act.cfg.node_id, error = %e, "start-up recovery failed; retrying in 1 s");
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.recover(ctx));
+            }
+        }));
+    }
+}
+
+/// Reads and parses one stored version of a definition.
+pub async fn load_definition(store: &Store, id: &str, version: i64) -> Result<Arc<Definition>, EngineError> {
+    let body = store
+        .workflow_version(id, version)
+        .await?
+        .ok_or_else(|| EngineError::WorkflowNotFound(format!("{id} version {version}")))?;
+    parse_stored(id, &body).map(Arc::new)
+}
+
+fn parse_stored(id: &str, body: &str) -> Result<Definition, EngineError> {
+    // Stored bodies were validated on import; accept any action name (an
+    // action unregistered since fails its item, not the load).
+    let opts = ParseOptions {
+        known_action: &|_| true,
+        supported_types: SUPPORTED_ITEM_TYPES,
+    };
+    let parsed = parse_definition(body.as_bytes(), SourceFormat::Json, &opts);
+    parsed.definition.ok_or_else(|| {
+        EngineError::Store(StoreError::Corrupt {
+            what: format!("workflow {id}"),
+            reason: parsed.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "),
+        })
+    })
+}
+
+impl Actor for NodeSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        self.recover(ctx);
+    }
+}
+
+/// Starts a new execution of a workflow's current version.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(execution::Model, bool), EngineError>")]
+pub struct StartExecution {
+    /// The workflow.
+    pub workflow_id: String,
+    /// Its inputs.
+    pub inputs: Value,
+    /// A caller-chosen id: repeating it starts nothing new.
+    pub execution_id: Option<String>,
+}
+
+impl Handler<StartExecution> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<(execution::Model, bool), EngineError>>;
+
+    fn handle(&mut self, msg: StartExecution, _: &mut Context<Self>) -> Self::Result {
+        let state = self.state();
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            if state != NodeState::Running {
+                return Err(EngineError::NotAccepting(format!("node is {}", state.as_str())));
+            }
+            let (summary, body) = store
+                .workflow(&msg.workflow_id)
+                .await?
+                .ok_or_else(|| EngineError::WorkflowNotFound(msg.workflow_id.clone()))?;
+            let def = Arc::new(parse_stored(&summary.id, &body)?);
+            let problems: Vec<Problem> = check_inputs(&def, &msg.inputs);
+            if !problems.is_empty() {
+                return Err(EngineError::InvalidInputs(problems));
+            }
+            let id = msg.execution_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let outcome = store
+                .create_execution(NewExecution {
+                    id,
+                    workflow_id: summary.id.clone(),
+                    workflow_version: summary.version,
+                    parent_id: None,
+                    inputs: msg.inputs,
+                    variables: Value::Object(def.variables.clone()),
+                    start_item: def.start.clone(),
+                    owner_node: node,
+                })
+                .await?;
+            Ok((def, summary.version, outcome))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, ctx| {
+            let (def, version, outcome) = result?;
+            act.cache(&def, version);
+            match outcome {
+                StartOutcome::Created(row) => {
+                    act.spawn_execution(ctx, def, row.clone(), false);
+                    Ok((row, true))
+                }
+                StartOutcome::Existing(row) => {
+                    if row.workflow_id != def.id {
+                        return Err(EngineError::Conflict(format!(
+                            "execution id {} is already used by an execution of workflow {}",
+                            row.id, row.workflow_id
+                        )));
+                    }
+                    Ok((row, false))
+                }
+            }
+        }))
+    }
+}
+
+/// Cancels an execution (idempotent). Resolves to the execution as stored
+/// afterwards.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<execution::Model, EngineError>")]
+pub struct CancelExecution {
+    /// The execution.
+    pub id: String,
+}
+
+impl Handler<CancelExecution> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<execution::Model, EngineError>>;
+
+    fn handle(&mut self, msg: CancelExecution, _: &mut Context<Self>) -> Self::Result {
+        let actor = self.running.get(&msg.id).cloned();
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            if let Some(actor) = actor {
+                actor.send(Cancel).await?;
+            }
+            let row = store
+                .execution(&msg.id)
+                .await?
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))?;
+            if row.state == state::COMPLETED || row.state == state::CANCELED {
+                return Ok(row);
+            }
+            if row.owner_node.as_deref() != Some(node.as_str()) {
+                return Err(EngineError::Conflict(format!(
+                    "execution {} is owned by node {}; cancel it there",
+                    row.id,
+                    row.owner_node.as_deref().unwrap_or("(none)")
+                )));
+            }
+            // No actor runs it (failed, or between runs): a fenced write
+            // under the epoch just read, refused if ownership moved since.
+            let fence = Fence {
+                execution: row.id.clone(),
+                node: node.clone(),
+                epoch: row.owner_epoch,
+            };
+            store
+                .checkpoint(
+                    &fence,
+                    Checkpoint {
+                        state: Some(state::CANCELED),
+                        ended: true,
+                        logs: vec![LogEntry {
+                            item: row.current_item.clone().unwrap_or_default(),
+                            step: row.step,
+                            attempt: row.attempt,
+                            event: "log",
+                            message: Some("execution canceled".into()),
+                        }],
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            Ok(store
+                .execution(&msg.id)
+                .await?
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))?)
+        };
+        Box::pin(fut.into_actor(self))
+    }
+}
+
+impl Handler<ExecutionEnded> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExecutionEnded, ctx: &mut Context<Self>) {
+        self.running.remove(&msg.id);
+        self.publish_running();
+        if let RunOutcome::StoreFailed(reason) = &msg.outcome {
+            tracing::warn!(execution = %msg.id, %reason, "execution paused on a store failure; resuming in 1 s");
+            let id = msg.id.clone();
+            ctx.run_later(Duration::from_secs(1), move |act, ctx| act.retry_execution(ctx, id));
+        }
+    }
+}
+
+impl NodeSupervisor {
+    /// Re-reads an execution this node owns and runs it again if it is
+    /// still running (after a store failure stopped its actor).
+    fn retry_execution(&mut self, ctx: &mut Context<Self>, id: String) {
+        if self.state() != NodeState::Running || self.running.contains_key(&id) {
+            return;
+        }
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            let Some(row) = store.execution(&id).await? else { return Ok(None) };
+            if row.state != state::RUNNING || row.owner_node.as_deref() != Some(node.as_str()) {
+                return Ok(None);
+            }
+            let def = load_definition(&store, &row.workflow_id, row.workflow_version).await?;
+            Ok::<_, EngineError>(Some((def, row)))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(Some((def, row))) => act.spawn_execution(ctx, def, row, true),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot resume execution yet"),
+        }));
+    }
+}
+
+/// Stops the node's executions gracefully: each stops after its current
+/// item; items still running after `grace` are abandoned (they run again,
+/// attempt + 1, when the execution is next claimed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// How long running items may take to finish.
+    pub grace: Duration,
+}
+
+impl Handler<Shutdown> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.cfg.status.update(|s| s.state = NodeState::Stopping);
+        let actors: Vec<_> = self.running.values().cloned().collect();
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            let graceful = futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: false })));
+            if tokio::time::timeout(msg.grace, graceful).await.is_err() {
+                let now = futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: true })));
+                let _ = tokio::time::timeout(Duration::from_secs(2), now).await;
+            }
+            let _ = store.set_node_state(&node, "active", "STOPPED").await;
+            let _ = store.record_event("leave", &node, &format!("node {node} left")).await;
+        };
+        Box::pin(fut.into_actor(self))
+    }
+}
+
+/// Asks how many executions have a running actor on this node.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct CountRunning;
+
+impl Handler<CountRunning> for NodeSupervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountRunning, _: &mut Context<Self>) -> usize {
+        self.running.len()
+    }
+}

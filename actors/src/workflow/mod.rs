@@ -1,0 +1,17 @@
+//! Workflow definitions: the model, its parser and validator, and the
+//! script engine that runs the JavaScript inside them.
+//!
+//! # Layout
+//! - `raw`: a JSON/YAML tree that keeps duplicate keys, so they can be reported
+//! - `model`: the typed definition (items, types, retries)
+//! - `parse`: from the raw tree to the model, collecting every problem with its path
+//! - `script`: the QuickJS script pool (a `SyncArbiter`, one runtime per thread)
+
+mod model;
+mod parse;
+mod raw;
+pub mod script;
+
+pub use model::{Definition, Item, ItemKind, Retry, ValueType};
+pub use parse::{check_inputs, parse_definition, ParseOptions, Parsed, Problem, SourceFormat};
+pub use raw::Raw;

@@ -1,0 +1,610 @@
+//! From a JSON or YAML document to a [`Definition`], reporting every
+//! problem at once, each with its path (`items.check.then`).
+//!
+//! Structure is checked here; whether scripts compile is checked by the
+//! caller with the script pool, from the [`ScriptRef`]s this returns.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::model::{Definition, Item, ItemKind, Retry, ValueType};
+use super::raw::Raw;
+use super::script::ScriptRef;
+
+/// One thing wrong with a definition or a request, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Where: a dotted path such as `items.check.then`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// The text format of a definition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// What the parser needs to know about the engine.
+pub struct ParseOptions<'a> {
+    /// True when an action of this name is registered.
+    pub known_action: &'a dyn Fn(&str) -> bool,
+    /// Item types this engine runs.
+    pub supported_types: &'a [&'a str],
+}
+
+/// The outcome of parsing: a definition when the structure is sound, every
+/// problem found, and the scripts to compile.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The definition, if its structure is sound.
+    pub definition: Option<Definition>,
+    /// Every structural problem.
+    pub problems: Vec<Problem>,
+    /// Every script and expression, with its path.
+    pub scripts: Vec<ScriptRef>,
+}
+
+/// Parses and checks a definition's structure.
+pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'_>) -> Parsed {
+    let raw: Result<Raw, String> = match format {
+        SourceFormat::Json => serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}")),
+        SourceFormat::Yaml => serde_yaml::from_slice(text).map_err(|e| format!("invalid YAML: {e}")),
+    };
+    let mut p = Parser {
+        problems: Vec::new(),
+        scripts: Vec::new(),
+        opts,
+    };
+    let definition = match raw {
+        Ok(raw) => p.definition(&raw),
+        Err(e) => {
+            p.problems.push(Problem::new("", e));
+            None
+        }
+    };
+    let definition = if p.problems.is_empty() { definition } else { None };
+    Parsed {
+        definition,
+        problems: p.problems,
+        scripts: p.scripts,
+    }
+}
+
+/// Checks a start request's inputs against the declared ones: every
+/// declared input present with its type, nothing undeclared.
+pub fn check_inputs(def: &Definition, inputs: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(map) = inputs.as_object() else {
+        return vec![Problem::new("inputs", format!("must be an object, not {}", json_type(inputs)))];
+    };
+    for (name, ty) in &def.inputs {
+        match map.get(name) {
+            None => problems.push(Problem::new(format!("inputs.{name}"), format!("missing (declared as {})", ty.name()))),
+            Some(v) if !ty.accepts(v) => problems.push(Problem::new(
+                format!("inputs.{name}"),
+                format!("expected {}, got {}", ty.name(), json_type(v)),
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in map.keys() {
+        if !def.inputs.contains_key(name) {
+            problems.push(Problem::new(format!("inputs.{name}"), format!("not an input of workflow {}", def.id)));
+        }
+    }
+    problems
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+const RESERVED_NAMES: [&str; 5] = ["ctx", "log", "inputs", "outputs", "variables"];
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+fn is_valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+struct Parser<'a> {
+    problems: Vec<Problem>,
+    scripts: Vec<ScriptRef>,
+    opts: &'a ParseOptions<'a>,
+}
+
+/// Field access on an object node, remembering which keys were read so
+/// that unknown keys can be reported.
+struct Fields<'r> {
+    path: String,
+    entries: &'r [(String, Raw)],
+    used: BTreeSet<&'static str>,
+}
+
+impl<'r> Fields<'r> {
+    fn get(&mut self, key: &'static str) -> Option<&'r Raw> {
+        self.used.insert(key);
+        self.entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn at(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn object<'r>(&mut self, path: &str, raw: &'r Raw) -> Option<Fields<'r>> {
+        match raw {
+            Raw::Object(entries) => {
+                let mut seen = BTreeSet::new();
+                for (k, _) in entries {
+                    if !seen.insert(k.as_str()) {
+                        let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                        self.problem(at, "duplicate key");
+                    }
+                }
+                Some(Fields {
+                    path: path.to_owned(),
+                    entries,
+                    used: BTreeSet::new(),
+                })
+            }
+            other => {
+                self.problem(path, format!("must be an object, not {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    fn finish(&mut self, f: &Fields<'_>) {
+        for (k, _) in f.entries {
+            if !f.used.contains(k.as_str()) {
+                self.problem(f.at(k), "unknown field");
+            }
+        }
+    }
+
+    fn string(&mut self, f: &mut Fields<'_>, key: &'static str, required: bool) -> Option<String> {
+        match f.get(key) {
+            Some(Raw::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.problem(f.at(key), format!("must be a string, not {}", other.type_name()));
+                None
+            }
+            None => {
+                if required {
+                    self.problem(f.at(key), "missing");
+                }
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, f: &mut Fields<'_>, key: &'static str) -> Option<u64> {
+        match f.get(key) {
+            Some(Raw::Number(n)) => match n.as_u64() {
+                Some(v) => Some(v),
+                None => {
+                    self.problem(f.at(key), "must be a non-negative integer");
+                    None
+                }
+            },
+            Some(other) => {
+                self.problem(f.at(key), format!("must be a number, not {}", other.type_name()));
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn boolean(&mut self, f: &mut Fields<'_>, key: &'static str) -> bool {
+        match f.get(key) {
+            Some(Raw::Bool(b)) => *b,
+            Some(other) => {
+                self.problem(f.at(key), format!("must be true or false, not {}", other.type_name()));
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn string_map(&mut self, f: &mut Fields<'_>, key: &'static str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(raw) = f.get(key) else { return out };
+        let path = f.at(key);
+        let Some(m) = self.object(&path, raw) else { return out };
+        for (k, v) in m.entries {
+            match v {
+                Raw::String(s) => {
+                    out.insert(k.clone(), s.clone());
+                }
+                other => self.problem(m.at(k), format!("must be a string, not {}", other.type_name())),
+            }
+        }
+        out
+    }
+
+    fn types(&mut self, f: &mut Fields<'_>, key: &'static str) -> BTreeMap<String, ValueType> {
+        let mut out = BTreeMap::new();
+        let Some(raw) = f.get(key) else { return out };
+        let path = f.at(key);
+        let Some(m) = self.object(&path, raw) else { return out };
+        for (k, v) in m.entries {
+            if !is_identifier(k) {
+                self.problem(m.at(k), "must be a JavaScript identifier (letters, digits, _ and $)");
+            } else if RESERVED_NAMES.contains(&k.as_str()) {
+                self.problem(m.at(k), format!("`{k}` is reserved"));
+            }
+            match v {
+                Raw::String(s) => match ValueType::from_name(s) {
+                    Some(t) => {
+                        out.insert(k.clone(), t);
+                    }
+                    None => self.problem(
+                        m.at(k),
+                        format!("unknown type `{s}` (expected string, number, boolean, object, array or any)"),
+                    ),
+                },
+                other => self.problem(m.at(k), format!("must be a type name, not {}", other.type_name())),
+            }
+        }
+        out
+    }
+
+    fn script(&mut self, path: String, source: &str, expression: bool) {
+        self.scripts.push(ScriptRef {
+            path,
+            source: source.to_owned(),
+            expression,
+        });
+    }
+
+    fn definition(&mut self, raw: &Raw) -> Option<Definition> {
+        let mut f = self.object("", raw)?;
+        let id = self.string(&mut f, "id", true);
+        if let Some(id) = &id {
+            if !is_valid_id(id) {
+                self.problem("id", "must be 1 to 128 characters of letters, digits, `_`, `.` and `-`");
+            }
+        }
+        let name = self.string(&mut f, "name", false);
+        let inputs = self.types(&mut f, "inputs");
+        let outputs = self.types(&mut f, "outputs");
+        let mut variables = serde_json::Map::new();
+        if let Some(raw) = f.get("variables") {
+            if let Some(m) = self.object("variables", raw) {
+                for (k, v) in m.entries {
+                    if !is_identifier(k) {
+                        self.problem(m.at(k), "must be a JavaScript identifier (letters, digits, _ and $)");
+                    } else if RESERVED_NAMES.contains(&k.as_str()) {
+                        self.problem(m.at(k), format!("`{k}` is reserved"));
+                    } else if inputs.contains_key(k) {
+                        self.problem(m.at(k), "is also an input; inputs are read-only");
+                    }
+                    variables.insert(k.clone(), v.to_json());
+                }
+            }
+        }
+        let start = self.string(&mut f, "start", true);
+        let on_error = self.string(&mut f, "on_error", false);
+        let mut items = BTreeMap::new();
+        match f.get("items") {
+            None => self.problem("items", "missing"),
+            Some(raw) => {
+                if let Some(m) = self.object("items", raw) {
+                    if m.entries.is_empty() {
+                        self.problem("items", "must have at least one item");
+                    }
+                    for (k, v) in m.entries {
+                        let path = m.at(k);
+                        if !is_valid_id(k) {
+                            self.problem(path.clone(), "item ids are 1 to 128 characters of letters, digits, `_`, `.` and `-`");
+                        }
+                        if let Some(item) = self.item(&path, v) {
+                            items.insert(k.clone(), item);
+                        }
+                    }
+                }
+            }
+        }
+        self.finish(&f);
+
+        // Targets must exist; every item must be reachable from the start.
+        let exists = |t: &str| items.contains_key(t);
+        if let Some(s) = &start {
+            if !items.is_empty() && !exists(s) {
+                self.problem("start", format!("no item `{s}`"));
+            }
+        }
+        if let Some(e) = &on_error {
+            if !exists(e) {
+                self.problem("on_error", format!("no item `{e}`"));
+            }
+        }
+        let mut dangling = Vec::new();
+        for (id, item) in &items {
+            for (field, target) in item.kind.targets() {
+                if !exists(target) {
+                    dangling.push(Problem::new(format!("items.{id}.{field}"), format!("no item `{target}`")));
+                }
+            }
+            if let Some(t) = &item.on_error {
+                if !exists(t) {
+                    dangling.push(Problem::new(format!("items.{id}.on_error"), format!("no item `{t}`")));
+                }
+            }
+        }
+        self.problems.extend(dangling);
+        if let Some(s) = start.as_deref().filter(|s| exists(s)) {
+            let mut seen = BTreeSet::from([s.to_owned()]);
+            let mut queue = VecDeque::from([s.to_owned()]);
+            if let Some(e) = on_error.as_deref().filter(|e| exists(e)) {
+                if seen.insert(e.to_owned()) {
+                    queue.push_back(e.to_owned());
+                }
+            }
+            while let Some(id) = queue.pop_front() {
+                let Some(item) = items.get(&id) else { continue };
+                let mut next: Vec<&str> = item.kind.targets().into_iter().map(|(_, t)| t).collect();
+                next.extend(item.on_error.as_deref());
+                for t in next {
+                    if exists(t) && seen.insert(t.to_owned()) {
+                        queue.push_back(t.to_owned());
+                    }
+                }
+            }
+            for id in items.keys() {
+                if !seen.contains(id) {
+                    self.problem(format!("items.{id}"), "unreachable from the start item");
+                }
+            }
+        }
+        if !items.values().any(|i| matches!(i.kind, ItemKind::End { .. })) && !items.is_empty() {
+            self.problem("items", "needs at least one `end` item");
+        }
+        let id = id?;
+        Some(Definition {
+            name: name.unwrap_or_else(|| id.clone()),
+            id,
+            inputs,
+            outputs,
+            variables,
+            start: start?,
+            on_error,
+            items,
+        })
+    }
+
+    fn item(&mut self, path: &str, raw: &Raw) -> Option<Item> {
+        let mut f = self.object(path, raw)?;
+        let ty = self.string(&mut f, "type", true);
+        let on_error = self.string(&mut f, "on_error", false);
+        let retry = match f.get("retry") {
+            None => None,
+            Some(raw) => {
+                let rpath = f.at("retry");
+                self.object(&rpath, raw).and_then(|mut r| {
+                    let max = self.uint(&mut r, "max_attempts");
+                    let backoff = self.uint(&mut r, "backoff_ms").unwrap_or(0);
+                    self.finish(&r);
+                    match max {
+                        Some(m) if (1..=1000).contains(&m) => Some(Retry {
+                            max_attempts: m as u32,
+                            backoff_ms: backoff,
+                        }),
+                        Some(_) => {
+                            self.problem(format!("{rpath}.max_attempts"), "must be between 1 and 1000");
+                            None
+                        }
+                        None => {
+                            self.problem(format!("{rpath}.max_attempts"), "missing");
+                            None
+                        }
+                    }
+                })
+            }
+        };
+        let ty = ty?;
+        let at = |k: &str| format!("{path}.{k}");
+        let kind = match ty.as_str() {
+            "task" => {
+                let script = self.string(&mut f, "script", true);
+                let next = self.string(&mut f, "next", true);
+                if let Some(s) = &script {
+                    self.script(at("script"), s, false);
+                }
+                Some(ItemKind::Task { script: script?, next: next? })
+            }
+            "decision" => {
+                let condition = self.string(&mut f, "condition", true);
+                let then = self.string(&mut f, "then", true);
+                let otherwise = self.string(&mut f, "else", true);
+                if let Some(c) = &condition {
+                    self.script(at("condition"), c, true);
+                }
+                Some(ItemKind::Decision {
+                    condition: condition?,
+                    then: then?,
+                    otherwise: otherwise?,
+                })
+            }
+            "action" => {
+                let action = self.string(&mut f, "action", true);
+                let inputs = self.string_map(&mut f, "inputs");
+                let outputs = self.string_map(&mut f, "outputs");
+                let next = self.string(&mut f, "next", true);
+                if let Some(a) = &action {
+                    if !(self.opts.known_action)(a) {
+                        self.problem(at("action"), format!("no action named `{a}` is registered"));
+                    }
+                }
+                for (k, e) in &inputs {
+                    self.script(format!("{path}.inputs.{k}"), e, true);
+                }
+                self.check_variables(&format!("{path}.outputs"), outputs.keys());
+                Some(ItemKind::Action {
+                    action: action?,
+                    inputs,
+                    outputs,
+                    next: next?,
+                })
+            }
+            "workflow" => {
+                let workflow = self.string(&mut f, "workflow", true);
+                let inputs = self.string_map(&mut f, "inputs");
+                let outputs = self.string_map(&mut f, "outputs");
+                let is_async = self.boolean(&mut f, "async");
+                let next = self.string(&mut f, "next", true);
+                for (k, e) in &inputs {
+                    self.script(format!("{path}.inputs.{k}"), e, true);
+                }
+                self.check_variables(&format!("{path}.outputs"), outputs.keys());
+                Some(ItemKind::Workflow {
+                    workflow: workflow?,
+                    inputs,
+                    outputs,
+                    is_async,
+                    next: next?,
+                })
+            }
+            "foreach" => {
+                let over = self.string(&mut f, "over", true);
+                let element = self.string(&mut f, "as", true);
+                let workflow = self.string(&mut f, "workflow", true);
+                let inputs = self.string_map(&mut f, "inputs");
+                let collect = self.string_map(&mut f, "collect");
+                let parallel = self.boolean(&mut f, "parallel");
+                let next = self.string(&mut f, "next", true);
+                for (k, e) in &inputs {
+                    self.script(format!("{path}.inputs.{k}"), e, true);
+                }
+                self.check_variables(&format!("{path}.collect"), collect.keys());
+                Some(ItemKind::Foreach {
+                    over: over?,
+                    element: element?,
+                    workflow: workflow?,
+                    inputs,
+                    collect,
+                    parallel,
+                    next: next?,
+                })
+            }
+            "timer" => {
+                let for_ms = self.uint(&mut f, "for_ms");
+                let until = self.string(&mut f, "until", false);
+                let next = self.string(&mut f, "next", true);
+                match (&for_ms, &until) {
+                    (Some(_), Some(_)) => self.problem(path, "give `for_ms` or `until`, not both"),
+                    (None, None) => self.problem(path, "needs `for_ms` or `until`"),
+                    (None, Some(u)) => self.script(at("until"), u, true),
+                    _ => {}
+                }
+                Some(ItemKind::Timer { for_ms, until, next: next? })
+            }
+            "signal" => {
+                let name = self.string(&mut f, "name", true);
+                let store = self.string(&mut f, "store", false);
+                let timeout_ms = self.uint(&mut f, "timeout_ms");
+                let next = self.string(&mut f, "next", true);
+                self.check_variables(&at("store"), store.iter());
+                Some(ItemKind::Signal {
+                    name: name?,
+                    store,
+                    timeout_ms,
+                    next: next?,
+                })
+            }
+            "interaction" => {
+                let inputs = self.types(&mut f, "inputs");
+                let timeout_ms = self.uint(&mut f, "timeout_ms");
+                let next = self.string(&mut f, "next", true);
+                Some(ItemKind::Interaction {
+                    inputs,
+                    timeout_ms,
+                    next: next?,
+                })
+            }
+            "end" => {
+                let fail = self.string(&mut f, "fail", false);
+                if let Some(e) = &fail {
+                    self.script(at("fail"), e, true);
+                }
+                if on_error.is_some() {
+                    self.problem(at("on_error"), "an `end` item cannot have `on_error`");
+                }
+                Some(ItemKind::End { fail })
+            }
+            other => {
+                self.problem(
+                    at("type"),
+                    format!("unknown item type `{other}` (expected task, decision, action, workflow, foreach, timer, signal, interaction or end)"),
+                );
+                return None;
+            }
+        };
+        if let Some(k) = &kind {
+            if !self.opts.supported_types.contains(&k.type_name()) {
+                self.problem(at("type"), format!("item type `{}` is not supported by this version of Baton yet", k.type_name()));
+            }
+        }
+        self.finish(&f);
+        Some(Item {
+            kind: kind?,
+            on_error,
+            retry,
+        })
+    }
+
+    fn check_variables<'s>(&mut self, path: &str, names: impl Iterator<Item = &'s String>) {
+        for n in names {
+            if !is_identifier(n) {
+                self.problem(format!("{path}.{n}"), "must name a variable (a JavaScript identifier)");
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Baton's database schema as sea-orm migrations, one per file.
+//!
+//! Owns the table layout of every Baton table. Migrations name tables and
+//! columns with `Iden` enums and never import the entities of
+//! `baton-actors`, so a landed migration never changes when a model does.
+//! A migration that has landed is frozen: a schema change is a new file.
+//!
+//! Every timestamp is a `BIGINT` of milliseconds since the Unix epoch,
+//! stamped by the database server's own clock (DESIGN.md invariant 3), so
+//! the three supported engines compare times the same way.
+//!
+//! # Layout
+//! - `m20261125_000001_create_nodes`: cluster members and their heartbeats
+//! - `m20261125_000002_create_workflows`: definitions and their versions
+//! - `m20261125_000003_create_executions`: one row per workflow run, fenced by owner and epoch
+//! - `m20261125_000004_create_item_log`: what happened to each item, attempt by attempt
+//! - `m20261125_000005_create_cluster_events`: joins, leaves, fencings and failovers
+// `#[async_trait]` needs `&SchemaManager` with its lifetime elided.
+#![allow(elided_lifetimes_in_paths)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_nodes;
+mod m20261125_000002_create_workflows;
+mod m20261125_000003_create_executions;
+mod m20261125_000004_create_item_log;
+mod m20261125_000005_create_cluster_events;
+
+/// The ordered list of Baton's migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_create_nodes::Migration),
+            Box::new(m20261125_000002_create_workflows::Migration),
+            Box::new(m20261125_000003_create_executions::Migration),
+            Box::new(m20261125_000004_create_item_log::Migration),
+            Box::new(m20261125_000005_create_cluster_events::Migration),
+        ]
+    }
+}
