@@ -1,1 +1,249 @@
-fn main() {}
+//! The `baton` command: `serve`, `migrate`, the client verbs, and `bench`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use baton::bench::{self, BenchOptions};
+use baton::client::{cluster_table, Client};
+use baton::{Config, Node};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "A clustered, durable workflow runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node until SIGINT/SIGTERM.
+    Serve(ConfigArgs),
+    /// Apply the schema migrations and exit.
+    Migrate(ConfigArgs),
+    /// Workflow definitions and executions (HTTP client).
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+    /// The cluster (HTTP client).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Measure checkpointed items per second and item latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides http.listen.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Overrides database.url.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Overrides node.id.
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut overrides = Vec::new();
+        if let Some(v) = &self.listen {
+            overrides.push(("http.listen".to_owned(), format!("{v:?}")));
+        }
+        if let Some(v) = &self.database_url {
+            overrides.push(("database.url".to_owned(), format!("{v:?}")));
+        }
+        if let Some(v) = &self.node_id {
+            overrides.push(("node.id".to_owned(), format!("{v:?}")));
+        }
+        Ok(Config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
+    }
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The node's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8280", env = "BATON_SERVER")]
+    server: String,
+    /// A bearer token.
+    #[arg(long, env = "BATON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum WorkflowCommand {
+    /// Import a definition file (JSON or YAML).
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start an execution.
+    Run {
+        id: String,
+        /// An input, `name=value` (value read as JSON when it parses, else text).
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// A caller-chosen execution id (repeating it starts nothing new).
+        #[arg(long)]
+        execution_id: Option<String>,
+        /// Wait until it ends and print it.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List definitions.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the cluster's nodes as a table.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Database URL (a scratch database: the bench writes to it).
+    #[arg(long, default_value = "sqlite:///tmp/baton-bench.db?mode=rwc")]
+    database_url: String,
+    /// Workflows (W).
+    #[arg(long, short = 'w', default_value_t = 1000)]
+    workflows: u64,
+    /// No-op task items per workflow (S).
+    #[arg(long, short = 's', default_value_t = 5)]
+    steps: u64,
+    /// Concurrent executions (C).
+    #[arg(long, short = 'c', default_value_t = 16)]
+    concurrency: u64,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn parse_inputs(pairs: &[String]) -> anyhow::Result<Value> {
+    let mut map = serde_json::Map::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--input `{p}`: expected NAME=VALUE");
+        };
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        map.insert(k.to_owned(), value);
+    }
+    Ok(Value::Object(map))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = actix_rt::System::new().block_on(run(cli));
+    if let Err(e) = result {
+        eprintln!("baton: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.load()?;
+            init_tracing();
+            let node = Node::builder().config(config).start().await?;
+            eprintln!("baton: node {} listening on {}", node.node_id(), node.url());
+            wait_for_signal().await?;
+            eprintln!("baton: stopping (graceful)");
+            node.stop().await;
+            Ok(())
+        }
+        Command::Migrate(args) => {
+            let config = args.load()?;
+            init_tracing();
+            let store = baton_actors::Store::connect(&config.database.url, 2).await?;
+            store.migrate().await.context("applying migrations")?;
+            eprintln!("baton: migrations applied");
+            Ok(())
+        }
+        Command::Workflow { command } => match command {
+            WorkflowCommand::Import { file, client } => {
+                let c = Client::new(&client.server, client.token);
+                let v = c.import(&file).await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            }
+            WorkflowCommand::Run { id, inputs, execution_id, wait, client } => {
+                let c = Client::new(&client.server, client.token);
+                let v = c.run(&id, parse_inputs(&inputs)?, execution_id, wait).await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                if wait && v.get("state").and_then(Value::as_str) != Some("completed") {
+                    bail!("execution ended {}", v.get("state").and_then(Value::as_str).unwrap_or("?"));
+                }
+                Ok(())
+            }
+            WorkflowCommand::List { client } => {
+                let c = Client::new(&client.server, client.token);
+                let v = c.get("/api/workflows").await?;
+                for w in v.as_array().into_iter().flatten() {
+                    println!("{:<32} v{:<5} {}", w["id"].as_str().unwrap_or(""), w["version"], w["name"].as_str().unwrap_or(""));
+                }
+                Ok(())
+            }
+        },
+        Command::Cluster { command: ClusterCommand::Status { client } } => {
+            let c = Client::new(&client.server, client.token);
+            print!("{}", cluster_table(&c.get("/api/cluster").await?));
+            Ok(())
+        }
+        Command::Bench(args) => {
+            if std::env::var_os("BATON_LOG").is_some() {
+                init_tracing();
+            }
+            let opts = BenchOptions {
+                database_url: args.database_url,
+                workflows: args.workflows,
+                steps: args.steps,
+                concurrency: args.concurrency,
+            };
+            let r = bench::run(&opts).await?;
+            let backend = opts.database_url.split(':').next().unwrap_or("?");
+            println!(
+                "bench {backend}: W={} S={} C={}: {} items in {:.2} s = {:.0} items/s; item latency p50 {:.2} ms, p99 {:.2} ms",
+                opts.workflows,
+                opts.steps,
+                opts.concurrency,
+                r.items,
+                r.elapsed.as_secs_f64(),
+                r.items_per_sec,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = actix_rt::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
 use futures::channel::oneshot;
@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 use crate::actions::{ActionCall, ActionRegistry};
 use crate::error::StoreError;
 use crate::messages::{Cancel, ExecutionEnded, RunOutcome, Stop};
+use crate::metrics::EngineMetrics;
 use crate::store::entities::execution;
 use crate::store::{decode_json, state, Checkpoint, Fence, LogEntry, Store};
 use crate::workflow::script::{Code, Evaluate, ScriptContext, ScriptPool};
@@ -54,6 +55,8 @@ pub struct ExecutionSetup {
     pub resumed: bool,
     /// Told when the run ends.
     pub supervisor: Recipient<ExecutionEnded>,
+    /// The node's counters.
+    pub metrics: Arc<EngineMetrics>,
 }
 
 #[derive(Default)]
@@ -184,6 +187,8 @@ struct Run {
     item: String,
     step: i64,
     attempt: i32,
+    metrics: Arc<EngineMetrics>,
+    item_started: Instant,
 }
 
 fn object(what: &str, text: &str) -> Result<Map<String, Value>, StoreError> {
@@ -224,7 +229,14 @@ impl Run {
             actions: s.actions,
             def: s.definition,
             resumed: s.resumed,
+            metrics: s.metrics,
+            item_started: Instant::now(),
         })
+    }
+
+    fn completed_item(&self) {
+        EngineMetrics::inc(&self.metrics.items_completed);
+        self.metrics.item_latency.record(self.item_started.elapsed());
     }
 
     fn log(&self, item: &str, step: i64, attempt: i32, event: &'static str, message: Option<String>) -> LogEntry {
@@ -253,6 +265,7 @@ impl Run {
             match self.store.checkpoint(&self.fence, cp.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_ownership_lost() => {
+                    EngineMetrics::inc(&self.metrics.ownership_lost);
                     tracing::warn!(execution = %self.fence.execution, node = %self.fence.node, epoch = self.fence.epoch, "ownership lost; stopping");
                     return Err(RunOutcome::OwnershipLost);
                 }
@@ -307,6 +320,7 @@ impl Run {
                 let msg = format!("item `{}` is not in workflow {} version", self.item, self.def.id);
                 return self.fail(msg, Vec::new()).await;
             };
+            self.item_started = Instant::now();
             let (fut, handle) = abortable(self.run_item(&item));
             *control.current.borrow_mut() = Some(handle);
             let result = fut.await;
@@ -338,6 +352,7 @@ impl Run {
             ..Default::default()
         })
         .await?;
+        EngineMetrics::inc(&self.metrics.executions_canceled);
         Ok(RunOutcome::Canceled)
     }
 
@@ -351,6 +366,7 @@ impl Run {
             ..Default::default()
         })
         .await?;
+        EngineMetrics::inc(&self.metrics.executions_failed);
         Ok(RunOutcome::Finished(state::FAILED))
     }
 
@@ -373,6 +389,7 @@ impl Run {
                     ..Default::default()
                 })
                 .await?;
+                self.completed_item();
                 self.variables = done.variables;
                 self.outputs = done.outputs;
                 self.item = next;
@@ -406,6 +423,8 @@ impl Run {
                     ..Default::default()
                 })
                 .await?;
+                self.completed_item();
+                EngineMetrics::inc(&self.metrics.executions_completed);
                 Ok(Some(RunOutcome::Finished(state::COMPLETED)))
             }
         }
@@ -419,6 +438,7 @@ impl Run {
         failure: ItemFailure,
         control: &Control,
     ) -> Result<Option<RunOutcome>, RunOutcome> {
+        EngineMetrics::inc(&self.metrics.items_failed);
         let mut logs = self.script_logs(failure.logs);
         let message = failure.message;
         if let Some(retry) = item.retry.as_ref().filter(|r| self.attempt < r.max_attempts as i32) {

@@ -9,6 +9,7 @@
 //! - [`workflow`]: definition model, validation, and the QuickJS script pool
 //! - [`actions`]: built-in actions (`log`, `sleep`) and the registry of embedder actions
 //! - [`messages`]: messages shared by several actors
+//! - [`metrics`]: engine counters and the item latency histogram
 //! - [`supervisor`]: `NodeSupervisor`, the root of a node's actor tree
 //! - [`execution`]: `ExecutionActor`, one per running execution
 //! - [`error`]: the error types of this crate
@@ -18,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod execution;
 pub mod messages;
+pub mod metrics;
 pub mod store;
 pub mod supervisor;
 pub mod workflow;

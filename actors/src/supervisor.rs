@@ -27,6 +27,7 @@ use crate::actions::ActionRegistry;
 use crate::error::{EngineError, StoreError};
 use crate::execution::{ExecutionActor, ExecutionSetup, SUPPORTED_ITEM_TYPES};
 use crate::messages::{Cancel, ExecutionEnded, NodeState, RunOutcome, Stop};
+use crate::metrics::EngineMetrics;
 use crate::store::entities::execution;
 use crate::store::{state, Checkpoint, Fence, LogEntry, NewExecution, NodeRegistration, StartOutcome, Store};
 use crate::workflow::ParseOptions;
@@ -95,6 +96,8 @@ pub struct SupervisorConfig {
     pub fingerprint: String,
     /// Where the node's state is published.
     pub status: Arc<StatusCell>,
+    /// The node's counters.
+    pub metrics: Arc<EngineMetrics>,
 }
 
 /// The root actor of a node. See the module documentation.
@@ -137,6 +140,7 @@ impl NodeSupervisor {
             node: self.cfg.node_id.clone(),
             resumed,
             supervisor: ctx.address().recipient(),
+            metrics: self.cfg.metrics.clone(),
         });
         self.running.insert(id, actor.start());
         self.publish_running();
@@ -235,7 +239,7 @@ impl Actor for NodeSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(4096);
         self.recover(ctx);
     }
 }

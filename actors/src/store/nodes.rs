@@ -154,5 +154,24 @@ impl Store {
             })
             .await
     }
-}
 
+    /// How many unfinished executions each node owns.
+    pub async fn unfinished_by_owner(&self) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        use super::entities::execution;
+        use sea_orm::{ColumnTrait, QueryFilter};
+        self.db()
+            .run(move |c| async move {
+                let rows: Vec<(Option<String>, i64)> = execution::Entity::find()
+                    .select_only()
+                    .column(execution::Column::OwnerNode)
+                    .column_as(Expr::col(execution::Column::Id).count(), "n")
+                    .filter(execution::Column::State.is_in(super::state::UNFINISHED))
+                    .group_by(execution::Column::OwnerNode)
+                    .into_tuple()
+                    .all(&c)
+                    .await?;
+                Ok(rows.into_iter().filter_map(|(o, n)| o.map(|o| (o, n))).collect())
+            })
+            .await
+    }
+}

@@ -1,0 +1,119 @@
+//! `baton bench`: runs W workflows of S no-op `task` items, C at a time,
+//! on an in-process node against a given database, and prints checkpointed
+//! items per second and the item latency (start of an item to its
+//! checkpoint committed) at p50 and p99.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use baton_actors::supervisor::StartExecution;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::node::Node;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Database URL.
+    pub database_url: String,
+    /// Workflows to run.
+    pub workflows: u64,
+    /// `task` items per workflow.
+    pub steps: u64,
+    /// Executions in flight at once.
+    pub concurrency: u64,
+}
+
+/// What was measured.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Wall time from the first start to the last completion.
+    pub elapsed: Duration,
+    /// Item checkpoints committed (S tasks plus the end item, per workflow).
+    pub items: u64,
+    /// Items per second.
+    pub items_per_sec: f64,
+    /// Item latency, median.
+    pub p50: Duration,
+    /// Item latency, 99th percentile.
+    pub p99: Duration,
+}
+
+/// Runs the benchmark. Must run inside an actix system.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let mut config = Config::default();
+    config.database.url = opts.database_url.clone();
+    config.database.max_connections = (opts.concurrency as u32 + 4).clamp(4, 64);
+    config.http.listen = "127.0.0.1:0".into();
+    config.node.id = Some(format!("bench-{}", std::process::id()));
+    let node = Node::builder().config(config).start().await?;
+
+    let id = format!("bench-s{}", opts.steps);
+    let mut items = serde_json::Map::new();
+    for i in 0..opts.steps {
+        let next = if i + 1 == opts.steps { "done".to_owned() } else { format!("t{}", i + 1) };
+        items.insert(format!("t{i}"), json!({"type": "task", "script": "n = n + 1;", "next": next}));
+    }
+    items.insert("done".into(), json!({"type": "end"}));
+    let def = json!({"id": id, "variables": {"n": 0}, "start": "t0", "items": items});
+    let client = crate::client::Client::new(&node.url(), None);
+    if client.get(&format!("/api/workflows/{id}")).await.is_err() {
+        let path = std::env::temp_dir().join(format!("{id}-{}.json", std::process::id()));
+        std::fs::write(&path, def.to_string())?;
+        client.import(&path).await.context("importing the bench workflow")?;
+        let _ = std::fs::remove_file(&path);
+    }
+
+    let metrics = node.metrics();
+    metrics.item_latency.reset();
+    let done0 = metrics.executions_completed.load(Ordering::Relaxed) + metrics.executions_failed.load(Ordering::Relaxed);
+    let items0 = metrics.items_completed.load(Ordering::Relaxed);
+    let finished = || metrics.executions_completed.load(Ordering::Relaxed) + metrics.executions_failed.load(Ordering::Relaxed) - done0;
+    let supervisor = node.supervisor().clone();
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let started_at = Instant::now();
+    let mut started = 0u64;
+    while finished() < opts.workflows {
+        while started < opts.workflows && started - finished() < opts.concurrency {
+            started += 1;
+            let supervisor = supervisor.clone();
+            let errors = errors.clone();
+            let id = id.clone();
+            actix_rt::spawn(async move {
+                let r = supervisor
+                    .send(StartExecution {
+                        workflow_id: id,
+                        inputs: json!({}),
+                        execution_id: None,
+                    })
+                    .await;
+                if let Err(e) = r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                    if let Ok(mut l) = errors.lock() {
+                        l.push(e);
+                    }
+                }
+            });
+        }
+        if let Some(e) = errors.lock().ok().and_then(|l| l.first().cloned()) {
+            return Err(anyhow!("starting an execution failed: {e}"));
+        }
+        if started_at.elapsed() > Duration::from_secs(600) {
+            return Err(anyhow!("bench did not finish in 10 minutes ({} of {} done)", finished(), opts.workflows));
+        }
+        actix_rt::time::sleep(Duration::from_micros(500)).await;
+    }
+    let elapsed = started_at.elapsed();
+    let items = metrics.items_completed.load(Ordering::Relaxed) - items0;
+    let report = BenchReport {
+        elapsed,
+        items,
+        items_per_sec: items as f64 / elapsed.as_secs_f64(),
+        p50: metrics.item_latency.quantile(0.50),
+        p99: metrics.item_latency.quantile(0.99),
+    };
+    node.stop().await;
+    Ok(report)
+}

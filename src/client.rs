@@ -1,0 +1,133 @@
+//! A small HTTP client of Baton's API, behind the CLI's client verbs
+//! (`baton workflow import|run|list`, `baton cluster status`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use serde_json::Value;
+
+/// A client of one node's API.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: awc::Client,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish()
+    }
+}
+
+impl Client {
+    /// A client of the node at `base` (`http://127.0.0.1:8280`), with an
+    /// optional bearer token. Must be used inside an actix system.
+    pub fn new(base: &str, token: Option<String>) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+            token,
+        }
+    }
+
+    async fn send(&self, method: awc::http::Method, path: &str, content_type: &str, body: Option<Vec<u8>>) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).insert_header(("Content-Type", content_type));
+        if let Some(t) = &self.token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        }
+        .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(64 * 1024 * 1024).await.map_err(|e| anyhow!("reading the answer of {url}: {e}"))?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        if status >= 400 {
+            let msg = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            let mut text = format!("{status}: {msg}");
+            if let Some(details) = value.pointer("/error/details").and_then(Value::as_array) {
+                for d in details {
+                    let path = d.get("path").and_then(Value::as_str).unwrap_or_default();
+                    let m = d.get("message").and_then(Value::as_str).unwrap_or_default();
+                    text.push_str(&format!("\n  {path}: {m}"));
+                }
+            }
+            bail!(text);
+        }
+        Ok((status, value))
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.send(awc::http::Method::GET, path, "application/json", None).await?.1)
+    }
+
+    /// Imports a definition file (`.json`, `.yaml` or `.yml`).
+    pub async fn import(&self, file: &Path) -> anyhow::Result<Value> {
+        let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let ct = match file.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => "application/yaml",
+            _ => "application/json",
+        };
+        Ok(self.send(awc::http::Method::POST, "/api/workflows", ct, Some(body)).await?.1)
+    }
+
+    /// Starts an execution; with `wait`, polls until it ends.
+    pub async fn run(&self, workflow: &str, inputs: Value, execution_id: Option<String>, wait: bool) -> anyhow::Result<Value> {
+        let mut body = serde_json::json!({ "inputs": inputs });
+        if let Some(id) = execution_id {
+            body["execution_id"] = Value::String(id);
+        }
+        let path = format!("/api/workflows/{workflow}/executions");
+        let (_, started) = self.send(awc::http::Method::POST, &path, "application/json", Some(body.to_string().into_bytes())).await?;
+        if !wait {
+            return Ok(started);
+        }
+        let id = started.get("id").and_then(Value::as_str).ok_or_else(|| anyhow!("the answer has no execution id"))?.to_owned();
+        loop {
+            let e = self.get(&format!("/api/executions/{id}")).await?;
+            match e.get("state").and_then(Value::as_str) {
+                Some("completed" | "failed" | "canceled") => return Ok(e),
+                _ => actix_rt::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
+/// Formats `GET /api/cluster` as a table.
+pub fn cluster_table(v: &Value) -> String {
+    let mut out = String::new();
+    let mode = v.get("mode").and_then(Value::as_str).unwrap_or("?");
+    let s = v.get("settings").cloned().unwrap_or_default();
+    out.push_str(&format!(
+        "mode: {mode}   active_nodes: {}   heartbeat: {} ms x {} = failover timeout {} ms\n",
+        s["active_nodes"], s["heartbeat_interval_ms"], s["failover_heartbeats"], s["failover_timeout_ms"]
+    ));
+    out.push_str(&format!("{:<28} {:<8} {:<9} {:>6} {:>10} {:>10}  {}\n", "NODE", "ROLE", "STATE", "EPOCH", "HB AGE ms", "EXECUTIONS", "ADDRESS"));
+    for n in v.get("nodes").and_then(Value::as_array).into_iter().flatten() {
+        let text = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        out.push_str(&format!(
+            "{:<28} {:<8} {:<9} {:>6} {:>10} {:>10}  {}\n",
+            text("id"),
+            text("role"),
+            text("state"),
+            n["epoch"],
+            n["heartbeat_age_ms"],
+            n["executions"],
+            text("address")
+        ));
+    }
+    out
+}

@@ -1,0 +1,446 @@
+//! The node's configuration: one typed [`Config`] with defaults, layered as
+//! built-in defaults, then a TOML file, then `BATON_<SECTION>__<KEY>`
+//! environment variables, then command-line flags. Every load error names
+//! the key (and where the value came from). Loaded once in `main` (or by an
+//! embedding program) and passed down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key that Baton does not know, or a value of the wrong type.
+    #[error("config key `{key}` ({origin}): {message}")]
+    Key {
+        /// The key, as `section.key`.
+        key: String,
+        /// Where the value came from (the file, an environment variable, a flag).
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn key_error(key: &str, origin: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_owned(),
+        origin: origin.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Baton's whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[node]`
+    pub node: NodeConfig,
+    /// `[http]`
+    pub http: HttpConfig,
+    /// `[database]`
+    pub database: DatabaseConfig,
+    /// `[cluster]`
+    pub cluster: ClusterConfig,
+    /// `[scripts]`
+    pub scripts: ScriptsConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+}
+
+/// `[node]`: who this node is.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Unique and stable across restarts; default: host name and port.
+    pub id: Option<String>,
+}
+
+/// `[http]`: the HTTP API.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8280".into(),
+            workers: 2,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[database]`: the shared database.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://...`, `postgres://...` or `mysql://...`.
+    pub url: String,
+    /// Pool size (SQLite always uses one connection per process).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://baton.db?mode=rwc".into(),
+            max_connections: 16,
+        }
+    }
+}
+
+/// `[cluster]`: cluster settings; identical on every node of a cluster.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `false`: standalone.
+    pub enabled: bool,
+    /// How many nodes run workflows and answer clients.
+    pub active_nodes: u32,
+    /// Heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeats before a node is declared dead.
+    pub failover_heartbeats: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            active_nodes: 1,
+            heartbeat_interval_ms: 1000,
+            failover_heartbeats: 5,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// interval x heartbeats.
+    pub fn failover_timeout_ms(&self) -> u64 {
+        self.heartbeat_interval_ms * u64::from(self.failover_heartbeats)
+    }
+}
+
+/// `[scripts]`: limits of the JavaScript engine; identical cluster-wide.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptsConfig {
+    /// Wall-clock limit of one evaluation.
+    pub timeout_ms: u64,
+    /// Heap limit of one script thread.
+    pub memory_limit_mb: u64,
+    /// Script threads.
+    pub threads: usize,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            timeout_ms: 5000,
+            memory_limit_mb: 64,
+            threads: 2,
+        }
+    }
+}
+
+/// `[auth]`: API tokens.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accepted tokens; empty: no authentication, loopback only.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One accepted API token, stored as the SHA-256 of the token.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+    /// What the token may do.
+    pub role: Role,
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Operator,
+    /// Read only.
+    Viewer,
+}
+
+const SECTIONS: [&str; 6] = ["node", "http", "database", "cluster", "scripts", "auth"];
+
+impl Config {
+    /// Loads the configuration: `file` (if any), then the `BATON_*`
+    /// variables among `env`, then `overrides` (`section.key`, TOML or
+    /// plain text value, from flags), then checks every value.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::new();
+        let mut origins: Vec<(String, String)> = Vec::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            for (section, v) in &table {
+                if let Some(t) = v.as_table() {
+                    for k in t.keys() {
+                        origins.push((format!("{section}.{k}"), format!("file {}", path.display())));
+                    }
+                }
+            }
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("BATON_") && k.contains("__")).collect();
+        env.sort();
+        for (name, value) in env {
+            let rest = &name["BATON_".len()..];
+            let Some((section, key)) = rest.split_once("__") else { continue };
+            let dotted = format!("{}.{}", section.to_lowercase(), key.to_lowercase());
+            set(&mut table, &dotted, &value, &format!("environment variable {name}"))?;
+            origins.push((dotted, format!("environment variable {name}")));
+        }
+        for (key, value) in overrides {
+            set(&mut table, key, value, "command-line flag")?;
+            origins.push((key.clone(), "command-line flag".into()));
+        }
+        let origin_of = |key: &str| {
+            origins
+                .iter()
+                .rev()
+                .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(key))
+                .map(|(_, o)| o.clone())
+                .unwrap_or_else(|| "configuration".into())
+        };
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let inner = inner.lines().last().unwrap_or_default().trim().to_owned();
+            let key = match inner.split('`').nth(1) {
+                Some(field) if inner.starts_with("unknown field") => {
+                    if path == "." { field.to_owned() } else { format!("{path}.{field}") }
+                }
+                _ => path,
+            };
+            let origin = origin_of(&key);
+            key_error(&key, &origin, inner)
+        })?;
+        config.check(&origin_of)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin_of: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| key_error(key, &origin_of(key), msg);
+        let listen: SocketAddr = self
+            .http
+            .listen
+            .parse()
+            .map_err(|_| err("http.listen", format!("`{}` is not an address such as 127.0.0.1:8280", self.http.listen)))?;
+        if !listen.ip().is_loopback() && self.auth.tokens.is_empty() {
+            return Err(err(
+                "http.listen",
+                format!("{listen} is not a loopback address; listening beyond this host needs [auth] tokens"),
+            ));
+        }
+        if self.http.workers == 0 || self.http.workers > 64 {
+            return Err(err("http.workers", "must be between 1 and 64".into()));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(err("http.max_body_bytes", "must be at least 1024".into()));
+        }
+        let url = &self.database.url;
+        if !["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"].iter().any(|p| url.starts_with(p)) {
+            return Err(err("database.url", format!("`{url}` must start with sqlite:, postgres: or mysql:")));
+        }
+        if self.database.max_connections == 0 {
+            return Err(err("database.max_connections", "must be at least 1".into()));
+        }
+        if let Some(id) = &self.node.id {
+            if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+                return Err(err("node.id", "must be 1 to 128 letters, digits, `_`, `.` or `-`".into()));
+            }
+        }
+        let c = &self.cluster;
+        if c.active_nodes == 0 {
+            return Err(err("cluster.active_nodes", "must be at least 1".into()));
+        }
+        if !(10..=3_600_000).contains(&c.heartbeat_interval_ms) {
+            return Err(err("cluster.heartbeat_interval_ms", "must be between 10 and 3600000".into()));
+        }
+        if !(2..=1000).contains(&c.failover_heartbeats) {
+            return Err(err("cluster.failover_heartbeats", "must be between 2 and 1000".into()));
+        }
+        if self.scripts.timeout_ms == 0 {
+            return Err(err("scripts.timeout_ms", "must be at least 1".into()));
+        }
+        if !(1..=4096).contains(&self.scripts.memory_limit_mb) {
+            return Err(err("scripts.memory_limit_mb", "must be between 1 and 4096".into()));
+        }
+        if !(1..=64).contains(&self.scripts.threads) {
+            return Err(err("scripts.threads", "must be between 1 and 64".into()));
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(err(&format!("auth.tokens[{i}].sha256"), "must be 64 hex digits (the SHA-256 of the token)".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address (checked by [`Config::load`]).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.http
+            .listen
+            .parse()
+            .map_err(|_| key_error("http.listen", "configuration", format!("`{}` is not an address", self.http.listen)))
+    }
+
+    /// This node's id: `[node] id`, or the host name and HTTP port.
+    pub fn node_id(&self, port: u16) -> String {
+        if let Some(id) = &self.node.id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' }).collect();
+        format!("{host}-{port}")
+    }
+
+    /// The settings every node of a cluster must share, as JSON, so that a
+    /// differing key can be named.
+    pub fn fingerprint(&self) -> String {
+        serde_json::json!({ "cluster": self.cluster, "scripts": {
+            "timeout_ms": self.scripts.timeout_ms,
+            "memory_limit_mb": self.scripts.memory_limit_mb,
+        } })
+        .to_string()
+    }
+}
+
+/// Sets `section.key` in `table` to `raw`, read as a TOML value when it is
+/// one (`1000`, `true`, `[...]`) and as text otherwise.
+fn set(table: &mut toml::Table, dotted: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+    let Some((section, key)) = dotted.split_once('.') else {
+        return Err(key_error(dotted, origin, "expected section.key"));
+    };
+    if !SECTIONS.contains(&section) {
+        return Err(key_error(dotted, origin, format!("unknown section `{section}` (expected one of {})", SECTIONS.join(", "))));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let entry = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry.as_table_mut() {
+        Some(t) => {
+            t.insert(key.to_owned(), value);
+            Ok(())
+        }
+        None => Err(key_error(section, origin, "must be a table")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_api_document() {
+        let c = Config::load(None, Vec::new(), &[]).unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8280");
+        assert_eq!(c.database.url, "sqlite://baton.db?mode=rwc");
+        assert!(!c.cluster.enabled);
+        assert_eq!(c.cluster.failover_timeout_ms(), 5000);
+        assert_eq!(c.scripts.timeout_ms, 5000);
+        assert_eq!(c.scripts.memory_limit_mb, 64);
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = std::env::temp_dir().join(format!("baton-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        std::fs::write(&file, "[cluster]\nheartbeat_interval_ms = 200\n[http]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"), ("BATON_HTTP__LISTEN", "127.0.0.1:2"), ("BATON_TEST_POSTGRES_URL", "x")]),
+            &[("http.listen".into(), "127.0.0.1:3".into())],
+        )
+        .unwrap();
+        assert_eq!(c.cluster.heartbeat_interval_ms, 300);
+        assert_eq!(c.http.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::load(None, env(&[("BATON_CLUSTER__HEARTBEAT_MS", "3")]), &[]).unwrap_err().to_string();
+        assert!(e.contains("cluster.heartbeat_ms"), "{e}");
+        assert!(e.contains("BATON_CLUSTER__HEARTBEAT_MS"), "{e}");
+        let e = Config::load(None, env(&[("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "soon")]), &[]).unwrap_err().to_string();
+        assert!(e.contains("cluster.heartbeat_interval_ms"), "{e}");
+        let e = Config::load(None, env(&[("BATON_NOPE__X", "1")]), &[]).unwrap_err().to_string();
+        assert!(e.contains("nope.x") && e.contains("unknown section"), "{e}");
+        let e = Config::load(None, env(&[("BATON_SCRIPTS__MEMORY_LIMIT_MB", "0")]), &[]).unwrap_err().to_string();
+        assert!(e.contains("scripts.memory_limit_mb"), "{e}");
+        let e = Config::load(None, env(&[("BATON_HTTP__LISTEN", "0.0.0.0:8280")]), &[]).unwrap_err().to_string();
+        assert!(e.contains("http.listen") && e.contains("auth"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_file_names_key_and_file() {
+        let dir = std::env::temp_dir().join(format!("baton-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("b.toml");
+        std::fs::write(&file, "[cluster]\nactive_node = 2\n").unwrap();
+        let e = Config::load(Some(&file), Vec::new(), &[]).unwrap_err().to_string();
+        assert!(e.contains("cluster.active_node"), "{e}");
+        assert!(e.contains("b.toml"), "{e}");
+    }
+}

@@ -1,0 +1,130 @@
+//! The HTTP API (actix-web), one file per resource. Handlers translate
+//! between HTTP and the engine; they never touch SQL or run scripts
+//! themselves, and never `unwrap` on a request path.
+//!
+//! # Layout
+//! - `health`: `/api/healthstatus`, `/health/liveness`
+//! - `workflows`: definitions and starting executions
+//! - `executions`: one execution, its state, log and cancel
+//! - `cluster`: `/api/cluster`, `/api/cluster/events`
+//! - `metrics`: `/metrics`
+//! - `openapi`: `/api/openapi.json`, generated from the handlers
+//! - `auth`: bearer tokens
+
+mod auth;
+mod cluster;
+mod executions;
+mod health;
+mod metrics;
+pub(crate) mod openapi;
+mod workflows;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+use baton_actors::supervisor::StatusCell;
+use baton_actors::workflow::script::ScriptPool;
+use baton_actors::{ActionRegistry, NodeSupervisor, Store};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) node_id: String,
+    pub(crate) supervisor: Addr<NodeSupervisor>,
+    pub(crate) store: Store,
+    pub(crate) scripts: ScriptPool,
+    pub(crate) actions: ActionRegistry,
+    pub(crate) status: Arc<StatusCell>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) metrics: Arc<baton_actors::metrics::EngineMetrics>,
+}
+
+/// Registers every route.
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthstatus)
+        .service(health::liveness)
+        .service(workflows::list)
+        .service(workflows::import)
+        .service(workflows::get)
+        .service(workflows::replace)
+        .service(workflows::delete)
+        .service(workflows::start)
+        .service(workflows::executions)
+        .service(executions::get)
+        .service(executions::get_state)
+        .service(executions::logs)
+        .service(executions::cancel)
+        .service(cluster::status)
+        .service(cluster::events)
+        .service(metrics::metrics)
+        .service(openapi::document);
+}
+
+/// The answer for a path no route matches.
+pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+}
+
+/// Reads a request body, refusing more than `limit` bytes.
+pub(crate) async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", "", format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a JSON body into `T`, naming the field at fault.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request("invalid_json", "", format!("invalid JSON: {inner}"))
+        } else {
+            let path = if path == "." { String::new() } else { path };
+            ApiError::bad_request("invalid_body", &path, inner.to_string())
+        }
+    })?;
+    Ok(value)
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 text.
+pub(crate) fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Parses a query string into `T`, answering 400 naming the parameter.
+pub(crate) fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::bad_request("invalid_query", "", format!("invalid query string: {e}")))
+}
+
+/// Refuses work that only a running active node may do.
+pub(crate) fn require_running(state: &AppState) -> Result<(), ApiError> {
+    let status = state.status.get();
+    if status.state == baton_actors::messages::NodeState::Running {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable {
+            code: "not_running",
+            message: format!("node {} is {}", state.node_id, status.state.as_str()),
+        })
+    }
+}
+
+pub(crate) use auth::check as auth_check;

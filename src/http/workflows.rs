@@ -1,0 +1,309 @@
+//! `/api/workflows`: import, read, replace and delete definitions, and
+//! start and list their executions.
+
+use actix_web::http::header;
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+use baton_actors::execution::SUPPORTED_ITEM_TYPES;
+use baton_actors::store::{state as exec_state, ExecutionFilter};
+use baton_actors::supervisor::StartExecution;
+use baton_actors::workflow::{parse_definition, Definition, ParseOptions, Problem, SourceFormat};
+use serde::{Deserialize, Serialize};
+
+use super::executions::ExecutionView;
+use super::{parse_json, parse_query, read_body, require_running, AppState};
+use crate::error::{ApiError, ErrorBody};
+
+/// A definition in a listing.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct WorkflowSummary {
+    /// Its id.
+    id: String,
+    /// Its name.
+    name: String,
+    /// Its current version.
+    version: i64,
+}
+
+fn format_of(req: &HttpRequest) -> Result<SourceFormat, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Ok(SourceFormat::Yaml),
+        // curl's `-d` sends form-urlencoded; read such bodies as the JSON they are.
+        "application/json" | "" | "text/json" | "text/plain" | "application/x-www-form-urlencoded" => Ok(SourceFormat::Json),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "content type `{other}` is not supported: send application/json or application/yaml"
+        ))),
+    }
+}
+
+/// Parses and validates a definition, compiling every script; all
+/// problems come back together, each with its path.
+async fn validate(state: &AppState, body: &[u8], format: SourceFormat) -> Result<Definition, ApiError> {
+    let actions = state.actions.clone();
+    let known = move |name: &str| actions.contains(name);
+    let opts = ParseOptions {
+        known_action: &known,
+        supported_types: SUPPORTED_ITEM_TYPES,
+    };
+    let parsed = parse_definition(body, format, &opts);
+    let mut problems = parsed.problems;
+    let compiled = state.scripts.compile(parsed.scripts).await;
+    problems.extend(compiled.into_iter().map(|(path, message)| Problem::new(path, message)));
+    match parsed.definition {
+        Some(def) if problems.is_empty() => Ok(def),
+        _ => {
+            let first = problems.first().map(ToString::to_string).unwrap_or_default();
+            Err(ApiError::BadRequest {
+                code: "invalid_definition",
+                message: format!("the definition has {} problem(s); the first: {first}", problems.len()),
+                details: problems,
+            })
+        }
+    }
+}
+
+fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+fn definition_response(mut resp: actix_web::HttpResponseBuilder, body: &str, version: i64) -> HttpResponse {
+    resp.insert_header((header::ETAG, etag(version)))
+        .content_type("application/json")
+        .body(body.to_owned())
+}
+
+/// Lists every definition.
+#[utoipa::path(get, path = "/api/workflows", tag = "workflows",
+    responses((status = 200, body = Vec<WorkflowSummary>)))]
+#[get("/api/workflows")]
+pub(crate) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rows = state.store.workflows().await?;
+    let list: Vec<WorkflowSummary> = rows
+        .into_iter()
+        .map(|w| WorkflowSummary {
+            id: w.id,
+            name: w.name,
+            version: w.version,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Imports a definition (JSON, or YAML with `Content-Type: application/yaml`).
+#[utoipa::path(post, path = "/api/workflows", tag = "workflows",
+    request_body(content = Object, description = "A workflow definition (API.md)", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Imported; `Location` and `ETag` set", body = Object),
+        (status = 400, description = "Every problem, with its path", body = ErrorBody),
+        (status = 409, description = "The id exists", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+#[post("/api/workflows")]
+pub(crate) async fn import(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let format = format_of(&req)?;
+    let body = read_body(payload, state.config.http.max_body_bytes).await?;
+    let def = validate(&state, &body, format).await?;
+    let text = def.to_json_string();
+    let version = state.store.insert_workflow(&def.id, &def.name, text.clone()).await?;
+    let mut resp = HttpResponse::Created();
+    resp.insert_header((header::LOCATION, format!("/api/workflows/{}", def.id)));
+    Ok(definition_response(resp, &text, version))
+}
+
+/// One definition, with an `ETag` of its version.
+#[utoipa::path(get, path = "/api/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+#[get("/api/workflows/{id}")]
+pub(crate) async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (summary, body) = state
+        .store
+        .workflow(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workflow {id} not found")))?;
+    Ok(definition_response(HttpResponse::Ok(), &body, summary.version))
+}
+
+fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+    let Some(v) = req.headers().get(header::IF_MATCH) else {
+        return Err(ApiError::PreconditionRequired(
+            "replacing a workflow requires If-Match with the ETag from GET /api/workflows/{id}".into(),
+        ));
+    };
+    let text = v.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let text = text.trim_start_matches("W/").trim_matches('"');
+    text.parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("invalid_header", "If-Match", format!("`{text}` is not an ETag of this API (a quoted version number)")))
+}
+
+/// Replaces a definition; running executions keep their version.
+#[utoipa::path(put, path = "/api/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id"),
+           ("If-Match" = String, Header, description = "The ETag of the version being replaced")),
+    request_body(content = Object, description = "A workflow definition"),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+#[put("/api/workflows/{id}")]
+pub(crate) async fn replace(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let expected = if_match(&req)?;
+    let format = format_of(&req)?;
+    let body = read_body(payload, state.config.http.max_body_bytes).await?;
+    let def = validate(&state, &body, format).await?;
+    if def.id != *id {
+        return Err(ApiError::bad_request("invalid_definition", "id", format!("`{}` does not match the URL's `{id}`", def.id)));
+    }
+    let expected = match expected {
+        Some(v) => v,
+        None => {
+            state
+                .store
+                .workflow(&id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("workflow {id} not found")))?
+                .0
+                .version
+        }
+    };
+    let text = def.to_json_string();
+    let version = state.store.replace_workflow(&id, expected, &def.name, text.clone()).await?;
+    Ok(definition_response(HttpResponse::Ok(), &text, version))
+}
+
+/// Deletes a definition (409 while executions of it are unfinished).
+#[utoipa::path(delete, path = "/api/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[delete("/api/workflows/{id}")]
+pub(crate) async fn delete(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    state.store.delete_workflow(&id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The body of a start request.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartRequest {
+    /// The workflow's inputs.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    inputs: serde_json::Value,
+    /// A caller-chosen id; repeating it starts nothing new.
+    #[serde(default)]
+    execution_id: Option<String>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Starts an execution of the workflow's current version.
+#[utoipa::path(post, path = "/api/workflows/{id}/executions", tag = "executions",
+    params(("id" = String, Path, description = "Workflow id")),
+    request_body = StartRequest,
+    responses((status = 202, description = "Started (or already started with this execution_id)", body = ExecutionView),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+#[post("/api/workflows/{id}/executions")]
+pub(crate) async fn start(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_running(&state)?;
+    let body = read_body(payload, state.config.http.max_body_bytes).await?;
+    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRequest {
+            inputs: empty_object(),
+            execution_id: None,
+        }
+    } else {
+        parse_json(&body)?
+    };
+    if let Some(eid) = &request.execution_id {
+        if eid.is_empty() || eid.len() > 64 || !eid.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "execution_id",
+                "must be 1 to 64 letters, digits, `_`, `.` or `-`",
+            ));
+        }
+    }
+    let (row, created) = state
+        .supervisor
+        .send(StartExecution {
+            workflow_id: id.into_inner(),
+            inputs: request.inputs,
+            execution_id: request.execution_id,
+        })
+        .await
+        .map_err(baton_actors::EngineError::from)??;
+    let view = ExecutionView::from_row(row)?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/api/executions/{}", view.id)))
+        .insert_header(("Baton-Created", if created { "true" } else { "false" }))
+        .json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<u64>,
+    after: Option<String>,
+}
+
+/// The workflow's executions, newest first.
+#[utoipa::path(get, path = "/api/workflows/{id}/executions", tag = "executions",
+    params(("id" = String, Path, description = "Workflow id"),
+           ("state" = Option<String>, Query, description = "Only this state"),
+           ("limit" = Option<u64>, Query, description = "At most this many (1 to 1000, default 100)"),
+           ("after" = Option<String>, Query, description = "Continue after this execution id")),
+    responses((status = 200, body = Vec<ExecutionView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[get("/api/workflows/{id}/executions")]
+pub(crate) async fn executions(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let q: ListQuery = parse_query(&req)?;
+    const STATES: [&str; 6] = [
+        exec_state::RUNNING,
+        exec_state::WAITING,
+        exec_state::WAITING_SIGNAL,
+        exec_state::COMPLETED,
+        exec_state::FAILED,
+        exec_state::CANCELED,
+    ];
+    if let Some(s) = &q.state {
+        if !STATES.contains(&s.as_str()) {
+            return Err(ApiError::bad_request("invalid_query", "state", format!("`{s}` is not one of {}", STATES.join(", "))));
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit", "must be between 1 and 1000"));
+    }
+    if state.store.workflow(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("workflow {id} not found")));
+    }
+    let rows = state
+        .store
+        .executions(ExecutionFilter {
+            workflow_id: Some(id.into_inner()),
+            state: q.state,
+            limit,
+            after: q.after,
+        })
+        .await?;
+    let views = rows.into_iter().map(ExecutionView::from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(views))
+}

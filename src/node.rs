@@ -1,0 +1,273 @@
+//! The embedding facade: [`Node::builder`] starts a whole node (store,
+//! migrations, script threads, actor tree, HTTP API) inside the caller's
+//! actix system; [`NodeHandle::stop`] stops it gracefully. `baton serve`
+//! is a thin wrapper around it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::{middleware, web, App, HttpServer};
+use baton_actors::messages::NodeState;
+use baton_actors::metrics::EngineMetrics;
+use baton_actors::supervisor::{Shutdown, StatusCell};
+use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
+use baton_actors::{ActionCall, ActionRegistry, NodeSupervisor, Store, StoreError, SupervisorConfig};
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError};
+use crate::http::{self, AppState};
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database cannot be reached or migrated.
+    #[error("database {url}: {source}")]
+    Database {
+        /// The database URL (without credentials).
+        url: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// The HTTP address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A feature this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Entry point of the embedding API.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// A builder with the default configuration and the built-in actions.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            config: Config::default(),
+            actions: ActionRegistry::with_builtins(),
+        }
+    }
+}
+
+/// Configures and starts a node.
+#[derive(Debug)]
+pub struct NodeBuilder {
+    config: Config,
+    actions: ActionRegistry,
+}
+
+impl NodeBuilder {
+    /// Uses this configuration.
+    pub fn config(mut self, config: Config) -> NodeBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Registers an action that `action` items can call by `name`. It may
+    /// run more than once for one item (at-least-once): use
+    /// [`ActionCall::idempotency_key`] to make its side effects safe.
+    pub fn action<F, Fut>(mut self, name: &str, f: F) -> NodeBuilder
+    where
+        F: Fn(ActionCall) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+    {
+        self.actions.register(name, f);
+        self
+    }
+
+    /// Starts the node inside the current actix system: connects to the
+    /// database, applies migrations under a database lock, starts the
+    /// script threads, the supervisor (which resumes this node's unfinished
+    /// executions) and the HTTP server. Returns once the HTTP server
+    /// listens; `/api/healthstatus` turns 200 when recovery is done.
+    pub async fn start(self) -> Result<NodeHandle, StartError> {
+        let config = self.config;
+        if config.cluster.enabled {
+            return Err(StartError::Unsupported(
+                "cluster.enabled = true: cluster mode (heartbeats, failover) is not in this build yet; run standalone".into(),
+            ));
+        }
+        let listen = config.listen_addr()?;
+        let url_shown = redact(&config.database.url);
+        let db_err = |source| StartError::Database {
+            url: url_shown.clone(),
+            source,
+        };
+        let store = Store::connect(&config.database.url, config.database.max_connections)
+            .await
+            .map_err(db_err)?;
+        store.migrate().await.map_err(db_err)?;
+
+        let scripts = ScriptPool::start(
+            config.scripts.threads,
+            ScriptLimits {
+                timeout_ms: config.scripts.timeout_ms,
+                memory_limit_mb: config.scripts.memory_limit_mb,
+            },
+        );
+        let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let node_id = config.node_id(addr.port());
+        let status = Arc::new(StatusCell::default());
+        let metrics = Arc::new(EngineMetrics::default());
+        let supervisor = NodeSupervisor::new(SupervisorConfig {
+            node_id: node_id.clone(),
+            address: format!("http://{addr}"),
+            store: store.clone(),
+            scripts: scripts.clone(),
+            actions: self.actions.clone(),
+            fingerprint: config.fingerprint(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+        })
+        .start();
+
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState {
+            node_id: node_id.clone(),
+            supervisor: supervisor.clone(),
+            store: store.clone(),
+            scripts,
+            actions: self.actions,
+            status: status.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::from_fn(http::auth_check))
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+        })
+        .workers(config.http.workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?
+        .run();
+        let server_handle = server.handle();
+        let server_task = actix_rt::spawn(server);
+
+        // Wait (briefly) for recovery so that callers see a running node.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while status.get().state == NodeState::Starting && std::time::Instant::now() < deadline {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(node = %node_id, %addr, "node started");
+        Ok(NodeHandle {
+            addr,
+            node_id,
+            supervisor,
+            store,
+            status,
+            metrics,
+            server: server_handle,
+            server_task,
+        })
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    addr: SocketAddr,
+    node_id: String,
+    supervisor: Addr<NodeSupervisor>,
+    store: Store,
+    status: Arc<StatusCell>,
+    metrics: Arc<EngineMetrics>,
+    server: actix_web::dev::ServerHandle,
+    server_task: actix_rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").field("node_id", &self.node_id).field("addr", &self.addr).finish()
+    }
+}
+
+impl NodeHandle {
+    /// The address the HTTP API listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The HTTP API's base URL, such as `http://127.0.0.1:8280`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The supervisor actor, for driving the node with messages.
+    pub fn supervisor(&self) -> &Addr<NodeSupervisor> {
+        &self.supervisor
+    }
+
+    /// The store the node uses.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The node's state.
+    pub fn state(&self) -> NodeState {
+        self.status.get().state
+    }
+
+    /// The node's engine counters.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// Stops gracefully: health turns 503 (`STOPPING`), new work is
+    /// refused, each execution stops after its current item (checkpointed;
+    /// items still running after 5 s are abandoned and run again when the
+    /// node restarts), the HTTP server finishes in-flight requests, and the
+    /// node leaves.
+    pub async fn stop(self) {
+        self.stop_with_grace(Duration::from_secs(5)).await;
+    }
+
+    /// [`NodeHandle::stop`] with a chosen grace period for running items.
+    pub async fn stop_with_grace(self, grace: Duration) {
+        let _ = self.supervisor.send(Shutdown { grace }).await;
+        self.server.stop(true).await;
+        let _ = self.server_task.await;
+        self.store.db().close().await;
+    }
+
+    /// Waits until the HTTP server stops.
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.server_task).await;
+    }
+}
