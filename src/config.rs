@@ -384,6 +384,7 @@ fn set(table: &mut toml::Table, dotted: &str, raw: &str, origin: &str) -> Result
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

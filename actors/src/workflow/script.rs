@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
-use rquickjs::{Context, Ctx, Function, Runtime};
+use rquickjs::{Context, Ctx, Function, Module, Runtime};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -232,18 +232,17 @@ impl ScriptWorker {
         self.arm();
         let problems = context.with(|ctx| {
             let mut problems = Vec::new();
-            let Ok(function_ctor) = ctx.globals().get::<_, Function<'_>>("Function") else {
-                return vec![(String::new(), "script engine unavailable".into())];
-            };
-            for s in scripts {
-                // `new Function(body)` parses the body as a function body
-                // without running it, so nothing can escape or execute.
-                let body = if s.expression {
-                    format!("\"use strict\"; return ({}\n);", s.source)
+            for (i, s) in scripts.into_iter().enumerate() {
+                // Compile-only (JS_EVAL_FLAG_COMPILE_ONLY): parsed, never run.
+                // `new Function(body)` would not do: QuickJS builds it by
+                // pasting the body into source text, and a body such as
+                // `}); while(true){} (function(){` runs at validation.
+                let source = if s.expression {
+                    format!("export default (\n{}\n);", s.source)
                 } else {
-                    format!("\"use strict\";\n{}", s.source)
+                    s.source.clone()
                 };
-                if let Err(e) = function_ctor.call::<_, rquickjs::Value<'_>>((body,)) {
+                if let Err(e) = Module::declare(ctx.clone(), format!("check{i}"), source) {
                     let what = if s.expression { "expression" } else { "script" };
                     let err = self.classify(&ctx, e);
                     problems.push((s.path, format!("{what} does not compile: {err}")));

@@ -1,0 +1,248 @@
+//! Every HTTP endpoint against a real listening server (SQLite), with
+//! every 4xx path: oversized bodies, invalid JSON, wrong types, unknown
+//! ids, bad queries and headers. None of them may answer 5xx.
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+async fn node() -> (TestDb, baton::NodeHandle, Http) {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |c| c.http.max_body_bytes = 64 * 1024).await;
+    let http = Http::new(&node.url());
+    (db, node, http)
+}
+
+fn error_code(r: &Resp) -> &str {
+    r.json["error"]["code"].as_str().unwrap_or("")
+}
+
+#[actix_rt::test]
+async fn health_endpoints() {
+    let (_db, node, http) = node().await;
+    let h = http.get("/api/healthstatus").await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json, json!({"node_id": node.node_id(), "state": "RUNNING", "role": "active"}));
+    assert_eq!(http.get("/health/liveness").await.status, 200);
+    let m = http.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.text.contains("baton_node_up{"), "{}", m.text);
+    assert!(m.text.contains("baton_item_latency_seconds_bucket"), "{}", m.text);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn import_json_and_yaml_list_and_get() {
+    let (_db, node, http) = node().await;
+    let r = http.request("POST", "/api/workflows", &[], Some(example("order.json"))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("location").as_deref(), Some("/api/workflows/order"));
+    assert_eq!(r.header("etag").as_deref(), Some("\"1\""));
+    let r = http.request("POST", "/api/workflows", &[("Content-Type", "application/yaml")], Some(example("greet.yaml"))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["items"]["announce"]["action"], "log");
+    let list = http.get("/api/workflows").await;
+    assert_eq!(
+        list.json,
+        json!([{"id": "greet", "name": "Greet", "version": 1}, {"id": "order", "name": "Order", "version": 1}])
+    );
+    let id = start(&http, "greet", json!({"who": "eve"})).await;
+    let e = wait_final(&http, &id, std::time::Duration::from_secs(30)).await;
+    assert_eq!(e["outputs"]["message"], "Hello, eve!");
+    assert_eq!(http.get(&format!("/api/executions/{id}/state")).await.json, json!({"state": "completed"}));
+    let all = http.get("/api/workflows/greet/executions?state=completed&limit=10").await;
+    assert_eq!(all.json.as_array().map(Vec::len), Some(1));
+    let none = http.get("/api/workflows/greet/executions?state=running").await;
+    assert_eq!(none.json, json!([]));
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn invalid_definitions_report_every_problem_with_its_path() {
+    let (_db, node, http) = node().await;
+    let bad = json!({
+        "id": "bad id!",
+        "inputs": {"n": "numbr"},
+        "start": "a",
+        "items": {
+            "a": {"type": "task", "script": "total = ;", "next": "zz"},
+            "b": {"type": "teleport"},
+            "c": {"type": "decision", "condition": "1 +", "then": "a", "else": "a"},
+            "d": {"type": "action", "action": "no_such_action", "next": "e", "colour": "red"},
+            "e": {"type": "end"}
+        }
+    });
+    let r = http.post("/api/workflows", &bad).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(error_code(&r), "invalid_definition");
+    let paths: Vec<&str> = r.json["error"]["details"].as_array().expect("details").iter().map(|d| d["path"].as_str().unwrap_or("")).collect();
+    for expected in [
+        "id",
+        "inputs.n",
+        "items.a.next",
+        "items.a.script",
+        "items.b.type",
+        "items.c",
+        "items.c.condition",
+        "items.d.action",
+        "items.d.colour",
+        "items.e",
+    ] {
+        assert!(paths.contains(&expected), "missing problem at {expected}: {paths:?}");
+    }
+
+    // Duplicate item ids are reported, not silently merged.
+    let dup = br#"{"id":"dup","start":"a","items":{"a":{"type":"end"},"a":{"type":"end"}}}"#.to_vec();
+    let r = http.request("POST", "/api/workflows", &[], Some(dup)).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text.contains("items.a") && r.text.contains("duplicate"), "{}", r.text);
+    // A missing start, and no items.
+    let r = http.post("/api/workflows", &json!({"id": "empty", "items": {}})).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text.contains("\"start\"") && r.text.contains("at least one item"), "{}", r.text);
+    // Invalid JSON and invalid YAML.
+    let r = http.request("POST", "/api/workflows", &[], Some(b"{\"id\": ".to_vec())).await;
+    assert_eq!((r.status, error_code(&r)), (400, "invalid_definition"));
+    assert!(r.text.contains("invalid JSON"), "{}", r.text);
+    let r = http.request("POST", "/api/workflows", &[("Content-Type", "application/yaml")], Some(b"id: [unclosed".to_vec())).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text.contains("invalid YAML"), "{}", r.text);
+    // Unsupported media type, oversized body.
+    let r = http.request("POST", "/api/workflows", &[("Content-Type", "application/xml")], Some(b"<a/>".to_vec())).await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    let huge = format!("{{\"id\": \"x\", \"name\": \"{}\"}}", "y".repeat(70 * 1024)).into_bytes();
+    let r = http.request("POST", "/api/workflows", &[], Some(huge)).await;
+    assert_eq!((r.status, error_code(&r)), (413, "payload_too_large"));
+    // Nothing was stored by any of these.
+    assert_eq!(http.get("/api/workflows").await.json, json!([]));
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn start_requests_are_checked() {
+    let (_db, node, http) = node().await;
+    let r = http.request("POST", "/api/workflows", &[], Some(example("order.json"))).await;
+    assert_eq!(r.status, 201);
+    let path = "/api/workflows/order/executions";
+    let r = http.post(path, &json!({"inputs": {"n": "seven", "who": "x", "extra": 1}})).await;
+    assert_eq!((r.status, error_code(&r)), (400, "invalid_inputs"), "{}", r.text);
+    let details: Vec<&str> = r.json["error"]["details"].as_array().expect("details").iter().map(|d| d["path"].as_str().unwrap_or("")).collect();
+    assert_eq!(details, ["inputs.n", "inputs.extra"]);
+    let r = http.post(path, &json!({"inputs": {"n": 1}})).await;
+    assert!(r.text.contains("inputs.who"), "{}", r.text);
+    let r = http.post(path, &json!({"inputs": [1, 2]})).await;
+    assert_eq!(r.status, 400);
+    let r = http.post(path, &json!({"inputz": {}})).await;
+    assert_eq!((r.status, error_code(&r)), (400, "invalid_body"), "{}", r.text);
+    assert!(r.text.contains("inputz"), "{}", r.text);
+    let r = http.post(path, &json!({"inputs": {"n": 1, "who": "a"}, "execution_id": 5})).await;
+    assert!(r.status == 400 && r.text.contains("execution_id"), "{}", r.text);
+    let r = http.post(path, &json!({"inputs": {"n": 1, "who": "a"}, "execution_id": "has space"})).await;
+    assert!(r.status == 400 && r.text.contains("execution_id"), "{}", r.text);
+    let r = http.request("POST", path, &[], Some(b"{nope".to_vec())).await;
+    assert_eq!((r.status, error_code(&r)), (400, "invalid_json"));
+    let r = http.post("/api/workflows/nope/executions", &json!({})).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(r.text.contains("nope"));
+    assert_eq!(http.get("/api/workflows/order/executions").await.json, json!([]), "no bad request started anything");
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn unknown_ids_queries_headers_and_routes() {
+    let (_db, node, http) = node().await;
+    for path in ["/api/workflows/none", "/api/executions/none", "/api/executions/none/state", "/api/executions/none/logs", "/api/workflows/none/executions", "/api/nothing"] {
+        let r = http.get(path).await;
+        assert_eq!((r.status, error_code(&r)), (404, "not_found"), "{path}: {}", r.text);
+    }
+    let r = http.request("POST", "/api/executions/none/cancel", &[], None).await;
+    assert_eq!(r.status, 404);
+    let r = http.request("DELETE", "/api/workflows/none", &[], None).await;
+    assert_eq!(r.status, 404);
+    let r = http.request("POST", "/api/workflows", &[], Some(example("order.json"))).await;
+    assert_eq!(r.status, 201);
+    for q in ["state=sleeping", "limit=0", "limit=abc", "limit=5000", "colour=red"] {
+        let r = http.get(&format!("/api/workflows/order/executions?{q}")).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text);
+    }
+    let r = http.get("/api/workflows/order/executions?after=ghost").await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let body = Some(example("order.json"));
+    let r = http.request("PUT", "/api/workflows/order", &[("If-Match", "yesterday")], body.clone()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = http.request("PUT", "/api/workflows/other", &[("If-Match", "\"1\"")], body).await;
+    assert_eq!(r.status, 400, "the body's id must match the URL: {}", r.text);
+    let r = http.request("PUT", "/api/workflows/order", &[("If-Match", "\"1\"")], Some(b"[]".to_vec())).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(http.get("/api/workflows/order").await.header("etag").as_deref(), Some("\"1\""), "nothing stored was changed");
+    let r = http.get("/api/cluster/events?limit=-1").await;
+    assert_eq!(r.status, 400);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn cluster_and_openapi() {
+    let (_db, node, http) = node().await;
+    let c = http.get("/api/cluster").await;
+    assert_eq!(c.status, 200);
+    assert_eq!(c.json["mode"], "standalone");
+    assert_eq!(c.json["settings"]["failover_timeout_ms"], 5000);
+    assert_eq!(c.json["nodes"][0]["id"], node.node_id());
+    assert_eq!(c.json["nodes"][0]["epoch"], 1);
+    let events = http.get("/api/cluster/events").await;
+    assert_eq!(events.json[0]["kind"], "join", "{}", events.text);
+
+    let doc = http.get("/api/openapi.json").await;
+    assert_eq!(doc.status, 200);
+    assert!(doc.json["openapi"].as_str().unwrap_or("").starts_with("3."));
+    let paths = doc.json["paths"].as_object().expect("paths");
+    for p in [
+        "/api/healthstatus",
+        "/health/liveness",
+        "/api/workflows",
+        "/api/workflows/{id}",
+        "/api/workflows/{id}/executions",
+        "/api/executions/{eid}",
+        "/api/executions/{eid}/state",
+        "/api/executions/{eid}/logs",
+        "/api/executions/{eid}/cancel",
+        "/api/cluster",
+        "/api/cluster/events",
+        "/metrics",
+        "/api/openapi.json",
+    ] {
+        assert!(paths.contains_key(p), "OpenAPI lacks {p}");
+    }
+    let wf: &Value = &paths["/api/workflows/{id}"];
+    for m in ["get", "put", "delete"] {
+        assert!(wf.get(m).is_some(), "OpenAPI lacks {m} /api/workflows/{{id}}");
+    }
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn tokens_guard_the_api() {
+    use sha2::Digest;
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    let node = start_node(&db, |c| {
+        c.auth.tokens = vec![
+            baton::config::TokenConfig { sha256: digest("op-secret"), role: baton::config::Role::Operator },
+            baton::config::TokenConfig { sha256: digest("view-secret"), role: baton::config::Role::Viewer },
+        ]
+    })
+    .await;
+    let http = Http::new(&node.url());
+    assert_eq!(http.get("/api/healthstatus").await.status, 200, "health stays open for load balancers");
+    assert_eq!(http.get("/api/workflows").await.status, 401);
+    let bad = http.request("GET", "/api/workflows", &[("Authorization", "Bearer wrong")], None).await;
+    assert_eq!(bad.status, 401);
+    let view = http.request("GET", "/api/workflows", &[("Authorization", "Bearer view-secret")], None).await;
+    assert_eq!(view.status, 200);
+    let body = Some(example("order.json"));
+    let denied = http.request("POST", "/api/workflows", &[("Authorization", "Bearer view-secret")], body.clone()).await;
+    assert_eq!(denied.status, 403);
+    let ok = http.request("POST", "/api/workflows", &[("Authorization", "Bearer op-secret")], body).await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    node.stop().await;
+}

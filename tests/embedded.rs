@@ -1,0 +1,55 @@
+//! The embedding API: a program's own async actions, called by `action`
+//! items with the stable idempotency key and attempt number.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton::{Config, Node};
+use serde_json::json;
+
+use crate::util::*;
+
+#[actix_rt::test]
+async fn embedded_node_runs_the_programs_own_actions() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let calls: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+    let seen = calls.clone();
+    let mut config = Config::default();
+    config.database.url = db.url.clone();
+    config.http.listen = "127.0.0.1:0".into();
+    let node = Node::builder()
+        .config(config)
+        .action("charge_card", move |call| {
+            let seen = seen.clone();
+            async move {
+                let amount = call.input("amount").and_then(|v| v.as_f64()).ok_or("amount missing")?;
+                if let Ok(mut s) = seen.lock() {
+                    s.push((call.idempotency_key.clone(), call.attempt));
+                }
+                call.log(format!("charged {amount}"));
+                Ok(json!({ "receipt": format!("R-{amount}") }))
+            }
+        })
+        .start()
+        .await
+        .expect("starts");
+    let http = Http::new(&node.url());
+    import(&http, &json!({"id": "pay", "inputs": {"amount": "number"}, "outputs": {"receipt": "string"},
+        "variables": {"receipt": ""}, "start": "charge", "items": {
+        "charge": {"type": "action", "action": "charge_card", "inputs": {"amount": "amount * 2"}, "outputs": {"receipt": "receipt"}, "next": "done"},
+        "done": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "pay", json!({"amount": 21})).await;
+    let e = wait_final(&http, &id, Duration::from_secs(30)).await;
+    assert_eq!(e["outputs"]["receipt"], "R-42", "{e}");
+    assert_eq!(calls.lock().map(|c| c.clone()).unwrap_or_default(), vec![(format!("{id}/charge"), 1)]);
+    let log = http.get(&format!("/api/executions/{id}/logs")).await.json;
+    assert!(log.as_array().into_iter().flatten().any(|l| l["message"] == "charged 42"), "{log}");
+    // An unknown action is refused at import.
+    let r = http
+        .post("/api/workflows", &json!({"id": "x", "start": "a", "items": {"a": {"type": "action", "action": "nope", "next": "b"}, "b": {"type": "end"}}}))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text.contains("items.a.action"), "{}", r.text);
+    node.stop().await;
+}

@@ -1,0 +1,19 @@
+//! Black-box tests of Baton: the HTTP API against a real listening server,
+//! the engine on SQLite, PostgreSQL and MariaDB, crashes of the real
+//! binary, fencing, scripts limits, the CLI and the embedding API.
+//!
+//! PostgreSQL and MariaDB tests read `BATON_TEST_POSTGRES_URL` and
+//! `BATON_TEST_MYSQL_URL`; without them they are skipped with a printed
+//! reason. Each test gets a database of its own.
+
+// Test helpers are not a public API.
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
+
+mod util;
+
+mod api;
+mod cli;
+mod crash;
+mod embedded;
+mod engine;
+mod scripts;

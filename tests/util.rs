@@ -1,0 +1,307 @@
+//! Test helpers: fresh databases per test on each backend, in-process
+//! nodes, the real `baton` binary as a child process, an HTTP client, and
+//! `eventually`.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton::{Config, Node, NodeHandle};
+use serde_json::Value;
+
+/// The three supported databases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+/// A database of its own for one test; dropped with it.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    admin_url: Option<String>,
+    name: String,
+    dir: Option<std::path::PathBuf>,
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple()).chars().take(40).collect()
+}
+
+fn run_admin(admin_url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (admin_url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            use sea_orm::ConnectionTrait;
+            let mut opts = sea_orm::ConnectOptions::new(url);
+            opts.max_connections(1).sqlx_logging(false).connect_timeout(Duration::from_secs(5));
+            let db = sea_orm::Database::connect(opts).await.map_err(|e| e.to_string())?;
+            db.execute_unprepared(&sql).await.map_err(|e| e.to_string())?;
+            db.close().await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "admin thread panicked".to_owned())?
+}
+
+impl TestDb {
+    /// A fresh database, or `None` (with the reason printed) when the
+    /// backend's server is not configured on this machine.
+    pub fn create(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(unique("baton-test-"));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                Some(TestDb {
+                    url: format!("sqlite://{}?mode=rwc", dir.join("baton.db").display()),
+                    backend,
+                    admin_url: None,
+                    name: String::new(),
+                    dir: Some(dir),
+                })
+            }
+            Backend::Postgres | Backend::Mysql => {
+                let var = if backend == Backend::Postgres { "BATON_TEST_POSTGRES_URL" } else { "BATON_TEST_MYSQL_URL" };
+                let Ok(admin) = std::env::var(var) else {
+                    eprintln!("SKIPPED: {var} is not set, so this {backend:?} test does not run here");
+                    return None;
+                };
+                let name = unique("baton_t_");
+                run_admin(&admin, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("creating database {name} via {var}: {e}"));
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                Some(TestDb {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    admin_url: Some(admin),
+                    name,
+                    dir: None,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(admin) = &self.admin_url {
+            let sql = match self.backend {
+                Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+                _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+            };
+            if let Err(e) = run_admin(admin, &sql) {
+                eprintln!("warning: could not drop test database {}: {e}", self.name);
+            }
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A node on `db`, listening on a free loopback port.
+pub async fn start_node(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> NodeHandle {
+    let mut config = Config::default();
+    config.database.url = db.url.clone();
+    config.database.max_connections = 8;
+    config.http.listen = "127.0.0.1:0".into();
+    config.http.workers = 1;
+    config.node.id = Some(unique("node-"));
+    tweak(&mut config);
+    Node::builder().config(config).start().await.expect("node starts")
+}
+
+/// A store on `db`, for looking behind the API.
+pub async fn store(db: &TestDb) -> baton_actors::Store {
+    baton_actors::Store::connect(&db.url, 2).await.expect("store connects")
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+}
+
+/// A small HTTP client for tests.
+#[derive(Clone)]
+pub struct Http {
+    base: String,
+    client: awc::Client,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Http {
+        Http {
+            base: base.to_owned(),
+            client: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+        }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        let mut has_ct = false;
+        for (k, v) in headers {
+            has_ct |= k.eq_ignore_ascii_case("content-type");
+            req = req.insert_header((*k, *v));
+        }
+        if !has_ct && body.is_some() {
+            req = req.insert_header(("Content-Type", "application/json"));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let bytes = resp.body().limit(64 << 20).await.expect("body read");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Resp {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.request("POST", path, &[], Some(body.to_string().into_bytes())).await
+    }
+}
+
+/// Waits until `cond` holds, checking every 20 ms; panics after `deadline`.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A definition from `examples/workflows/`.
+pub fn example(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/examples/workflows/{name}", env!("CARGO_MANIFEST_DIR"))).expect("example workflow")
+}
+
+/// Imports a definition, asserting 201.
+pub async fn import(http: &Http, body: &Value) {
+    let r = http.post("/api/workflows", body).await;
+    assert_eq!(r.status, 201, "import failed: {}", r.text);
+}
+
+/// Starts an execution, asserting 202; returns its id.
+pub async fn start(http: &Http, workflow: &str, inputs: Value) -> String {
+    let r = http.post(&format!("/api/workflows/{workflow}/executions"), &serde_json::json!({ "inputs": inputs })).await;
+    assert_eq!(r.status, 202, "start failed: {}", r.text);
+    r.json["id"].as_str().expect("execution id").to_owned()
+}
+
+/// Waits until an execution reaches a final state; returns it.
+pub async fn wait_final(http: &Http, id: &str, deadline: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = http.get(&format!("/api/executions/{id}")).await;
+        let last = r.json.clone();
+        if matches!(last["state"].as_str(), Some("completed" | "failed" | "canceled")) {
+            return last;
+        }
+        if start.elapsed() > deadline {
+            panic!("execution {id} did not finish in {deadline:?}: {last}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real `baton` binary running `serve`, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Process {
+    /// Starts `baton serve` with the given environment and waits until it
+    /// listens.
+    pub fn serve(env: &[(&str, String)]) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.arg("serve").env("BATON_HTTP__LISTEN", "127.0.0.1:0").env("BATON_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("baton starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url.trim().to_owned());
+                    }
+                }
+                eprintln!("[baton] {line}");
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(60)).expect("baton listens within 60 s");
+        Process { child, url }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as a planned stop; waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Generates one test per backend from `async fn name(b: Backend)`.
+#[macro_export]
+macro_rules! on_all_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[actix_rt::test] async fn $name() { super::$name($crate::util::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[actix_rt::test] async fn $name() { super::$name($crate::util::Backend::Postgres).await } )*
+        }
+        mod mysql {
+            $( #[actix_rt::test] async fn $name() { super::$name($crate::util::Backend::Mysql).await } )*
+        }
+    };
+}
