@@ -54,8 +54,15 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let id = format!("bench-s{}", opts.steps);
     let mut items = serde_json::Map::new();
     for i in 0..opts.steps {
-        let next = if i + 1 == opts.steps { "done".to_owned() } else { format!("t{}", i + 1) };
-        items.insert(format!("t{i}"), json!({"type": "task", "script": "n = n + 1;", "next": next}));
+        let next = if i + 1 == opts.steps {
+            "done".to_owned()
+        } else {
+            format!("t{}", i + 1)
+        };
+        items.insert(
+            format!("t{i}"),
+            json!({"type": "task", "script": "n = n + 1;", "next": next}),
+        );
     }
     items.insert("done".into(), json!({"type": "end"}));
     let def = json!({"id": id, "variables": {"n": 0}, "start": "t0", "items": items});
@@ -63,15 +70,23 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     if client.get(&format!("/api/workflows/{id}")).await.is_err() {
         let path = std::env::temp_dir().join(format!("{id}-{}.json", std::process::id()));
         std::fs::write(&path, def.to_string())?;
-        client.import(&path).await.context("importing the bench workflow")?;
+        client
+            .import(&path)
+            .await
+            .context("importing the bench workflow")?;
         let _ = std::fs::remove_file(&path);
     }
 
     let metrics = node.metrics();
     metrics.item_latency.reset();
-    let done0 = metrics.executions_completed.load(Ordering::Relaxed) + metrics.executions_failed.load(Ordering::Relaxed);
+    let done0 = metrics.executions_completed.load(Ordering::Relaxed)
+        + metrics.executions_failed.load(Ordering::Relaxed);
     let items0 = metrics.items_completed.load(Ordering::Relaxed);
-    let finished = || metrics.executions_completed.load(Ordering::Relaxed) + metrics.executions_failed.load(Ordering::Relaxed) - done0;
+    let finished = || {
+        metrics.executions_completed.load(Ordering::Relaxed)
+            + metrics.executions_failed.load(Ordering::Relaxed)
+            - done0
+    };
     let supervisor = node.supervisor().clone();
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let started_at = Instant::now();
@@ -90,7 +105,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                         execution_id: None,
                     })
                     .await;
-                if let Err(e) = r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                if let Err(e) = r
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                {
                     if let Ok(mut l) = errors.lock() {
                         l.push(e);
                     }
@@ -101,7 +119,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             return Err(anyhow!("starting an execution failed: {e}"));
         }
         if started_at.elapsed() > Duration::from_secs(600) {
-            return Err(anyhow!("bench did not finish in 10 minutes ({} of {} done)", finished(), opts.workflows));
+            return Err(anyhow!(
+                "bench did not finish in 10 minutes ({} of {} done)",
+                finished(),
+                opts.workflows
+            ));
         }
         actix_rt::time::sleep(Duration::from_micros(500)).await;
     }

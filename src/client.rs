@@ -27,14 +27,25 @@ impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
-            http: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
             token,
         }
     }
 
-    async fn send(&self, method: awc::http::Method, path: &str, content_type: &str, body: Option<Vec<u8>>) -> anyhow::Result<(u16, Value)> {
+    async fn send(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).insert_header(("Content-Type", content_type));
+        let mut req = self
+            .http
+            .request(method, &url)
+            .insert_header(("Content-Type", content_type));
         if let Some(t) = &self.token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
         }
@@ -44,11 +55,16 @@ impl Client {
         }
         .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
         let status = resp.status().as_u16();
-        let bytes = resp.body().limit(64 * 1024 * 1024).await.map_err(|e| anyhow!("reading the answer of {url}: {e}"))?;
+        let bytes = resp
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .map_err(|e| anyhow!("reading the answer of {url}: {e}"))?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if status >= 400 {
             let msg = value
@@ -71,7 +87,10 @@ impl Client {
 
     /// GET a path.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.send(awc::http::Method::GET, path, "application/json", None).await?.1)
+        Ok(self
+            .send(awc::http::Method::GET, path, "application/json", None)
+            .await?
+            .1)
     }
 
     /// Imports a definition file (`.json`, `.yaml` or `.yml`).
@@ -81,21 +100,41 @@ impl Client {
             Some("yaml" | "yml") => "application/yaml",
             _ => "application/json",
         };
-        Ok(self.send(awc::http::Method::POST, "/api/workflows", ct, Some(body)).await?.1)
+        Ok(self
+            .send(awc::http::Method::POST, "/api/workflows", ct, Some(body))
+            .await?
+            .1)
     }
 
     /// Starts an execution; with `wait`, polls until it ends.
-    pub async fn run(&self, workflow: &str, inputs: Value, execution_id: Option<String>, wait: bool) -> anyhow::Result<Value> {
+    pub async fn run(
+        &self,
+        workflow: &str,
+        inputs: Value,
+        execution_id: Option<String>,
+        wait: bool,
+    ) -> anyhow::Result<Value> {
         let mut body = serde_json::json!({ "inputs": inputs });
         if let Some(id) = execution_id {
             body["execution_id"] = Value::String(id);
         }
         let path = format!("/api/workflows/{workflow}/executions");
-        let (_, started) = self.send(awc::http::Method::POST, &path, "application/json", Some(body.to_string().into_bytes())).await?;
+        let (_, started) = self
+            .send(
+                awc::http::Method::POST,
+                &path,
+                "application/json",
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
         if !wait {
             return Ok(started);
         }
-        let id = started.get("id").and_then(Value::as_str).ok_or_else(|| anyhow!("the answer has no execution id"))?.to_owned();
+        let id = started
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("the answer has no execution id"))?
+            .to_owned();
         loop {
             let e = self.get(&format!("/api/executions/{id}")).await?;
             match e.get("state").and_then(Value::as_str) {
@@ -113,10 +152,21 @@ pub fn cluster_table(v: &Value) -> String {
     let s = v.get("settings").cloned().unwrap_or_default();
     out.push_str(&format!(
         "mode: {mode}   active_nodes: {}   heartbeat: {} ms x {} = failover timeout {} ms\n",
-        s["active_nodes"], s["heartbeat_interval_ms"], s["failover_heartbeats"], s["failover_timeout_ms"]
+        s["active_nodes"],
+        s["heartbeat_interval_ms"],
+        s["failover_heartbeats"],
+        s["failover_timeout_ms"]
     ));
-    out.push_str(&format!("{:<28} {:<8} {:<9} {:>6} {:>10} {:>10}  {}\n", "NODE", "ROLE", "STATE", "EPOCH", "HB AGE ms", "EXECUTIONS", "ADDRESS"));
-    for n in v.get("nodes").and_then(Value::as_array).into_iter().flatten() {
+    out.push_str(&format!(
+        "{:<28} {:<8} {:<9} {:>6} {:>10} {:>10}  {}\n",
+        "NODE", "ROLE", "STATE", "EPOCH", "HB AGE ms", "EXECUTIONS", "ADDRESS"
+    ));
+    for n in v
+        .get("nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let text = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         out.push_str(&format!(
             "{:<28} {:<8} {:<9} {:>6} {:>10} {:>10}  {}\n",

@@ -223,18 +223,29 @@ impl Config {
             for (section, v) in &table {
                 if let Some(t) = v.as_table() {
                     for k in t.keys() {
-                        origins.push((format!("{section}.{k}"), format!("file {}", path.display())));
+                        origins
+                            .push((format!("{section}.{k}"), format!("file {}", path.display())));
                     }
                 }
             }
         }
-        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("BATON_") && k.contains("__")).collect();
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BATON_") && k.contains("__"))
+            .collect();
         env.sort();
         for (name, value) in env {
             let rest = &name["BATON_".len()..];
-            let Some((section, key)) = rest.split_once("__") else { continue };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
             let dotted = format!("{}.{}", section.to_lowercase(), key.to_lowercase());
-            set(&mut table, &dotted, &value, &format!("environment variable {name}"))?;
+            set(
+                &mut table,
+                &dotted,
+                &value,
+                &format!("environment variable {name}"),
+            )?;
             origins.push((dotted, format!("environment variable {name}")));
         }
         for (key, value) in overrides {
@@ -249,30 +260,39 @@ impl Config {
                 .map(|(_, o)| o.clone())
                 .unwrap_or_else(|| "configuration".into())
         };
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let inner = inner.lines().last().unwrap_or_default().trim().to_owned();
-            let key = match inner.split('`').nth(1) {
-                Some(field) if inner.starts_with("unknown field") => {
-                    if path == "." { field.to_owned() } else { format!("{path}.{field}") }
-                }
-                _ => path,
-            };
-            let origin = origin_of(&key);
-            key_error(&key, &origin, inner)
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                let inner = inner.lines().last().unwrap_or_default().trim().to_owned();
+                let key = match inner.split('`').nth(1) {
+                    Some(field) if inner.starts_with("unknown field") => {
+                        if path == "." {
+                            field.to_owned()
+                        } else {
+                            format!("{path}.{field}")
+                        }
+                    }
+                    _ => path,
+                };
+                let origin = origin_of(&key);
+                key_error(&key, &origin, inner)
+            })?;
         config.check(&origin_of)?;
         Ok(config)
     }
 
     fn check(&self, origin_of: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let err = |key: &str, msg: String| key_error(key, &origin_of(key), msg);
-        let listen: SocketAddr = self
-            .http
-            .listen
-            .parse()
-            .map_err(|_| err("http.listen", format!("`{}` is not an address such as 127.0.0.1:8280", self.http.listen)))?;
+        let listen: SocketAddr = self.http.listen.parse().map_err(|_| {
+            err(
+                "http.listen",
+                format!(
+                    "`{}` is not an address such as 127.0.0.1:8280",
+                    self.http.listen
+                ),
+            )
+        })?;
         if !listen.ip().is_loopback() && self.auth.tokens.is_empty() {
             return Err(err(
                 "http.listen",
@@ -286,15 +306,29 @@ impl Config {
             return Err(err("http.max_body_bytes", "must be at least 1024".into()));
         }
         let url = &self.database.url;
-        if !["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"].iter().any(|p| url.starts_with(p)) {
-            return Err(err("database.url", format!("`{url}` must start with sqlite:, postgres: or mysql:")));
+        if !["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return Err(err(
+                "database.url",
+                format!("`{url}` must start with sqlite:, postgres: or mysql:"),
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(err("database.max_connections", "must be at least 1".into()));
         }
         if let Some(id) = &self.node.id {
-            if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-                return Err(err("node.id", "must be 1 to 128 letters, digits, `_`, `.` or `-`".into()));
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
+                return Err(err(
+                    "node.id",
+                    "must be 1 to 128 letters, digits, `_`, `.` or `-`".into(),
+                ));
             }
         }
         let c = &self.cluster;
@@ -302,23 +336,35 @@ impl Config {
             return Err(err("cluster.active_nodes", "must be at least 1".into()));
         }
         if !(10..=3_600_000).contains(&c.heartbeat_interval_ms) {
-            return Err(err("cluster.heartbeat_interval_ms", "must be between 10 and 3600000".into()));
+            return Err(err(
+                "cluster.heartbeat_interval_ms",
+                "must be between 10 and 3600000".into(),
+            ));
         }
         if !(2..=1000).contains(&c.failover_heartbeats) {
-            return Err(err("cluster.failover_heartbeats", "must be between 2 and 1000".into()));
+            return Err(err(
+                "cluster.failover_heartbeats",
+                "must be between 2 and 1000".into(),
+            ));
         }
         if self.scripts.timeout_ms == 0 {
             return Err(err("scripts.timeout_ms", "must be at least 1".into()));
         }
         if !(1..=4096).contains(&self.scripts.memory_limit_mb) {
-            return Err(err("scripts.memory_limit_mb", "must be between 1 and 4096".into()));
+            return Err(err(
+                "scripts.memory_limit_mb",
+                "must be between 1 and 4096".into(),
+            ));
         }
         if !(1..=64).contains(&self.scripts.threads) {
             return Err(err("scripts.threads", "must be between 1 and 64".into()));
         }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(err(&format!("auth.tokens[{i}].sha256"), "must be 64 hex digits (the SHA-256 of the token)".into()));
+                return Err(err(
+                    &format!("auth.tokens[{i}].sha256"),
+                    "must be 64 hex digits (the SHA-256 of the token)".into(),
+                ));
             }
         }
         Ok(())
@@ -326,10 +372,13 @@ impl Config {
 
     /// The listen address (checked by [`Config::load`]).
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.http
-            .listen
-            .parse()
-            .map_err(|_| key_error("http.listen", "configuration", format!("`{}` is not an address", self.http.listen)))
+        self.http.listen.parse().map_err(|_| {
+            key_error(
+                "http.listen",
+                "configuration",
+                format!("`{}` is not an address", self.http.listen),
+            )
+        })
     }
 
     /// This node's id: `[node] id`, or the host name and HTTP port.
@@ -343,7 +392,16 @@ impl Config {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "localhost".into());
-        let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' }).collect();
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
         format!("{host}-{port}")
     }
 
@@ -365,7 +423,14 @@ fn set(table: &mut toml::Table, dotted: &str, raw: &str, origin: &str) -> Result
         return Err(key_error(dotted, origin, "expected section.key"));
     };
     if !SECTIONS.contains(&section) {
-        return Err(key_error(dotted, origin, format!("unknown section `{section}` (expected one of {})", SECTIONS.join(", "))));
+        return Err(key_error(
+            dotted,
+            origin,
+            format!(
+                "unknown section `{section}` (expected one of {})",
+                SECTIONS.join(", ")
+            ),
+        ));
     }
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
@@ -389,7 +454,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -408,10 +476,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("baton-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.toml");
-        std::fs::write(&file, "[cluster]\nheartbeat_interval_ms = 200\n[http]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[cluster]\nheartbeat_interval_ms = 200\n[http]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&file),
-            env(&[("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"), ("BATON_HTTP__LISTEN", "127.0.0.1:2"), ("BATON_TEST_POSTGRES_URL", "x")]),
+            env(&[
+                ("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"),
+                ("BATON_HTTP__LISTEN", "127.0.0.1:2"),
+                ("BATON_TEST_POSTGRES_URL", "x"),
+            ]),
             &[("http.listen".into(), "127.0.0.1:3".into())],
         )
         .unwrap();
@@ -421,16 +497,30 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let e = Config::load(None, env(&[("BATON_CLUSTER__HEARTBEAT_MS", "3")]), &[]).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BATON_CLUSTER__HEARTBEAT_MS", "3")]), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cluster.heartbeat_ms"), "{e}");
         assert!(e.contains("BATON_CLUSTER__HEARTBEAT_MS"), "{e}");
-        let e = Config::load(None, env(&[("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "soon")]), &[]).unwrap_err().to_string();
+        let e = Config::load(
+            None,
+            env(&[("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "soon")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("cluster.heartbeat_interval_ms"), "{e}");
-        let e = Config::load(None, env(&[("BATON_NOPE__X", "1")]), &[]).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BATON_NOPE__X", "1")]), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope.x") && e.contains("unknown section"), "{e}");
-        let e = Config::load(None, env(&[("BATON_SCRIPTS__MEMORY_LIMIT_MB", "0")]), &[]).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BATON_SCRIPTS__MEMORY_LIMIT_MB", "0")]), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("scripts.memory_limit_mb"), "{e}");
-        let e = Config::load(None, env(&[("BATON_HTTP__LISTEN", "0.0.0.0:8280")]), &[]).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BATON_HTTP__LISTEN", "0.0.0.0:8280")]), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http.listen") && e.contains("auth"), "{e}");
     }
 
@@ -440,7 +530,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("b.toml");
         std::fs::write(&file, "[cluster]\nactive_node = 2\n").unwrap();
-        let e = Config::load(Some(&file), Vec::new(), &[]).unwrap_err().to_string();
+        let e = Config::load(Some(&file), Vec::new(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cluster.active_node"), "{e}");
         assert!(e.contains("b.toml"), "{e}");
     }

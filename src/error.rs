@@ -70,7 +70,11 @@ impl ApiError {
         let message = message.into();
         ApiError::BadRequest {
             code,
-            message: if path.is_empty() { message.clone() } else { format!("{path}: {message}") },
+            message: if path.is_empty() {
+                message.clone()
+            } else {
+                format!("{path}: {message}")
+            },
             details: vec![Problem::new(path, message)],
         }
     }
@@ -149,10 +153,14 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
-            StoreError::AlreadyExists { .. } | StoreError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            StoreError::AlreadyExists { .. } | StoreError::Conflict(_) => {
+                ApiError::Conflict(e.to_string())
+            }
             StoreError::VersionMismatch { .. } => ApiError::PreconditionFailed(e.to_string()),
             StoreError::OwnershipLost { .. } => ApiError::Conflict(e.to_string()),
-            StoreError::Db(_) | StoreError::Corrupt { .. } | StoreError::RuntimeGone => ApiError::Internal(e.to_string()),
+            StoreError::Db(_) | StoreError::Corrupt { .. } | StoreError::RuntimeGone => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }
@@ -161,14 +169,25 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
             EngineError::Store(s) => s.into(),
-            EngineError::WorkflowNotFound(id) => ApiError::NotFound(format!("workflow {id} not found")),
-            EngineError::ExecutionNotFound(id) => ApiError::NotFound(format!("execution {id} not found")),
+            EngineError::WorkflowNotFound(id) => {
+                ApiError::NotFound(format!("workflow {id} not found"))
+            }
+            EngineError::ExecutionNotFound(id) => {
+                ApiError::NotFound(format!("execution {id} not found"))
+            }
             EngineError::InvalidInputs(details) => ApiError::BadRequest {
                 code: "invalid_inputs",
-                message: details.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "),
+                message: details
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 details,
             },
-            EngineError::NotAccepting(m) => ApiError::Unavailable { code: "not_running", message: m },
+            EngineError::NotAccepting(m) => ApiError::Unavailable {
+                code: "not_running",
+                message: m,
+            },
             EngineError::Conflict(m) => ApiError::Conflict(m),
             EngineError::Mailbox(m) => ApiError::Unavailable {
                 code: "not_running",

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "A clustered, durable workflow runtime")]
+#[command(
+    name = "baton",
+    version,
+    about = "A clustered, durable workflow runtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,11 @@ impl ConfigArgs {
         if let Some(v) = &self.node_id {
             overrides.push(("node.id".to_owned(), format!("{v:?}")));
         }
-        Ok(Config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
+        Ok(Config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &overrides,
+        )?)
     }
 }
 
@@ -137,7 +145,10 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn parse_inputs(pairs: &[String]) -> anyhow::Result<Value> {
@@ -188,12 +199,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 Ok(())
             }
-            WorkflowCommand::Run { id, inputs, execution_id, wait, client } => {
+            WorkflowCommand::Run {
+                id,
+                inputs,
+                execution_id,
+                wait,
+                client,
+            } => {
                 let c = Client::new(&client.server, client.token);
-                let v = c.run(&id, parse_inputs(&inputs)?, execution_id, wait).await?;
+                let v = c
+                    .run(&id, parse_inputs(&inputs)?, execution_id, wait)
+                    .await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 if wait && v.get("state").and_then(Value::as_str) != Some("completed") {
-                    bail!("execution ended {}", v.get("state").and_then(Value::as_str).unwrap_or("?"));
+                    bail!(
+                        "execution ended {}",
+                        v.get("state").and_then(Value::as_str).unwrap_or("?")
+                    );
                 }
                 Ok(())
             }
@@ -201,12 +223,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let c = Client::new(&client.server, client.token);
                 let v = c.get("/api/workflows").await?;
                 for w in v.as_array().into_iter().flatten() {
-                    println!("{:<32} v{:<5} {}", w["id"].as_str().unwrap_or(""), w["version"], w["name"].as_str().unwrap_or(""));
+                    println!(
+                        "{:<32} v{:<5} {}",
+                        w["id"].as_str().unwrap_or(""),
+                        w["version"],
+                        w["name"].as_str().unwrap_or("")
+                    );
                 }
                 Ok(())
             }
         },
-        Command::Cluster { command: ClusterCommand::Status { client } } => {
+        Command::Cluster {
+            command: ClusterCommand::Status { client },
+        } => {
             let c = Client::new(&client.server, client.token);
             print!("{}", cluster_table(&c.get("/api/cluster").await?));
             Ok(())

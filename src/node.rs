@@ -13,7 +13,9 @@ use baton_actors::messages::NodeState;
 use baton_actors::metrics::EngineMetrics;
 use baton_actors::supervisor::{Shutdown, StatusCell};
 use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
-use baton_actors::{ActionCall, ActionRegistry, NodeSupervisor, Store, StoreError, SupervisorConfig};
+use baton_actors::{
+    ActionCall, ActionRegistry, NodeSupervisor, Store, StoreError, SupervisorConfig,
+};
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
@@ -209,7 +211,10 @@ pub struct NodeHandle {
 
 impl std::fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeHandle").field("node_id", &self.node_id).field("addr", &self.addr).finish()
+        f.debug_struct("NodeHandle")
+            .field("node_id", &self.node_id)
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 

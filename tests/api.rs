@@ -22,23 +22,42 @@ async fn health_endpoints() {
     let (_db, node, http) = node().await;
     let h = http.get("/api/healthstatus").await;
     assert_eq!(h.status, 200);
-    assert_eq!(h.json, json!({"node_id": node.node_id(), "state": "RUNNING", "role": "active"}));
+    assert_eq!(
+        h.json,
+        json!({"node_id": node.node_id(), "state": "RUNNING", "role": "active"})
+    );
     assert_eq!(http.get("/health/liveness").await.status, 200);
     let m = http.get("/metrics").await;
     assert_eq!(m.status, 200);
     assert!(m.text.contains("baton_node_up{"), "{}", m.text);
-    assert!(m.text.contains("baton_item_latency_seconds_bucket"), "{}", m.text);
+    assert!(
+        m.text.contains("baton_item_latency_seconds_bucket"),
+        "{}",
+        m.text
+    );
     node.stop().await;
 }
 
 #[actix_rt::test]
 async fn import_json_and_yaml_list_and_get() {
     let (_db, node, http) = node().await;
-    let r = http.request("POST", "/api/workflows", &[], Some(example("order.json"))).await;
+    let r = http
+        .request("POST", "/api/workflows", &[], Some(example("order.json")))
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(r.header("location").as_deref(), Some("/api/workflows/order"));
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/api/workflows/order")
+    );
     assert_eq!(r.header("etag").as_deref(), Some("\"1\""));
-    let r = http.request("POST", "/api/workflows", &[("Content-Type", "application/yaml")], Some(example("greet.yaml"))).await;
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Content-Type", "application/yaml")],
+            Some(example("greet.yaml")),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.json["items"]["announce"]["action"], "log");
     let list = http.get("/api/workflows").await;
@@ -49,10 +68,17 @@ async fn import_json_and_yaml_list_and_get() {
     let id = start(&http, "greet", json!({"who": "eve"})).await;
     let e = wait_final(&http, &id, std::time::Duration::from_secs(30)).await;
     assert_eq!(e["outputs"]["message"], "Hello, eve!");
-    assert_eq!(http.get(&format!("/api/executions/{id}/state")).await.json, json!({"state": "completed"}));
-    let all = http.get("/api/workflows/greet/executions?state=completed&limit=10").await;
+    assert_eq!(
+        http.get(&format!("/api/executions/{id}/state")).await.json,
+        json!({"state": "completed"})
+    );
+    let all = http
+        .get("/api/workflows/greet/executions?state=completed&limit=10")
+        .await;
     assert_eq!(all.json.as_array().map(Vec::len), Some(1));
-    let none = http.get("/api/workflows/greet/executions?state=running").await;
+    let none = http
+        .get("/api/workflows/greet/executions?state=running")
+        .await;
     assert_eq!(none.json, json!([]));
     node.stop().await;
 }
@@ -75,7 +101,12 @@ async fn invalid_definitions_report_every_problem_with_its_path() {
     let r = http.post("/api/workflows", &bad).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(error_code(&r), "invalid_definition");
-    let paths: Vec<&str> = r.json["error"]["details"].as_array().expect("details").iter().map(|d| d["path"].as_str().unwrap_or("")).collect();
+    let paths: Vec<&str> = r.json["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["path"].as_str().unwrap_or(""))
+        .collect();
     for expected in [
         "id",
         "inputs.n",
@@ -88,30 +119,62 @@ async fn invalid_definitions_report_every_problem_with_its_path() {
         "items.d.colour",
         "items.e",
     ] {
-        assert!(paths.contains(&expected), "missing problem at {expected}: {paths:?}");
+        assert!(
+            paths.contains(&expected),
+            "missing problem at {expected}: {paths:?}"
+        );
     }
 
     // Duplicate item ids are reported, not silently merged.
-    let dup = br#"{"id":"dup","start":"a","items":{"a":{"type":"end"},"a":{"type":"end"}}}"#.to_vec();
+    let dup =
+        br#"{"id":"dup","start":"a","items":{"a":{"type":"end"},"a":{"type":"end"}}}"#.to_vec();
     let r = http.request("POST", "/api/workflows", &[], Some(dup)).await;
     assert_eq!(r.status, 400);
-    assert!(r.text.contains("items.a") && r.text.contains("duplicate"), "{}", r.text);
+    assert!(
+        r.text.contains("items.a") && r.text.contains("duplicate"),
+        "{}",
+        r.text
+    );
     // A missing start, and no items.
-    let r = http.post("/api/workflows", &json!({"id": "empty", "items": {}})).await;
+    let r = http
+        .post("/api/workflows", &json!({"id": "empty", "items": {}}))
+        .await;
     assert_eq!(r.status, 400);
-    assert!(r.text.contains("\"start\"") && r.text.contains("at least one item"), "{}", r.text);
+    assert!(
+        r.text.contains("\"start\"") && r.text.contains("at least one item"),
+        "{}",
+        r.text
+    );
     // Invalid JSON and invalid YAML.
-    let r = http.request("POST", "/api/workflows", &[], Some(b"{\"id\": ".to_vec())).await;
+    let r = http
+        .request("POST", "/api/workflows", &[], Some(b"{\"id\": ".to_vec()))
+        .await;
     assert_eq!((r.status, error_code(&r)), (400, "invalid_definition"));
     assert!(r.text.contains("invalid JSON"), "{}", r.text);
-    let r = http.request("POST", "/api/workflows", &[("Content-Type", "application/yaml")], Some(b"id: [unclosed".to_vec())).await;
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Content-Type", "application/yaml")],
+            Some(b"id: [unclosed".to_vec()),
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.text.contains("invalid YAML"), "{}", r.text);
     // Unsupported media type, oversized body.
-    let r = http.request("POST", "/api/workflows", &[("Content-Type", "application/xml")], Some(b"<a/>".to_vec())).await;
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Content-Type", "application/xml")],
+            Some(b"<a/>".to_vec()),
+        )
+        .await;
     assert_eq!(r.status, 415, "{}", r.text);
     let huge = format!("{{\"id\": \"x\", \"name\": \"{}\"}}", "y".repeat(70 * 1024)).into_bytes();
-    let r = http.request("POST", "/api/workflows", &[], Some(huge)).await;
+    let r = http
+        .request("POST", "/api/workflows", &[], Some(huge))
+        .await;
     assert_eq!((r.status, error_code(&r)), (413, "payload_too_large"));
     // Nothing was stored by any of these.
     assert_eq!(http.get("/api/workflows").await.json, json!([]));
@@ -121,60 +184,168 @@ async fn invalid_definitions_report_every_problem_with_its_path() {
 #[actix_rt::test]
 async fn start_requests_are_checked() {
     let (_db, node, http) = node().await;
-    let r = http.request("POST", "/api/workflows", &[], Some(example("order.json"))).await;
+    let r = http
+        .request("POST", "/api/workflows", &[], Some(example("order.json")))
+        .await;
     assert_eq!(r.status, 201);
     let path = "/api/workflows/order/executions";
-    let r = http.post(path, &json!({"inputs": {"n": "seven", "who": "x", "extra": 1}})).await;
-    assert_eq!((r.status, error_code(&r)), (400, "invalid_inputs"), "{}", r.text);
-    let details: Vec<&str> = r.json["error"]["details"].as_array().expect("details").iter().map(|d| d["path"].as_str().unwrap_or("")).collect();
+    let r = http
+        .post(
+            path,
+            &json!({"inputs": {"n": "seven", "who": "x", "extra": 1}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (400, "invalid_inputs"),
+        "{}",
+        r.text
+    );
+    let details: Vec<&str> = r.json["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["path"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(details, ["inputs.n", "inputs.extra"]);
     let r = http.post(path, &json!({"inputs": {"n": 1}})).await;
     assert!(r.text.contains("inputs.who"), "{}", r.text);
     let r = http.post(path, &json!({"inputs": [1, 2]})).await;
     assert_eq!(r.status, 400);
     let r = http.post(path, &json!({"inputz": {}})).await;
-    assert_eq!((r.status, error_code(&r)), (400, "invalid_body"), "{}", r.text);
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (400, "invalid_body"),
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("inputz"), "{}", r.text);
-    let r = http.post(path, &json!({"inputs": {"n": 1, "who": "a"}, "execution_id": 5})).await;
-    assert!(r.status == 400 && r.text.contains("execution_id"), "{}", r.text);
-    let r = http.post(path, &json!({"inputs": {"n": 1, "who": "a"}, "execution_id": "has space"})).await;
-    assert!(r.status == 400 && r.text.contains("execution_id"), "{}", r.text);
-    let r = http.request("POST", path, &[], Some(b"{nope".to_vec())).await;
+    let r = http
+        .post(
+            path,
+            &json!({"inputs": {"n": 1, "who": "a"}, "execution_id": 5}),
+        )
+        .await;
+    assert!(
+        r.status == 400 && r.text.contains("execution_id"),
+        "{}",
+        r.text
+    );
+    let r = http
+        .post(
+            path,
+            &json!({"inputs": {"n": 1, "who": "a"}, "execution_id": "has space"}),
+        )
+        .await;
+    assert!(
+        r.status == 400 && r.text.contains("execution_id"),
+        "{}",
+        r.text
+    );
+    let r = http
+        .request("POST", path, &[], Some(b"{nope".to_vec()))
+        .await;
     assert_eq!((r.status, error_code(&r)), (400, "invalid_json"));
-    let r = http.post("/api/workflows/nope/executions", &json!({})).await;
+    let r = http
+        .post("/api/workflows/nope/executions", &json!({}))
+        .await;
     assert_eq!(r.status, 404, "{}", r.text);
     assert!(r.text.contains("nope"));
-    assert_eq!(http.get("/api/workflows/order/executions").await.json, json!([]), "no bad request started anything");
+    assert_eq!(
+        http.get("/api/workflows/order/executions").await.json,
+        json!([]),
+        "no bad request started anything"
+    );
     node.stop().await;
 }
 
 #[actix_rt::test]
 async fn unknown_ids_queries_headers_and_routes() {
     let (_db, node, http) = node().await;
-    for path in ["/api/workflows/none", "/api/executions/none", "/api/executions/none/state", "/api/executions/none/logs", "/api/workflows/none/executions", "/api/nothing"] {
+    for path in [
+        "/api/workflows/none",
+        "/api/executions/none",
+        "/api/executions/none/state",
+        "/api/executions/none/logs",
+        "/api/workflows/none/executions",
+        "/api/nothing",
+    ] {
         let r = http.get(path).await;
-        assert_eq!((r.status, error_code(&r)), (404, "not_found"), "{path}: {}", r.text);
+        assert_eq!(
+            (r.status, error_code(&r)),
+            (404, "not_found"),
+            "{path}: {}",
+            r.text
+        );
     }
-    let r = http.request("POST", "/api/executions/none/cancel", &[], None).await;
+    let r = http
+        .request("POST", "/api/executions/none/cancel", &[], None)
+        .await;
     assert_eq!(r.status, 404);
-    let r = http.request("DELETE", "/api/workflows/none", &[], None).await;
+    let r = http
+        .request("DELETE", "/api/workflows/none", &[], None)
+        .await;
     assert_eq!(r.status, 404);
-    let r = http.request("POST", "/api/workflows", &[], Some(example("order.json"))).await;
+    let r = http
+        .request("POST", "/api/workflows", &[], Some(example("order.json")))
+        .await;
     assert_eq!(r.status, 201);
-    for q in ["state=sleeping", "limit=0", "limit=abc", "limit=5000", "colour=red"] {
-        let r = http.get(&format!("/api/workflows/order/executions?{q}")).await;
+    for q in [
+        "state=sleeping",
+        "limit=0",
+        "limit=abc",
+        "limit=5000",
+        "colour=red",
+    ] {
+        let r = http
+            .get(&format!("/api/workflows/order/executions?{q}"))
+            .await;
         assert_eq!(r.status, 400, "{q}: {}", r.text);
     }
-    let r = http.get("/api/workflows/order/executions?after=ghost").await;
+    let r = http
+        .get("/api/workflows/order/executions?after=ghost")
+        .await;
     assert_eq!(r.status, 404, "{}", r.text);
     let body = Some(example("order.json"));
-    let r = http.request("PUT", "/api/workflows/order", &[("If-Match", "yesterday")], body.clone()).await;
+    let r = http
+        .request(
+            "PUT",
+            "/api/workflows/order",
+            &[("If-Match", "yesterday")],
+            body.clone(),
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.text);
-    let r = http.request("PUT", "/api/workflows/other", &[("If-Match", "\"1\"")], body).await;
-    assert_eq!(r.status, 400, "the body's id must match the URL: {}", r.text);
-    let r = http.request("PUT", "/api/workflows/order", &[("If-Match", "\"1\"")], Some(b"[]".to_vec())).await;
+    let r = http
+        .request(
+            "PUT",
+            "/api/workflows/other",
+            &[("If-Match", "\"1\"")],
+            body,
+        )
+        .await;
+    assert_eq!(
+        r.status, 400,
+        "the body's id must match the URL: {}",
+        r.text
+    );
+    let r = http
+        .request(
+            "PUT",
+            "/api/workflows/order",
+            &[("If-Match", "\"1\"")],
+            Some(b"[]".to_vec()),
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.text);
-    assert_eq!(http.get("/api/workflows/order").await.header("etag").as_deref(), Some("\"1\""), "nothing stored was changed");
+    assert_eq!(
+        http.get("/api/workflows/order")
+            .await
+            .header("etag")
+            .as_deref(),
+        Some("\"1\""),
+        "nothing stored was changed"
+    );
     let r = http.get("/api/cluster/events?limit=-1").await;
     assert_eq!(r.status, 400);
     node.stop().await;
@@ -215,7 +386,10 @@ async fn cluster_and_openapi() {
     }
     let wf: &Value = &paths["/api/workflows/{id}"];
     for m in ["get", "put", "delete"] {
-        assert!(wf.get(m).is_some(), "OpenAPI lacks {m} /api/workflows/{{id}}");
+        assert!(
+            wf.get(m).is_some(),
+            "OpenAPI lacks {m} /api/workflows/{{id}}"
+        );
     }
     node.stop().await;
 }
@@ -227,22 +401,60 @@ async fn tokens_guard_the_api() {
     let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
     let node = start_node(&db, |c| {
         c.auth.tokens = vec![
-            baton::config::TokenConfig { sha256: digest("op-secret"), role: baton::config::Role::Operator },
-            baton::config::TokenConfig { sha256: digest("view-secret"), role: baton::config::Role::Viewer },
+            baton::config::TokenConfig {
+                sha256: digest("op-secret"),
+                role: baton::config::Role::Operator,
+            },
+            baton::config::TokenConfig {
+                sha256: digest("view-secret"),
+                role: baton::config::Role::Viewer,
+            },
         ]
     })
     .await;
     let http = Http::new(&node.url());
-    assert_eq!(http.get("/api/healthstatus").await.status, 200, "health stays open for load balancers");
+    assert_eq!(
+        http.get("/api/healthstatus").await.status,
+        200,
+        "health stays open for load balancers"
+    );
     assert_eq!(http.get("/api/workflows").await.status, 401);
-    let bad = http.request("GET", "/api/workflows", &[("Authorization", "Bearer wrong")], None).await;
+    let bad = http
+        .request(
+            "GET",
+            "/api/workflows",
+            &[("Authorization", "Bearer wrong")],
+            None,
+        )
+        .await;
     assert_eq!(bad.status, 401);
-    let view = http.request("GET", "/api/workflows", &[("Authorization", "Bearer view-secret")], None).await;
+    let view = http
+        .request(
+            "GET",
+            "/api/workflows",
+            &[("Authorization", "Bearer view-secret")],
+            None,
+        )
+        .await;
     assert_eq!(view.status, 200);
     let body = Some(example("order.json"));
-    let denied = http.request("POST", "/api/workflows", &[("Authorization", "Bearer view-secret")], body.clone()).await;
+    let denied = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Authorization", "Bearer view-secret")],
+            body.clone(),
+        )
+        .await;
     assert_eq!(denied.status, 403);
-    let ok = http.request("POST", "/api/workflows", &[("Authorization", "Bearer op-secret")], body).await;
+    let ok = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Authorization", "Bearer op-secret")],
+            body,
+        )
+        .await;
     assert_eq!(ok.status, 201, "{}", ok.text);
     node.stop().await;
 }

@@ -17,23 +17,58 @@ fn baton(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 #[actix_rt::test]
 async fn client_verbs_import_run_and_show_the_cluster() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");
-    let node = Process::serve(&[("BATON_DATABASE__URL", db.url.clone()), ("BATON_NODE__ID", "cli-node".into())]);
+    let node = Process::serve(&[
+        ("BATON_DATABASE__URL", db.url.clone()),
+        ("BATON_NODE__ID", "cli-node".into()),
+    ]);
     let server = node.url.clone();
-    let file = format!("{}/examples/workflows/order.json", env!("CARGO_MANIFEST_DIR"));
+    let file = format!(
+        "{}/examples/workflows/order.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let out = baton(&["workflow", "import", &file, "--server", &server], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = baton(&["workflow", "run", "order", "--input", "n=7", "--input", "who=ann", "--wait", "--server", &server], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = baton(
+        &[
+            "workflow", "run", "order", "--input", "n=7", "--input", "who=ann", "--wait",
+            "--server", &server,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON out");
     assert_eq!(e["outputs"]["total"], 114);
-    let out = baton(&["workflow", "run", "order", "--input", "n=oops", "--server", &server], &[]);
+    let out = baton(
+        &[
+            "workflow", "run", "order", "--input", "n=oops", "--server", &server,
+        ],
+        &[],
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("inputs.n"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("inputs.n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = baton(&["workflow", "import", &file, "--server", &server], &[]);
-    assert!(!out.status.success(), "a second import of the same id is refused");
+    assert!(
+        !out.status.success(),
+        "a second import of the same id is refused"
+    );
     let out = baton(&["cluster", "status", "--server", &server], &[]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && table.contains("cli-node") && table.contains("standalone"), "{table}");
+    assert!(
+        out.status.success() && table.contains("cli-node") && table.contains("standalone"),
+        "{table}"
+    );
     let out = baton(&["workflow", "list", "--server", &server], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("order"));
 }
@@ -43,19 +78,31 @@ async fn bad_configuration_stops_start_up_naming_the_key() {
     let out = baton(&["serve"], &[("BATON_CLUSTER__HEARTBEAT_MS", "3")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cluster.heartbeat_ms") && err.contains("BATON_CLUSTER__HEARTBEAT_MS"), "{err}");
+    assert!(
+        err.contains("cluster.heartbeat_ms") && err.contains("BATON_CLUSTER__HEARTBEAT_MS"),
+        "{err}"
+    );
 
     let out = baton(&["serve"], &[("BATON_SCRIPTS__TIMEOUT_MS", "soon")]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("scripts.timeout_ms"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("scripts.timeout_ms"),
+        "{err}"
+    );
 
     let dir = std::env::temp_dir().join(format!("baton-cli-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[database]\nurl = \"oracle://x\"\n").expect("write");
-    let out = baton(&["serve", "--config", file.to_str().unwrap_or_default()], &[]);
+    let out = baton(
+        &["serve", "--config", file.to_str().unwrap_or_default()],
+        &[],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("database.url"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("database.url"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -63,7 +110,11 @@ async fn bad_configuration_stops_start_up_naming_the_key() {
 async fn migrate_applies_the_schema_and_exits() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");
     let out = baton(&["migrate", "--database-url", &db.url], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = store(&db).await;
     assert!(s.workflows().await.expect("schema exists").is_empty());
 }

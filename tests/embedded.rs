@@ -22,7 +22,10 @@ async fn embedded_node_runs_the_programs_own_actions() {
         .action("charge_card", move |call| {
             let seen = seen.clone();
             async move {
-                let amount = call.input("amount").and_then(|v| v.as_f64()).ok_or("amount missing")?;
+                let amount = call
+                    .input("amount")
+                    .and_then(|v| v.as_f64())
+                    .ok_or("amount missing")?;
                 if let Ok(mut s) = seen.lock() {
                     s.push((call.idempotency_key.clone(), call.attempt));
                 }
@@ -42,9 +45,18 @@ async fn embedded_node_runs_the_programs_own_actions() {
     let id = start(&http, "pay", json!({"amount": 21})).await;
     let e = wait_final(&http, &id, Duration::from_secs(30)).await;
     assert_eq!(e["outputs"]["receipt"], "R-42", "{e}");
-    assert_eq!(calls.lock().map(|c| c.clone()).unwrap_or_default(), vec![(format!("{id}/charge"), 1)]);
+    assert_eq!(
+        calls.lock().map(|c| c.clone()).unwrap_or_default(),
+        vec![(format!("{id}/charge"), 1)]
+    );
     let log = http.get(&format!("/api/executions/{id}/logs")).await.json;
-    assert!(log.as_array().into_iter().flatten().any(|l| l["message"] == "charged 42"), "{log}");
+    assert!(
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["message"] == "charged 42"),
+        "{log}"
+    );
     // An unknown action is refused at import.
     let r = http
         .post("/api/workflows", &json!({"id": "x", "start": "a", "items": {"a": {"type": "action", "action": "nope", "next": "b"}, "b": {"type": "end"}}}))

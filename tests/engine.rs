@@ -42,18 +42,27 @@ fn slow() -> Value {
 }
 
 async fn logs(http: &Http, id: &str) -> Vec<Value> {
-    http.get(&format!("/api/executions/{id}/logs")).await.json.as_array().cloned().unwrap_or_default()
+    http.get(&format!("/api/executions/{id}/logs"))
+        .await
+        .json
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn count(log: &[Value], event: &str, step: i64) -> usize {
-    log.iter().filter(|l| l["event"] == event && l["step"] == step).count()
+    log.iter()
+        .filter(|l| l["event"] == event && l["step"] == step)
+        .count()
 }
 
 async fn order_runs_to_completion_with_outputs_and_log(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
     let node = start_node(&db, |_| {}).await;
     let http = Http::new(&node.url());
-    let r = http.request("POST", "/api/workflows", &[], Some(example("order.json"))).await;
+    let r = http
+        .request("POST", "/api/workflows", &[], Some(example("order.json")))
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let big = start(&http, "order", json!({"n": 7, "who": "ann"})).await;
     let small = start(&http, "order", json!({"n": 2, "who": "bo"})).await;
@@ -66,7 +75,11 @@ async fn order_runs_to_completion_with_outputs_and_log(b: Backend) {
 
     // double -> check -> big -> done: four steps, each started and completed once.
     let log = logs(&http, &big).await;
-    let items: Vec<&str> = log.iter().filter(|l| l["event"] == "completed").map(|l| l["item"].as_str().unwrap_or("")).collect();
+    let items: Vec<&str> = log
+        .iter()
+        .filter(|l| l["event"] == "completed")
+        .map(|l| l["item"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(items, ["double", "check", "big", "done"]);
     for step in 1..=4 {
         assert_eq!(count(&log, "started", step), 1, "step {step}: {log:?}");
@@ -74,12 +87,20 @@ async fn order_runs_to_completion_with_outputs_and_log(b: Backend) {
     }
     // Invariant 1: each step's start is recorded before its completion,
     // and the next step's start in the same transaction as the completion.
-    let pos = |event: &str, step: i64| log.iter().position(|l| l["event"] == event && l["step"] == step).unwrap_or(usize::MAX);
+    let pos = |event: &str, step: i64| {
+        log.iter()
+            .position(|l| l["event"] == event && l["step"] == step)
+            .unwrap_or(usize::MAX)
+    };
     for step in 1..=3 {
         assert!(pos("started", step) < pos("completed", step));
         assert!(pos("completed", step) < pos("started", step + 1));
     }
-    assert!(log.iter().any(|l| l["event"] == "log" && l["message"] == "doubled 7"), "script log() lands in the item log");
+    assert!(
+        log.iter()
+            .any(|l| l["event"] == "log" && l["message"] == "doubled 7"),
+        "script log() lands in the item log"
+    );
     node.stop().await;
 }
 
@@ -91,7 +112,10 @@ async fn repeated_execution_id_starts_nothing_new(b: Backend) {
     let body = json!({"inputs": {"ms": 10}, "execution_id": "order-42"});
     let first = http.post("/api/workflows/slow/executions", &body).await;
     assert_eq!(first.status, 202, "{}", first.text);
-    assert_eq!(first.header("location").as_deref(), Some("/api/executions/order-42"));
+    assert_eq!(
+        first.header("location").as_deref(),
+        Some("/api/executions/order-42")
+    );
     assert_eq!(first.header("baton-created").as_deref(), Some("true"));
     let again = http.post("/api/workflows/slow/executions", &body).await;
     assert_eq!(again.status, 202);
@@ -100,11 +124,18 @@ async fn repeated_execution_id_starts_nothing_new(b: Backend) {
     let e = wait_final(&http, "order-42", LONG).await;
     assert_eq!(e["state"], "completed");
     let third = http.post("/api/workflows/slow/executions", &body).await;
-    assert_eq!(third.json["state"], "completed", "a repeat after completion returns the same, finished execution");
+    assert_eq!(
+        third.json["state"], "completed",
+        "a repeat after completion returns the same, finished execution"
+    );
     let list = http.get("/api/workflows/slow/executions").await;
     assert_eq!(list.json.as_array().map(Vec::len), Some(1), "{}", list.text);
     let log = logs(&http, "order-42").await;
-    assert_eq!(log.iter().filter(|l| l["event"] == "completed").count(), 5, "ran once: {log:?}");
+    assert_eq!(
+        log.iter().filter(|l| l["event"] == "completed").count(),
+        5,
+        "ran once: {log:?}"
+    );
     node.stop().await;
 }
 
@@ -126,31 +157,84 @@ async fn definitions_have_versions_and_running_executions_keep_theirs(b: Backend
     v2["items"]["c1"]["script"] = json!("count = count + 10;");
     v2["items"]["c2"]["script"] = json!("count = count + 10;");
     let body = Some(v2.to_string().into_bytes());
-    let no_match = http.request("PUT", "/api/workflows/slow", &[], body.clone()).await;
+    let no_match = http
+        .request("PUT", "/api/workflows/slow", &[], body.clone())
+        .await;
     assert_eq!(no_match.status, 428, "{}", no_match.text);
-    let stale = http.request("PUT", "/api/workflows/slow", &[("If-Match", "\"7\"")], body.clone()).await;
+    let stale = http
+        .request(
+            "PUT",
+            "/api/workflows/slow",
+            &[("If-Match", "\"7\"")],
+            body.clone(),
+        )
+        .await;
     assert_eq!(stale.status, 412, "{}", stale.text);
-    let ok = http.request("PUT", "/api/workflows/slow", &[("If-Match", "\"1\"")], body.clone()).await;
+    let ok = http
+        .request(
+            "PUT",
+            "/api/workflows/slow",
+            &[("If-Match", "\"1\"")],
+            body.clone(),
+        )
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert_eq!(ok.header("etag").as_deref(), Some("\"2\""));
-    let again = http.request("PUT", "/api/workflows/slow", &[("If-Match", "\"1\"")], body).await;
-    assert_eq!(again.status, 412, "a second writer with the old ETag loses: {}", again.text);
+    let again = http
+        .request("PUT", "/api/workflows/slow", &[("If-Match", "\"1\"")], body)
+        .await;
+    assert_eq!(
+        again.status, 412,
+        "a second writer with the old ETag loses: {}",
+        again.text
+    );
 
     let fresh = start(&http, "slow", json!({"ms": 1})).await;
-    let busy = http.request("DELETE", "/api/workflows/slow", &[], None).await;
-    assert_eq!(busy.status, 409, "delete refused while executions run: {}", busy.text);
+    let busy = http
+        .request("DELETE", "/api/workflows/slow", &[], None)
+        .await;
+    assert_eq!(
+        busy.status, 409,
+        "delete refused while executions run: {}",
+        busy.text
+    );
     let old = wait_final(&http, &running, LONG).await;
-    assert_eq!((old["workflow_version"].clone(), old["outputs"]["count"].clone()), (json!(1), json!(2)));
+    assert_eq!(
+        (
+            old["workflow_version"].clone(),
+            old["outputs"]["count"].clone()
+        ),
+        (json!(1), json!(2))
+    );
     let new = wait_final(&http, &fresh, LONG).await;
-    assert_eq!((new["workflow_version"].clone(), new["outputs"]["count"].clone()), (json!(2), json!(20)));
+    assert_eq!(
+        (
+            new["workflow_version"].clone(),
+            new["outputs"]["count"].clone()
+        ),
+        (json!(2), json!(20))
+    );
 
-    let gone = http.request("DELETE", "/api/workflows/slow", &[], None).await;
+    let gone = http
+        .request("DELETE", "/api/workflows/slow", &[], None)
+        .await;
     assert_eq!(gone.status, 204, "{}", gone.text);
     assert_eq!(http.get("/api/workflows/slow").await.status, 404);
-    assert_eq!(http.request("DELETE", "/api/workflows/slow", &[], None).await.status, 404);
+    assert_eq!(
+        http.request("DELETE", "/api/workflows/slow", &[], None)
+            .await
+            .status,
+        404
+    );
     // Re-importing continues the version numbers: a version never names two bodies.
     import(&http, &slow()).await;
-    assert_eq!(http.get("/api/workflows/slow").await.header("etag").as_deref(), Some("\"3\""));
+    assert_eq!(
+        http.get("/api/workflows/slow")
+            .await
+            .header("etag")
+            .as_deref(),
+        Some("\"3\"")
+    );
     node.stop().await;
 }
 
@@ -161,18 +245,46 @@ async fn cancel_stops_a_running_execution_and_is_idempotent(b: Backend) {
     import(&http, &slow()).await;
     let id = start(&http, "slow", json!({"ms": 60000})).await;
     eventually("the sleep item runs", LONG, || async {
-        logs(&http, &id).await.iter().any(|l| l["item"] == "s1" && l["event"] == "started")
+        logs(&http, &id)
+            .await
+            .iter()
+            .any(|l| l["item"] == "s1" && l["event"] == "started")
     })
     .await;
-    let r = http.request("POST", &format!("/api/executions/{id}/cancel"), &[], None).await;
+    let r = http
+        .request("POST", &format!("/api/executions/{id}/cancel"), &[], None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["state"], "canceled", "cancel answers once the state is written: {}", r.text);
-    let again = http.request("POST", &format!("/api/executions/{id}/cancel"), &[], None).await;
-    assert_eq!((again.status, again.json["state"].clone()), (200, json!("canceled")));
-    assert_eq!(http.get(&format!("/api/executions/{id}/state")).await.json, json!({"state": "canceled"}));
+    assert_eq!(
+        r.json["state"], "canceled",
+        "cancel answers once the state is written: {}",
+        r.text
+    );
+    let again = http
+        .request("POST", &format!("/api/executions/{id}/cancel"), &[], None)
+        .await;
+    assert_eq!(
+        (again.status, again.json["state"].clone()),
+        (200, json!("canceled"))
+    );
+    assert_eq!(
+        http.get(&format!("/api/executions/{id}/state")).await.json,
+        json!({"state": "canceled"})
+    );
     let log = logs(&http, &id).await;
-    assert!(!log.iter().any(|l| l["event"] == "completed"), "the aborted sleep never completed: {log:?}");
-    eventually("no actor left", LONG, || async { node.state() == baton_actors::messages::NodeState::Running && node.metrics().executions_canceled.load(std::sync::atomic::Ordering::Relaxed) == 1 }).await;
+    assert!(
+        !log.iter().any(|l| l["event"] == "completed"),
+        "the aborted sleep never completed: {log:?}"
+    );
+    eventually("no actor left", LONG, || async {
+        node.state() == baton_actors::messages::NodeState::Running
+            && node
+                .metrics()
+                .executions_canceled
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 1
+    })
+    .await;
     node.stop().await;
 }
 
@@ -185,7 +297,10 @@ async fn fenced_write_refused_after_epoch_bump_stops_the_actor(b: Backend) {
     let http = Http::new(&node.url());
     import(&http, &slow()).await;
     let id = start(&http, "slow", json!({"ms": 400})).await;
-    eventually("s1 runs", LONG, || async { logs(&http, &id).await.iter().any(|l| l["item"] == "s1") }).await;
+    eventually("s1 runs", LONG, || async {
+        logs(&http, &id).await.iter().any(|l| l["item"] == "s1")
+    })
+    .await;
 
     let s = store(&db).await;
     let (eid, bumped) = (id.clone(), s.clone());
@@ -193,7 +308,10 @@ async fn fenced_write_refused_after_epoch_bump_stops_the_actor(b: Backend) {
         .db()
         .run(move |c| async move {
             let r = execution::Entity::update_many()
-                .col_expr(execution::Column::OwnerEpoch, Expr::col(execution::Column::OwnerEpoch).add(1))
+                .col_expr(
+                    execution::Column::OwnerEpoch,
+                    Expr::col(execution::Column::OwnerEpoch).add(1),
+                )
                 .filter(execution::Column::Id.eq(eid))
                 .exec(&c)
                 .await?;
@@ -205,16 +323,29 @@ async fn fenced_write_refused_after_epoch_bump_stops_the_actor(b: Backend) {
     let log_before = logs(&http, &id).await.len();
 
     eventually("the actor hits the fence and stops", LONG, || async {
-        node.metrics().ownership_lost.load(std::sync::atomic::Ordering::Relaxed) == 1
+        node.metrics()
+            .ownership_lost
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
     })
     .await;
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     let row = s.execution(&id).await.expect("row").expect("exists");
-    assert_eq!(row.state, "running", "the fenced actor did not finish the execution");
-    assert_eq!(row.current_item.as_deref(), Some("s1"), "no checkpoint after the fence");
+    assert_eq!(
+        row.state, "running",
+        "the fenced actor did not finish the execution"
+    );
+    assert_eq!(
+        row.current_item.as_deref(),
+        Some("s1"),
+        "no checkpoint after the fence"
+    );
     assert_eq!(row.step, 1);
     let log_after = logs(&http, &id).await.len();
-    assert_eq!(log_before, log_after, "no item-log record written after the fence");
+    assert_eq!(
+        log_before, log_after,
+        "no item-log record written after the fence"
+    );
     let completed = s
         .db()
         .run({
@@ -243,7 +374,10 @@ async fn restart_resumes_only_the_interrupted_item(b: Backend) {
     let http = Http::new(&node.url());
     import(&http, &slow()).await;
     let id = start(&http, "slow", json!({"ms": 1500})).await;
-    eventually("s1 runs", LONG, || async { logs(&http, &id).await.iter().any(|l| l["item"] == "s1") }).await;
+    eventually("s1 runs", LONG, || async {
+        logs(&http, &id).await.iter().any(|l| l["item"] == "s1")
+    })
+    .await;
     node.stop_with_grace(Duration::from_millis(1)).await;
 
     let node = start_node(&db, |c| c.node.id = Some("node-a".into())).await;
@@ -252,14 +386,28 @@ async fn restart_resumes_only_the_interrupted_item(b: Backend) {
     assert_eq!(e["state"], "completed", "{e}");
     assert_eq!(e["outputs"]["count"], 2);
     let log = logs(&http, &id).await;
-    assert_eq!(count(&log, "started", 1), 2, "s1 ran twice (attempts 1 and 2): {log:?}");
+    assert_eq!(
+        count(&log, "started", 1),
+        2,
+        "s1 ran twice (attempts 1 and 2): {log:?}"
+    );
     assert_eq!(count(&log, "resumed", 1), 1);
-    assert!(log.iter().any(|l| l["event"] == "started" && l["step"] == 1 && l["attempt"] == 2));
+    assert!(log
+        .iter()
+        .any(|l| l["event"] == "started" && l["step"] == 1 && l["attempt"] == 2));
     for step in 2..=5 {
-        assert_eq!(count(&log, "started", step), 1, "step {step} ran once: {log:?}");
+        assert_eq!(
+            count(&log, "started", step),
+            1,
+            "step {step} ran once: {log:?}"
+        );
     }
     for step in 1..=5 {
-        assert_eq!(count(&log, "completed", step), 1, "one completion record for step {step}");
+        assert_eq!(
+            count(&log, "completed", step),
+            1,
+            "one completion record for step {step}"
+        );
     }
     node.stop().await;
 }
@@ -270,12 +418,16 @@ async fn concurrent_migrations_do_not_race(b: Backend) {
     for _ in 0..4 {
         let url = db.url.clone();
         tasks.push(actix_rt::spawn(async move {
-            let s = baton_actors::Store::connect(&url, 2).await.expect("connect");
+            let s = baton_actors::Store::connect(&url, 2)
+                .await
+                .expect("connect");
             s.migrate().await
         }));
     }
     for t in tasks {
-        t.await.expect("join").expect("every concurrent migrate succeeds");
+        t.await
+            .expect("join")
+            .expect("every concurrent migrate succeeds");
     }
     let s = store(&db).await;
     s.migrate().await.expect("migrating again is a no-op");
@@ -286,22 +438,39 @@ async fn errors_retries_and_handlers(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
     let node = start_node(&db, |_| {}).await;
     let http = Http::new(&node.url());
-    let r = http.request("POST", "/api/workflows", &[], Some(example("retry-and-catch.json"))).await;
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[],
+            Some(example("retry-and-catch.json")),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let id = start(&http, "retry-and-catch", json!({})).await;
     let e = wait_final(&http, &id, LONG).await;
     assert_eq!(e["state"], "completed", "{e}");
-    assert_eq!(e["outputs"]["handled"], "flaky: Error: still broken after 3 attempt(s)");
+    assert_eq!(
+        e["outputs"]["handled"],
+        "flaky: Error: still broken after 3 attempt(s)"
+    );
     assert_eq!(e["variables"]["error"]["attempt"], 3);
     let log = logs(&http, &id).await;
-    assert_eq!(count(&log, "failed", 1), 3, "three attempts failed: {log:?}");
+    assert_eq!(
+        count(&log, "failed", 1),
+        3,
+        "three attempts failed: {log:?}"
+    );
     assert_eq!(count(&log, "started", 1), 3);
 
     // An uncaught error fails the execution and keeps its variables.
-    import(&http, &json!({"id": "boom", "variables": {"seen": 1}, "start": "a", "items": {
+    import(
+        &http,
+        &json!({"id": "boom", "variables": {"seen": 1}, "start": "a", "items": {
         "a": {"type": "task", "script": "seen = 2;", "next": "b"},
         "b": {"type": "task", "script": "throw new TypeError('no good');", "next": "e"},
-        "e": {"type": "end"}}}))
+        "e": {"type": "end"}}}),
+    )
     .await;
     let id = start(&http, "boom", json!({})).await;
     let e = wait_final(&http, &id, LONG).await;
@@ -311,11 +480,17 @@ async fn errors_retries_and_handlers(b: Backend) {
     assert_eq!(e["variables"]["seen"], 2);
 
     // `end` with `fail` ends failed with the expression's message.
-    import(&http, &json!({"id": "refuse", "inputs": {"why": "string"}, "start": "e", "items": {
-        "e": {"type": "end", "fail": "'refused: ' + why"}}}))
+    import(
+        &http,
+        &json!({"id": "refuse", "inputs": {"why": "string"}, "start": "e", "items": {
+        "e": {"type": "end", "fail": "'refused: ' + why"}}}),
+    )
     .await;
     let id = start(&http, "refuse", json!({"why": "no stock"})).await;
     let e = wait_final(&http, &id, LONG).await;
-    assert_eq!((e["state"].clone(), e["error"].clone()), (json!("failed"), json!("refused: no stock")));
+    assert_eq!(
+        (e["state"].clone(), e["error"].clone()),
+        (json!("failed"), json!("refused: no stock"))
+    );
     node.stop().await;
 }

@@ -24,10 +24,29 @@ async fn runaway_scripts_fail_their_item_not_the_node() {
     .await;
     let http = Http::new(&node.url());
     import(&http, &one_task("spin", "while (true) {}")).await;
-    import(&http, &one_task("nested", "for (;;) { for (var i = 0; i < 1e9; i++) {} }")).await;
-    import(&http, &one_task("bomb", "var a = []; while (true) { a.push(new Array(100000).fill(7)); }")).await;
-    import(&http, &one_task("strbomb", "var s = 'x'; while (true) { s = s + s; }")).await;
-    import(&http, &one_task("throws", "throw new RangeError('x out of range');")).await;
+    import(
+        &http,
+        &one_task("nested", "for (;;) { for (var i = 0; i < 1e9; i++) {} }"),
+    )
+    .await;
+    import(
+        &http,
+        &one_task(
+            "bomb",
+            "var a = []; while (true) { a.push(new Array(100000).fill(7)); }",
+        ),
+    )
+    .await;
+    import(
+        &http,
+        &one_task("strbomb", "var s = 'x'; while (true) { s = s + s; }"),
+    )
+    .await;
+    import(
+        &http,
+        &one_task("throws", "throw new RangeError('x out of range');"),
+    )
+    .await;
     import(&http, &one_task("fine", "x = 41 + 1;")).await;
 
     let spin = start(&http, "spin", json!({})).await;
@@ -40,18 +59,27 @@ async fn runaway_scripts_fail_their_item_not_the_node() {
     for id in [&spin, &nested] {
         let e = wait_final(&http, id, t).await;
         assert_eq!(e["state"], "failed");
-        assert_eq!(e["error"], "script timed out after 300 ms (scripts.timeout_ms)");
+        assert_eq!(
+            e["error"],
+            "script timed out after 300 ms (scripts.timeout_ms)"
+        );
     }
     for id in [&bomb, &strbomb] {
         let e = wait_final(&http, id, t).await;
         assert_eq!(e["state"], "failed");
         let err = e["error"].as_str().unwrap_or("");
-        assert!(err.contains("out of memory") || err.contains("too long") || err.contains("RangeError"), "{err}");
+        assert!(
+            err.contains("out of memory") || err.contains("too long") || err.contains("RangeError"),
+            "{err}"
+        );
     }
     let e = wait_final(&http, &throws, t).await;
     assert_eq!(e["error"], "RangeError: x out of range");
     let e = wait_final(&http, &fine, t).await;
-    assert_eq!((e["state"].clone(), e["outputs"]["x"].clone()), (json!("completed"), json!(42)));
+    assert_eq!(
+        (e["state"].clone(), e["outputs"]["x"].clone()),
+        (json!("completed"), json!(42))
+    );
     // The node still runs scripts after all that.
     let again = start(&http, "fine", json!({})).await;
     assert_eq!(wait_final(&http, &again, t).await["state"], "completed");
@@ -75,7 +103,10 @@ async fn scripts_see_declared_names_and_ctx_and_write_back_only_declared_ones() 
     assert_eq!(e["state"], "completed", "{e}");
     assert_eq!(e["outputs"]["key"], format!("{id}/a"));
     assert_eq!(e["variables"]["seen"], json!([2, 1, "a", 1, "number"]));
-    assert_eq!(e["variables"]["v"], 1003, "v = 1 + 2, then + 1000: undeclared globals do not survive the item");
+    assert_eq!(
+        e["variables"]["v"], 1003,
+        "v = 1 + 2, then + 1000: undeclared globals do not survive the item"
+    );
     assert_eq!(e["inputs"]["n"], 2, "inputs are read-only");
     assert!(e["variables"].get("undeclared").is_none());
     node.stop().await;
@@ -86,15 +117,33 @@ async fn a_syntax_error_is_refused_at_import() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");
     let node = start_node(&db, |c| c.scripts.timeout_ms = 60_000).await;
     let http = Http::new(&node.url());
-    let r = http.post("/api/workflows", &one_task("broken", "x = (1 + ;")).await;
+    let r = http
+        .post("/api/workflows", &one_task("broken", "x = (1 + ;"))
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json["error"]["details"][0]["path"], "items.a.script");
-    assert!(r.json["error"]["details"][0]["message"].as_str().unwrap_or("").contains("SyntaxError"), "{}", r.text);
+    assert!(
+        r.json["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SyntaxError"),
+        "{}",
+        r.text
+    );
     // A script that would escape a function wrapper is still just a syntax error.
     // A script that would escape a function wrapper is just a syntax error,
     // found without running anything (the 60 s limit would show otherwise).
-    let r = http.post("/api/workflows", &one_task("escape", "}); while(true){}; (function(){")).await;
+    let r = http
+        .post(
+            "/api/workflows",
+            &one_task("escape", "}); while(true){}; (function(){"),
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.text);
-    assert!(r.text.contains("SyntaxError") && !r.text.contains("timed out"), "{}", r.text);
+    assert!(
+        r.text.contains("SyntaxError") && !r.text.contains("timed out"),
+        "{}",
+        r.text
+    );
     node.stop().await;
 }

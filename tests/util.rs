@@ -28,19 +28,31 @@ pub struct TestDb {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple()).chars().take(40).collect()
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+        .chars()
+        .take(40)
+        .collect()
 }
 
 fn run_admin(admin_url: &str, sql: &str) -> Result<(), String> {
     let (url, sql) = (admin_url.to_owned(), sql.to_owned());
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
         rt.block_on(async move {
             use sea_orm::ConnectionTrait;
             let mut opts = sea_orm::ConnectOptions::new(url);
-            opts.max_connections(1).sqlx_logging(false).connect_timeout(Duration::from_secs(5));
-            let db = sea_orm::Database::connect(opts).await.map_err(|e| e.to_string())?;
-            db.execute_unprepared(&sql).await.map_err(|e| e.to_string())?;
+            opts.max_connections(1)
+                .sqlx_logging(false)
+                .connect_timeout(Duration::from_secs(5));
+            let db = sea_orm::Database::connect(opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            db.execute_unprepared(&sql)
+                .await
+                .map_err(|e| e.to_string())?;
             db.close().await.map_err(|e| e.to_string())?;
             Ok(())
         })
@@ -66,13 +78,20 @@ impl TestDb {
                 })
             }
             Backend::Postgres | Backend::Mysql => {
-                let var = if backend == Backend::Postgres { "BATON_TEST_POSTGRES_URL" } else { "BATON_TEST_MYSQL_URL" };
+                let var = if backend == Backend::Postgres {
+                    "BATON_TEST_POSTGRES_URL"
+                } else {
+                    "BATON_TEST_MYSQL_URL"
+                };
                 let Ok(admin) = std::env::var(var) else {
-                    eprintln!("SKIPPED: {var} is not set, so this {backend:?} test does not run here");
+                    eprintln!(
+                        "SKIPPED: {var} is not set, so this {backend:?} test does not run here"
+                    );
                     return None;
                 };
                 let name = unique("baton_t_");
-                run_admin(&admin, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("creating database {name} via {var}: {e}"));
+                run_admin(&admin, &format!("CREATE DATABASE {name}"))
+                    .unwrap_or_else(|e| panic!("creating database {name} via {var}: {e}"));
                 let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
                 Some(TestDb {
                     url: format!("{base}/{name}"),
@@ -112,12 +131,18 @@ pub async fn start_node(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> NodeHan
     config.http.workers = 1;
     config.node.id = Some(unique("node-"));
     tweak(&mut config);
-    Node::builder().config(config).start().await.expect("node starts")
+    Node::builder()
+        .config(config)
+        .start()
+        .await
+        .expect("node starts")
 }
 
 /// A store on `db`, for looking behind the API.
 pub async fn store(db: &TestDb) -> baton_actors::Store {
-    baton_actors::Store::connect(&db.url, 2).await.expect("store connects")
+    baton_actors::Store::connect(&db.url, 2)
+        .await
+        .expect("store connects")
 }
 
 /// An HTTP answer.
@@ -131,7 +156,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
@@ -146,11 +174,19 @@ impl Http {
     pub fn new(base: &str) -> Http {
         Http {
             base: base.to_owned(),
-            client: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
         }
     }
 
-    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         let mut has_ct = false;
@@ -181,7 +217,8 @@ impl Http {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Resp {
-        self.request("POST", path, &[], Some(body.to_string().into_bytes())).await
+        self.request("POST", path, &[], Some(body.to_string().into_bytes()))
+            .await
     }
 }
 
@@ -205,7 +242,11 @@ where
 
 /// A definition from `examples/workflows/`.
 pub fn example(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/examples/workflows/{name}", env!("CARGO_MANIFEST_DIR"))).expect("example workflow")
+    std::fs::read(format!(
+        "{}/examples/workflows/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("example workflow")
 }
 
 /// Imports a definition, asserting 201.
@@ -216,7 +257,12 @@ pub async fn import(http: &Http, body: &Value) {
 
 /// Starts an execution, asserting 202; returns its id.
 pub async fn start(http: &Http, workflow: &str, inputs: Value) -> String {
-    let r = http.post(&format!("/api/workflows/{workflow}/executions"), &serde_json::json!({ "inputs": inputs })).await;
+    let r = http
+        .post(
+            &format!("/api/workflows/{workflow}/executions"),
+            &serde_json::json!({ "inputs": inputs }),
+        )
+        .await;
     assert_eq!(r.status, 202, "start failed: {}", r.text);
     r.json["id"].as_str().expect("execution id").to_owned()
 }
@@ -227,7 +273,10 @@ pub async fn wait_final(http: &Http, id: &str, deadline: Duration) -> Value {
     loop {
         let r = http.get(&format!("/api/executions/{id}")).await;
         let last = r.json.clone();
-        if matches!(last["state"].as_str(), Some("completed" | "failed" | "canceled")) {
+        if matches!(
+            last["state"].as_str(),
+            Some("completed" | "failed" | "canceled")
+        ) {
             return last;
         }
         if start.elapsed() > deadline {
@@ -248,11 +297,17 @@ impl Process {
     /// listens.
     pub fn serve(env: &[(&str, String)]) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
-        cmd.arg("serve").env("BATON_HTTP__LISTEN", "127.0.0.1:0").env("BATON_LOG", "warn");
+        cmd.arg("serve")
+            .env("BATON_HTTP__LISTEN", "127.0.0.1:0")
+            .env("BATON_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("baton starts");
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("baton starts");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -266,7 +321,9 @@ impl Process {
                 eprintln!("[baton] {line}");
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(60)).expect("baton listens within 60 s");
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("baton listens within 60 s");
         Process { child, url }
     }
 
@@ -278,7 +335,10 @@ impl Process {
 
     /// SIGTERM, as a planned stop; waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait")
     }
 }

@@ -31,7 +31,12 @@ pub struct ActionCall {
 
 impl ActionCall {
     /// Creates a call (the engine does this; tests may too).
-    pub fn new(execution_id: &str, item: &str, attempt: i32, inputs: Map<String, Value>) -> ActionCall {
+    pub fn new(
+        execution_id: &str,
+        item: &str,
+        attempt: i32,
+        inputs: Map<String, Value>,
+    ) -> ActionCall {
         ActionCall {
             execution_id: execution_id.to_owned(),
             item: item.to_owned(),
@@ -53,7 +58,10 @@ impl ActionCall {
 
     /// The lines logged so far.
     pub fn take_logs(&self) -> Vec<String> {
-        self.logs.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+        self.logs
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
     }
 
     /// An input by name.
@@ -111,7 +119,9 @@ impl ActionRegistry {
                 .and_then(Value::as_f64)
                 .ok_or_else(|| "sleep needs input `ms`, a number of milliseconds".to_owned())?;
             if !(0.0..=MAX_SLEEP_MS as f64).contains(&ms) {
-                return Err(format!("sleep: `ms` must be between 0 and {MAX_SLEEP_MS}, got {ms}"));
+                return Err(format!(
+                    "sleep: `ms` must be between 0 and {MAX_SLEEP_MS}, got {ms}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(ms as u64)).await;
             Ok(json!({ "slept_ms": ms as u64 }))
@@ -143,7 +153,9 @@ impl ActionRegistry {
     pub async fn call(&self, name: &str, call: ActionCall) -> ActionResult {
         match self.actions.get(name) {
             Some(f) => f(call).await,
-            None => Err(format!("no action named `{name}` is registered on this node")),
+            None => Err(format!(
+                "no action named `{name}` is registered on this node"
+            )),
         }
     }
 }

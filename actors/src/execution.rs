@@ -18,7 +18,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseFuture,
+    WrapFuture,
+};
 use futures::channel::oneshot;
 use futures::future::{abortable, AbortHandle};
 use serde_json::{json, Map, Value};
@@ -97,7 +100,9 @@ impl Actor for ExecutionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(setup) = self.setup.take() else { return };
+        let Some(setup) = self.setup.take() else {
+            return;
+        };
         let supervisor = setup.supervisor.clone();
         let control = self.control.clone();
         let id = self.id.clone();
@@ -221,7 +226,10 @@ impl Run {
             inputs: object("inputs", &row.inputs)?,
             variables: object("variables", &row.variables)?,
             outputs,
-            item: row.current_item.clone().unwrap_or_else(|| s.definition.start.clone()),
+            item: row
+                .current_item
+                .clone()
+                .unwrap_or_else(|| s.definition.start.clone()),
             step: row.step,
             attempt: row.attempt,
             store: s.store,
@@ -236,10 +244,19 @@ impl Run {
 
     fn completed_item(&self) {
         EngineMetrics::inc(&self.metrics.items_completed);
-        self.metrics.item_latency.record(self.item_started.elapsed());
+        self.metrics
+            .item_latency
+            .record(self.item_started.elapsed());
     }
 
-    fn log(&self, item: &str, step: i64, attempt: i32, event: &'static str, message: Option<String>) -> LogEntry {
+    fn log(
+        &self,
+        item: &str,
+        step: i64,
+        attempt: i32,
+        event: &'static str,
+        message: Option<String>,
+    ) -> LogEntry {
         LogEntry {
             item: item.to_owned(),
             step,
@@ -297,7 +314,10 @@ impl Run {
     async fn drive_inner(&mut self, control: &Control) -> Result<RunOutcome, RunOutcome> {
         if self.resumed {
             self.attempt += 1;
-            let msg = format!("resumed on node {} (epoch {})", self.fence.node, self.fence.epoch);
+            let msg = format!(
+                "resumed on node {} (epoch {})",
+                self.fence.node, self.fence.epoch
+            );
             let logs = vec![
                 self.log(&self.item, self.step, self.attempt, "resumed", Some(msg)),
                 self.log(&self.item, self.step, self.attempt, "started", None),
@@ -317,7 +337,10 @@ impl Run {
                 return Ok(RunOutcome::Stopped);
             }
             let Some(item) = self.def.items.get(&self.item).cloned() else {
-                let msg = format!("item `{}` is not in workflow {} version", self.item, self.def.id);
+                let msg = format!(
+                    "item `{}` is not in workflow {} version",
+                    self.item, self.def.id
+                );
                 return self.fail(msg, Vec::new()).await;
             };
             self.item_started = Instant::now();
@@ -348,7 +371,13 @@ impl Run {
         self.write(Checkpoint {
             state: Some(state::CANCELED),
             ended: true,
-            logs: vec![self.log(&self.item, self.step, self.attempt, "log", Some("execution canceled".into()))],
+            logs: vec![self.log(
+                &self.item,
+                self.step,
+                self.attempt,
+                "log",
+                Some("execution canceled".into()),
+            )],
             ..Default::default()
         })
         .await?;
@@ -356,8 +385,18 @@ impl Run {
         Ok(RunOutcome::Canceled)
     }
 
-    async fn fail(&self, message: String, mut logs: Vec<LogEntry>) -> Result<RunOutcome, RunOutcome> {
-        logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(message.clone())));
+    async fn fail(
+        &self,
+        message: String,
+        mut logs: Vec<LogEntry>,
+    ) -> Result<RunOutcome, RunOutcome> {
+        logs.push(self.log(
+            &self.item,
+            self.step,
+            self.attempt,
+            "failed",
+            Some(message.clone()),
+        ));
         self.write(Checkpoint {
             state: Some(state::FAILED),
             error: Some(Some(message)),
@@ -372,7 +411,11 @@ impl Run {
 
     /// Records an item's completion and the next item's start in one
     /// transaction; at an `end` item, finishes the execution.
-    async fn complete(&mut self, item: &Item, done: ItemDone) -> Result<Option<RunOutcome>, RunOutcome> {
+    async fn complete(
+        &mut self,
+        item: &Item,
+        done: ItemDone,
+    ) -> Result<Option<RunOutcome>, RunOutcome> {
         let mut logs = self.script_logs(done.logs);
         match done.next {
             Next::Item(next) => {
@@ -397,7 +440,9 @@ impl Run {
                 self.attempt = 1;
                 Ok(None)
             }
-            Next::End { fail: Some(message) } => {
+            Next::End {
+                fail: Some(message),
+            } => {
                 let _ = item;
                 self.fail(message, logs).await.map(Some)
             }
@@ -406,7 +451,11 @@ impl Run {
                 for (name, ty) in &self.def.outputs {
                     let v = done.outputs.get(name).unwrap_or(&Value::Null);
                     if !ty.accepts(v) {
-                        problems.push(format!("output `{name}` must be {}, got {}", ty.name(), type_of(v)));
+                        problems.push(format!(
+                            "output `{name}` must be {}, got {}",
+                            ty.name(),
+                            type_of(v)
+                        ));
                     }
                 }
                 if !problems.is_empty() {
@@ -441,7 +490,11 @@ impl Run {
         EngineMetrics::inc(&self.metrics.items_failed);
         let mut logs = self.script_logs(failure.logs);
         let message = failure.message;
-        if let Some(retry) = item.retry.as_ref().filter(|r| self.attempt < r.max_attempts as i32) {
+        if let Some(retry) = item
+            .retry
+            .as_ref()
+            .filter(|r| self.attempt < r.max_attempts as i32)
+        {
             let next_attempt = self.attempt + 1;
             logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(message)));
             logs.push(self.log(&self.item, self.step, next_attempt, "started", None));
@@ -460,12 +513,10 @@ impl Run {
             *control.current.borrow_mut() = None;
             return Ok(None);
         }
-        let handler = item.on_error.clone().or_else(|| {
-            self.def
-                .on_error
-                .clone()
-                .filter(|h| *h != self.item)
-        });
+        let handler = item
+            .on_error
+            .clone()
+            .or_else(|| self.def.on_error.clone().filter(|h| *h != self.item));
         if let Some(handler) = handler {
             let next_step = self.step + 1;
             let mut variables = self.variables.clone();
@@ -504,16 +555,25 @@ impl Run {
 
     /// Globals for a script: inputs, then outputs, then variables.
     fn globals(&self) -> Vec<(String, Value)> {
-        let mut g: Vec<(String, Value)> = Vec::with_capacity(self.inputs.len() + self.outputs.len() + self.variables.len());
+        let mut g: Vec<(String, Value)> =
+            Vec::with_capacity(self.inputs.len() + self.outputs.len() + self.variables.len());
         g.extend(self.inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
         g.extend(self.outputs.iter().map(|(k, v)| (k.clone(), v.clone())));
         g.extend(self.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         g
     }
 
-    async fn eval(&self, code: Code, read_back: bool) -> Result<(Map<String, Value>, Map<String, Value>, Vec<String>), ItemFailure> {
+    async fn eval(
+        &self,
+        code: Code,
+        read_back: bool,
+    ) -> Result<(Map<String, Value>, Map<String, Value>, Vec<String>), ItemFailure> {
         let read_back = if read_back {
-            self.variables.keys().chain(self.outputs.keys()).cloned().collect()
+            self.variables
+                .keys()
+                .chain(self.outputs.keys())
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         };
@@ -550,18 +610,31 @@ impl Run {
                     logs,
                 })
             }
-            ItemKind::Decision { condition, then, otherwise } => {
+            ItemKind::Decision {
+                condition,
+                then,
+                otherwise,
+            } => {
                 let expr = vec![("c".to_owned(), format!("!!({condition}\n)"))];
                 let (_, results, logs) = self.eval(Code::Expressions(expr), false).await?;
                 let truthy = results.get("c").and_then(Value::as_bool).unwrap_or(false);
                 Ok(ItemDone {
-                    next: Next::Item(if truthy { then.clone() } else { otherwise.clone() }),
+                    next: Next::Item(if truthy {
+                        then.clone()
+                    } else {
+                        otherwise.clone()
+                    }),
                     variables: self.variables.clone(),
                     outputs: self.outputs.clone(),
                     logs,
                 })
             }
-            ItemKind::Action { action, inputs, outputs: mapping, next } => {
+            ItemKind::Action {
+                action,
+                inputs,
+                outputs: mapping,
+                next,
+            } => {
                 let mut logs = Vec::new();
                 let params = if inputs.is_empty() {
                     Map::new()

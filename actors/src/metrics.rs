@@ -22,7 +22,9 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        let bounds_us = (0..BUCKETS).map(|i| FIRST_BOUND_US * FACTOR.powi(i as i32)).collect();
+        let bounds_us = (0..BUCKETS)
+            .map(|i| FIRST_BOUND_US * FACTOR.powi(i as i32))
+            .collect();
         Histogram {
             bounds_us,
             counts: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
@@ -76,7 +78,9 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let _ = writeln!(out, "# TYPE {name} histogram");
-        let les = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let les = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         for le in les {
             let le_us = le * 1e6;
             let n: u64 = self
@@ -88,8 +92,16 @@ impl Histogram {
                 .sum();
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count());
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+            self.count()
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
     }
 }
@@ -125,7 +137,10 @@ impl EngineMetrics {
         let counters: [(&str, &AtomicU64); 6] = [
             ("baton_items_completed_total", &self.items_completed),
             ("baton_items_failed_total", &self.items_failed),
-            ("baton_executions_completed_total", &self.executions_completed),
+            (
+                "baton_executions_completed_total",
+                &self.executions_completed,
+            ),
             ("baton_executions_failed_total", &self.executions_failed),
             ("baton_executions_canceled_total", &self.executions_canceled),
             ("baton_ownership_lost_total", &self.ownership_lost),
@@ -134,7 +149,8 @@ impl EngineMetrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
         }
-        self.item_latency.render(out, "baton_item_latency_seconds", &labels);
+        self.item_latency
+            .render(out, "baton_item_latency_seconds", &labels);
     }
 }
 

@@ -29,9 +29,11 @@ use crate::execution::{ExecutionActor, ExecutionSetup, SUPPORTED_ITEM_TYPES};
 use crate::messages::{Cancel, ExecutionEnded, NodeState, RunOutcome, Stop};
 use crate::metrics::EngineMetrics;
 use crate::store::entities::execution;
-use crate::store::{state, Checkpoint, Fence, LogEntry, NewExecution, NodeRegistration, StartOutcome, Store};
-use crate::workflow::ParseOptions;
+use crate::store::{
+    state, Checkpoint, Fence, LogEntry, NewExecution, NodeRegistration, StartOutcome, Store,
+};
 use crate::workflow::script::ScriptPool;
+use crate::workflow::ParseOptions;
 use crate::workflow::{check_inputs, parse_definition, Definition, Problem, SourceFormat};
 
 /// The node's state as the HTTP layer reads it, without a message round trip.
@@ -126,7 +128,13 @@ impl NodeSupervisor {
         self.cfg.status.update(|s| s.running = n);
     }
 
-    fn spawn_execution(&mut self, ctx: &mut Context<Self>, def: Arc<Definition>, row: execution::Model, resumed: bool) {
+    fn spawn_execution(
+        &mut self,
+        ctx: &mut Context<Self>,
+        def: Arc<Definition>,
+        row: execution::Model,
+        resumed: bool,
+    ) {
         if self.running.contains_key(&row.id) {
             return;
         }
@@ -150,7 +158,8 @@ impl NodeSupervisor {
         if self.definitions.len() > 1024 {
             self.definitions.clear();
         }
-        self.definitions.insert((def.id.clone(), version), def.clone());
+        self.definitions
+            .insert((def.id.clone(), version), def.clone());
     }
 
     /// Registers the node, claims its unfinished executions and resumes them.
@@ -168,7 +177,11 @@ impl NodeSupervisor {
                 })
                 .await?;
             cfg.store
-                .record_event("join", &cfg.node_id, &format!("node {} joined at epoch {epoch}", cfg.node_id))
+                .record_event(
+                    "join",
+                    &cfg.node_id,
+                    &format!("node {} joined at epoch {epoch}", cfg.node_id),
+                )
                 .await?;
             // Standalone: this node is the only one, so every unfinished
             // execution is its own. Claiming moves each one's epoch forward,
@@ -181,7 +194,8 @@ impl NodeSupervisor {
                 let def = match defs.get(&key) {
                     Some(d) => d.clone(),
                     None => {
-                        let d = load_definition(&cfg.store, &row.workflow_id, row.workflow_version).await?;
+                        let d = load_definition(&cfg.store, &row.workflow_id, row.workflow_version)
+                            .await?;
                         defs.insert(key, d.clone());
                         d
                     }
@@ -211,7 +225,11 @@ impl NodeSupervisor {
 }
 
 /// Reads and parses one stored version of a definition.
-pub async fn load_definition(store: &Store, id: &str, version: i64) -> Result<Arc<Definition>, EngineError> {
+pub async fn load_definition(
+    store: &Store,
+    id: &str,
+    version: i64,
+) -> Result<Arc<Definition>, EngineError> {
     let body = store
         .workflow_version(id, version)
         .await?
@@ -230,7 +248,12 @@ fn parse_stored(id: &str, body: &str) -> Result<Definition, EngineError> {
     parsed.definition.ok_or_else(|| {
         EngineError::Store(StoreError::Corrupt {
             what: format!("workflow {id}"),
-            reason: parsed.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "),
+            reason: parsed
+                .problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
         })
     })
 }
@@ -265,7 +288,10 @@ impl Handler<StartExecution> for NodeSupervisor {
         let node = self.cfg.node_id.clone();
         let fut = async move {
             if state != NodeState::Running {
-                return Err(EngineError::NotAccepting(format!("node is {}", state.as_str())));
+                return Err(EngineError::NotAccepting(format!(
+                    "node is {}",
+                    state.as_str()
+                )));
             }
             let (summary, body) = store
                 .workflow(&msg.workflow_id)
@@ -276,7 +302,9 @@ impl Handler<StartExecution> for NodeSupervisor {
             if !problems.is_empty() {
                 return Err(EngineError::InvalidInputs(problems));
             }
-            let id = msg.execution_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let id = msg
+                .execution_id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let outcome = store
                 .create_execution(NewExecution {
                     id,
@@ -371,10 +399,10 @@ impl Handler<CancelExecution> for NodeSupervisor {
                     },
                 )
                 .await?;
-            Ok(store
+            store
                 .execution(&msg.id)
                 .await?
-                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))?)
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))
         };
         Box::pin(fut.into_actor(self))
     }
@@ -389,7 +417,9 @@ impl Handler<ExecutionEnded> for NodeSupervisor {
         if let RunOutcome::StoreFailed(reason) = &msg.outcome {
             tracing::warn!(execution = %msg.id, %reason, "execution paused on a store failure; resuming in 1 s");
             let id = msg.id.clone();
-            ctx.run_later(Duration::from_secs(1), move |act, ctx| act.retry_execution(ctx, id));
+            ctx.run_later(Duration::from_secs(1), move |act, ctx| {
+                act.retry_execution(ctx, id)
+            });
         }
     }
 }
@@ -404,18 +434,23 @@ impl NodeSupervisor {
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
         let fut = async move {
-            let Some(row) = store.execution(&id).await? else { return Ok(None) };
+            let Some(row) = store.execution(&id).await? else {
+                return Ok(None);
+            };
             if row.state != state::RUNNING || row.owner_node.as_deref() != Some(node.as_str()) {
                 return Ok(None);
             }
             let def = load_definition(&store, &row.workflow_id, row.workflow_version).await?;
             Ok::<_, EngineError>(Some((def, row)))
         };
-        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(Some((def, row))) => act.spawn_execution(ctx, def, row, true),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot resume execution yet"),
-        }));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Some((def, row))) => act.spawn_execution(ctx, def, row, true),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot resume execution yet"),
+                }),
+        );
     }
 }
 
@@ -438,13 +473,17 @@ impl Handler<Shutdown> for NodeSupervisor {
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
         let fut = async move {
-            let graceful = futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: false })));
+            let graceful =
+                futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: false })));
             if tokio::time::timeout(msg.grace, graceful).await.is_err() {
-                let now = futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: true })));
+                let now =
+                    futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: true })));
                 let _ = tokio::time::timeout(Duration::from_secs(2), now).await;
             }
             let _ = store.set_node_state(&node, "active", "STOPPED").await;
-            let _ = store.record_event("leave", &node, &format!("node {node} left")).await;
+            let _ = store
+                .record_event("leave", &node, &format!("node {node} left"))
+                .await;
         };
         Box::pin(fut.into_actor(self))
     }

@@ -26,12 +26,21 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Nodes::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Nodes::Id).string_len(128).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Nodes::Id)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Nodes::Address).string_len(256).not_null())
                     .col(ColumnDef::new(Nodes::Role).string_len(16).not_null())
                     .col(ColumnDef::new(Nodes::State).string_len(16).not_null())
                     .col(ColumnDef::new(Nodes::Epoch).big_integer().not_null())
-                    .col(ColumnDef::new(Nodes::LastHeartbeat).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Nodes::LastHeartbeat)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Nodes::Fingerprint).text().not_null())
                     .col(ColumnDef::new(Nodes::StartedAt).big_integer().not_null())
                     .to_owned(),

@@ -34,11 +34,24 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Workflows::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Workflows::Id).string_len(128).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Workflows::Id)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Workflows::Name).string_len(256).not_null())
                     .col(ColumnDef::new(Workflows::Version).big_integer().not_null())
-                    .col(ColumnDef::new(Workflows::CreatedAt).big_integer().not_null())
-                    .col(ColumnDef::new(Workflows::UpdatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Workflows::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Workflows::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -47,10 +60,22 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(WorkflowVersions::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(WorkflowVersions::WorkflowId).string_len(128).not_null())
-                    .col(ColumnDef::new(WorkflowVersions::Version).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(WorkflowVersions::WorkflowId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WorkflowVersions::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WorkflowVersions::Body).text().not_null())
-                    .col(ColumnDef::new(WorkflowVersions::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(WorkflowVersions::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(WorkflowVersions::WorkflowId)

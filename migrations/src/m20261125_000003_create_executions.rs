@@ -39,26 +39,59 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Executions::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Executions::Id).string_len(64).not_null().primary_key())
-                    .col(ColumnDef::new(Executions::WorkflowId).string_len(128).not_null())
-                    .col(ColumnDef::new(Executions::WorkflowVersion).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Executions::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Executions::WorkflowId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Executions::WorkflowVersion)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Executions::ParentId).string_len(64).null())
                     .col(ColumnDef::new(Executions::State).string_len(32).not_null())
                     .col(ColumnDef::new(Executions::Inputs).text().not_null())
                     .col(ColumnDef::new(Executions::Variables).text().not_null())
                     .col(ColumnDef::new(Executions::Outputs).text().null())
-                    .col(ColumnDef::new(Executions::CurrentItem).string_len(128).null())
+                    .col(
+                        ColumnDef::new(Executions::CurrentItem)
+                            .string_len(128)
+                            .null(),
+                    )
                     .col(ColumnDef::new(Executions::Step).big_integer().not_null())
                     .col(ColumnDef::new(Executions::Attempt).integer().not_null())
                     .col(ColumnDef::new(Executions::OwnerNode).string_len(128).null())
-                    .col(ColumnDef::new(Executions::OwnerEpoch).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Executions::OwnerEpoch)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Executions::Error).text().null())
                     .col(ColumnDef::new(Executions::WaitUntil).big_integer().null())
-                    .col(ColumnDef::new(Executions::WaitSignal).string_len(128).null())
-                    .col(ColumnDef::new(Executions::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Executions::WaitSignal)
+                            .string_len(128)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Executions::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Executions::StartedAt).big_integer().null())
                     .col(ColumnDef::new(Executions::EndedAt).big_integer().null())
-                    .col(ColumnDef::new(Executions::UpdatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Executions::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

@@ -39,7 +39,11 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(ItemLog::ExecutionId).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(ItemLog::ExecutionId)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ItemLog::Item).string_len(128).not_null())
                     .col(ColumnDef::new(ItemLog::Step).big_integer().not_null())
                     .col(ColumnDef::new(ItemLog::Attempt).integer().not_null())

@@ -31,8 +31,16 @@ impl MigrationTrait for Migration {
                             .primary_key(),
                     )
                     .col(ColumnDef::new(ClusterEvents::Time).big_integer().not_null())
-                    .col(ColumnDef::new(ClusterEvents::Kind).string_len(32).not_null())
-                    .col(ColumnDef::new(ClusterEvents::NodeId).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(ClusterEvents::Kind)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ClusterEvents::NodeId)
+                            .string_len(128)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ClusterEvents::Message).text().not_null())
                     .to_owned(),
             )

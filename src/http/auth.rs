@@ -35,10 +35,16 @@ pub(crate) async fn check(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = presented else {
-        return Err(ApiError::Unauthorized("this API needs `Authorization: Bearer <token>`".into()).into());
+        return Err(ApiError::Unauthorized(
+            "this API needs `Authorization: Bearer <token>`".into(),
+        )
+        .into());
     };
     let digest = hex::encode(Sha256::digest(token.as_bytes()));
-    let role = tokens.iter().find(|t| t.sha256.eq_ignore_ascii_case(&digest)).map(|t| t.role);
+    let role = tokens
+        .iter()
+        .find(|t| t.sha256.eq_ignore_ascii_case(&digest))
+        .map(|t| t.role);
     match role {
         None => Err(ApiError::Unauthorized("unknown token".into()).into()),
         Some(Role::Viewer) if req.method() != Method::GET && req.method() != Method::HEAD => {

@@ -93,11 +93,18 @@ struct EventsQuery {
     params(("limit" = Option<u64>, Query, description = "At most this many (1 to 1000, default 100)")),
     responses((status = 200, body = Vec<EventView>), (status = 400, body = ErrorBody)))]
 #[get("/api/cluster/events")]
-pub(crate) async fn events(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let q: EventsQuery = parse_query(&req)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit", "must be between 1 and 1000"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit",
+            "must be between 1 and 1000",
+        ));
     }
     let rows = state.store.events(limit).await?;
     let views: Vec<EventView> = rows

@@ -48,7 +48,8 @@ pub(crate) struct ExecutionView {
 fn json_column(what: &str, text: Option<&str>) -> Result<Value, ApiError> {
     match text {
         None => Ok(Value::Object(Default::default())),
-        Some(t) => serde_json::from_str(t).map_err(|e| ApiError::Internal(format!("stored {what} is not JSON: {e}"))),
+        Some(t) => serde_json::from_str(t)
+            .map_err(|e| ApiError::Internal(format!("stored {what} is not JSON: {e}"))),
     }
 }
 
@@ -119,7 +120,10 @@ async fn load(state: &AppState, id: &str) -> Result<execution::Model, ApiError> 
     params(("eid" = String, Path, description = "Execution id")),
     responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody)))]
 #[get("/api/executions/{eid}")]
-pub(crate) async fn get(state: web::Data<AppState>, eid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get(
+    state: web::Data<AppState>,
+    eid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(ExecutionView::from_row(load(&state, &eid).await?)?))
 }
 
@@ -128,7 +132,10 @@ pub(crate) async fn get(state: web::Data<AppState>, eid: web::Path<String>) -> R
     params(("eid" = String, Path, description = "Execution id")),
     responses((status = 200, body = Object, example = json!({"state": "running"})), (status = 404, body = ErrorBody)))]
 #[get("/api/executions/{eid}/state")]
-pub(crate) async fn get_state(state: web::Data<AppState>, eid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_state(
+    state: web::Data<AppState>,
+    eid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let row = load(&state, &eid).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "state": row.state })))
 }
@@ -138,7 +145,10 @@ pub(crate) async fn get_state(state: web::Data<AppState>, eid: web::Path<String>
     params(("eid" = String, Path, description = "Execution id")),
     responses((status = 200, body = Vec<LogView>), (status = 404, body = ErrorBody)))]
 #[get("/api/executions/{eid}/logs")]
-pub(crate) async fn logs(state: web::Data<AppState>, eid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn logs(
+    state: web::Data<AppState>,
+    eid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     load(&state, &eid).await?;
     let rows = state.store.item_log(&eid).await?;
     Ok(HttpResponse::Ok().json(rows.into_iter().map(LogView::from).collect::<Vec<_>>()))
@@ -149,10 +159,15 @@ pub(crate) async fn logs(state: web::Data<AppState>, eid: web::Path<String>) -> 
     params(("eid" = String, Path, description = "Execution id")),
     responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/api/executions/{eid}/cancel")]
-pub(crate) async fn cancel(state: web::Data<AppState>, eid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn cancel(
+    state: web::Data<AppState>,
+    eid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let row = state
         .supervisor
-        .send(CancelExecution { id: eid.into_inner() })
+        .send(CancelExecution {
+            id: eid.into_inner(),
+        })
         .await
         .map_err(baton_actors::EngineError::from)??;
     Ok(HttpResponse::Ok().json(ExecutionView::from_row(row)?))

@@ -31,7 +31,9 @@ pub(crate) async fn healthstatus(state: web::Data<AppState>) -> HttpResponse {
     if s.state == NodeState::Running && s.role == "active" {
         HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).json(body)
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
     }
 }
 

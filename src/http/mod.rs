@@ -68,14 +68,23 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The answer for a path no route matches.
 pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }
 
 /// Reads a request body, refusing more than `limit` bytes.
-pub(crate) async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+pub(crate) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", "", format!("cannot read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("invalid_body", "", format!("cannot read the body: {e}"))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }
@@ -111,7 +120,9 @@ pub(crate) fn iso(ms: i64) -> String {
 pub(crate) fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .map_err(|e| ApiError::bad_request("invalid_query", "", format!("invalid query string: {e}")))
+        .map_err(|e| {
+            ApiError::bad_request("invalid_query", "", format!("invalid query string: {e}"))
+        })
 }
 
 /// Refuses work that only a running active node may do.

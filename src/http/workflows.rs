@@ -30,11 +30,22 @@ fn format_of(req: &HttpRequest) -> Result<SourceFormat, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Ok(SourceFormat::Yaml),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+            Ok(SourceFormat::Yaml)
+        }
         // curl's `-d` sends form-urlencoded; read such bodies as the JSON they are.
-        "application/json" | "" | "text/json" | "text/plain" | "application/x-www-form-urlencoded" => Ok(SourceFormat::Json),
+        "application/json"
+        | ""
+        | "text/json"
+        | "text/plain"
+        | "application/x-www-form-urlencoded" => Ok(SourceFormat::Json),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "content type `{other}` is not supported: send application/json or application/yaml"
         ))),
@@ -43,7 +54,11 @@ fn format_of(req: &HttpRequest) -> Result<SourceFormat, ApiError> {
 
 /// Parses and validates a definition, compiling every script; all
 /// problems come back together, each with its path.
-async fn validate(state: &AppState, body: &[u8], format: SourceFormat) -> Result<Definition, ApiError> {
+async fn validate(
+    state: &AppState,
+    body: &[u8],
+    format: SourceFormat,
+) -> Result<Definition, ApiError> {
     let actions = state.actions.clone();
     let known = move |name: &str| actions.contains(name);
     let opts = ParseOptions {
@@ -53,14 +68,24 @@ async fn validate(state: &AppState, body: &[u8], format: SourceFormat) -> Result
     let parsed = parse_definition(body, format, &opts);
     let mut problems = parsed.problems;
     let compiled = state.scripts.compile(parsed.scripts).await;
-    problems.extend(compiled.into_iter().map(|(path, message)| Problem::new(path, message)));
+    problems.extend(
+        compiled
+            .into_iter()
+            .map(|(path, message)| Problem::new(path, message)),
+    );
     match parsed.definition {
         Some(def) if problems.is_empty() => Ok(def),
         _ => {
-            let first = problems.first().map(ToString::to_string).unwrap_or_default();
+            let first = problems
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             Err(ApiError::BadRequest {
                 code: "invalid_definition",
-                message: format!("the definition has {} problem(s); the first: {first}", problems.len()),
+                message: format!(
+                    "the definition has {} problem(s); the first: {first}",
+                    problems.len()
+                ),
                 details: problems,
             })
         }
@@ -71,7 +96,11 @@ fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
-fn definition_response(mut resp: actix_web::HttpResponseBuilder, body: &str, version: i64) -> HttpResponse {
+fn definition_response(
+    mut resp: actix_web::HttpResponseBuilder,
+    body: &str,
+    version: i64,
+) -> HttpResponse {
     resp.insert_header((header::ETAG, etag(version)))
         .content_type("application/json")
         .body(body.to_owned())
@@ -103,12 +132,19 @@ pub(crate) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, Api
         (status = 409, description = "The id exists", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 #[post("/api/workflows")]
-pub(crate) async fn import(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn import(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let format = format_of(&req)?;
     let body = read_body(payload, state.config.http.max_body_bytes).await?;
     let def = validate(&state, &body, format).await?;
     let text = def.to_json_string();
-    let version = state.store.insert_workflow(&def.id, &def.name, text.clone()).await?;
+    let version = state
+        .store
+        .insert_workflow(&def.id, &def.name, text.clone())
+        .await?;
     let mut resp = HttpResponse::Created();
     resp.insert_header((header::LOCATION, format!("/api/workflows/{}", def.id)));
     Ok(definition_response(resp, &text, version))
@@ -119,19 +155,27 @@ pub(crate) async fn import(state: web::Data<AppState>, req: HttpRequest, payload
     params(("id" = String, Path, description = "Workflow id")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 #[get("/api/workflows/{id}")]
-pub(crate) async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let (summary, body) = state
         .store
         .workflow(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("workflow {id} not found")))?;
-    Ok(definition_response(HttpResponse::Ok(), &body, summary.version))
+    Ok(definition_response(
+        HttpResponse::Ok(),
+        &body,
+        summary.version,
+    ))
 }
 
 fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
     let Some(v) = req.headers().get(header::IF_MATCH) else {
         return Err(ApiError::PreconditionRequired(
-            "replacing a workflow requires If-Match with the ETag from GET /api/workflows/{id}".into(),
+            "replacing a workflow requires If-Match with the ETag from GET /api/workflows/{id}"
+                .into(),
         ));
     };
     let text = v.to_str().unwrap_or_default().trim();
@@ -139,9 +183,13 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     }
     let text = text.trim_start_matches("W/").trim_matches('"');
-    text.parse::<i64>()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("invalid_header", "If-Match", format!("`{text}` is not an ETag of this API (a quoted version number)")))
+    text.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_header",
+            "If-Match",
+            format!("`{text}` is not an ETag of this API (a quoted version number)"),
+        )
+    })
 }
 
 /// Replaces a definition; running executions keep their version.
@@ -163,7 +211,11 @@ pub(crate) async fn replace(
     let body = read_body(payload, state.config.http.max_body_bytes).await?;
     let def = validate(&state, &body, format).await?;
     if def.id != *id {
-        return Err(ApiError::bad_request("invalid_definition", "id", format!("`{}` does not match the URL's `{id}`", def.id)));
+        return Err(ApiError::bad_request(
+            "invalid_definition",
+            "id",
+            format!("`{}` does not match the URL's `{id}`", def.id),
+        ));
     }
     let expected = match expected {
         Some(v) => v,
@@ -178,7 +230,10 @@ pub(crate) async fn replace(
         }
     };
     let text = def.to_json_string();
-    let version = state.store.replace_workflow(&id, expected, &def.name, text.clone()).await?;
+    let version = state
+        .store
+        .replace_workflow(&id, expected, &def.name, text.clone())
+        .await?;
     Ok(definition_response(HttpResponse::Ok(), &text, version))
 }
 
@@ -187,7 +242,10 @@ pub(crate) async fn replace(
     params(("id" = String, Path, description = "Workflow id")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[delete("/api/workflows/{id}")]
-pub(crate) async fn delete(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn delete(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.store.delete_workflow(&id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -233,7 +291,12 @@ pub(crate) async fn start(
         parse_json(&body)?
     };
     if let Some(eid) = &request.execution_id {
-        if eid.is_empty() || eid.len() > 64 || !eid.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        if eid.is_empty()
+            || eid.len() > 64
+            || !eid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
             return Err(ApiError::bad_request(
                 "invalid_body",
                 "execution_id",
@@ -273,7 +336,11 @@ struct ListQuery {
            ("after" = Option<String>, Query, description = "Continue after this execution id")),
     responses((status = 200, body = Vec<ExecutionView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/workflows/{id}/executions")]
-pub(crate) async fn executions(state: web::Data<AppState>, id: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn executions(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let q: ListQuery = parse_query(&req)?;
     const STATES: [&str; 6] = [
         exec_state::RUNNING,
@@ -285,12 +352,20 @@ pub(crate) async fn executions(state: web::Data<AppState>, id: web::Path<String>
     ];
     if let Some(s) = &q.state {
         if !STATES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request("invalid_query", "state", format!("`{s}` is not one of {}", STATES.join(", "))));
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "state",
+                format!("`{s}` is not one of {}", STATES.join(", ")),
+            ));
         }
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit", "must be between 1 and 1000"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit",
+            "must be between 1 and 1000",
+        ));
     }
     if state.store.workflow(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("workflow {id} not found")));
@@ -304,6 +379,9 @@ pub(crate) async fn executions(state: web::Data<AppState>, id: web::Path<String>
             after: q.after,
         })
         .await?;
-    let views = rows.into_iter().map(ExecutionView::from_row).collect::<Result<Vec<_>, _>>()?;
+    let views = rows
+        .into_iter()
+        .map(ExecutionView::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(views))
 }

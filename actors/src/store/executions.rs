@@ -214,7 +214,8 @@ impl Store {
                     update = update.col_expr(execution::Column::Outputs, Expr::value(to_text(v)));
                 }
                 if let Some(v) = &cp.current_item {
-                    update = update.col_expr(execution::Column::CurrentItem, Expr::value(v.clone()));
+                    update =
+                        update.col_expr(execution::Column::CurrentItem, Expr::value(v.clone()));
                 }
                 if let Some(v) = cp.step {
                     update = update.col_expr(execution::Column::Step, Expr::value(v));
@@ -306,12 +307,16 @@ impl Store {
         filter: ExecutionFilter,
     ) -> Result<Vec<execution::Model>, StoreError> {
         let anchor = match &filter.after {
-            Some(after) => Some(self.execution(after).await?.ok_or_else(|| {
-                StoreError::NotFound {
-                    kind: "execution",
-                    id: after.clone(),
-                }
-            })?),
+            Some(after) => {
+                Some(
+                    self.execution(after)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound {
+                            kind: "execution",
+                            id: after.clone(),
+                        })?,
+                )
+            }
             None => None,
         };
         self.db()

@@ -65,7 +65,10 @@ impl Store {
                             Expr::col((node::Entity, node::Column::Epoch)).add(1),
                         )
                         .value(node::Column::LastHeartbeat, now.clone())
-                        .value(node::Column::Fingerprint, Expr::value(reg.fingerprint.as_str()))
+                        .value(
+                            node::Column::Fingerprint,
+                            Expr::value(reg.fingerprint.as_str()),
+                        )
                         .value(node::Column::StartedAt, now.clone())
                         .to_owned(),
                 );
@@ -84,7 +87,12 @@ impl Store {
     }
 
     /// Sets a node's state (and role) as it reports it.
-    pub async fn set_node_state(&self, id: &str, role: &str, state: &str) -> Result<(), StoreError> {
+    pub async fn set_node_state(
+        &self,
+        id: &str,
+        role: &str,
+        state: &str,
+    ) -> Result<(), StoreError> {
         use sea_orm::{ColumnTrait, QueryFilter};
         let (id, role, state) = (id.to_owned(), role.to_owned(), state.to_owned());
         self.db()
@@ -116,7 +124,12 @@ impl Store {
     }
 
     /// Records a cluster event.
-    pub async fn record_event(&self, kind: &str, node_id: &str, message: &str) -> Result<(), StoreError> {
+    pub async fn record_event(
+        &self,
+        kind: &str,
+        node_id: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
         let backend = self.backend();
         let (kind, node_id, message) = (kind.to_owned(), node_id.to_owned(), message.to_owned());
         self.db()
@@ -156,7 +169,9 @@ impl Store {
     }
 
     /// How many unfinished executions each node owns.
-    pub async fn unfinished_by_owner(&self) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+    pub async fn unfinished_by_owner(
+        &self,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         use super::entities::execution;
         use sea_orm::{ColumnTrait, QueryFilter};
         self.db()
@@ -170,7 +185,10 @@ impl Store {
                     .into_tuple()
                     .all(&c)
                     .await?;
-                Ok(rows.into_iter().filter_map(|(o, n)| o.map(|o| (o, n))).collect())
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(o, n)| o.map(|o| (o, n)))
+                    .collect())
             })
             .await
     }

@@ -45,7 +45,10 @@ impl Store {
     }
 
     /// The current version of a definition and its body.
-    pub async fn workflow(&self, id: &str) -> Result<Option<(WorkflowSummary, String)>, StoreError> {
+    pub async fn workflow(
+        &self,
+        id: &str,
+    ) -> Result<Option<(WorkflowSummary, String)>, StoreError> {
         let id = id.to_owned();
         self.db()
             .run(move |c| async move {
@@ -72,7 +75,11 @@ impl Store {
     }
 
     /// The body of one version of a definition.
-    pub async fn workflow_version(&self, id: &str, version: i64) -> Result<Option<String>, StoreError> {
+    pub async fn workflow_version(
+        &self,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<String>, StoreError> {
         let id = id.to_owned();
         self.db()
             .run(move |c| async move {
@@ -87,7 +94,12 @@ impl Store {
     /// Stores a new definition. Its version continues after any earlier
     /// definition of the same id that was deleted, so a version number
     /// never names two bodies.
-    pub async fn insert_workflow(&self, id: &str, name: &str, body: String) -> Result<i64, StoreError> {
+    pub async fn insert_workflow(
+        &self,
+        id: &str,
+        name: &str,
+        body: String,
+    ) -> Result<i64, StoreError> {
         let backend = self.backend();
         let (id, name) = (id.to_owned(), name.to_owned());
         self.db()
@@ -125,7 +137,10 @@ impl Store {
                     Ok(_) => {}
                     Err(e) if is_unique_violation(&e) => {
                         txn.rollback().await?;
-                        return Err(StoreError::AlreadyExists { kind: "workflow", id });
+                        return Err(StoreError::AlreadyExists {
+                            kind: "workflow",
+                            id,
+                        });
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -152,7 +167,10 @@ impl Store {
                 let now = Store::now_expr(backend);
                 let txn = c.begin().await?;
                 let updated = workflow::Entity::update_many()
-                    .col_expr(workflow::Column::Version, Expr::col(workflow::Column::Version).add(1))
+                    .col_expr(
+                        workflow::Column::Version,
+                        Expr::col(workflow::Column::Version).add(1),
+                    )
                     .col_expr(workflow::Column::Name, Expr::value(name.as_str()))
                     .col_expr(workflow::Column::UpdatedAt, now)
                     .filter(workflow::Column::Id.eq(id.as_str()))
@@ -163,7 +181,10 @@ impl Store {
                     let current = workflow::Entity::find_by_id(id.clone()).one(&txn).await?;
                     txn.rollback().await?;
                     return Err(match current {
-                        None => StoreError::NotFound { kind: "workflow", id },
+                        None => StoreError::NotFound {
+                            kind: "workflow",
+                            id,
+                        },
                         Some(w) => StoreError::VersionMismatch {
                             expected,
                             current: w.version,

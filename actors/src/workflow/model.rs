@@ -200,7 +200,9 @@ impl ItemKind {
     /// field naming each.
     pub fn targets(&self) -> Vec<(&'static str, &str)> {
         match self {
-            ItemKind::Decision { then, otherwise, .. } => vec![("then", then), ("else", otherwise)],
+            ItemKind::Decision {
+                then, otherwise, ..
+            } => vec![("then", then), ("else", otherwise)],
             ItemKind::End { .. } => vec![],
             ItemKind::Task { next, .. }
             | ItemKind::Action { next, .. }

@@ -74,8 +74,12 @@ pub struct Parsed {
 /// Parses and checks a definition's structure.
 pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'_>) -> Parsed {
     let raw: Result<Raw, String> = match format {
-        SourceFormat::Json => serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}")),
-        SourceFormat::Yaml => serde_yaml::from_slice(text).map_err(|e| format!("invalid YAML: {e}")),
+        SourceFormat::Json => {
+            serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))
+        }
+        SourceFormat::Yaml => {
+            serde_yaml::from_slice(text).map_err(|e| format!("invalid YAML: {e}"))
+        }
     };
     let mut p = Parser {
         problems: Vec::new(),
@@ -89,7 +93,11 @@ pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'
             None
         }
     };
-    let definition = if p.problems.is_empty() { definition } else { None };
+    let definition = if p.problems.is_empty() {
+        definition
+    } else {
+        None
+    };
     Parsed {
         definition,
         problems: p.problems,
@@ -102,11 +110,17 @@ pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'
 pub fn check_inputs(def: &Definition, inputs: &Value) -> Vec<Problem> {
     let mut problems = Vec::new();
     let Some(map) = inputs.as_object() else {
-        return vec![Problem::new("inputs", format!("must be an object, not {}", json_type(inputs)))];
+        return vec![Problem::new(
+            "inputs",
+            format!("must be an object, not {}", json_type(inputs)),
+        )];
     };
     for (name, ty) in &def.inputs {
         match map.get(name) {
-            None => problems.push(Problem::new(format!("inputs.{name}"), format!("missing (declared as {})", ty.name()))),
+            None => problems.push(Problem::new(
+                format!("inputs.{name}"),
+                format!("missing (declared as {})", ty.name()),
+            )),
             Some(v) if !ty.accepts(v) => problems.push(Problem::new(
                 format!("inputs.{name}"),
                 format!("expected {}, got {}", ty.name(), json_type(v)),
@@ -116,7 +130,10 @@ pub fn check_inputs(def: &Definition, inputs: &Value) -> Vec<Problem> {
     }
     for name in map.keys() {
         if !def.inputs.contains_key(name) {
-            problems.push(Problem::new(format!("inputs.{name}"), format!("not an input of workflow {}", def.id)));
+            problems.push(Problem::new(
+                format!("inputs.{name}"),
+                format!("not an input of workflow {}", def.id),
+            ));
         }
     }
     problems
@@ -142,7 +159,10 @@ fn is_identifier(s: &str) -> bool {
 }
 
 fn is_valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 struct Parser<'a> {
@@ -162,7 +182,11 @@ struct Fields<'r> {
 impl<'r> Fields<'r> {
     fn get(&mut self, key: &'static str) -> Option<&'r Raw> {
         self.used.insert(key);
-        self.entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
     fn at(&self, key: &str) -> String {
         if self.path.is_empty() {
@@ -184,7 +208,11 @@ impl Parser<'_> {
                 let mut seen = BTreeSet::new();
                 for (k, _) in entries {
                     if !seen.insert(k.as_str()) {
-                        let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                        let at = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
                         self.problem(at, "duplicate key");
                     }
                 }
@@ -195,7 +223,10 @@ impl Parser<'_> {
                 })
             }
             other => {
-                self.problem(path, format!("must be an object, not {}", other.type_name()));
+                self.problem(
+                    path,
+                    format!("must be an object, not {}", other.type_name()),
+                );
                 None
             }
         }
@@ -213,7 +244,10 @@ impl Parser<'_> {
         match f.get(key) {
             Some(Raw::String(s)) => Some(s.clone()),
             Some(other) => {
-                self.problem(f.at(key), format!("must be a string, not {}", other.type_name()));
+                self.problem(
+                    f.at(key),
+                    format!("must be a string, not {}", other.type_name()),
+                );
                 None
             }
             None => {
@@ -235,7 +269,10 @@ impl Parser<'_> {
                 }
             },
             Some(other) => {
-                self.problem(f.at(key), format!("must be a number, not {}", other.type_name()));
+                self.problem(
+                    f.at(key),
+                    format!("must be a number, not {}", other.type_name()),
+                );
                 None
             }
             None => None,
@@ -246,7 +283,10 @@ impl Parser<'_> {
         match f.get(key) {
             Some(Raw::Bool(b)) => *b,
             Some(other) => {
-                self.problem(f.at(key), format!("must be true or false, not {}", other.type_name()));
+                self.problem(
+                    f.at(key),
+                    format!("must be true or false, not {}", other.type_name()),
+                );
                 false
             }
             None => false,
@@ -257,13 +297,18 @@ impl Parser<'_> {
         let mut out = BTreeMap::new();
         let Some(raw) = f.get(key) else { return out };
         let path = f.at(key);
-        let Some(m) = self.object(&path, raw) else { return out };
+        let Some(m) = self.object(&path, raw) else {
+            return out;
+        };
         for (k, v) in m.entries {
             match v {
                 Raw::String(s) => {
                     out.insert(k.clone(), s.clone());
                 }
-                other => self.problem(m.at(k), format!("must be a string, not {}", other.type_name())),
+                other => self.problem(
+                    m.at(k),
+                    format!("must be a string, not {}", other.type_name()),
+                ),
             }
         }
         out
@@ -273,10 +318,15 @@ impl Parser<'_> {
         let mut out = BTreeMap::new();
         let Some(raw) = f.get(key) else { return out };
         let path = f.at(key);
-        let Some(m) = self.object(&path, raw) else { return out };
+        let Some(m) = self.object(&path, raw) else {
+            return out;
+        };
         for (k, v) in m.entries {
             if !is_identifier(k) {
-                self.problem(m.at(k), "must be a JavaScript identifier (letters, digits, _ and $)");
+                self.problem(
+                    m.at(k),
+                    "must be a JavaScript identifier (letters, digits, _ and $)",
+                );
             } else if RESERVED_NAMES.contains(&k.as_str()) {
                 self.problem(m.at(k), format!("`{k}` is reserved"));
             }
@@ -309,7 +359,10 @@ impl Parser<'_> {
         let id = self.string(&mut f, "id", true);
         if let Some(id) = &id {
             if !is_valid_id(id) {
-                self.problem("id", "must be 1 to 128 characters of letters, digits, `_`, `.` and `-`");
+                self.problem(
+                    "id",
+                    "must be 1 to 128 characters of letters, digits, `_`, `.` and `-`",
+                );
             }
         }
         let name = self.string(&mut f, "name", false);
@@ -320,7 +373,10 @@ impl Parser<'_> {
             if let Some(m) = self.object("variables", raw) {
                 for (k, v) in m.entries {
                     if !is_identifier(k) {
-                        self.problem(m.at(k), "must be a JavaScript identifier (letters, digits, _ and $)");
+                        self.problem(
+                            m.at(k),
+                            "must be a JavaScript identifier (letters, digits, _ and $)",
+                        );
                     } else if RESERVED_NAMES.contains(&k.as_str()) {
                         self.problem(m.at(k), format!("`{k}` is reserved"));
                     } else if inputs.contains_key(k) {
@@ -370,12 +426,18 @@ impl Parser<'_> {
         for (id, item) in &items {
             for (field, target) in item.kind.targets() {
                 if !exists(target) {
-                    dangling.push(Problem::new(format!("items.{id}.{field}"), format!("no item `{target}`")));
+                    dangling.push(Problem::new(
+                        format!("items.{id}.{field}"),
+                        format!("no item `{target}`"),
+                    ));
                 }
             }
             if let Some(t) = &item.on_error {
                 if !exists(t) {
-                    dangling.push(Problem::new(format!("items.{id}.on_error"), format!("no item `{t}`")));
+                    dangling.push(Problem::new(
+                        format!("items.{id}.on_error"),
+                        format!("no item `{t}`"),
+                    ));
                 }
             }
         }
@@ -404,7 +466,11 @@ impl Parser<'_> {
                 }
             }
         }
-        if !items.values().any(|i| matches!(i.kind, ItemKind::End { .. })) && !items.is_empty() {
+        if !items
+            .values()
+            .any(|i| matches!(i.kind, ItemKind::End { .. }))
+            && !items.is_empty()
+        {
             self.problem("items", "needs at least one `end` item");
         }
         let id = id?;
@@ -438,7 +504,10 @@ impl Parser<'_> {
                             backoff_ms: backoff,
                         }),
                         Some(_) => {
-                            self.problem(format!("{rpath}.max_attempts"), "must be between 1 and 1000");
+                            self.problem(
+                                format!("{rpath}.max_attempts"),
+                                "must be between 1 and 1000",
+                            );
                             None
                         }
                         None => {
@@ -458,7 +527,10 @@ impl Parser<'_> {
                 if let Some(s) = &script {
                     self.script(at("script"), s, false);
                 }
-                Some(ItemKind::Task { script: script?, next: next? })
+                Some(ItemKind::Task {
+                    script: script?,
+                    next: next?,
+                })
             }
             "decision" => {
                 let condition = self.string(&mut f, "condition", true);
@@ -544,7 +616,11 @@ impl Parser<'_> {
                     (None, Some(u)) => self.script(at("until"), u, true),
                     _ => {}
                 }
-                Some(ItemKind::Timer { for_ms, until, next: next? })
+                Some(ItemKind::Timer {
+                    for_ms,
+                    until,
+                    next: next?,
+                })
             }
             "signal" => {
                 let name = self.string(&mut f, "name", true);
@@ -589,7 +665,13 @@ impl Parser<'_> {
         };
         if let Some(k) = &kind {
             if !self.opts.supported_types.contains(&k.type_name()) {
-                self.problem(at("type"), format!("item type `{}` is not supported by this version of Baton yet", k.type_name()));
+                self.problem(
+                    at("type"),
+                    format!(
+                        "item type `{}` is not supported by this version of Baton yet",
+                        k.type_name()
+                    ),
+                );
             }
         }
         self.finish(&f);
@@ -603,7 +685,10 @@ impl Parser<'_> {
     fn check_variables<'s>(&mut self, path: &str, names: impl Iterator<Item = &'s String>) {
         for n in names {
             if !is_identifier(n) {
-                self.problem(format!("{path}.{n}"), "must name a variable (a JavaScript identifier)");
+                self.problem(
+                    format!("{path}.{n}"),
+                    "must name a variable (a JavaScript identifier)",
+                );
             }
         }
     }

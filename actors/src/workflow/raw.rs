@@ -33,7 +33,9 @@ impl Raw {
             Raw::Number(n) => Value::Number(n.clone()),
             Raw::String(s) => Value::String(s.clone()),
             Raw::Array(a) => Value::Array(a.iter().map(Raw::to_json).collect()),
-            Raw::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            Raw::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 
@@ -120,7 +122,12 @@ impl<'de> Deserialize<'de> for RawKey {
             Raw::Number(n) => n.to_string(),
             Raw::Bool(b) => b.to_string(),
             Raw::Null => "null".to_owned(),
-            other => return Err(de::Error::custom(format!("a map key must be a string, not {}", other.type_name()))),
+            other => {
+                return Err(de::Error::custom(format!(
+                    "a map key must be a string, not {}",
+                    other.type_name()
+                )))
+            }
         }))
     }
 }

@@ -144,8 +144,9 @@ impl ScriptWorker {
 
     fn arm(&self) {
         self.interrupted.set(false);
-        self.deadline
-            .set(Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms)));
+        self.deadline.set(Some(
+            Instant::now() + Duration::from_millis(self.limits.timeout_ms),
+        ));
     }
 
     fn classify(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
@@ -207,13 +208,21 @@ impl ScriptWorker {
                         let v: rquickjs::Value<'_> = ctx
                             .eval(format!("({src}\n)"))
                             .map_err(|e| self.classify(&ctx, e))?;
-                        out.results.insert(name.clone(), to_json(&ctx, v).map_err(|e| self.classify(&ctx, e))?);
+                        out.results.insert(
+                            name.clone(),
+                            to_json(&ctx, v).map_err(|e| self.classify(&ctx, e))?,
+                        );
                     }
                 }
             }
             for name in &msg.read_back {
-                let v: rquickjs::Value<'_> = globals.get(name.as_str()).map_err(|e| self.classify(&ctx, e))?;
-                out.values.insert(name.clone(), to_json(&ctx, v).map_err(|e| self.classify(&ctx, e))?);
+                let v: rquickjs::Value<'_> = globals
+                    .get(name.as_str())
+                    .map_err(|e| self.classify(&ctx, e))?;
+                out.values.insert(
+                    name.clone(),
+                    to_json(&ctx, v).map_err(|e| self.classify(&ctx, e))?,
+                );
             }
             Ok(out)
         });
