@@ -101,6 +101,15 @@ impl Db {
             .map_err(|_| StoreError::RuntimeGone)?
     }
 
+    /// Spawns a long-running task on the database runtime with a connection.
+    pub fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(f(self.conn.clone()));
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         let conn = self.conn.clone();

@@ -195,62 +195,13 @@ impl Store {
 
     /// Applies `cp` to the execution if, and only if, `fence` still owns it.
     ///
-    /// One transaction: the fenced `UPDATE`, then the item-log records.
-    /// Zero rows updated means ownership was lost: nothing is written and
+    /// The fenced `UPDATE` and the item-log records commit in one
+    /// transaction, shared with other executions' checkpoints queued at the
+    /// same moment (group commit, see `batch`). Zero rows updated means
+    /// ownership was lost: nothing of this checkpoint is written and
     /// [`StoreError::OwnershipLost`] is returned.
     pub async fn checkpoint(&self, fence: &Fence, cp: Checkpoint) -> Result<(), StoreError> {
-        let backend = self.backend();
-        let fence = fence.clone();
-        self.db()
-            .run(move |c| async move {
-                let now = Store::now_expr(backend);
-                let txn = c.begin().await?;
-                let mut update = execution::Entity::update_many()
-                    .col_expr(execution::Column::UpdatedAt, now.clone());
-                if let Some(v) = &cp.variables {
-                    update = update.col_expr(execution::Column::Variables, Expr::value(to_text(v)));
-                }
-                if let Some(v) = &cp.outputs {
-                    update = update.col_expr(execution::Column::Outputs, Expr::value(to_text(v)));
-                }
-                if let Some(v) = &cp.current_item {
-                    update =
-                        update.col_expr(execution::Column::CurrentItem, Expr::value(v.clone()));
-                }
-                if let Some(v) = cp.step {
-                    update = update.col_expr(execution::Column::Step, Expr::value(v));
-                }
-                if let Some(v) = cp.attempt {
-                    update = update.col_expr(execution::Column::Attempt, Expr::value(v));
-                }
-                if let Some(v) = cp.state {
-                    update = update.col_expr(execution::Column::State, Expr::value(v));
-                }
-                if let Some(v) = &cp.error {
-                    update = update.col_expr(execution::Column::Error, Expr::value(v.clone()));
-                }
-                if cp.ended {
-                    update = update.col_expr(execution::Column::EndedAt, now.clone());
-                }
-                let result = update
-                    .filter(execution::Column::Id.eq(fence.execution.as_str()))
-                    .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
-                    .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
-                    .exec(&txn)
-                    .await?;
-                if result.rows_affected == 0 {
-                    txn.rollback().await?;
-                    return Err(StoreError::OwnershipLost {
-                        execution: fence.execution.clone(),
-                        node: fence.node.clone(),
-                        epoch: fence.epoch,
-                    });
-                }
-                insert_logs(&txn, backend, &fence.execution, &fence.node, &cp.logs).await?;
-                txn.commit().await?;
-                Ok(())
-            })
-            .await
+        self.batcher().submit(fence.clone(), cp).await
     }
 
     /// Takes ownership of unfinished executions for `node`, moving each
@@ -378,9 +329,50 @@ impl Store {
     }
 }
 
-/// Appends item-log records inside `txn`, stamped with the database clock.
-/// A `completed` record carries its step in `completed_step`, whose unique
-/// index refuses a second completion of the same step.
+/// The fenced `UPDATE` of one checkpoint; returns the rows it touched
+/// (0: ownership lost).
+pub(super) async fn fenced_update(
+    txn: &DatabaseTransaction,
+    backend: sea_orm::DbBackend,
+    fence: &Fence,
+    cp: &Checkpoint,
+) -> Result<u64, sea_orm::DbErr> {
+    let now = Store::now_expr(backend);
+    let mut update = execution::Entity::update_many().col_expr(execution::Column::UpdatedAt, now.clone());
+    if let Some(v) = &cp.variables {
+        update = update.col_expr(execution::Column::Variables, Expr::value(to_text(v)));
+    }
+    if let Some(v) = &cp.outputs {
+        update = update.col_expr(execution::Column::Outputs, Expr::value(to_text(v)));
+    }
+    if let Some(v) = &cp.current_item {
+        update = update.col_expr(execution::Column::CurrentItem, Expr::value(v.clone()));
+    }
+    if let Some(v) = cp.step {
+        update = update.col_expr(execution::Column::Step, Expr::value(v));
+    }
+    if let Some(v) = cp.attempt {
+        update = update.col_expr(execution::Column::Attempt, Expr::value(v));
+    }
+    if let Some(v) = cp.state {
+        update = update.col_expr(execution::Column::State, Expr::value(v));
+    }
+    if let Some(v) = &cp.error {
+        update = update.col_expr(execution::Column::Error, Expr::value(v.clone()));
+    }
+    if cp.ended {
+        update = update.col_expr(execution::Column::EndedAt, now);
+    }
+    let result = update
+        .filter(execution::Column::Id.eq(fence.execution.as_str()))
+        .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
+        .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
+        .exec(txn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Appends item-log records of one execution inside `txn`.
 async fn insert_logs(
     txn: &DatabaseTransaction,
     backend: sea_orm::DbBackend,
@@ -388,7 +380,21 @@ async fn insert_logs(
     node: &str,
     logs: &[LogEntry],
 ) -> Result<(), StoreError> {
-    if logs.is_empty() {
+    let rows: Vec<(&str, &str, &LogEntry)> = logs.iter().map(|l| (execution_id, node, l)).collect();
+    insert_log_rows(txn, backend, &rows).await?;
+    Ok(())
+}
+
+/// Appends item-log records (execution, node, record) inside `txn`, in one
+/// statement, stamped with the database clock. A `completed` record
+/// carries its step in `completed_step`, whose unique index refuses a
+/// second completion of the same step.
+pub(super) async fn insert_log_rows(
+    txn: &DatabaseTransaction,
+    backend: sea_orm::DbBackend,
+    rows: &[(&str, &str, &LogEntry)],
+) -> Result<(), sea_orm::DbErr> {
+    if rows.is_empty() {
         return Ok(());
     }
     let now = Store::now_expr(backend);
@@ -406,15 +412,15 @@ async fn insert_logs(
             item_log::Column::CompletedStep,
         ])
         .to_owned();
-    for log in logs {
+    for (execution_id, node, log) in rows {
         let completed = (log.event == "completed").then_some(log.step);
         insert.values_panic([
-            Expr::value(execution_id),
+            Expr::value(*execution_id),
             Expr::value(log.item.as_str()),
             Expr::value(log.step),
             Expr::value(log.attempt),
             Expr::value(log.event),
-            Expr::value(node),
+            Expr::value(*node),
             now.clone(),
             Expr::value(log.message.clone()),
             Expr::value(completed),

@@ -8,11 +8,13 @@
 //! ([`Store::now_expr`]), never from this node's (invariant 3).
 //!
 //! # Layout
+//! - `batch`: group commit of checkpoints from many executions
 //! - `entities`: the sea-orm models of the tables
 //! - `executions`: executions and the item log, with the fenced writes
 //! - `workflows`: definitions and their versions
 //! - `nodes`: cluster members and cluster events
 
+mod batch;
 pub mod entities;
 mod executions;
 mod nodes;
@@ -51,12 +53,18 @@ pub mod state {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    batcher: std::sync::Arc<batch::Batcher>,
 }
 
 impl Store {
-    /// Wraps a connection.
+    /// Wraps a connection and starts its checkpoint batcher.
     pub fn new(db: Db) -> Store {
-        Store { db }
+        let batcher = std::sync::Arc::new(batch::Batcher::start(&db));
+        Store { db, batcher }
+    }
+
+    fn batcher(&self) -> &batch::Batcher {
+        &self.batcher
     }
 
     /// Connects to `url` and returns the store.

@@ -389,6 +389,9 @@ impl Parser<'_> {
         let start = self.string(&mut f, "start", true);
         let on_error = self.string(&mut f, "on_error", false);
         let mut items = BTreeMap::new();
+        // Every item id, including those whose own fields are broken, so
+        // that references to them are not reported as dangling.
+        let mut ids = BTreeSet::new();
         match f.get("items") {
             None => self.problem("items", "missing"),
             Some(raw) => {
@@ -397,6 +400,7 @@ impl Parser<'_> {
                         self.problem("items", "must have at least one item");
                     }
                     for (k, v) in m.entries {
+                        ids.insert(k.clone());
                         let path = m.at(k);
                         if !is_valid_id(k) {
                             self.problem(path.clone(), "item ids are 1 to 128 characters of letters, digits, `_`, `.` and `-`");
@@ -411,7 +415,8 @@ impl Parser<'_> {
         self.finish(&f);
 
         // Targets must exist; every item must be reachable from the start.
-        let exists = |t: &str| items.contains_key(t);
+        let exists = |t: &str| ids.contains(t);
+        let all_built = items.len() == ids.len();
         if let Some(s) = &start {
             if !items.is_empty() && !exists(s) {
                 self.problem("start", format!("no item `{s}`"));
@@ -442,7 +447,9 @@ impl Parser<'_> {
             }
         }
         self.problems.extend(dangling);
-        if let Some(s) = start.as_deref().filter(|s| exists(s)) {
+        // Reachability needs every item's targets; skip it while some item
+        // is itself broken rather than report false "unreachable"s.
+        if let Some(s) = start.as_deref().filter(|s| exists(s) && all_built) {
             let mut seen = BTreeSet::from([s.to_owned()]);
             let mut queue = VecDeque::from([s.to_owned()]);
             if let Some(e) = on_error.as_deref().filter(|e| exists(e)) {
@@ -691,5 +698,83 @@ impl Parser<'_> {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Parsed {
+        let opts = ParseOptions {
+            known_action: &|n| n == "log",
+            supported_types: &["task", "decision", "action", "end"],
+        };
+        parse_definition(text.as_bytes(), SourceFormat::Json, &opts)
+    }
+
+    fn paths(p: &Parsed) -> Vec<String> {
+        p.problems.iter().map(|p| p.path.clone()).collect()
+    }
+
+    #[test]
+    fn a_sound_definition_parses_and_lists_its_scripts() {
+        let p = parse(r#"{"id":"w","inputs":{"n":"number"},"start":"a","items":{
+            "a":{"type":"task","script":"x = n;","next":"b"},
+            "b":{"type":"decision","condition":"n > 1","then":"c","else":"c"},
+            "c":{"type":"action","action":"log","inputs":{"message":"'hi'"},"next":"d"},
+            "d":{"type":"end"}}}"#);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let d = p.definition.unwrap();
+        assert_eq!(d.name, "w");
+        let scripts: Vec<&str> = p.scripts.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(scripts, ["items.a.script", "items.b.condition", "items.c.inputs.message"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let p = parse(r#"{"id":"w","start":"nowhere","extra":1,"items":{
+            "a":{"type":"task","next":"b"},
+            "b":{"type":"decision","condition":"1","then":"a"},
+            "c":{"type":"end","on_error":"a"},
+            "d":{"type":"task","script":"x = 1;","next":"zz"}}}"#);
+        let got = paths(&p);
+        assert_eq!(got.iter().filter(|p| *p == "items.c.on_error").count(), 1, "{got:?}");
+        for want in ["start", "extra", "items.a.script", "items.d.next", "items.b.else", "items.c.on_error"] {
+            assert!(got.contains(&want.to_owned()), "{want} missing from {got:?}");
+        }
+        assert!(p.definition.is_none());
+    }
+
+    #[test]
+    fn duplicate_keys_unreachable_items_and_reserved_names() {
+        let p = parse(r#"{"id":"w","variables":{"ctx":1,"n":2},"inputs":{"n":"number"},"start":"a","items":{
+            "a":{"type":"end"},"a":{"type":"end"},"lost":{"type":"end"}}}"#);
+        let got = paths(&p);
+        for want in ["variables.ctx", "variables.n", "items.a", "items.lost"] {
+            assert!(got.contains(&want.to_owned()), "{want} missing from {got:?}");
+        }
+    }
+
+    #[test]
+    fn start_inputs_are_checked_against_declared_types() {
+        let p = parse(r#"{"id":"w","inputs":{"n":"number","tags":"array"},"start":"e","items":{"e":{"type":"end"}}}"#);
+        let d = p.definition.unwrap();
+        assert!(check_inputs(&d, &serde_json::json!({"n": 1, "tags": []})).is_empty());
+        let problems = check_inputs(&d, &serde_json::json!({"n": "1", "x": 0}));
+        let got: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(got, ["inputs.n", "inputs.tags", "inputs.x"]);
+    }
+
+    #[test]
+    fn yaml_parses_like_json() {
+        let opts = ParseOptions {
+            known_action: &|_| true,
+            supported_types: &["task", "end"],
+        };
+        let y = "id: w\nstart: a\nitems:\n  a: {type: task, script: 'x = 1;', next: e}\n  e: {type: end}\n";
+        let p = parse_definition(y.as_bytes(), SourceFormat::Yaml, &opts);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
     }
 }
