@@ -25,8 +25,14 @@ async fn main() -> anyhow::Result<()> {
     let node = Node::builder()
         .config(config)
         .action("charge_card", |call| async move {
-            let amount = call.input("amount").and_then(|v| v.as_f64()).ok_or("amount missing")?;
-            call.log(format!("charging {amount} (key {}, attempt {})", call.idempotency_key, call.attempt));
+            let amount = call
+                .input("amount")
+                .and_then(|v| v.as_f64())
+                .ok_or("amount missing")?;
+            call.log(format!(
+                "charging {amount} (key {}, attempt {})",
+                call.idempotency_key, call.attempt
+            ));
             Ok(json!({ "receipt": format!("R-{}", call.idempotency_key) }))
         })
         .start()
@@ -42,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
             "done": {"type": "end"}
         }
     });
-    let mut r = http.post(format!("{}/api/workflows", node.url())).send_json(&def).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut r = http
+        .post(format!("{}/api/workflows", node.url()))
+        .send_json(&def)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("import: {}", r.status());
     let started: serde_json::Value = http
         .post(format!("{}/api/workflows/checkout/executions", node.url()))
@@ -53,7 +63,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let id = started["id"].as_str().unwrap_or_default().to_owned();
     loop {
-        r = http.get(format!("{}/api/executions/{id}", node.url())).send().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        r = http
+            .get(format!("{}/api/executions/{id}", node.url()))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let e: serde_json::Value = r.json().await?;
         if e["state"] != "running" {
             println!("execution {id}: {} {}", e["state"], e["outputs"]);

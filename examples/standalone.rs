@@ -14,7 +14,9 @@ use baton::{Config, Node};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info,sqlx=warn")
+        .init();
     let config = Config::load(None, std::env::vars(), &[])?;
     let node = Node::builder().config(config).start().await?;
     let client = baton::client::Client::new(&node.url(), None);
@@ -27,11 +29,17 @@ async fn main() -> anyhow::Result<()> {
     for file in files {
         match client.import(&file).await {
             Ok(def) => println!("imported {} from {}", def["id"], file.display()),
-            Err(e) if e.to_string().starts_with("409") => println!("already there: {}", file.display()),
+            Err(e) if e.to_string().starts_with("409") => {
+                println!("already there: {}", file.display())
+            }
             Err(e) => println!("could not import {}: {e}", file.display()),
         }
     }
-    println!("\nBaton node {} is running on {}", node.node_id(), node.url());
+    println!(
+        "\nBaton node {} is running on {}",
+        node.node_id(),
+        node.url()
+    );
     println!("try: curl -s -XPOST {}/api/workflows/order/executions -d '{{\"inputs\":{{\"n\":7,\"who\":\"ann\"}}}}'", node.url());
     println!("Ctrl-C stops it gracefully.");
     actix_rt::signal::ctrl_c().await?;

@@ -125,7 +125,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 opts.workflows
             ));
         }
-        actix_rt::time::sleep(Duration::from_micros(500)).await;
+        let _ = actix_rt::time::timeout(Duration::from_millis(50), metrics.ended.notified()).await;
     }
     let elapsed = started_at.elapsed();
     let items = metrics.items_completed.load(Ordering::Relaxed) - items0;

@@ -128,7 +128,11 @@ async fn invalid_definitions_report_every_problem_with_its_path() {
         .post("/api/workflows", &json!({"id": "island", "start": "a", "items": {"a": {"type": "end"}, "lost": {"type": "end"}}}))
         .await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json["error"]["details"][0]["path"], "items.lost", "{}", r.text);
+    assert_eq!(
+        r.json["error"]["details"][0]["path"], "items.lost",
+        "{}",
+        r.text
+    );
     // Duplicate item ids are reported, not silently merged.
     let dup =
         br#"{"id":"dup","start":"a","items":{"a":{"type":"end"},"a":{"type":"end"}}}"#.to_vec();

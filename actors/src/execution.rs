@@ -83,6 +83,7 @@ pub struct ExecutionActor {
     id: String,
     setup: Option<ExecutionSetup>,
     control: Rc<Control>,
+    metrics: Arc<EngineMetrics>,
 }
 
 impl ExecutionActor {
@@ -90,6 +91,7 @@ impl ExecutionActor {
     pub fn new(setup: ExecutionSetup) -> ExecutionActor {
         ExecutionActor {
             id: setup.row.id.clone(),
+            metrics: setup.metrics.clone(),
             setup: Some(setup),
             control: Rc::default(),
         }
@@ -116,6 +118,7 @@ impl Actor for ExecutionActor {
             for w in act.control.waiters.borrow_mut().drain(..) {
                 let _ = w.send(());
             }
+            act.metrics.ended.notify_one();
             supervisor.do_send(ExecutionEnded { id, outcome });
             ctx.stop();
         }));

@@ -123,6 +123,8 @@ pub struct EngineMetrics {
     pub ownership_lost: AtomicU64,
     /// Start of an item to its checkpoint committed.
     pub item_latency: Histogram,
+    /// Notified each time an execution of this node ends.
+    pub ended: tokio::sync::Notify,
 }
 
 impl EngineMetrics {

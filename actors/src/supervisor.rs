@@ -106,8 +106,12 @@ pub struct SupervisorConfig {
 pub struct NodeSupervisor {
     cfg: SupervisorConfig,
     running: HashMap<String, Addr<ExecutionActor>>,
-    definitions: HashMap<(String, i64), Arc<Definition>>,
+    definitions: DefinitionCache,
 }
+
+/// Parsed definitions by (id, version). A version never changes, so an
+/// entry never goes stale; the cache only saves parsing and a read.
+type DefinitionCache = Arc<std::sync::Mutex<HashMap<(String, i64), Arc<Definition>>>>;
 
 impl NodeSupervisor {
     /// Creates a supervisor; it registers the node and recovers when started.
@@ -115,7 +119,7 @@ impl NodeSupervisor {
         NodeSupervisor {
             cfg,
             running: HashMap::new(),
-            definitions: HashMap::new(),
+            definitions: DefinitionCache::default(),
         }
     }
 
@@ -155,11 +159,12 @@ impl NodeSupervisor {
     }
 
     fn cache(&mut self, def: &Arc<Definition>, version: i64) {
-        if self.definitions.len() > 1024 {
-            self.definitions.clear();
+        if let Ok(mut cache) = self.definitions.lock() {
+            if cache.len() > 1024 {
+                cache.clear();
+            }
+            cache.insert((def.id.clone(), version), def.clone());
         }
-        self.definitions
-            .insert((def.id.clone(), version), def.clone());
     }
 
     /// Registers the node, claims its unfinished executions and resumes them.

@@ -4,8 +4,8 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -159,14 +159,26 @@ impl Store {
                         now.clone(),
                     ])
                     .to_owned();
-                match txn.execute(&insert).await {
-                    Ok(_) => {}
+                // RETURNING saves a read where the database has it.
+                let returned = if backend == sea_orm::DbBackend::MySql {
+                    txn.execute(&insert).await.map(|_| None)
+                } else {
+                    let mut insert = insert;
+                    insert.returning_all();
+                    txn.query_one(&insert).await
+                };
+                let returned = match returned {
+                    Ok(r) => r,
                     Err(e) if is_unique_violation(&e) => {
                         txn.rollback().await?;
-                        return Ok(false);
+                        return Ok((false, None));
                     }
                     Err(e) => return Err(e.into()),
-                }
+                };
+                let row = match returned {
+                    Some(r) => Some(execution::Model::from_query_result(&r, "")?),
+                    None => None,
+                };
                 let started = LogEntry {
                     item: new.start_item.clone(),
                     step: 1,
@@ -176,16 +188,20 @@ impl Store {
                 };
                 insert_logs(&txn, backend, &new.id, &new.owner_node, &[started]).await?;
                 txn.commit().await?;
-                Ok(true)
+                Ok((true, row))
             })
             .await?;
-        let row = self
-            .execution(&id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "execution",
-                id: id.clone(),
-            })?;
+        let (created, row) = created;
+        let row = match row {
+            Some(row) => row,
+            None => self
+                .execution(&id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "execution",
+                    id: id.clone(),
+                })?,
+        };
         Ok(if created {
             StartOutcome::Created(row)
         } else {
@@ -338,7 +354,8 @@ pub(super) async fn fenced_update(
     cp: &Checkpoint,
 ) -> Result<u64, sea_orm::DbErr> {
     let now = Store::now_expr(backend);
-    let mut update = execution::Entity::update_many().col_expr(execution::Column::UpdatedAt, now.clone());
+    let mut update =
+        execution::Entity::update_many().col_expr(execution::Column::UpdatedAt, now.clone());
     if let Some(v) = &cp.variables {
         update = update.col_expr(execution::Column::Variables, Expr::value(to_text(v)));
     }

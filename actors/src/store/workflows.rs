@@ -44,6 +44,23 @@ impl Store {
             .await
     }
 
+    /// The current version of a definition, without its body.
+    pub async fn workflow_summary(&self, id: &str) -> Result<Option<WorkflowSummary>, StoreError> {
+        let id = id.to_owned();
+        self.db()
+            .run(move |c| async move {
+                Ok(workflow::Entity::find_by_id(id)
+                    .one(&c)
+                    .await?
+                    .map(|w| WorkflowSummary {
+                        id: w.id,
+                        name: w.name,
+                        version: w.version,
+                    }))
+            })
+            .await
+    }
+
     /// The current version of a definition and its body.
     pub async fn workflow(
         &self,

@@ -150,7 +150,59 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-const RESERVED_NAMES: [&str; 5] = ["ctx", "log", "inputs", "outputs", "variables"];
+/// Names a declared input, output or variable may not take: what scripts
+/// already see (`ctx`, `log`) and JavaScript's own globals, which are
+/// read-only in Baton's script contexts.
+const RESERVED_NAMES: &[&str] = &[
+    "ctx",
+    "log",
+    "inputs",
+    "outputs",
+    "variables",
+    "globalThis",
+    "undefined",
+    "NaN",
+    "Infinity",
+    "eval",
+    "Object",
+    "Function",
+    "Array",
+    "Number",
+    "Boolean",
+    "String",
+    "Symbol",
+    "Date",
+    "RegExp",
+    "Promise",
+    "Map",
+    "Set",
+    "WeakMap",
+    "WeakSet",
+    "JSON",
+    "Math",
+    "Reflect",
+    "Proxy",
+    "BigInt",
+    "Error",
+    "AggregateError",
+    "EvalError",
+    "RangeError",
+    "ReferenceError",
+    "SyntaxError",
+    "TypeError",
+    "URIError",
+    "parseInt",
+    "parseFloat",
+    "isNaN",
+    "isFinite",
+    "decodeURI",
+    "decodeURIComponent",
+    "encodeURI",
+    "encodeURIComponent",
+    "escape",
+    "unescape",
+    "__baton_reset",
+];
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
@@ -720,46 +772,78 @@ mod tests {
 
     #[test]
     fn a_sound_definition_parses_and_lists_its_scripts() {
-        let p = parse(r#"{"id":"w","inputs":{"n":"number"},"start":"a","items":{
+        let p = parse(
+            r#"{"id":"w","inputs":{"n":"number"},"start":"a","items":{
             "a":{"type":"task","script":"x = n;","next":"b"},
             "b":{"type":"decision","condition":"n > 1","then":"c","else":"c"},
             "c":{"type":"action","action":"log","inputs":{"message":"'hi'"},"next":"d"},
-            "d":{"type":"end"}}}"#);
+            "d":{"type":"end"}}}"#,
+        );
         assert!(p.problems.is_empty(), "{:?}", p.problems);
         let d = p.definition.unwrap();
         assert_eq!(d.name, "w");
         let scripts: Vec<&str> = p.scripts.iter().map(|s| s.path.as_str()).collect();
-        assert_eq!(scripts, ["items.a.script", "items.b.condition", "items.c.inputs.message"]);
+        assert_eq!(
+            scripts,
+            [
+                "items.a.script",
+                "items.b.condition",
+                "items.c.inputs.message"
+            ]
+        );
     }
 
     #[test]
     fn every_problem_is_reported_with_its_path() {
-        let p = parse(r#"{"id":"w","start":"nowhere","extra":1,"items":{
+        let p = parse(
+            r#"{"id":"w","start":"nowhere","extra":1,"items":{
             "a":{"type":"task","next":"b"},
             "b":{"type":"decision","condition":"1","then":"a"},
             "c":{"type":"end","on_error":"a"},
-            "d":{"type":"task","script":"x = 1;","next":"zz"}}}"#);
+            "d":{"type":"task","script":"x = 1;","next":"zz"}}}"#,
+        );
         let got = paths(&p);
-        assert_eq!(got.iter().filter(|p| *p == "items.c.on_error").count(), 1, "{got:?}");
-        for want in ["start", "extra", "items.a.script", "items.d.next", "items.b.else", "items.c.on_error"] {
-            assert!(got.contains(&want.to_owned()), "{want} missing from {got:?}");
+        assert_eq!(
+            got.iter().filter(|p| *p == "items.c.on_error").count(),
+            1,
+            "{got:?}"
+        );
+        for want in [
+            "start",
+            "extra",
+            "items.a.script",
+            "items.d.next",
+            "items.b.else",
+            "items.c.on_error",
+        ] {
+            assert!(
+                got.contains(&want.to_owned()),
+                "{want} missing from {got:?}"
+            );
         }
         assert!(p.definition.is_none());
     }
 
     #[test]
     fn duplicate_keys_unreachable_items_and_reserved_names() {
-        let p = parse(r#"{"id":"w","variables":{"ctx":1,"n":2},"inputs":{"n":"number"},"start":"a","items":{
-            "a":{"type":"end"},"a":{"type":"end"},"lost":{"type":"end"}}}"#);
+        let p = parse(
+            r#"{"id":"w","variables":{"ctx":1,"n":2},"inputs":{"n":"number"},"start":"a","items":{
+            "a":{"type":"end"},"a":{"type":"end"},"lost":{"type":"end"}}}"#,
+        );
         let got = paths(&p);
         for want in ["variables.ctx", "variables.n", "items.a", "items.lost"] {
-            assert!(got.contains(&want.to_owned()), "{want} missing from {got:?}");
+            assert!(
+                got.contains(&want.to_owned()),
+                "{want} missing from {got:?}"
+            );
         }
     }
 
     #[test]
     fn start_inputs_are_checked_against_declared_types() {
-        let p = parse(r#"{"id":"w","inputs":{"n":"number","tags":"array"},"start":"e","items":{"e":{"type":"end"}}}"#);
+        let p = parse(
+            r#"{"id":"w","inputs":{"n":"number","tags":"array"},"start":"e","items":{"e":{"type":"end"}}}"#,
+        );
         let d = p.definition.unwrap();
         assert!(check_inputs(&d, &serde_json::json!({"n": 1, "tags": []})).is_empty());
         let problems = check_inputs(&d, &serde_json::json!({"n": "1", "x": 0}));

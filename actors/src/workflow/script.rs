@@ -2,10 +2,16 @@
 //! `SyncArbiter` of script threads, one QuickJS runtime per thread.
 //!
 //! Script evaluation is blocking CPU work and must never run on an actix
-//! arbiter or an HTTP worker. Each evaluation gets a fresh context (no state
-//! leaks between executions), a deadline enforced by QuickJS's interrupt
-//! handler, and the runtime's memory limit, so `while(true){}` and memory
-//! bombs fail their item with a clear error while the node keeps running.
+//! arbiter or an HTTP worker. Each evaluation gets a deadline enforced by
+//! QuickJS's interrupt handler and the runtime's memory limit, so
+//! `while(true){}` and memory bombs fail their item with a clear error
+//! while the node keeps running.
+//!
+//! Creating a QuickJS context costs 60 to 200 us here, more than a short
+//! script, so each thread keeps one *locked-down* context (built-ins
+//! deep-frozen, see `LOCKDOWN_JS`) and resets its globals after every
+//! evaluation. No evaluation can leave state for the next one: a context
+//! whose globals cannot be reset, or that was interrupted, is discarded.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -113,10 +119,124 @@ pub struct ScriptLimits {
 
 /// One script thread: a QuickJS runtime and its limits.
 pub struct ScriptWorker {
+    // Dropped before `rt`: a context must not outlive its runtime.
+    warm: Option<Context>,
     rt: Runtime,
     limits: ScriptLimits,
     deadline: Rc<Cell<Option<Instant>>>,
     interrupted: Rc<Cell<bool>>,
+    evaluations: u64,
+}
+
+/// The name of the hidden global that resets a context between
+/// evaluations.
+const RESET_FN: &str = "__baton_reset";
+
+/// Makes a context safe to share between evaluations of different
+/// executions: every built-in object reachable from the global object is
+/// deep-frozen and every built-in global made read-only, so no evaluation
+/// can leave state behind in them; and `__baton_reset()` deletes whatever
+/// globals an evaluation added, answering `false` if one cannot be deleted
+/// (the context is then thrown away). Common prototype properties
+/// (`constructor`, `toString`, `name`, `message`, ...) become accessors
+/// that let an instance define its own, as unfrozen JavaScript allows.
+const LOCKDOWN_JS: &str = r#"(function () {
+  'use strict';
+  const g = globalThis;
+  const overridable = ['constructor', 'toString', 'toLocaleString', 'valueOf', 'name', 'message',
+                       'hasOwnProperty', 'isPrototypeOf', 'propertyIsEnumerable'];
+  const seen = new Set([g]);
+  const stack = [];
+  const push = (v) => {
+    if ((typeof v === 'object' || typeof v === 'function') && v !== null && !seen.has(v)) {
+      seen.add(v);
+      stack.push(v);
+    }
+  };
+  const pushDescriptor = (d) => { if ('value' in d) push(d.value); else { push(d.get); push(d.set); } };
+  for (const k of Reflect.ownKeys(g)) pushDescriptor(Reflect.getOwnPropertyDescriptor(g, k));
+  push(Object.getPrototypeOf(function* () {}));
+  push(Object.getPrototypeOf(async function () {}));
+  push(Object.getPrototypeOf([][Symbol.iterator]()));
+  push(Object.getPrototypeOf(''[Symbol.iterator]()));
+  push(Object.getPrototypeOf(new Map()[Symbol.iterator]()));
+  push(Object.getPrototypeOf(new Set()[Symbol.iterator]()));
+  push(Object.getPrototypeOf(/x/[Symbol.matchAll]('')));
+  const protos = [];
+  while (stack.length) {
+    const o = stack.pop();
+    push(Object.getPrototypeOf(o));
+    for (const k of Reflect.ownKeys(o)) {
+      const d = Reflect.getOwnPropertyDescriptor(o, k);
+      if (k === 'prototype' && 'value' in d && d.value !== null && typeof d.value === 'object') protos.push(d.value);
+      pushDescriptor(d);
+    }
+  }
+  protos.push(Object.prototype, Function.prototype);
+  const made = [];
+  for (const p of protos) {
+    for (const k of overridable) {
+      const d = Reflect.getOwnPropertyDescriptor(p, k);
+      if (!d || !('value' in d) || !d.configurable) continue;
+      const value = d.value;
+      const get = function () { return value; };
+      const set = function (v) {
+        if (this === p) throw new TypeError('built-in objects are read-only');
+        Object.defineProperty(this, k, { value: v, writable: true, enumerable: true, configurable: true });
+      };
+      made.push(get, set);
+      Object.defineProperty(p, k, { get, set, enumerable: d.enumerable, configurable: false });
+    }
+  }
+  for (const o of seen) if (o !== g) Object.freeze(o);
+  for (const f of made) Object.freeze(f);
+  for (const k of Reflect.ownKeys(g)) {
+    const d = Reflect.getOwnPropertyDescriptor(g, k);
+    if ('value' in d) Object.defineProperty(g, k, { writable: false, configurable: false });
+  }
+  const base = new Set(Reflect.ownKeys(g));
+  base.add('__baton_reset');
+  const reset = function () {
+    let clean = true;
+    for (const k of Reflect.ownKeys(g)) {
+      if (!base.has(k) && !Reflect.deleteProperty(g, k)) clean = false;
+    }
+    return clean;
+  };
+  Object.freeze(reset);
+  Object.defineProperty(g, '__baton_reset', { value: reset, writable: false, configurable: false, enumerable: false });
+})();"#;
+
+fn locked_down_context(rt: &Runtime) -> Result<Context, ScriptError> {
+    let context = new_context(rt).map_err(|e| ScriptError::Engine(e.to_string()))?;
+    context.with(|ctx| {
+        ctx.eval::<(), _>(LOCKDOWN_JS).map_err(|e| match e {
+            rquickjs::Error::Exception => {
+                ScriptError::Engine(format!("lockdown failed: {}", exception_text(&ctx)))
+            }
+            other => ScriptError::Engine(format!("lockdown failed: {other}")),
+        })
+    })?;
+    Ok(context)
+}
+
+/// A fresh context with what scripts use (base objects, eval, JSON, Date,
+/// RegExp, Map/Set, Promise), without the rest of
+/// `Context::full` (typed arrays, Proxy, BigInt, WeakRef), whose
+/// set-up would otherwise dominate the cost of a short script.
+fn new_context(rt: &Runtime) -> rquickjs::Result<Context> {
+    use rquickjs::context::intrinsic;
+    Context::builder()
+        .with::<intrinsic::Eval>()
+        .with::<intrinsic::Json>()
+        .with::<intrinsic::Date>()
+        .with::<intrinsic::RegExpCompiler>()
+        .with::<intrinsic::RegExp>()
+        .with::<intrinsic::MapSet>()
+        // Without Promise, merely calling an `async` function leaks objects
+        // and QuickJS aborts the process when the runtime is freed.
+        .with::<intrinsic::Promise>()
+        .build(rt)
 }
 
 impl ScriptWorker {
@@ -139,6 +259,8 @@ impl ScriptWorker {
             limits,
             deadline,
             interrupted,
+            evaluations: 0,
+            warm: None,
         })
     }
 
@@ -167,7 +289,10 @@ impl ScriptWorker {
     }
 
     fn evaluate(&mut self, msg: Evaluate) -> Result<Evaluated, ScriptError> {
-        let context = Context::full(&self.rt).map_err(|e| ScriptError::Engine(e.to_string()))?;
+        let context = match self.warm.take() {
+            Some(c) => c,
+            None => locked_down_context(&self.rt)?,
+        };
         let logs: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
         self.arm();
         let result = context.with(|ctx| -> Result<Evaluated, ScriptError> {
@@ -200,7 +325,10 @@ impl ScriptWorker {
             let mut out = Evaluated::default();
             match &msg.code {
                 Code::Statements(src) => {
-                    ctx.eval::<(), _>(src.as_bytes())
+                    // A block: top-level `let`, `const`, `class` and
+                    // functions stay local to the evaluation. (Validation
+                    // compiled `src` alone, so it cannot close the block.)
+                    ctx.eval::<(), _>(format!("{{\n{src}\n}}"))
                         .map_err(|e| self.classify(&ctx, e))?;
                 }
                 Code::Expressions(exprs) => {
@@ -215,27 +343,78 @@ impl ScriptWorker {
                     }
                 }
             }
-            for name in &msg.read_back {
-                let v: rquickjs::Value<'_> = globals
-                    .get(name.as_str())
-                    .map_err(|e| self.classify(&ctx, e))?;
-                out.values.insert(
-                    name.clone(),
-                    to_json(&ctx, v).map_err(|e| self.classify(&ctx, e))?,
-                );
+            Ok(out)
+        });
+        // Settle promise reactions (microtasks) the code queued, under the
+        // same deadline, so that none is left in the runtime; then read
+        // back the globals they may have set.
+        let result = result.and_then(|out| {
+            let mut jobs = 0u32;
+            while self.rt.is_job_pending() {
+                jobs += 1;
+                let failed = self.rt.execute_pending_job().is_err();
+                if self.interrupted.get() {
+                    return Err(ScriptError::Timeout(self.limits.timeout_ms));
+                }
+                if failed || jobs > 100_000 {
+                    // Drop the context: its queue is not known to be empty.
+                    return Err(ScriptError::Engine(
+                        "promise reactions did not settle".into(),
+                    ));
+                }
             }
             Ok(out)
         });
+        let result = result.and_then(|mut out| {
+            context.with(|ctx| {
+                let globals = ctx.globals();
+                for name in &msg.read_back {
+                    let v: rquickjs::Value<'_> = globals
+                        .get(name.as_str())
+                        .map_err(|e| self.classify(&ctx, e))?;
+                    out.values.insert(
+                        name.clone(),
+                        to_json(&ctx, v).map_err(|e| self.classify(&ctx, e))?,
+                    );
+                }
+                Ok(out)
+            })
+        });
+        // Keep the context for the next evaluation only if it is back to
+        // its pristine state: the run ended normally or by a thrown
+        // exception, and every global it added could be deleted. A
+        // timeout, out-of-memory or an undeletable global (`var` at the top
+        // level) costs a fresh context instead.
+        let reusable = matches!(
+            result,
+            Ok(_) | Err(ScriptError::Exception(_) | ScriptError::Syntax(_))
+        ) && !self.interrupted.get()
+            && context.with(|ctx| {
+                ctx.globals()
+                    .get::<_, Function<'_>>(RESET_FN)
+                    .and_then(|f| f.call::<_, bool>(()))
+                    .unwrap_or(false)
+            });
         self.deadline.set(None);
-        drop(context);
-        self.rt.run_gc();
+        self.evaluations += 1;
+        if reusable {
+            self.warm = Some(context);
+        } else {
+            drop(context);
+            self.rt.run_gc();
+        }
+        // Reference counting frees almost everything at once; a full
+        // collection (cycles) every 64 evaluations keeps the heap flat.
+        if self.evaluations.is_multiple_of(64) {
+            self.rt.run_gc();
+        }
         let mut out = result?;
         out.logs = std::mem::take(&mut *logs.borrow_mut());
         Ok(out)
     }
 
     fn compile(&mut self, scripts: Vec<ScriptRef>) -> Vec<(String, String)> {
-        let Ok(context) = Context::full(&self.rt) else {
+        let Ok(context) = new_context(&self.rt) else {
             return vec![(String::new(), "script engine unavailable".into())];
         };
         self.arm();
@@ -353,5 +532,140 @@ impl ScriptPool {
             Ok(p) => p,
             Err(e) => vec![(String::new(), format!("script engine unavailable: {e}"))],
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_support {
+    use super::*;
+    pub(super) fn worker() -> ScriptWorker {
+        ScriptWorker::new(ScriptLimits {
+            timeout_ms: 2000,
+            memory_limit_mb: 32,
+        })
+        .unwrap()
+    }
+    pub(super) fn run(
+        w: &mut ScriptWorker,
+        src: &str,
+        globals: Vec<(&str, Value)>,
+    ) -> Result<Evaluated, ScriptError> {
+        let read_back = globals.iter().map(|(k, _)| k.to_string()).collect();
+        w.evaluate(Evaluate {
+            globals: globals
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            code: Code::Statements(src.to_owned()),
+            read_back,
+            context: ScriptContext::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    use super::tests_support::{run, worker};
+
+    #[test]
+    fn assignments_to_declared_globals_come_back() {
+        let mut w = worker();
+        let out = run(
+            &mut w,
+            "x = x + 1; let t = 5; y = [x, t];",
+            vec![("x", json!(1)), ("y", json!(null))],
+        )
+        .unwrap();
+        assert_eq!(out.values["x"], json!(2));
+        assert_eq!(out.values["y"], json!([2, 5]));
+    }
+
+    #[test]
+    fn no_evaluation_leaves_state_for_the_next() {
+        let mut w = worker();
+        // Built-ins cannot be changed.
+        let e = run(
+            &mut w,
+            "Array.prototype.push = function () { return 0; };",
+            vec![],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("TypeError"), "{e}");
+        let e = run(&mut w, "Math.max.leak = 1;", vec![]).unwrap_err();
+        assert!(e.to_string().contains("TypeError"), "{e}");
+        let e = run(&mut w, "JSON = null;", vec![]).unwrap_err();
+        assert!(e.to_string().contains("TypeError"), "{e}");
+        // Globals added by one evaluation are gone in the next, whether
+        // deletable (reset) or not (`var`: the context is replaced).
+        run(
+            &mut w,
+            "globalThis.leak = 1; let local = 2; var hoisted = 3; function f() {}",
+            vec![],
+        )
+        .unwrap();
+        let out = run(
+            &mut w,
+            "seen = [typeof leak, typeof local, typeof hoisted, typeof f, [1].push(2)];",
+            vec![("seen", json!(null))],
+        )
+        .unwrap();
+        assert_eq!(
+            out.values["seen"],
+            json!(["undefined", "undefined", "undefined", "undefined", 2])
+        );
+        // Declaring the same `let` again is not a redeclaration.
+        run(&mut w, "let local = 9;", vec![]).unwrap();
+    }
+
+    #[test]
+    fn instances_may_still_override_prototype_properties() {
+        let mut w = worker();
+        let out = run(
+            &mut w,
+            "const e = new Error('m'); e.name = 'Custom'; e.message = 'changed'; const o = {}; o.toString = () => 'o'; r = [e.name, e.message, String(o), String(new Error('z'))];",
+            vec![("r", json!(null))],
+        )
+        .unwrap();
+        assert_eq!(
+            out.values["r"],
+            json!(["Custom", "changed", "o", "Error: z"])
+        );
+    }
+
+    #[test]
+    fn promise_reactions_run_before_read_back_and_leave_nothing_queued() {
+        let mut w = worker();
+        let out = run(
+            &mut w,
+            "const f = async function () { return 2; }; f().then(v => { x = v; }); Promise.resolve(3).then(v => { y = v; });",
+            vec![("x", json!(0)), ("y", json!(0))],
+        )
+        .unwrap();
+        assert_eq!(
+            (out.values["x"].clone(), out.values["y"].clone()),
+            (json!(2), json!(3))
+        );
+        assert!(!w.rt.is_job_pending());
+        drop(w); // QuickJS aborts here if anything leaked.
+    }
+
+    #[test]
+    fn a_timed_out_context_is_replaced_and_the_next_evaluation_runs() {
+        let mut w = ScriptWorker::new(ScriptLimits {
+            timeout_ms: 100,
+            memory_limit_mb: 32,
+        })
+        .unwrap();
+        assert_eq!(
+            run(&mut w, "while (true) {}", vec![]).unwrap_err(),
+            ScriptError::Timeout(100)
+        );
+        let out = run(&mut w, "x = 1;", vec![("x", json!(0))]).unwrap();
+        assert_eq!(out.values["x"], json!(1));
     }
 }
