@@ -173,9 +173,9 @@ pub fn cluster_table(v: &Value) -> String {
             text("id"),
             text("role"),
             text("state"),
-            n["epoch"],
-            n["heartbeat_age_ms"],
-            n["executions"],
+            text("epoch"),
+            text("heartbeat_age_ms"),
+            text("executions"),
             text("address")
         ));
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_web::{middleware, web, App, HttpServer};
+use baton_actors::failover::ClusterTiming;
 use baton_actors::messages::NodeState;
 use baton_actors::metrics::EngineMetrics;
 use baton_actors::supervisor::{Shutdown, StatusCell};
@@ -43,9 +44,40 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// A feature this build does not have.
+    /// The cluster's nodes have other `[cluster]` or `[scripts]` settings.
     #[error("{0}")]
-    Unsupported(String),
+    Refused(String),
+}
+
+/// Refuses to start a node whose cluster-wide settings differ from a live
+/// node's, naming the first key that differs.
+async fn refuse_different_settings(
+    store: &Store,
+    config: &Config,
+    t: &ClusterTiming,
+) -> Result<(), StartError> {
+    let (nodes, now) = store.nodes().await.map_err(|source| StartError::Database {
+        url: redact(&config.database.url),
+        source,
+    })?;
+    let ours = config.fingerprint();
+    let timeout = t.timeout.as_millis() as i64;
+    for n in nodes {
+        let live = !baton_actors::store::node_state::GONE.contains(&n.state.as_str())
+            && now - n.last_heartbeat <= timeout;
+        if !live || Some(&n.id) == config.node.id.as_ref() {
+            continue;
+        }
+        if let Some((key, here, there)) =
+            baton_actors::store::fingerprint_difference(&ours, &n.fingerprint)
+        {
+            return Err(StartError::Refused(format!(
+                "refusing to join the cluster: `{key}` is {here} on this node but {there} on node {} (all nodes need the same [cluster] and [scripts] settings)",
+                n.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Entry point of the embedding API.
@@ -95,11 +127,6 @@ impl NodeBuilder {
     /// listens; `/api/healthstatus` turns 200 when recovery is done.
     pub async fn start(self) -> Result<NodeHandle, StartError> {
         let config = self.config;
-        if config.cluster.enabled {
-            return Err(StartError::Unsupported(
-                "cluster.enabled = true: cluster mode (heartbeats, failover) is not in this build yet; run standalone".into(),
-            ));
-        }
         let listen = config.listen_addr()?;
         let url_shown = redact(&config.database.url);
         let db_err = |source| StartError::Database {
@@ -110,6 +137,14 @@ impl NodeBuilder {
             .await
             .map_err(db_err)?;
         store.migrate().await.map_err(db_err)?;
+        let cluster = config.cluster.enabled.then(|| ClusterTiming {
+            interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
+            timeout: Duration::from_millis(config.cluster.failover_timeout_ms()),
+            active_nodes: config.cluster.active_nodes,
+        });
+        if let Some(t) = &cluster {
+            refuse_different_settings(&store, &config, t).await?;
+        }
 
         let scripts = ScriptPool::start(
             config.scripts.threads,
@@ -138,6 +173,7 @@ impl NodeBuilder {
             fingerprint: config.fingerprint(),
             status: status.clone(),
             metrics: metrics.clone(),
+            cluster,
         })
         .start();
 
@@ -155,6 +191,7 @@ impl NodeBuilder {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(middleware::from_fn(http::standby_gate))
                 .wrap(middleware::from_fn(http::auth_check))
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
@@ -171,7 +208,7 @@ impl NodeBuilder {
         let server_handle = server.handle();
         let server_task = actix_rt::spawn(server);
 
-        // Wait (briefly) for recovery so that callers see a running node.
+        // Wait (briefly) for recovery or for joining the cluster.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while status.get().state == NodeState::Starting && std::time::Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(5)).await;

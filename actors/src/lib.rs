@@ -12,12 +12,16 @@
 //! - [`metrics`]: engine counters and the item latency histogram
 //! - [`supervisor`]: `NodeSupervisor`, the root of a node's actor tree
 //! - [`execution`]: `ExecutionActor`, one per running execution
+//! - [`heartbeat`]: `HeartbeatActor`, this node's heartbeat and self-fencing
+//! - [`failover`]: `FailoverDetectorActor`, takeover of dead peers
 //! - [`error`]: the error types of this crate
 
 pub mod actions;
 pub mod db;
 pub mod error;
 pub mod execution;
+pub mod failover;
+pub mod heartbeat;
 pub mod messages;
 pub mod metrics;
 pub mod store;

@@ -73,3 +73,29 @@ pub struct Stop {
     /// Abort the current item instead of letting it finish.
     pub now: bool,
 }
+
+/// Sent by the `HeartbeatActor` when the node must fence itself.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FenceSelf {
+    /// Why.
+    pub reason: String,
+}
+
+/// Sent by the `HeartbeatActor` with the node's row after each heartbeat,
+/// so the supervisor learns of a promotion made by another node.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct NodeSeen {
+    /// The node's row as the database has it.
+    pub row: crate::store::entities::node::Model,
+}
+
+/// Tells the supervisor that it may own executions it does not run yet
+/// (takeover, adoption, promotion): it re-reads the store and resumes them.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Rescan {
+    /// This node was just promoted to active.
+    pub promoted: bool,
+}

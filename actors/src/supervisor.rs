@@ -13,7 +13,7 @@
 //! truth: a message lost with a failed actor is recovered by re-reading
 //! the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,7 +26,11 @@ use serde_json::Value;
 use crate::actions::ActionRegistry;
 use crate::error::{EngineError, StoreError};
 use crate::execution::{ExecutionActor, ExecutionSetup, SUPPORTED_ITEM_TYPES};
-use crate::messages::{Cancel, ExecutionEnded, NodeState, RunOutcome, Stop};
+use crate::failover::{ClusterTiming, FailoverDetectorActor, ScanPeers};
+use crate::heartbeat::HeartbeatActor;
+use crate::messages::{
+    Cancel, ExecutionEnded, FenceSelf, NodeSeen, NodeState, Rescan, RunOutcome, Stop,
+};
 use crate::metrics::EngineMetrics;
 use crate::store::entities::execution;
 use crate::store::{
@@ -100,6 +104,8 @@ pub struct SupervisorConfig {
     pub status: Arc<StatusCell>,
     /// The node's counters.
     pub metrics: Arc<EngineMetrics>,
+    /// Cluster mode's timing; `None`: standalone.
+    pub cluster: Option<ClusterTiming>,
 }
 
 /// The root actor of a node. See the module documentation.
@@ -107,6 +113,12 @@ pub struct NodeSupervisor {
     cfg: SupervisorConfig,
     running: HashMap<String, Addr<ExecutionActor>>,
     definitions: DefinitionCache,
+    /// Executions being created by `StartExecution`: a rescan must not
+    /// start them as resumed.
+    pending: HashSet<String>,
+    heartbeat: Option<Addr<HeartbeatActor>>,
+    detector: Option<Addr<FailoverDetectorActor>>,
+    beats: u64,
 }
 
 /// Parsed definitions by (id, version). A version never changes, so an
@@ -120,6 +132,10 @@ impl NodeSupervisor {
             cfg,
             running: HashMap::new(),
             definitions: DefinitionCache::default(),
+            pending: HashSet::new(),
+            heartbeat: None,
+            detector: None,
+            beats: 0,
         }
     }
 
@@ -268,7 +284,317 @@ impl Actor for NodeSupervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
-        self.recover(ctx);
+        match self.cfg.cluster {
+            None => self.recover(ctx),
+            Some(timing) => {
+                self.cfg.status.update(|s| s.role = "standby");
+                let status = self.cfg.status.clone();
+                let fence_after = timing.timeout.saturating_sub(timing.interval);
+                self.heartbeat = Some(
+                    HeartbeatActor::new(
+                        self.cfg.store.clone(),
+                        self.cfg.node_id.clone(),
+                        timing.interval,
+                        fence_after,
+                        status.clone(),
+                        ctx.address().recipient(),
+                        ctx.address().recipient(),
+                    )
+                    .start(),
+                );
+                self.detector = Some(
+                    FailoverDetectorActor::new(
+                        self.cfg.store.clone(),
+                        self.cfg.node_id.clone(),
+                        timing,
+                        status,
+                        ctx.address().recipient(),
+                    )
+                    .start(),
+                );
+                self.join(ctx, timing);
+            }
+        }
+    }
+}
+
+impl NodeSupervisor {
+    /// Joins (or rejoins) the cluster as a standby; retries while the
+    /// database is away.
+    fn join(&mut self, ctx: &mut Context<Self>, timing: ClusterTiming) {
+        let store = self.cfg.store.clone();
+        let reg = NodeRegistration {
+            id: self.cfg.node_id.clone(),
+            address: self.cfg.address.clone(),
+            role: "standby".into(),
+            state: NodeState::Standby.as_str().into(),
+            fingerprint: self.cfg.fingerprint.clone(),
+        };
+        let timeout_ms = timing.timeout.as_millis() as i64;
+        let fut = async move { store.join_cluster(reg, timeout_ms).await };
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(epoch) => {
+                tracing::info!(node = %act.cfg.node_id, epoch, "joined the cluster as standby");
+                act.cfg.status.update(|s| {
+                    s.state = NodeState::Standby;
+                    s.role = "standby";
+                    s.epoch = epoch;
+                });
+                if let Some(d) = &act.detector {
+                    d.do_send(ScanPeers);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %act.cfg.node_id, error = %e, "cannot join the cluster yet; retrying");
+                ctx.run_later(timing.interval, move |act, ctx| {
+                    if matches!(act.state(), NodeState::Starting | NodeState::Fenced) {
+                        act.join(ctx, timing);
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Becomes an active node: runs the executions it owns.
+    fn become_active(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(node = %self.cfg.node_id, "promoted to active");
+        self.cfg.status.update(|s| {
+            s.state = NodeState::Running;
+            s.role = "active";
+        });
+        self.rescan(ctx);
+    }
+
+    /// Starts an actor for every running execution this node owns that
+    /// has none: adopted, taken over, or left by a stopped actor.
+    fn rescan(&mut self, ctx: &mut Context<Self>) {
+        if self.state() != NodeState::Running {
+            return;
+        }
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cache = self.definitions.clone();
+        let known: HashSet<String> = self
+            .running
+            .keys()
+            .chain(self.pending.iter())
+            .cloned()
+            .collect();
+        let fut = async move {
+            let rows = store.owned_running(&node).await?;
+            let mut out = Vec::new();
+            for row in rows.into_iter().filter(|r| !known.contains(&r.id)) {
+                let key = (row.workflow_id.clone(), row.workflow_version);
+                let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
+                let def = match cached {
+                    Some(d) => d,
+                    None => load_definition(&store, &row.workflow_id, row.workflow_version).await?,
+                };
+                out.push((def, row));
+            }
+            Ok::<_, EngineError>(out)
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(rows) => {
+                if act.state() != NodeState::Running {
+                    return;
+                }
+                if !rows.is_empty() {
+                    tracing::info!(node = %act.cfg.node_id, count = rows.len(), "resuming executions this node now owns");
+                }
+                for (def, row) in rows {
+                    if act.pending.contains(&row.id) {
+                        continue;
+                    }
+                    act.cache(&def, row.workflow_version);
+                    act.spawn_execution(ctx, def, row, true);
+                }
+            }
+            Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "rescan failed"),
+        }));
+    }
+
+    /// Stops every execution at once; no further write is attempted.
+    fn stop_all_now(&mut self) {
+        for addr in self.running.values() {
+            addr.do_send(Stop { now: true });
+        }
+    }
+}
+
+impl Handler<NodeSeen> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeSeen, ctx: &mut Context<Self>) {
+        let state = self.state();
+        let row = msg.row;
+        if state == NodeState::Standby
+            && row.role == "active"
+            && row.state == crate::store::node_state::RUNNING
+        {
+            self.become_active(ctx);
+            return;
+        }
+        if state == NodeState::Running && row.role != "active" {
+            ctx.notify(FenceSelf {
+                reason: format!("node {} is no longer active in the store", row.id),
+            });
+            return;
+        }
+        self.beats += 1;
+        if state == NodeState::Running && self.beats.is_multiple_of(5) {
+            // Executions moved here by another node's takeover.
+            self.rescan(ctx);
+        }
+    }
+}
+
+impl Handler<Rescan> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rescan, ctx: &mut Context<Self>) {
+        if msg.promoted && self.state() == NodeState::Standby {
+            self.become_active(ctx);
+        } else {
+            self.rescan(ctx);
+        }
+    }
+}
+
+impl Handler<FenceSelf> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FenceSelf, ctx: &mut Context<Self>) {
+        let state = self.state();
+        let Some(timing) = self.cfg.cluster else {
+            return;
+        };
+        if matches!(
+            state,
+            NodeState::Fenced | NodeState::Stopping | NodeState::Starting
+        ) {
+            return;
+        }
+        tracing::error!(node = %self.cfg.node_id, reason = %msg.reason, "fencing this node: stopping every execution");
+        let epoch = self.cfg.status.get().epoch;
+        self.cfg.status.update(|s| {
+            s.state = NodeState::Fenced;
+            s.role = "standby";
+        });
+        self.stop_all_now();
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let reason = msg.reason.clone();
+        ctx.spawn(
+            async move {
+                let _ = store.mark_fenced(&node, epoch).await;
+                let _ = store
+                    .record_event(
+                        "fence",
+                        &node,
+                        &format!("node {node} fenced itself: {reason}"),
+                    )
+                    .await;
+            }
+            .into_actor(self),
+        );
+        ctx.run_later(timing.interval, move |act, ctx| act.try_rejoin(ctx, timing));
+    }
+}
+
+impl NodeSupervisor {
+    fn try_rejoin(&mut self, ctx: &mut Context<Self>, timing: ClusterTiming) {
+        if self.state() != NodeState::Fenced {
+            return;
+        }
+        if !self.running.is_empty() {
+            // Wait until every stopped execution actor has ended.
+            ctx.run_later(timing.interval, move |act, ctx| act.try_rejoin(ctx, timing));
+            return;
+        }
+        self.join(ctx, timing);
+    }
+}
+
+/// Makes a fenced node rejoin the cluster now (as a standby).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct Rejoin;
+
+impl Handler<Rejoin> for NodeSupervisor {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, _: Rejoin, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(timing) = self.cfg.cluster else {
+            return Err(EngineError::Conflict(
+                "this node is standalone; there is no cluster to rejoin".into(),
+            ));
+        };
+        match self.state() {
+            NodeState::Fenced => {
+                self.try_rejoin(ctx, timing);
+                Ok(())
+            }
+            other => Err(EngineError::Conflict(format!(
+                "node {} is {}, not fenced",
+                self.cfg.node_id,
+                other.as_str()
+            ))),
+        }
+    }
+}
+
+/// Fences this node now, as if it had lost the database.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FenceNow {
+    /// Why.
+    pub reason: String,
+}
+
+impl Handler<FenceNow> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FenceNow, ctx: &mut Context<Self>) {
+        self.handle(FenceSelf { reason: msg.reason }, ctx);
+    }
+}
+
+/// Asks for the node's state.
+#[derive(Debug, Message)]
+#[rtype(result = "NodeStatus")]
+pub struct QueryState;
+
+impl Handler<QueryState> for NodeSupervisor {
+    type Result = actix::MessageResult<QueryState>;
+
+    fn handle(&mut self, _: QueryState, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.cfg.status.get())
+    }
+}
+
+/// Asks for the addresses of the heartbeat and failover detector actors.
+#[derive(Debug, Message)]
+#[rtype(result = "Children")]
+pub struct GetChildren;
+
+/// The supervisor's long-lived children (cluster mode).
+#[derive(Clone, Debug, Default)]
+pub struct Children {
+    /// The heartbeat actor.
+    pub heartbeat: Option<Addr<HeartbeatActor>>,
+    /// The failover detector.
+    pub detector: Option<Addr<FailoverDetectorActor>>,
+}
+
+impl Handler<GetChildren> for NodeSupervisor {
+    type Result = actix::MessageResult<GetChildren>;
+
+    fn handle(&mut self, _: GetChildren, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(Children {
+            heartbeat: self.heartbeat.clone(),
+            detector: self.detector.clone(),
+        })
     }
 }
 
@@ -288,9 +614,16 @@ impl Handler<StartExecution> for NodeSupervisor {
     type Result = ResponseActFuture<Self, Result<(execution::Model, bool), EngineError>>;
 
     fn handle(&mut self, msg: StartExecution, _: &mut Context<Self>) -> Self::Result {
+        let id = msg
+            .execution_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fresh = self.pending.insert(id.clone());
         let state = self.state();
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
+        let cache = self.definitions.clone();
+        let pending_id = id.clone();
         let fut = async move {
             if state != NodeState::Running {
                 return Err(EngineError::NotAccepting(format!(
@@ -298,18 +631,22 @@ impl Handler<StartExecution> for NodeSupervisor {
                     state.as_str()
                 )));
             }
-            let (summary, body) = store
-                .workflow(&msg.workflow_id)
+            let summary = store
+                .workflow_summary(&msg.workflow_id)
                 .await?
                 .ok_or_else(|| EngineError::WorkflowNotFound(msg.workflow_id.clone()))?;
-            let def = Arc::new(parse_stored(&summary.id, &body)?);
+            let cached = cache
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&(summary.id.clone(), summary.version)).cloned());
+            let def = match cached {
+                Some(def) => def,
+                None => load_definition(&store, &summary.id, summary.version).await?,
+            };
             let problems: Vec<Problem> = check_inputs(&def, &msg.inputs);
             if !problems.is_empty() {
                 return Err(EngineError::InvalidInputs(problems));
             }
-            let id = msg
-                .execution_id
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let outcome = store
                 .create_execution(NewExecution {
                     id,
@@ -324,7 +661,10 @@ impl Handler<StartExecution> for NodeSupervisor {
                 .await?;
             Ok((def, summary.version, outcome))
         };
-        Box::pin(fut.into_actor(self).map(|result, act, ctx| {
+        Box::pin(fut.into_actor(self).map(move |result, act, ctx| {
+            if fresh {
+                act.pending.remove(&pending_id);
+            }
             let (def, version, outcome) = result?;
             act.cache(&def, version);
             match outcome {
@@ -380,30 +720,35 @@ impl Handler<CancelExecution> for NodeSupervisor {
                     row.owner_node.as_deref().unwrap_or("(none)")
                 )));
             }
-            // No actor runs it (failed, or between runs): a fenced write
-            // under the epoch just read, refused if ownership moved since.
+            // No actor runs it: a fenced write under the epoch just read,
+            // refused if ownership moved since.
             let fence = Fence {
                 execution: row.id.clone(),
                 node: node.clone(),
                 epoch: row.owner_epoch,
             };
-            store
-                .checkpoint(
-                    &fence,
-                    Checkpoint {
-                        state: Some(state::CANCELED),
-                        ended: true,
-                        logs: vec![LogEntry {
-                            item: row.current_item.clone().unwrap_or_default(),
-                            step: row.step,
-                            attempt: row.attempt,
-                            event: "log",
-                            message: Some("execution canceled".into()),
-                        }],
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            let log = LogEntry {
+                item: row.current_item.clone().unwrap_or_default(),
+                step: row.step,
+                attempt: row.attempt,
+                event: "log",
+                message: Some("execution canceled".into()),
+            };
+            if row.state == state::FAILED {
+                store.cancel_failed(&fence, log).await?;
+            } else {
+                store
+                    .checkpoint(
+                        &fence,
+                        Checkpoint {
+                            state: Some(state::CANCELED),
+                            ended: true,
+                            logs: vec![log],
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+            }
             store
                 .execution(&msg.id)
                 .await?
@@ -473,10 +818,12 @@ impl Handler<Shutdown> for NodeSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let was = self.cfg.status.get();
         self.cfg.status.update(|s| s.state = NodeState::Stopping);
         let actors: Vec<_> = self.running.values().cloned().collect();
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
+        let cluster = self.cfg.cluster;
         let fut = async move {
             let graceful =
                 futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: false })));
@@ -485,10 +832,34 @@ impl Handler<Shutdown> for NodeSupervisor {
                     futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: true })));
                 let _ = tokio::time::timeout(Duration::from_secs(2), now).await;
             }
-            let _ = store.set_node_state(&node, "active", "STOPPED").await;
-            let _ = store
-                .record_event("leave", &node, &format!("node {node} left"))
-                .await;
+            match cluster {
+                // Hand the executions to a live active node (promoting a
+                // standby if this was the active one), so a planned stop
+                // costs no failover timeout.
+                Some(t) if was.state != NodeState::Fenced && was.epoch > 0 => {
+                    match store
+                        .leave_cluster(
+                            &node,
+                            was.epoch,
+                            t.timeout.as_millis() as i64,
+                            t.active_nodes,
+                        )
+                        .await
+                    {
+                        Ok(moved) => tracing::info!(node = %node, moved, "left the cluster"),
+                        Err(e) => {
+                            tracing::warn!(node = %node, error = %e, "could not leave the cluster cleanly")
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let _ = store.set_node_state(&node, "active", "STOPPED").await;
+                    let _ = store
+                        .record_event("leave", &node, &format!("node {node} left"))
+                        .await;
+                }
+            }
         };
         Box::pin(fut.into_actor(self))
     }

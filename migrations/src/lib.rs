@@ -15,6 +15,7 @@
 //! - `m20261125_000003_create_executions`: one row per workflow run, fenced by owner and epoch
 //! - `m20261125_000004_create_item_log`: what happened to each item, attempt by attempt
 //! - `m20261125_000005_create_cluster_events`: joins, leaves, fencings and failovers
+//! - `m20261125_000006_create_cluster_lock`: serializes cluster-membership transactions
 // `#[async_trait]` needs `&SchemaManager` with its lifetime elided.
 #![allow(elided_lifetimes_in_paths)]
 
@@ -25,6 +26,7 @@ mod m20261125_000002_create_workflows;
 mod m20261125_000003_create_executions;
 mod m20261125_000004_create_item_log;
 mod m20261125_000005_create_cluster_events;
+mod m20261125_000006_create_cluster_lock;
 
 /// The ordered list of Baton's migrations.
 #[derive(Debug)]
@@ -39,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_create_executions::Migration),
             Box::new(m20261125_000004_create_item_log::Migration),
             Box::new(m20261125_000005_create_cluster_events::Migration),
+            Box::new(m20261125_000006_create_cluster_lock::Migration),
         ]
     }
 }

@@ -1,6 +1,8 @@
 //! `/api/cluster`: the cluster's settings, its nodes and its events.
 
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use baton_actors::store::{node_state, Takeover};
+use baton_actors::supervisor::{FenceNow, Rejoin};
 use serde::{Deserialize, Serialize};
 
 use super::{iso, parse_query, AppState};
@@ -118,4 +120,96 @@ pub(crate) async fn events(
         })
         .collect();
     Ok(HttpResponse::Ok().json(views))
+}
+
+/// Evicts a node as if it had failed: it is declared dead (its epoch moves
+/// on, so any write it still attempts is refused), its executions move to
+/// live active nodes, and a standby is promoted if needed. The evicted
+/// node fences itself at its next heartbeat.
+#[utoipa::path(post, path = "/api/cluster/nodes/{id}/fence", tag = "cluster",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/cluster/nodes/{id}/fence")]
+pub(crate) async fn fence(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let c = &state.config.cluster;
+    if !c.enabled {
+        return Err(ApiError::Conflict(
+            "this node is standalone: there is no cluster to evict a node from".into(),
+        ));
+    }
+    let row = state
+        .store
+        .node(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
+    if node_state::GONE.contains(&row.state.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "node {id} is already {}",
+            row.state
+        )));
+    }
+    let outcome = state
+        .store
+        .take_over(
+            &state.node_id,
+            &id,
+            row.epoch,
+            c.failover_timeout_ms() as i64,
+            c.active_nodes,
+            true,
+        )
+        .await?;
+    match outcome {
+        Takeover::Won { moved, promoted } => {
+            if *id == state.node_id {
+                state.supervisor.do_send(FenceNow {
+                    reason: "evicted by an operator".into(),
+                });
+            } else {
+                state.supervisor.do_send(baton_actors::messages::Rescan {
+                    promoted: promoted.contains(&state.node_id),
+                });
+            }
+            let moved: Vec<serde_json::Value> = moved
+                .into_iter()
+                .map(|(n, k)| serde_json::json!({"node": n, "executions": k}))
+                .collect();
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "node": *id, "evicted": true, "moved": moved, "promoted": promoted })))
+        }
+        Takeover::Lost => Err(ApiError::Conflict(format!(
+            "node {id} changed while being evicted; look again"
+        ))),
+    }
+}
+
+/// Makes a fenced node rejoin the cluster as a standby now (it also does
+/// by itself once the database is reachable). Send it to the node itself.
+#[utoipa::path(post, path = "/api/cluster/nodes/{id}/restart", tag = "cluster",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 202, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/cluster/nodes/{id}/restart")]
+pub(crate) async fn restart(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if *id != state.node_id {
+        let row = state
+            .store
+            .node(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
+        return Err(ApiError::Conflict(format!(
+            "this is node {}; send the restart to node {id} itself at {}",
+            state.node_id, row.address
+        )));
+    }
+    state
+        .supervisor
+        .send(Rejoin)
+        .await
+        .map_err(baton_actors::EngineError::from)??;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "node": *id, "rejoining": true })))
 }

@@ -10,6 +10,7 @@
 //! - `metrics`: `/metrics`
 //! - `openapi`: `/api/openapi.json`, generated from the handlers
 //! - `auth`: bearer tokens
+//! - `standby`: the standby gate (503 with the active nodes' addresses)
 
 mod auth;
 mod cluster;
@@ -17,6 +18,7 @@ mod executions;
 mod health;
 mod metrics;
 pub(crate) mod openapi;
+mod standby;
 mod workflows;
 
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .service(executions::cancel)
         .service(cluster::status)
         .service(cluster::events)
+        .service(cluster::fence)
+        .service(cluster::restart)
         .service(metrics::metrics)
         .service(openapi::document);
 }
@@ -139,3 +143,4 @@ pub(crate) fn require_running(state: &AppState) -> Result<(), ApiError> {
 }
 
 pub(crate) use auth::check as auth_check;
+pub(crate) use standby::gate as standby_gate;

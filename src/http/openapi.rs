@@ -26,6 +26,8 @@ use super::{cluster, executions, health, metrics, workflows};
         executions::cancel,
         cluster::status,
         cluster::events,
+        cluster::fence,
+        cluster::restart,
         metrics::metrics,
         document,
     ),

@@ -181,12 +181,14 @@ async fn bulk_advance(
     let sql = match backend {
         DbBackend::MySql => format!(
             "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch \
+             AND e.state IN ('running', 'waiting', 'waiting-signal') \
              SET e.variables = v.variables, e.outputs = v.outputs, e.current_item = v.current_item, e.step = v.step, e.attempt = v.attempt, e.updated_at = {now}",
             rows.join(" UNION ALL ")
         ),
         _ => format!(
             "WITH v({cols}) AS (VALUES {}) UPDATE executions SET {set}, updated_at = {now} FROM v \
              WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch \
+             AND executions.state IN ('running', 'waiting', 'waiting-signal') \
              RETURNING executions.id AS id",
             rows.join(", ")
         ),

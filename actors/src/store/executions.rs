@@ -220,6 +220,40 @@ impl Store {
         self.batcher().submit(fence.clone(), cp).await
     }
 
+    /// Cancels a failed execution (which no actor runs), fenced like every
+    /// write: refused if `fence` no longer owns it or it is not `failed`.
+    pub async fn cancel_failed(&self, fence: &Fence, log: LogEntry) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let fence = fence.clone();
+        self.db()
+            .run(move |c| async move {
+                let now = Store::now_expr(backend);
+                let txn = c.begin().await?;
+                let r = execution::Entity::update_many()
+                    .col_expr(execution::Column::State, Expr::value(state::CANCELED))
+                    .col_expr(execution::Column::UpdatedAt, now.clone())
+                    .col_expr(execution::Column::EndedAt, now)
+                    .filter(execution::Column::Id.eq(fence.execution.as_str()))
+                    .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
+                    .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
+                    .filter(execution::Column::State.eq(state::FAILED))
+                    .exec(&txn)
+                    .await?;
+                if r.rows_affected == 0 {
+                    txn.rollback().await?;
+                    return Err(StoreError::OwnershipLost {
+                        execution: fence.execution.clone(),
+                        node: fence.node.clone(),
+                        epoch: fence.epoch,
+                    });
+                }
+                insert_logs(&txn, backend, &fence.execution, &fence.node, &[log]).await?;
+                txn.commit().await?;
+                Ok(())
+            })
+            .await
+    }
+
     /// Takes ownership of unfinished executions for `node`, moving each
     /// one's epoch forward so that any previous owner's writes are refused
     /// from now on. With `from_node`, only that node's executions are taken;
@@ -380,10 +414,13 @@ pub(super) async fn fenced_update(
     if cp.ended {
         update = update.col_expr(execution::Column::EndedAt, now);
     }
+    // A finished execution is never written again by its actor: a stale
+    // actor (or adoption scan) cannot reopen it.
     let result = update
         .filter(execution::Column::Id.eq(fence.execution.as_str()))
         .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
         .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
+        .filter(execution::Column::State.is_in(state::UNFINISHED))
         .exec(txn)
         .await?;
     Ok(result.rows_affected)

@@ -9,17 +9,20 @@
 //!
 //! # Layout
 //! - `batch`: group commit of checkpoints from many executions
+//! - `cluster`: membership: join, heartbeat, promotion, takeover, adoption, leave
 //! - `entities`: the sea-orm models of the tables
 //! - `executions`: executions and the item log, with the fenced writes
 //! - `workflows`: definitions and their versions
 //! - `nodes`: cluster members and cluster events
 
 mod batch;
+pub mod cluster;
 pub mod entities;
 mod executions;
 mod nodes;
 mod workflows;
 
+pub use cluster::{fingerprint_difference, node_state, Takeover};
 pub use executions::{Checkpoint, ExecutionFilter, Fence, LogEntry, NewExecution, StartOutcome};
 pub use nodes::NodeRegistration;
 pub use workflows::WorkflowSummary;

@@ -1,0 +1,611 @@
+//! Cluster membership in the database: joining, heartbeats, promotion,
+//! takeover of a dead node, orphan adoption and leaving.
+//!
+//! The database is the only channel between nodes. Every membership
+//! transaction first updates the single `cluster_lock` row ([`lock_step`]),
+//! so they run one at a time on every backend and each sees the others'
+//! committed results; that is what keeps the number of active nodes at or
+//! below `cluster.active_nodes` (DESIGN.md invariant 6) and lets exactly
+//! one of several racing detectors win a takeover. Liveness is judged in
+//! SQL against the database server's clock (invariant 3).
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, Statement, TransactionTrait,
+};
+
+use super::entities::{cluster_event, execution, node};
+use super::{state, NodeRegistration, Store};
+use crate::error::StoreError;
+
+/// Node states as stored.
+pub mod node_state {
+    /// An active node running workflows.
+    pub const RUNNING: &str = "RUNNING";
+    /// A live standby.
+    pub const STANDBY: &str = "STANDBY";
+    /// A node that fenced itself and has not rejoined.
+    pub const FENCED: &str = "FENCED";
+    /// Declared dead by a takeover.
+    pub const FAILED: &str = "FAILED";
+    /// Left the cluster gracefully.
+    pub const STOPPED: &str = "STOPPED";
+    /// States of nodes that are gone.
+    pub const GONE: [&str; 2] = [FAILED, STOPPED];
+}
+
+/// The result of a takeover attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Takeover {
+    /// This transaction declared the node dead.
+    Won {
+        /// Executions moved, by new owner.
+        moved: Vec<(String, usize)>,
+        /// Nodes promoted to active.
+        promoted: Vec<String>,
+    },
+    /// Someone else did first, or the node is alive after all.
+    Lost,
+}
+
+/// Serializes membership transactions; must be the first statement.
+async fn lock_step(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+    txn.execute_unprepared("UPDATE cluster_lock SET counter = counter + 1 WHERE id = 1")
+        .await?;
+    Ok(())
+}
+
+fn stale_sql(backend: DbBackend, timeout_ms: i64) -> Expr {
+    Expr::cust(format!("{} - {timeout_ms}", Store::now_sql(backend)))
+}
+
+/// Live nodes (not gone, heartbeat within the timeout by the database clock).
+async fn live_nodes(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    timeout_ms: i64,
+) -> Result<Vec<node::Model>, sea_orm::DbErr> {
+    node::Entity::find()
+        .filter(node::Column::State.is_not_in(node_state::GONE))
+        .filter(Expr::col(node::Column::LastHeartbeat).gte(stale_sql(backend, timeout_ms)))
+        .order_by_asc(node::Column::Id)
+        .all(txn)
+        .await
+}
+
+fn is_active(n: &node::Model) -> bool {
+    n.role == "active" && n.state == node_state::RUNNING
+}
+
+/// Promotes live standbys (this node first) while fewer than
+/// `active_nodes` are active. Inside a locked transaction.
+async fn promote(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    me: &str,
+    timeout_ms: i64,
+    active_nodes: u32,
+) -> Result<Vec<String>, sea_orm::DbErr> {
+    let live = live_nodes(txn, backend, timeout_ms).await?;
+    let mut active = live.iter().filter(|n| is_active(n)).count();
+    let mut candidates: Vec<&node::Model> = live
+        .iter()
+        .filter(|n| n.state == node_state::STANDBY)
+        .collect();
+    candidates.sort_by_key(|n| (n.id != me, std::cmp::Reverse(n.last_heartbeat)));
+    let mut promoted = Vec::new();
+    for c in candidates {
+        if active >= active_nodes as usize {
+            break;
+        }
+        node::Entity::update_many()
+            .col_expr(node::Column::Role, Expr::value("active"))
+            .col_expr(node::Column::State, Expr::value(node_state::RUNNING))
+            .filter(node::Column::Id.eq(c.id.as_str()))
+            .filter(node::Column::Epoch.eq(c.epoch))
+            .exec(txn)
+            .await?;
+        active += 1;
+        promoted.push(c.id.clone());
+    }
+    Ok(promoted)
+}
+
+/// Moves `from`'s unfinished executions to the live active nodes,
+/// round-robin, each under a new epoch. Inside a locked transaction.
+async fn move_executions(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    from: &str,
+    timeout_ms: i64,
+) -> Result<Vec<(String, usize)>, sea_orm::DbErr> {
+    let targets: Vec<String> = live_nodes(txn, backend, timeout_ms)
+        .await?
+        .into_iter()
+        .filter(|n| is_active(n) && n.id != from)
+        .map(|n| n.id)
+        .collect();
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = execution::Entity::find()
+        .filter(execution::Column::OwnerNode.eq(from))
+        .filter(execution::Column::State.is_in(state::UNFINISHED))
+        .order_by_asc(execution::Column::CreatedAt)
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut moved = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let mine: Vec<&String> = ids.iter().skip(i).step_by(targets.len()).collect();
+        for chunk in mine.chunks(500) {
+            execution::Entity::update_many()
+                .col_expr(execution::Column::OwnerNode, Expr::value(target.as_str()))
+                .col_expr(
+                    execution::Column::OwnerEpoch,
+                    Expr::col(execution::Column::OwnerEpoch).add(1),
+                )
+                .col_expr(execution::Column::UpdatedAt, Store::now_expr(backend))
+                .filter(execution::Column::Id.is_in(chunk.iter().map(|s| s.as_str())))
+                .filter(execution::Column::OwnerNode.eq(from))
+                .exec(txn)
+                .await?;
+        }
+        if !mine.is_empty() {
+            moved.push((target.clone(), mine.len()));
+        }
+    }
+    Ok(moved)
+}
+
+async fn event(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    kind: &str,
+    node_id: &str,
+    message: &str,
+) -> Result<(), sea_orm::DbErr> {
+    let insert = Query::insert()
+        .into_table(cluster_event::Entity)
+        .columns([
+            cluster_event::Column::Time,
+            cluster_event::Column::Kind,
+            cluster_event::Column::NodeId,
+            cluster_event::Column::Message,
+        ])
+        .values_panic([
+            Store::now_expr(backend),
+            Expr::value(kind),
+            Expr::value(node_id),
+            Expr::value(message),
+        ])
+        .to_owned();
+    txn.execute(&insert).await?;
+    Ok(())
+}
+
+/// The first key at which two settings fingerprints (JSON) differ.
+pub fn fingerprint_difference(ours: &str, theirs: &str) -> Option<(String, String, String)> {
+    fn walk(
+        path: &str,
+        a: &serde_json::Value,
+        b: &serde_json::Value,
+    ) -> Option<(String, String, String)> {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let (va, vb) = (
+                        x.get(k).unwrap_or(&serde_json::Value::Null),
+                        y.get(k).unwrap_or(&serde_json::Value::Null),
+                    );
+                    if let Some(d) = walk(&p, va, vb) {
+                        return Some(d);
+                    }
+                }
+                None
+            }
+            _ if a == b => None,
+            _ => Some((path.to_owned(), a.to_string(), b.to_string())),
+        }
+    }
+    let a: serde_json::Value = serde_json::from_str(ours).unwrap_or_default();
+    let b: serde_json::Value = serde_json::from_str(theirs).unwrap_or_default();
+    walk("", &a, &b)
+}
+
+impl Store {
+    /// Joins (or rejoins) the cluster as a standby and returns the node's
+    /// new epoch. Refused, naming the key, when a live node's cluster-wide
+    /// settings differ. The node's unfinished executions get a new epoch,
+    /// fencing out any earlier incarnation of this node still running
+    /// somewhere; as a standby it owns them only until an active node
+    /// adopts them (or it is promoted and runs them itself).
+    pub async fn join_cluster(
+        &self,
+        reg: NodeRegistration,
+        timeout_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let backend = self.backend();
+        self.db()
+            .run(move |c| async move {
+                let txn = c.begin().await?;
+                lock_step(&txn).await?;
+                for peer in live_nodes(&txn, backend, timeout_ms).await? {
+                    if peer.id == reg.id {
+                        continue;
+                    }
+                    if let Some((key, ours, theirs)) = fingerprint_difference(&reg.fingerprint, &peer.fingerprint) {
+                        txn.rollback().await?;
+                        return Err(StoreError::Conflict(format!(
+                            "refusing to join: `{key}` is {ours} on this node but {theirs} on node {} (every node of a cluster needs the same [cluster] and [scripts] settings)",
+                            peer.id
+                        )));
+                    }
+                }
+                let now = Store::now_expr(backend);
+                let mut insert = Query::insert()
+                    .into_table(node::Entity)
+                    .columns([
+                        node::Column::Id,
+                        node::Column::Address,
+                        node::Column::Role,
+                        node::Column::State,
+                        node::Column::Epoch,
+                        node::Column::LastHeartbeat,
+                        node::Column::Fingerprint,
+                        node::Column::StartedAt,
+                    ])
+                    .values_panic([
+                        Expr::value(reg.id.as_str()),
+                        Expr::value(reg.address.as_str()),
+                        Expr::value("standby"),
+                        Expr::value(node_state::STANDBY),
+                        Expr::value(1i64),
+                        now.clone(),
+                        Expr::value(reg.fingerprint.as_str()),
+                        now.clone(),
+                    ])
+                    .to_owned();
+                insert.on_conflict(
+                    OnConflict::column(node::Column::Id)
+                        .value(node::Column::Address, Expr::value(reg.address.as_str()))
+                        .value(node::Column::Role, Expr::value("standby"))
+                        .value(node::Column::State, Expr::value(node_state::STANDBY))
+                        .value(node::Column::Epoch, Expr::col((node::Entity, node::Column::Epoch)).add(1))
+                        .value(node::Column::LastHeartbeat, now.clone())
+                        .value(node::Column::Fingerprint, Expr::value(reg.fingerprint.as_str()))
+                        .value(node::Column::StartedAt, now.clone())
+                        .to_owned(),
+                );
+                txn.execute(&insert).await?;
+                execution::Entity::update_many()
+                    .col_expr(execution::Column::OwnerEpoch, Expr::col(execution::Column::OwnerEpoch).add(1))
+                    .filter(execution::Column::OwnerNode.eq(reg.id.as_str()))
+                    .filter(execution::Column::State.is_in(state::UNFINISHED))
+                    .exec(&txn)
+                    .await?;
+                let row = node::Entity::find_by_id(reg.id.clone())
+                    .one(&txn)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound { kind: "node", id: reg.id.clone() })?;
+                event(&txn, backend, "join", &reg.id, &format!("node {} joined as standby at epoch {}", reg.id, row.epoch)).await?;
+                txn.commit().await?;
+                Ok(row.epoch)
+            })
+            .await
+    }
+
+    /// Writes this node's heartbeat, stamped with the database clock, if
+    /// its row still has `epoch` and is not declared gone. Returns the row
+    /// as it is now, or `None` when the write was refused: the node has
+    /// been declared dead or its epoch moved, and must fence itself.
+    pub async fn heartbeat(&self, id: &str, epoch: i64) -> Result<Option<node::Model>, StoreError> {
+        let backend = self.backend();
+        let id = id.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let r = node::Entity::update_many()
+                    .col_expr(node::Column::LastHeartbeat, Store::now_expr(backend))
+                    .filter(node::Column::Id.eq(id.as_str()))
+                    .filter(node::Column::Epoch.eq(epoch))
+                    .filter(node::Column::State.is_not_in(node_state::GONE))
+                    .exec(&c)
+                    .await?;
+                if r.rows_affected == 0 {
+                    return Ok(None);
+                }
+                Ok(node::Entity::find_by_id(id).one(&c).await?)
+            })
+            .await
+    }
+
+    /// Nodes other than `me` whose last heartbeat is older than the
+    /// failover timeout by the database clock, with the epoch seen.
+    pub async fn stale_peers(
+        &self,
+        me: &str,
+        timeout_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let backend = self.backend();
+        let me = me.to_owned();
+        self.db()
+            .run(move |c| async move {
+                Ok(node::Entity::find()
+                    .filter(node::Column::Id.ne(me))
+                    .filter(node::Column::State.is_not_in(node_state::GONE))
+                    .filter(
+                        Expr::col(node::Column::LastHeartbeat).lt(stale_sql(backend, timeout_ms)),
+                    )
+                    .all(&c)
+                    .await?
+                    .into_iter()
+                    .map(|n| (n.id, n.epoch))
+                    .collect())
+            })
+            .await
+    }
+
+    /// Declares `victim` dead and moves its work, in one transaction
+    /// (DESIGN.md invariant 6): re-checks that it is still stale (unless
+    /// `forced`, an operator's eviction) at the epoch seen, bumps its epoch
+    /// and marks it failed, promotes standbys while fewer than
+    /// `active_nodes` are active, moves its unfinished executions to the
+    /// live active nodes under new epochs, and records the event. Exactly
+    /// one of several racing callers wins.
+    pub async fn take_over(
+        &self,
+        me: &str,
+        victim: &str,
+        seen_epoch: i64,
+        timeout_ms: i64,
+        active_nodes: u32,
+        forced: bool,
+    ) -> Result<Takeover, StoreError> {
+        let backend = self.backend();
+        let (me, victim) = (me.to_owned(), victim.to_owned());
+        self.db()
+            .run(move |c| async move {
+                let txn = c.begin().await?;
+                lock_step(&txn).await?;
+                let mut q = node::Entity::find()
+                    .filter(node::Column::Id.eq(victim.as_str()))
+                    .filter(node::Column::Epoch.eq(seen_epoch))
+                    .filter(node::Column::State.is_not_in(node_state::GONE));
+                if !forced {
+                    q = q.filter(Expr::col(node::Column::LastHeartbeat).lt(stale_sql(backend, timeout_ms)));
+                }
+                if q.one(&txn).await?.is_none() {
+                    txn.rollback().await?;
+                    return Ok(Takeover::Lost);
+                }
+                node::Entity::update_many()
+                    .col_expr(node::Column::State, Expr::value(node_state::FAILED))
+                    .col_expr(node::Column::Role, Expr::value("standby"))
+                    .col_expr(node::Column::Epoch, Expr::col(node::Column::Epoch).add(1))
+                    .filter(node::Column::Id.eq(victim.as_str()))
+                    .filter(node::Column::Epoch.eq(seen_epoch))
+                    .exec(&txn)
+                    .await?;
+                let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
+                let moved = move_executions(&txn, backend, &victim, timeout_ms).await?;
+                let what = if forced { "evicted by an operator" } else { "missed its heartbeats" };
+                let moved_text: Vec<String> = moved.iter().map(|(n, k)| format!("{k} to {n}")).collect();
+                event(
+                    &txn,
+                    backend,
+                    "failover",
+                    &victim,
+                    &format!(
+                        "node {victim} {what}; node {me} took over: executions moved: [{}]; promoted: [{}]",
+                        moved_text.join(", "),
+                        promoted.join(", ")
+                    ),
+                )
+                .await?;
+                txn.commit().await?;
+                Ok(Takeover::Won { moved, promoted })
+            })
+            .await
+    }
+
+    /// Promotes this standby if fewer than `active_nodes` are active.
+    pub async fn promote_if_needed(
+        &self,
+        me: &str,
+        timeout_ms: i64,
+        active_nodes: u32,
+    ) -> Result<bool, StoreError> {
+        let backend = self.backend();
+        let me = me.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let txn = c.begin().await?;
+                lock_step(&txn).await?;
+                let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
+                let mine = promoted.iter().any(|p| *p == me);
+                if !promoted.is_empty() {
+                    event(
+                        &txn,
+                        backend,
+                        "promote",
+                        &me,
+                        &format!("promoted to active: [{}]", promoted.join(", ")),
+                    )
+                    .await?;
+                }
+                txn.commit().await?;
+                Ok(mine)
+            })
+            .await
+    }
+
+    /// Adopts unfinished executions whose owner is not a running active
+    /// node (gone, standby, fenced, or unknown), under new epochs; returns
+    /// how many. Only an active node adopts.
+    pub async fn adopt_orphans(&self, me: &str) -> Result<u64, StoreError> {
+        let backend = self.backend();
+        let me = me.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let probe = Statement::from_sql_and_values(
+                    backend,
+                    orphan_sql(backend, "SELECT COUNT(*) AS n FROM executions e"),
+                    [],
+                );
+                let n: i64 = match c.query_one_raw(probe).await? {
+                    Some(r) => r.try_get::<i64>("", "n")?,
+                    None => 0,
+                };
+                if n == 0 {
+                    return Ok(0);
+                }
+                let txn = c.begin().await?;
+                lock_step(&txn).await?;
+                let me_active = node::Entity::find_by_id(me.clone()).one(&txn).await?.is_some_and(|n| is_active(&n));
+                if !me_active {
+                    txn.rollback().await?;
+                    return Ok(0);
+                }
+                let sql = match backend {
+                    DbBackend::MySql => format!(
+                        "UPDATE executions e LEFT JOIN nodes n ON n.id = e.owner_node \
+                         SET e.owner_node = ?, e.owner_epoch = e.owner_epoch + 1, e.updated_at = {now} \
+                         WHERE e.state IN ('running', 'waiting', 'waiting-signal') \
+                         AND (n.id IS NULL OR n.role <> 'active' OR n.state <> 'RUNNING')",
+                        now = Store::now_sql(backend)
+                    ),
+                    DbBackend::Postgres => format!(
+                        "UPDATE executions SET owner_node = $1, owner_epoch = owner_epoch + 1, updated_at = {now} \
+                         WHERE state IN ('running', 'waiting', 'waiting-signal') AND NOT EXISTS \
+                         (SELECT 1 FROM nodes n WHERE n.id = executions.owner_node AND n.role = 'active' AND n.state = 'RUNNING')",
+                        now = Store::now_sql(backend)
+                    ),
+                    _ => format!(
+                        "UPDATE executions SET owner_node = ?, owner_epoch = owner_epoch + 1, updated_at = {now} \
+                         WHERE state IN ('running', 'waiting', 'waiting-signal') AND NOT EXISTS \
+                         (SELECT 1 FROM nodes n WHERE n.id = executions.owner_node AND n.role = 'active' AND n.state = 'RUNNING')",
+                        now = Store::now_sql(backend)
+                    ),
+                };
+                let r = txn.execute_raw(Statement::from_sql_and_values(backend, sql, [me.clone().into()])).await?;
+                let adopted = r.rows_affected();
+                if adopted > 0 {
+                    event(&txn, backend, "adopt", &me, &format!("node {me} adopted {adopted} execution(s) whose owner is not active")).await?;
+                }
+                txn.commit().await?;
+                Ok(adopted)
+            })
+            .await
+    }
+
+    /// Leaves the cluster gracefully: marks the node stopped, promotes a
+    /// standby if the active count fell, and hands the node's unfinished
+    /// executions to the live active nodes (they stay for the next active
+    /// node to adopt when there is none). Returns how many moved.
+    pub async fn leave_cluster(
+        &self,
+        me: &str,
+        epoch: i64,
+        timeout_ms: i64,
+        active_nodes: u32,
+    ) -> Result<usize, StoreError> {
+        let backend = self.backend();
+        let me = me.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let txn = c.begin().await?;
+                lock_step(&txn).await?;
+                let r = node::Entity::update_many()
+                    .col_expr(node::Column::State, Expr::value(node_state::STOPPED))
+                    .col_expr(node::Column::Role, Expr::value("standby"))
+                    .col_expr(node::Column::Epoch, Expr::col(node::Column::Epoch).add(1))
+                    .filter(node::Column::Id.eq(me.as_str()))
+                    .filter(node::Column::Epoch.eq(epoch))
+                    .exec(&txn)
+                    .await?;
+                if r.rows_affected == 0 {
+                    txn.rollback().await?;
+                    return Ok(0);
+                }
+                let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
+                let moved = move_executions(&txn, backend, &me, timeout_ms).await?;
+                let total: usize = moved.iter().map(|(_, k)| k).sum();
+                let moved_text: Vec<String> =
+                    moved.iter().map(|(n, k)| format!("{k} to {n}")).collect();
+                event(
+                    &txn,
+                    backend,
+                    "leave",
+                    &me,
+                    &format!(
+                        "node {me} left; executions moved: [{}]; promoted: [{}]",
+                        moved_text.join(", "),
+                        promoted.join(", ")
+                    ),
+                )
+                .await?;
+                txn.commit().await?;
+                Ok(total)
+            })
+            .await
+    }
+
+    /// Marks this node fenced (best effort: the database may be away).
+    pub async fn mark_fenced(&self, me: &str, epoch: i64) -> Result<(), StoreError> {
+        let me = me.to_owned();
+        self.db()
+            .run(move |c| async move {
+                node::Entity::update_many()
+                    .col_expr(node::Column::State, Expr::value(node_state::FENCED))
+                    .filter(node::Column::Id.eq(me))
+                    .filter(node::Column::Epoch.eq(epoch))
+                    .filter(node::Column::State.is_not_in(node_state::GONE))
+                    .exec(&c)
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The unfinished `running` executions `me` owns.
+    pub async fn owned_running(&self, me: &str) -> Result<Vec<execution::Model>, StoreError> {
+        let me = me.to_owned();
+        self.db()
+            .run(move |c| async move {
+                Ok(execution::Entity::find()
+                    .filter(execution::Column::OwnerNode.eq(me))
+                    .filter(execution::Column::State.eq(state::RUNNING))
+                    .order_by_asc(execution::Column::CreatedAt)
+                    .all(&c)
+                    .await?)
+            })
+            .await
+    }
+
+    /// One node's row.
+    pub async fn node(&self, id: &str) -> Result<Option<node::Model>, StoreError> {
+        let id = id.to_owned();
+        self.db()
+            .run(move |c| async move { Ok(node::Entity::find_by_id(id).one(&c).await?) })
+            .await
+    }
+}
+
+fn orphan_sql(backend: DbBackend, head: &str) -> String {
+    let _ = backend;
+    format!(
+        "{head} WHERE e.state IN ('running', 'waiting', 'waiting-signal') AND NOT EXISTS \
+         (SELECT 1 FROM nodes n WHERE n.id = e.owner_node AND n.role = 'active' AND n.state = 'RUNNING')"
+    )
+}
