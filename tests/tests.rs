@@ -13,6 +13,7 @@ mod util;
 
 mod api;
 mod cli;
+mod cluster;
 mod crash;
 mod embedded;
 mod engine;

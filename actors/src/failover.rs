@@ -79,6 +79,7 @@ impl FailoverDetectorActor {
         let timing = self.timing;
         let status = self.status.clone();
         async move {
+            // The lease-checked view: a node past its lease declares no one dead.
             let state = status.get().state;
             if !matches!(state, NodeState::Running | NodeState::Standby) {
                 return Ok(ScanReport::default());

@@ -64,7 +64,7 @@ impl HeartbeatActor {
 
     /// Checks the deadline, then sends one heartbeat unless one is in flight.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let status = self.status.get();
+        let status = self.status.raw();
         if status.epoch != self.epoch_seen {
             // (Re)joined under a new epoch: the clock starts again.
             self.epoch_seen = status.epoch;
@@ -105,12 +105,13 @@ impl HeartbeatActor {
                     Ok(Ok(Some(row))) => {
                         if epoch == act.epoch_seen {
                             act.last_ok_sent = act.last_ok_sent.max(sent);
+                            act.status.renew_lease(sent + act.fence_after);
                         }
                         act.supervisor_seen.do_send(NodeSeen { row });
                         Ok(true)
                     }
                     Ok(Ok(None)) => {
-                        if epoch == act.epoch_seen && act.status.get().state != NodeState::Fenced {
+                        if epoch == act.epoch_seen && act.status.raw().state != NodeState::Fenced {
                             act.supervisor_fence.do_send(FenceSelf {
                                 reason: format!("heartbeat refused: node {} was declared dead or its epoch {epoch} moved on", act.node_id),
                             });
@@ -149,7 +150,7 @@ impl Handler<Beat> for HeartbeatActor {
     type Result = ResponseActFuture<Self, Result<bool, String>>;
 
     fn handle(&mut self, _: Beat, _: &mut Context<Self>) -> Self::Result {
-        let status = self.status.get();
+        let status = self.status.raw();
         if status.epoch != self.epoch_seen {
             self.epoch_seen = status.epoch;
             self.last_ok_sent = Instant::now();

@@ -55,6 +55,9 @@ pub struct NodeStatus {
     pub epoch: i64,
     /// Executions with a running actor on this node.
     pub running: usize,
+    /// Cluster mode: until when the last committed heartbeat lets this
+    /// node act (sent + failover timeout - one interval, monotonic clock).
+    pub lease_until: Option<std::time::Instant>,
 }
 
 impl Default for StatusCell {
@@ -64,17 +67,40 @@ impl Default for StatusCell {
             role: "active",
             epoch: 0,
             running: 0,
+            lease_until: None,
         }))
     }
 }
 
 impl StatusCell {
-    /// The current snapshot.
+    /// The current snapshot. A node whose heartbeat lease has run out is
+    /// reported `FENCED` at once, even before its heartbeat actor has had
+    /// a chance to run (say, just after waking from a pause): it must not
+    /// answer health checks or accept work as an active node.
     pub fn get(&self) -> NodeStatus {
+        let mut s = self.raw();
+        if let Some(until) = s.lease_until {
+            if std::time::Instant::now() > until
+                && matches!(s.state, NodeState::Running | NodeState::Standby)
+            {
+                s.state = NodeState::Fenced;
+                s.role = "standby";
+            }
+        }
+        s
+    }
+
+    /// The state as last set, without the lease check.
+    pub fn raw(&self) -> NodeStatus {
         match self.0.read() {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// Extends the heartbeat lease (only ever forward).
+    pub fn renew_lease(&self, until: std::time::Instant) {
+        self.update(|s| s.lease_until = Some(s.lease_until.map_or(until, |u| u.max(until))));
     }
 
     fn update(&self, f: impl FnOnce(&mut NodeStatus)) {
@@ -139,8 +165,9 @@ impl NodeSupervisor {
         }
     }
 
+    /// The state as set by this actor (not the lease-checked view).
     fn state(&self) -> NodeState {
-        self.cfg.status.get().state
+        self.cfg.status.raw().state
     }
 
     fn publish_running(&self) {
@@ -335,10 +362,12 @@ impl NodeSupervisor {
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
             Ok(epoch) => {
                 tracing::info!(node = %act.cfg.node_id, epoch, "joined the cluster as standby");
+                let lease = std::time::Instant::now() + timing.timeout.saturating_sub(timing.interval);
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Standby;
                     s.role = "standby";
                     s.epoch = epoch;
+                    s.lease_until = Some(lease);
                 });
                 if let Some(d) = &act.detector {
                     d.do_send(ScanPeers);
@@ -476,7 +505,7 @@ impl Handler<FenceSelf> for NodeSupervisor {
             return;
         }
         tracing::error!(node = %self.cfg.node_id, reason = %msg.reason, "fencing this node: stopping every execution");
-        let epoch = self.cfg.status.get().epoch;
+        let epoch = self.cfg.status.raw().epoch;
         self.cfg.status.update(|s| {
             s.state = NodeState::Fenced;
             s.role = "standby";
@@ -619,7 +648,8 @@ impl Handler<StartExecution> for NodeSupervisor {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let fresh = self.pending.insert(id.clone());
-        let state = self.state();
+        // The lease-checked view: a node past its heartbeat lease takes no work.
+        let state = self.cfg.status.get().state;
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
         let cache = self.definitions.clone();
@@ -818,7 +848,7 @@ impl Handler<Shutdown> for NodeSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        let was = self.cfg.status.get();
+        let was = self.cfg.status.raw();
         self.cfg.status.update(|s| s.state = NodeState::Stopping);
         let actors: Vec<_> = self.running.values().cloned().collect();
         let store = self.cfg.store.clone();

@@ -106,7 +106,6 @@ async fn promote(
             .filter(node::Column::Epoch.eq(c.epoch))
             .exec(txn)
             .await?;
-        active += 1;
         promoted.push(c.id.clone());
     }
     Ok(promoted)
@@ -433,7 +432,7 @@ impl Store {
                 let txn = c.begin().await?;
                 lock_step(&txn).await?;
                 let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
-                let mine = promoted.iter().any(|p| *p == me);
+                let mine = promoted.contains(&me);
                 if !promoted.is_empty() {
                     event(
                         &txn,
@@ -460,7 +459,7 @@ impl Store {
             .run(move |c| async move {
                 let probe = Statement::from_sql_and_values(
                     backend,
-                    orphan_sql(backend, "SELECT COUNT(*) AS n FROM executions e"),
+                    orphan_sql("SELECT COUNT(*) AS n FROM executions e"),
                     [],
                 );
                 let n: i64 = match c.query_one_raw(probe).await? {
@@ -602,8 +601,7 @@ impl Store {
     }
 }
 
-fn orphan_sql(backend: DbBackend, head: &str) -> String {
-    let _ = backend;
+fn orphan_sql(head: &str) -> String {
     format!(
         "{head} WHERE e.state IN ('running', 'waiting', 'waiting-signal') AND NOT EXISTS \
          (SELECT 1 FROM nodes n WHERE n.id = e.owner_node AND n.role = 'active' AND n.state = 'RUNNING')"

@@ -1,0 +1,711 @@
+//! Cluster mode with real `baton` processes sharing one database
+//! (several processes on one SQLite file, PostgreSQL, MariaDB): failover
+//! after kill -9, the SIGSTOP zombie, a database cut by a proxy, racing
+//! detectors, refused settings, graceful handover and the standby gate.
+//! A monitor checks throughout that the number of active nodes never
+//! exceeds `cluster.active_nodes`.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use baton_actors::store::{NewExecution, NodeRegistration, Takeover};
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+mod sqlite {
+    use super::*;
+    #[actix_rt::test]
+    async fn kill_dash_nine_of_the_active_node_fails_over_and_loses_nothing() {
+        super::kill_active(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
+    async fn a_paused_zombie_fences_itself_and_writes_nothing() {
+        super::zombie(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
+    async fn racing_detectors_exactly_one_wins() {
+        super::race(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
+    async fn sigterm_hands_executions_over_without_waiting_for_the_timeout() {
+        super::graceful(Backend::Sqlite).await
+    }
+}
+
+mod postgres {
+    use super::*;
+    #[actix_rt::test]
+    async fn kill_dash_nine_of_the_active_node_fails_over_and_loses_nothing() {
+        super::kill_active(Backend::Postgres).await
+    }
+    #[actix_rt::test]
+    async fn a_paused_zombie_fences_itself_and_writes_nothing() {
+        super::zombie(Backend::Postgres).await
+    }
+    #[actix_rt::test]
+    async fn racing_detectors_exactly_one_wins() {
+        super::race(Backend::Postgres).await
+    }
+    #[actix_rt::test]
+    async fn sigterm_hands_executions_over_without_waiting_for_the_timeout() {
+        super::graceful(Backend::Postgres).await
+    }
+    #[actix_rt::test]
+    async fn a_node_cut_from_the_database_fences_itself_and_rejoins() {
+        super::cut(Backend::Postgres).await
+    }
+}
+
+mod mysql {
+    use super::*;
+    #[actix_rt::test]
+    async fn kill_dash_nine_of_the_active_node_fails_over_and_loses_nothing() {
+        super::kill_active(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn racing_detectors_exactly_one_wins() {
+        super::race(Backend::Mysql).await
+    }
+}
+
+const INTERVAL_MS: u64 = 200;
+const TIMEOUT: Duration = Duration::from_millis(1000);
+const LONG: Duration = Duration::from_secs(60);
+
+fn node_env(db: &TestDb, id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BATON_DATABASE__URL", db.url.clone()),
+        ("BATON_NODE__ID", id.to_owned()),
+        ("BATON_CLUSTER__ENABLED", "true".into()),
+        ("BATON_CLUSTER__ACTIVE_NODES", "1".into()),
+        (
+            "BATON_CLUSTER__HEARTBEAT_INTERVAL_MS",
+            INTERVAL_MS.to_string(),
+        ),
+        ("BATON_CLUSTER__FAILOVER_HEARTBEATS", "5".into()),
+    ]
+}
+
+async fn health(url: &str) -> (u16, String) {
+    let r = Http::new(url).get("/api/healthstatus").await;
+    (r.status, r.json["state"].as_str().unwrap_or("").to_owned())
+}
+
+/// Polls the nodes table every 25 ms until dropped, recording the most
+/// active nodes ever seen at once.
+struct ActiveMonitor {
+    max: Rc<Cell<usize>>,
+    stop: Rc<Cell<bool>>,
+}
+
+impl ActiveMonitor {
+    async fn start(db: &TestDb) -> ActiveMonitor {
+        let s = store(db).await;
+        let (max, stop) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+        let (m, st) = (max.clone(), stop.clone());
+        actix_rt::spawn(async move {
+            while !st.get() {
+                if let Ok((nodes, _)) = s.nodes().await {
+                    let active = nodes
+                        .iter()
+                        .filter(|n| n.role == "active" && n.state == "RUNNING")
+                        .count();
+                    m.set(m.get().max(active));
+                }
+                actix_rt::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+        ActiveMonitor { max, stop }
+    }
+
+    fn assert_never_exceeded(&self, limit: usize) {
+        assert!(
+            self.max.get() <= limit,
+            "{} nodes were active at once (limit {limit})",
+            self.max.get()
+        );
+        assert!(self.max.get() >= 1, "the monitor saw an active node");
+    }
+}
+
+impl Drop for ActiveMonitor {
+    fn drop(&mut self) {
+        self.stop.set(true);
+    }
+}
+
+async fn wait_active(url: &str) {
+    eventually(&format!("{url} is the active node"), LONG, || async {
+        health(url).await.0 == 200
+    })
+    .await;
+}
+
+async fn logs(http: &Http, id: &str) -> Vec<Value> {
+    http.get(&format!("/api/executions/{id}/logs"))
+        .await
+        .json
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Each step has exactly one completion record; only `reran` steps (at
+/// most one per execution) started more than once.
+fn assert_exactly_once(id: &str, log: &[Value]) -> usize {
+    let mut by_step: HashMap<i64, (usize, usize)> = HashMap::new();
+    for l in log {
+        let e = by_step.entry(l["step"].as_i64().unwrap_or(-1)).or_default();
+        match l["event"].as_str() {
+            Some("started") => e.0 += 1,
+            Some("completed") => e.1 += 1,
+            _ => {}
+        }
+    }
+    let mut reran = 0;
+    for (step, (started, completed)) in &by_step {
+        assert_eq!(
+            *completed, 1,
+            "{id} step {step}: one completion record: {log:?}"
+        );
+        if *started > 1 {
+            reran += 1;
+        }
+    }
+    assert!(
+        reran <= 1,
+        "{id}: only the item running at the failure ran again: {log:?}"
+    );
+    reran
+}
+
+async fn import_slow(url: &str) {
+    let http = Http::new(url);
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Content-Type", "application/yaml")],
+            Some(example("slow-steps.yaml")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn kill_active(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let mut n1 = Process::serve(&node_env(&db, "n1"));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = Process::serve(&node_env(&db, "n2"));
+    let n3 = Process::serve(&node_env(&db, "n3"));
+    import_slow(&n1.url).await;
+    let http = Http::new(&n1.url);
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(start(&http, "slow-steps", json!({"ms": 150})).await);
+    }
+    eventually("work is under way", LONG, || async {
+        logs(&http, &ids[0])
+            .await
+            .iter()
+            .any(|l| l["event"] == "completed")
+    })
+    .await;
+    n1.kill9();
+    let killed = Instant::now();
+    let new_active: Rc<std::cell::RefCell<String>> = Rc::default();
+    eventually("a standby becomes active", LONG, || {
+        let (u2, u3) = (n2.url.clone(), n3.url.clone());
+        let out = new_active.clone();
+        async move {
+            for u in [u2, u3] {
+                if health(&u).await.0 == 200 {
+                    *out.borrow_mut() = u;
+                    return true;
+                }
+            }
+            false
+        }
+    })
+    .await;
+    let new_active = new_active.borrow().clone();
+    let took = killed.elapsed();
+    eprintln!(
+        "{b:?}: a standby was active {took:?} after the kill (timeout 1 s + interval 200 ms)"
+    );
+    assert!(took < Duration::from_secs(5), "failover took {took:?}");
+    let http = Http::new(&new_active);
+    let mut reran = 0;
+    for id in &ids {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(
+            (e["state"].clone(), e["outputs"]["count"].clone()),
+            (json!("completed"), json!(3)),
+            "{e}"
+        );
+        reran += assert_exactly_once(id, &logs(&http, id).await);
+    }
+    eprintln!("{b:?}: {reran} item(s) ran twice");
+    let c = http.get("/api/cluster").await.json;
+    let n1_row = c["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == "n1")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n1_row["state"], "FAILED", "{c}");
+    let events = http.get("/api/cluster/events").await.json;
+    assert!(
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "failover" && e["node_id"] == "n1"),
+        "{events}"
+    );
+    monitor.assert_never_exceeded(1);
+}
+
+async fn zombie(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let n1 = Process::serve(&node_env(&db, "z1"));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = Process::serve(&node_env(&db, "z2"));
+    import_slow(&n1.url).await;
+    let http1 = Http::new(&n1.url);
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(start(&http1, "slow-steps", json!({"ms": 400})).await);
+    }
+    eventually("items are running", LONG, || async {
+        logs(&http1, &ids[0])
+            .await
+            .iter()
+            .any(|l| l["item"] == "s1")
+    })
+    .await;
+    let pid = n1.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    wait_active(&n2.url).await;
+    let s = store(&db).await;
+    let mut epochs = HashMap::new();
+    for id in &ids {
+        let row = s.execution(id).await.expect("read").expect("row");
+        if row.state == "running" {
+            assert_eq!(
+                row.owner_node.as_deref(),
+                Some("z2"),
+                "taken over while z1 sleeps"
+            );
+        }
+        epochs.insert(id.clone(), row.owner_epoch);
+    }
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    // Woken up, the zombie must fence itself and never claim to be active.
+    let woke = Instant::now();
+    let mut saw_fenced = false;
+    while woke.elapsed() < Duration::from_secs(3) {
+        let (status, state) = health(&n1.url).await;
+        assert_ne!(status, 200, "the zombie answered as an active node");
+        saw_fenced |= state == "FENCED";
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = Http::new(&n2.url).get("/api/cluster/events").await.json;
+    let fenced = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["kind"] == "fence" && e["node_id"] == "z1");
+    assert!(saw_fenced || fenced, "the zombie fenced itself: {events}");
+    eventually("the zombie rejoins as a standby", LONG, || async {
+        health(&n1.url).await.1 == "STANDBY"
+    })
+    .await;
+
+    let http2 = Http::new(&n2.url);
+    for id in &ids {
+        let e = wait_final(&http2, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+        let log = logs(&http2, id).await;
+        assert_exactly_once(id, &log);
+        // Nothing from z1 after z2's first record: the zombie's writes were refused.
+        if let Some(first_z2) = log.iter().position(|l| l["node"] == "z2") {
+            assert!(
+                log[first_z2..].iter().all(|l| l["node"] == "z2"),
+                "{id}: a zombie write landed: {log:?}"
+            );
+        }
+        let row = s.execution(id).await.expect("read").expect("row");
+        assert!(row.owner_epoch >= epochs[id], "epochs only move forward");
+    }
+    monitor.assert_never_exceeded(1);
+}
+
+async fn race(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let s1 = store(&db).await;
+    s1.migrate().await.expect("migrate");
+    let s2 = store(&db).await;
+    let reg = |id: &str| NodeRegistration {
+        id: id.into(),
+        address: format!("http://{id}"),
+        role: "standby".into(),
+        state: "STANDBY".into(),
+        fingerprint: "{}".into(),
+    };
+    for round in 0..5 {
+        let victim = format!("victim{round}");
+        s1.join_cluster(reg(&victim), 60_000)
+            .await
+            .expect("victim joins");
+        s1.join_cluster(reg("d1"), 60_000).await.expect("d1 joins");
+        s2.join_cluster(reg("d2"), 60_000).await.expect("d2 joins");
+        for i in 0..3 {
+            s1.create_execution(NewExecution {
+                id: format!("r{round}-{i}"),
+                workflow_id: "w".into(),
+                workflow_version: 1,
+                parent_id: None,
+                inputs: json!({}),
+                variables: json!({}),
+                start_item: "a".into(),
+                owner_node: victim.clone(),
+            })
+            .await
+            .expect("create");
+        }
+        let epoch = s1.node(&victim).await.expect("read").expect("row").epoch;
+        // The victim's last heartbeat is ancient by the database clock;
+        // both detectors see it stale and race for it.
+        let v = victim.clone();
+        s1.db()
+            .run(move |c| async move {
+                use baton_actors::store::entities::node;
+                use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+                node::Entity::update_many()
+                    .col_expr(
+                        node::Column::LastHeartbeat,
+                        sea_orm::sea_query::Expr::value(0i64),
+                    )
+                    .filter(node::Column::Id.eq(v))
+                    .exec(&c)
+                    .await?;
+                Ok(())
+            })
+            .await
+            .expect("age the victim");
+        let (a, b2) = futures::join!(
+            s1.take_over("d1", &victim, epoch, 60_000, 1, false),
+            s2.take_over("d2", &victim, epoch, 60_000, 1, false)
+        );
+        let (a, b2) = (a.expect("d1 takeover"), b2.expect("d2 takeover"));
+        let winners: Vec<&str> = [("d1", &a), ("d2", &b2)]
+            .iter()
+            .filter(|(_, t)| matches!(t, Takeover::Won { .. }))
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one winner: {a:?} {b2:?}"
+        );
+        let row = s1.node(&victim).await.expect("read").expect("row");
+        assert_eq!(
+            (row.state.as_str(), row.epoch),
+            ("FAILED", epoch + 1),
+            "marked failed once"
+        );
+        for i in 0..3 {
+            let e = s1
+                .execution(&format!("r{round}-{i}"))
+                .await
+                .expect("read")
+                .expect("row");
+            assert_eq!(
+                e.owner_node.as_deref(),
+                Some(winners[0]),
+                "moved to the winner"
+            );
+            assert_eq!(e.owner_epoch, 2, "moved exactly once");
+        }
+        // Reset for the next round: detectors back to standby.
+        for d in ["d1", "d2"] {
+            let n = s1.node(d).await.expect("read").expect("row");
+            s1.leave_cluster(d, n.epoch, 60_000, 0)
+                .await
+                .expect("leave");
+        }
+        let (nodes, _) = s1.nodes().await.expect("nodes");
+        let active = nodes
+            .iter()
+            .filter(|n| n.role == "active" && n.state == "RUNNING")
+            .count();
+        assert!(active <= 1);
+    }
+}
+
+async fn graceful(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let mut n1 = Process::serve(&node_env(&db, "g1"));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = Process::serve(&node_env(&db, "g2"));
+    eventually("g2 is a standby", LONG, || async {
+        health(&n2.url).await.1 == "STANDBY"
+    })
+    .await;
+    import_slow(&n1.url).await;
+    let http1 = Http::new(&n1.url);
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(start(&http1, "slow-steps", json!({"ms": 300})).await);
+    }
+    eventually("items are running", LONG, || async {
+        logs(&http1, &ids[0])
+            .await
+            .iter()
+            .any(|l| l["item"] == "s1")
+    })
+    .await;
+    let status = n1.terminate();
+    let exited = Instant::now();
+    assert!(status.success(), "{status:?}");
+    wait_active(&n2.url).await;
+    let took = exited.elapsed();
+    eprintln!("{b:?}: standby active {took:?} after the active node exited");
+    assert!(
+        took < TIMEOUT,
+        "handover after a graceful stop must not wait for the failover timeout ({took:?})"
+    );
+    let http2 = Http::new(&n2.url);
+    for id in &ids {
+        let e = wait_final(&http2, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+        assert_exactly_once(id, &logs(&http2, id).await);
+    }
+    let events = http2.get("/api/cluster/events").await.json;
+    assert!(
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "leave" && e["node_id"] == "g1"),
+        "{events}"
+    );
+    assert!(
+        !events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "failover"),
+        "no failover: {events}"
+    );
+    monitor.assert_never_exceeded(1);
+}
+
+async fn cut(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let proxy = TcpProxy::start(&db.url).await;
+    let mut env1 = node_env(&db, "c1");
+    env1[0].1 = proxy.url.clone();
+    let n1 = Process::serve(&env1);
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = Process::serve(&node_env(&db, "c2"));
+    eventually("c2 is a standby", LONG, || async {
+        health(&n2.url).await.1 == "STANDBY"
+    })
+    .await;
+    import_slow(&n1.url).await;
+    let http1 = Http::new(&n1.url);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(start(&http1, "slow-steps", json!({"ms": 300})).await);
+    }
+    proxy.cut();
+    eventually("c1 fences itself", LONG, || async {
+        health(&n1.url).await.1 == "FENCED"
+    })
+    .await;
+    wait_active(&n2.url).await;
+    let http2 = Http::new(&n2.url);
+    for id in &ids {
+        let e = wait_final(&http2, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+        assert_exactly_once(id, &logs(&http2, id).await);
+    }
+    proxy.restore();
+    eventually("c1 rejoins as a standby by itself", LONG, || async {
+        health(&n1.url).await.1 == "STANDBY"
+    })
+    .await;
+    monitor.assert_never_exceeded(1);
+}
+
+#[actix_rt::test]
+async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let n1 = Process::serve(&node_env(&db, "s1"));
+    wait_active(&n1.url).await;
+    let mut env = node_env(&db, "s2");
+    env[4].1 = "300".into();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+    cmd.arg("serve")
+        .env("BATON_HTTP__LISTEN", "127.0.0.1:0")
+        .env("BATON_LOG", "warn");
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cluster.heartbeat_interval_ms") && err.contains("s1"),
+        "{err}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let n1 = Process::serve(&node_env(&db, "a1"));
+    wait_active(&n1.url).await;
+    let n2 = Process::serve(&node_env(&db, "a2"));
+    eventually("a2 is a standby", LONG, || async {
+        health(&n2.url).await.1 == "STANDBY"
+    })
+    .await;
+    let http = Http::new(&n2.url);
+    let h = http.get("/api/healthstatus").await;
+    assert_eq!(
+        (h.status, h.json["state"].clone(), h.json["role"].clone()),
+        (503, json!("STANDBY"), json!("standby"))
+    );
+    for path in ["/api/workflows", "/api/executions/x", "/api/openapi.json"] {
+        let r = http.get(path).await;
+        assert_eq!(r.status, 503, "{path}");
+        assert_eq!(r.json["error"]["code"], "standby", "{path}: {}", r.text);
+        assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+        assert_eq!(
+            r.json["error"]["active_nodes"],
+            json!([n1.url.clone()]),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(http.get("/health/liveness").await.status, 200);
+    assert_eq!(http.get("/metrics").await.status, 200);
+    let c = http.get("/api/cluster").await;
+    assert_eq!(c.status, 200);
+    assert_eq!(c.json["mode"], "cluster");
+    assert_eq!(http.get("/api/cluster/events").await.status, 200);
+    // The active node accepts work and refuses the standby's restart.
+    assert_eq!(Http::new(&n1.url).get("/api/workflows").await.status, 200);
+    let r = http
+        .request("POST", "/api/cluster/nodes/a2/restart", &[], None)
+        .await;
+    assert_eq!(r.status, 409, "a2 is not fenced: {}", r.text);
+    // An operator evicts the active node: the standby takes over at once.
+    let r = http
+        .request("POST", "/api/cluster/nodes/a1/fence", &[], None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["promoted"], json!(["a2"]));
+    wait_active(&n2.url).await;
+    eventually("the evicted node fences itself", LONG, || async {
+        health(&n1.url).await.0 != 200
+    })
+    .await;
+}
+
+/// A TCP proxy of the test's own between a node and the database: `cut`
+/// drops every connection and refuses new ones; `restore` lets traffic
+/// through again.
+struct TcpProxy {
+    url: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TcpProxy {
+    async fn start(db_url: &str) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let (scheme_host, rest) = db_url.split_once("://").expect("url");
+        let (userinfo, hostpath) = rest
+            .rsplit_once('@')
+            .map(|(u, h)| (format!("{u}@"), h))
+            .unwrap_or((String::new(), rest));
+        let (hostport, path) = hostpath.split_once('/').expect("db path");
+        let upstream = hostport.to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (o, g) = (open.clone(), generation.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener.into_std().expect("std"))
+                    .expect("listener");
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if !o.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let (o, g, upstream) = (o.clone(), g.clone(), upstream.clone());
+                    tokio::spawn(async move {
+                        let born = g.load(Ordering::SeqCst);
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await
+                        else {
+                            return;
+                        };
+                        let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                        let watch = async {
+                            while o.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        };
+                        tokio::select! { _ = copy => {}, _ = watch => {} }
+                    });
+                }
+            });
+        });
+        TcpProxy {
+            url: format!("{scheme_host}://{userinfo}{addr}/{path}"),
+            open,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
