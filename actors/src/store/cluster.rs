@@ -88,17 +88,15 @@ async fn promote(
     active_nodes: u32,
 ) -> Result<Vec<String>, sea_orm::DbErr> {
     let live = live_nodes(txn, backend, timeout_ms).await?;
-    let mut active = live.iter().filter(|n| is_active(n)).count();
+    let active = live.iter().filter(|n| is_active(n)).count();
     let mut candidates: Vec<&node::Model> = live
         .iter()
         .filter(|n| n.state == node_state::STANDBY)
         .collect();
     candidates.sort_by_key(|n| (n.id != me, std::cmp::Reverse(n.last_heartbeat)));
+    let open = (active_nodes as usize).saturating_sub(active);
     let mut promoted = Vec::new();
-    for c in candidates {
-        if active >= active_nodes as usize {
-            break;
-        }
+    for c in candidates.into_iter().take(open) {
         node::Entity::update_many()
             .col_expr(node::Column::Role, Expr::value("active"))
             .col_expr(node::Column::State, Expr::value(node_state::RUNNING))
