@@ -167,7 +167,11 @@ pub fn cluster_table(v: &Value) -> String {
         .into_iter()
         .flatten()
     {
-        let text = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let text = |k: &str| match n.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
         out.push_str(&format!(
             "{:<28} {:<8} {:<9} {:>6} {:>10} {:>10}  {}\n",
             text("id"),
