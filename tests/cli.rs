@@ -69,6 +69,16 @@ async fn client_verbs_import_run_and_show_the_cluster() {
         out.status.success() && table.contains("cli-node") && table.contains("standalone"),
         "{table}"
     );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("cli-node"))
+        .unwrap_or_default();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols.get(1..4),
+        Some(&["active", "RUNNING", "1"][..]),
+        "role, state and epoch: {table}"
+    );
     let out = baton(&["workflow", "list", "--server", &server], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("order"));
 }
