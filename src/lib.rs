@@ -37,6 +37,7 @@
 //! - [`node`]: [`Node::builder`], [`NodeHandle`]
 //! - [`client`]: the HTTP client behind the CLI's client verbs
 //! - [`bench`]: `baton bench`
+//! - [`process`]: a `baton serve` child process (benchmarks and tests)
 
 pub mod bench;
 pub mod client;
@@ -44,6 +45,7 @@ pub mod config;
 pub mod error;
 mod http;
 pub mod node;
+pub mod process;
 
 pub use baton_actors::ActionCall;
 pub use config::Config;

@@ -17,7 +17,7 @@ fn baton(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 #[actix_rt::test]
 async fn client_verbs_import_run_and_show_the_cluster() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");
-    let node = Process::serve(&[
+    let node = serve(&[
         ("BATON_DATABASE__URL", db.url.clone()),
         ("BATON_NODE__ID", "cli-node".into()),
     ]);

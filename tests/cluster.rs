@@ -197,11 +197,11 @@ async fn import_slow(url: &str) {
 
 async fn kill_active(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let mut n1 = Process::serve(&node_env(&db, "n1"));
+    let mut n1 = serve(&node_env(&db, "n1"));
     wait_active(&n1.url).await;
     let monitor = ActiveMonitor::start(&db).await;
-    let n2 = Process::serve(&node_env(&db, "n2"));
-    let n3 = Process::serve(&node_env(&db, "n3"));
+    let n2 = serve(&node_env(&db, "n2"));
+    let n3 = serve(&node_env(&db, "n3"));
     import_slow(&n1.url).await;
     let http = Http::new(&n1.url);
     let mut ids = Vec::new();
@@ -273,10 +273,10 @@ async fn kill_active(b: Backend) {
 
 async fn zombie(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let n1 = Process::serve(&node_env(&db, "z1"));
+    let n1 = serve(&node_env(&db, "z1"));
     wait_active(&n1.url).await;
     let monitor = ActiveMonitor::start(&db).await;
-    let n2 = Process::serve(&node_env(&db, "z2"));
+    let n2 = serve(&node_env(&db, "z2"));
     import_slow(&n1.url).await;
     let http1 = Http::new(&n1.url);
     let mut ids = Vec::new();
@@ -290,12 +290,7 @@ async fn zombie(b: Backend) {
             .any(|l| l["item"] == "s1")
     })
     .await;
-    let pid = n1.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    assert!(n1.signal("STOP"), "SIGSTOP");
     wait_active(&n2.url).await;
     let s = store(&db).await;
     let mut epochs = HashMap::new();
@@ -310,11 +305,7 @@ async fn zombie(b: Backend) {
         }
         epochs.insert(id.clone(), row.owner_epoch);
     }
-    assert!(std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    assert!(n1.signal("CONT"), "SIGCONT");
     // Woken up, the zombie must fence itself and never claim to be active.
     let woke = Instant::now();
     let mut saw_fenced = false;
@@ -460,10 +451,10 @@ async fn race(b: Backend) {
 
 async fn graceful(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let mut n1 = Process::serve(&node_env(&db, "g1"));
+    let mut n1 = serve(&node_env(&db, "g1"));
     wait_active(&n1.url).await;
     let monitor = ActiveMonitor::start(&db).await;
-    let n2 = Process::serve(&node_env(&db, "g2"));
+    let n2 = serve(&node_env(&db, "g2"));
     eventually("g2 is a standby", LONG, || async {
         health(&n2.url).await.1 == "STANDBY"
     })
@@ -481,7 +472,7 @@ async fn graceful(b: Backend) {
             .any(|l| l["item"] == "s1")
     })
     .await;
-    let status = n1.terminate();
+    let status = n1.terminate().expect("terminate");
     let exited = Instant::now();
     assert!(status.success(), "{status:?}");
     wait_active(&n2.url).await;
@@ -522,10 +513,10 @@ async fn cut(b: Backend) {
     let proxy = TcpProxy::start(&db.url).await;
     let mut env1 = node_env(&db, "c1");
     env1[0].1 = proxy.url.clone();
-    let n1 = Process::serve(&env1);
+    let n1 = serve(&env1);
     wait_active(&n1.url).await;
     let monitor = ActiveMonitor::start(&db).await;
-    let n2 = Process::serve(&node_env(&db, "c2"));
+    let n2 = serve(&node_env(&db, "c2"));
     eventually("c2 is a standby", LONG, || async {
         health(&n2.url).await.1 == "STANDBY"
     })
@@ -559,7 +550,7 @@ async fn cut(b: Backend) {
 #[actix_rt::test]
 async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");
-    let n1 = Process::serve(&node_env(&db, "s1"));
+    let n1 = serve(&node_env(&db, "s1"));
     wait_active(&n1.url).await;
     let mut env = node_env(&db, "s2");
     env[4].1 = "300".into();
@@ -582,9 +573,9 @@ async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
 #[actix_rt::test]
 async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");
-    let n1 = Process::serve(&node_env(&db, "a1"));
+    let n1 = serve(&node_env(&db, "a1"));
     wait_active(&n1.url).await;
-    let n2 = Process::serve(&node_env(&db, "a2"));
+    let n2 = serve(&node_env(&db, "a2"));
     eventually("a2 is a standby", LONG, || async {
         health(&n2.url).await.1 == "STANDBY"
     })

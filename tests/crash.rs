@@ -33,7 +33,7 @@ async fn kill_dash_nine_mid_run_loses_nothing_and_reruns_only_the_running_item(b
         ("BATON_DATABASE__URL", db.url.clone()),
         ("BATON_NODE__ID", "crashy".to_owned()),
     ];
-    let mut first = Process::serve(&env);
+    let mut first = serve(&env);
     let http = Http::new(&first.url);
     let r = http
         .request(
@@ -79,7 +79,7 @@ async fn kill_dash_nine_mid_run_loses_nothing_and_reruns_only_the_running_item(b
         );
     }
 
-    let mut second = Process::serve(&env);
+    let mut second = serve(&env);
     let http = Http::new(&second.url);
     for id in &ids {
         let e = wait_final(&http, id, Duration::from_secs(60)).await;
@@ -114,7 +114,7 @@ async fn kill_dash_nine_mid_run_loses_nothing_and_reruns_only_the_running_item(b
             }
         }
     }
-    let status = second.terminate();
+    let status = second.terminate().expect("terminate");
     assert!(status.success(), "graceful exit: {status:?}");
 }
 
@@ -124,7 +124,7 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
         ("BATON_DATABASE__URL", db.url.clone()),
         ("BATON_NODE__ID", "planned".to_owned()),
     ];
-    let mut first = Process::serve(&env);
+    let mut first = serve(&env);
     let http = Http::new(&first.url);
     let r = http
         .request(
@@ -140,7 +140,7 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
         logs(&http, &id).await.iter().any(|l| l["item"] == "s1")
     })
     .await;
-    let status = first.terminate();
+    let status = first.terminate().expect("terminate");
     assert!(status.success(), "{status:?}");
     let s = store(&db).await;
     let row = s.execution(&id).await.expect("read").expect("row");
@@ -150,7 +150,7 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
         "the running sleep finished and was checkpointed before exit"
     );
 
-    let second = Process::serve(&env);
+    let second = serve(&env);
     let http = Http::new(&second.url);
     let e = wait_final(&http, &id, Duration::from_secs(60)).await;
     assert_eq!(

@@ -3,8 +3,6 @@
 //! `eventually`.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton::{Config, Node, NodeHandle};
@@ -287,67 +285,11 @@ pub async fn wait_final(http: &Http, id: &str, deadline: Duration) -> Value {
 }
 
 /// The real `baton` binary running `serve`, killed when dropped.
-pub struct Process {
-    pub child: Child,
-    pub url: String,
-}
+pub type Process = baton::process::NodeProcess;
 
-impl Process {
-    /// Starts `baton serve` with the given environment and waits until it
-    /// listens.
-    pub fn serve(env: &[(&str, String)]) -> Process {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
-        cmd.arg("serve")
-            .env("BATON_HTTP__LISTEN", "127.0.0.1:0")
-            .env("BATON_LOG", "warn");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("baton starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("listening on ").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url.trim().to_owned());
-                    }
-                }
-                eprintln!("[baton] {line}");
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("baton listens within 60 s");
-        Process { child, url }
-    }
-
-    /// SIGKILL, as a crash.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, as a planned stop; waits for the exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `baton serve` with `env` and waits until it listens.
+pub fn serve(env: &[(&str, String)]) -> Process {
+    Process::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_baton")), env, true).expect("baton serve starts")
 }
 
 /// Generates one test per backend from `async fn name(b: Backend)`.
