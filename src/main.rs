@@ -36,8 +36,14 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
-    /// Measure checkpointed items per second and item latency.
-    Bench(BenchArgs),
+    /// Measure checkpointed items per second and item latency
+    /// (`baton bench failover` for the cluster benchmarks).
+    Bench {
+        #[command(subcommand)]
+        scenario: Option<BenchScenario>,
+        #[command(flatten)]
+        args: BenchArgs,
+    },
 }
 
 #[derive(Args)]
@@ -122,6 +128,28 @@ enum ClusterCommand {
     Status {
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchScenario {
+    /// Kill -9 the active node of a local cluster again and again.
+    Failover {
+        /// Database URL (a scratch database); default: a fresh SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Heartbeat interval.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+        /// Missed heartbeats before failover.
+        #[arg(long, default_value_t = 5)]
+        heartbeats: u32,
+        /// How many kills.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Interrupted executions for the rehydration measurement (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        rehydrate: usize,
     },
 }
 
@@ -240,7 +268,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cluster_table(&c.get("/api/cluster").await?));
             Ok(())
         }
-        Command::Bench(args) => {
+        Command::Bench {
+            scenario:
+                Some(BenchScenario::Failover {
+                    database_url,
+                    interval_ms,
+                    heartbeats,
+                    kills,
+                    rehydrate,
+                }),
+            ..
+        } => {
+            let opts = bench::failover::FailoverOptions {
+                database_url,
+                interval_ms,
+                heartbeats,
+                kills,
+                rehydrate,
+                exe: std::env::current_exe()?,
+            };
+            bench::failover::run(&opts).await
+        }
+        Command::Bench {
+            scenario: None,
+            args,
+        } => {
             if std::env::var_os("BATON_LOG").is_some() {
                 init_tracing();
             }

@@ -22,7 +22,9 @@ impl NodeProcess {
     /// are echoed to stderr when `echo` is set.
     pub fn spawn(exe: &Path, env: &[(&str, String)], echo: bool) -> std::io::Result<NodeProcess> {
         let mut cmd = Command::new(exe);
-        cmd.arg("serve").env("BATON_HTTP__LISTEN", "127.0.0.1:0").env("BATON_LOG", "warn");
+        cmd.arg("serve")
+            .env("BATON_HTTP__LISTEN", "127.0.0.1:0")
+            .env("BATON_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -50,7 +52,9 @@ impl NodeProcess {
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait()?;
-                Err(std::io::Error::other(format!("baton serve did not start listening ({status})")))
+                Err(std::io::Error::other(format!(
+                    "baton serve did not start listening ({status})"
+                )))
             }
         }
     }

@@ -289,7 +289,8 @@ pub type Process = baton::process::NodeProcess;
 
 /// Starts `baton serve` with `env` and waits until it listens.
 pub fn serve(env: &[(&str, String)]) -> Process {
-    Process::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_baton")), env, true).expect("baton serve starts")
+    Process::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_baton")), env, true)
+        .expect("baton serve starts")
 }
 
 /// Generates one test per backend from `async fn name(b: Backend)`.

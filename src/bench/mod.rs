@@ -1,7 +1,13 @@
-//! `baton bench`: runs W workflows of S no-op `task` items, C at a time,
-//! on an in-process node against a given database, and prints checkpointed
-//! items per second and the item latency (start of an item to its
-//! checkpoint committed) at p50 and p99.
+//! `baton bench`: the benchmarks.
+//!
+//! - this module (`baton bench`): W workflows of S no-op `task` items, C at
+//!   a time, on an in-process node against a given database; prints
+//!   checkpointed items per second and the item latency (start of an item
+//!   to its checkpoint committed) at p50 and p99.
+//! - [`failover`] (`baton bench failover`): a local cluster of real
+//!   processes, killed again and again.
+
+pub mod failover;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
