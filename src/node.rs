@@ -49,6 +49,29 @@ pub enum StartError {
     Refused(String),
 }
 
+/// Refuses to start a standalone node on a database that a running
+/// cluster uses: standalone recovery claims every unfinished execution,
+/// which would pull work away from the cluster's nodes (safely, thanks to
+/// the epochs, but surely not what the operator meant).
+async fn refuse_standalone_on_a_cluster(store: &Store, config: &Config) -> Result<(), StartError> {
+    let (nodes, now) = store.nodes().await.map_err(|source| StartError::Database {
+        url: redact(&config.database.url),
+        source,
+    })?;
+    for n in nodes {
+        let gone = baton_actors::store::node_state::GONE.contains(&n.state.as_str());
+        let clustered = n.fingerprint.contains("\"enabled\":true");
+        let fresh = now - n.last_heartbeat <= 60_000;
+        if clustered && !gone && fresh && Some(&n.id) != config.node.id.as_ref() {
+            return Err(StartError::Refused(format!(
+                "refusing to start standalone: node {} of a cluster is using this database (set cluster.enabled = true to join it)",
+                n.id
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses to start a node whose cluster-wide settings differ from a live
 /// node's, naming the first key that differs.
 async fn refuse_different_settings(
@@ -142,8 +165,9 @@ impl NodeBuilder {
             timeout: Duration::from_millis(config.cluster.failover_timeout_ms()),
             active_nodes: config.cluster.active_nodes,
         });
-        if let Some(t) = &cluster {
-            refuse_different_settings(&store, &config, t).await?;
+        match &cluster {
+            Some(t) => refuse_different_settings(&store, &config, t).await?,
+            None => refuse_standalone_on_a_cluster(&store, &config).await?,
         }
 
         let scripts = ScriptPool::start(

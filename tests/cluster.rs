@@ -568,8 +568,19 @@ async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
         err.contains("cluster.heartbeat_interval_ms") && err.contains("s1"),
         "{err}"
     );
+    // A standalone node on a running cluster's database is refused too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("serve")
+        .env("BATON_HTTP__LISTEN", "127.0.0.1:0")
+        .env("BATON_DATABASE__URL", &db.url)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cluster.enabled"),
+        "{err}"
+    );
 }
-
 #[actix_rt::test]
 async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");

@@ -15,6 +15,7 @@ mod api;
 mod cli;
 mod cluster;
 mod crash;
+mod driver;
 mod embedded;
 mod engine;
 mod scripts;

@@ -145,6 +145,8 @@ pub struct NodeSupervisor {
     heartbeat: Option<Addr<HeartbeatActor>>,
     detector: Option<Addr<FailoverDetectorActor>>,
     beats: u64,
+    rescanning: bool,
+    rescan_again: bool,
 }
 
 /// Parsed definitions by (id, version). A version never changes, so an
@@ -162,6 +164,8 @@ impl NodeSupervisor {
             heartbeat: None,
             detector: None,
             beats: 0,
+            rescanning: false,
+            rescan_again: false,
         }
     }
 
@@ -400,6 +404,12 @@ impl NodeSupervisor {
         if self.state() != NodeState::Running {
             return;
         }
+        if self.rescanning {
+            // One at a time; ask for another pass when this one ends.
+            self.rescan_again = true;
+            return;
+        }
+        self.rescanning = true;
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
         let cache = self.definitions.clone();
@@ -417,13 +427,35 @@ impl NodeSupervisor {
                 let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
                 let def = match cached {
                     Some(d) => d,
-                    None => load_definition(&store, &row.workflow_id, row.workflow_version).await?,
+                    None => {
+                        let d =
+                            load_definition(&store, &row.workflow_id, row.workflow_version).await?;
+                        if let Ok(mut c) = cache.lock() {
+                            c.insert(key, d.clone());
+                        }
+                        d
+                    }
                 };
                 out.push((def, row));
             }
             Ok::<_, EngineError>(out)
         };
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.rescanning = false;
+            if std::mem::take(&mut act.rescan_again) {
+                ctx.notify(Rescan { promoted: false });
+            }
+            act.rescanned(ctx, result)
+        }));
+    }
+
+    fn rescanned(
+        &mut self,
+        ctx: &mut Context<Self>,
+        result: Result<Vec<(Arc<Definition>, execution::Model)>, EngineError>,
+    ) {
+        let act = self;
+        match result {
             Ok(rows) => {
                 if act.state() != NodeState::Running {
                     return;
@@ -440,7 +472,7 @@ impl NodeSupervisor {
                 }
             }
             Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "rescan failed"),
-        }));
+        }
     }
 
     /// Stops every execution at once; no further write is attempted.

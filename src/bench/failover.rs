@@ -105,7 +105,12 @@ impl Cluster {
     }
 
     fn start(&mut self, id: &str) -> anyhow::Result<()> {
-        let p = NodeProcess::spawn(&self.opts.exe, &self.env(id), false)
+        let echo = std::env::var_os("BATON_BENCH_ECHO").is_some();
+        let mut env = self.env(id);
+        if echo {
+            env.push(("BATON_LOG", "info,sqlx=warn".into()));
+        }
+        let p = NodeProcess::spawn(&self.opts.exe, &env, echo)
             .with_context(|| format!("starting node {id}"))?;
         match self.nodes.iter_mut().find(|(n, _)| n == id) {
             Some(slot) => slot.1 = Some(p),
@@ -227,7 +232,7 @@ pub async fn kills(opts: &FailoverOptions) -> anyhow::Result<Vec<i64>> {
     }
     let timeout = Duration::from_millis(opts.interval_ms * u64::from(opts.heartbeats));
     let mut active = cluster.active(timeout * 10).await?;
-    import(&cluster.url_of(&active)?, &sleeper("bench-load", 40, 100)).await?;
+    import(&cluster.url_of(&active)?, &sleeper("bench-load", 300, 100)).await?;
     let mut out = Vec::new();
     for k in 0..opts.kills {
         // Keep at least 16 executions running.
@@ -254,8 +259,14 @@ pub async fn kills(opts: &FailoverOptions) -> anyhow::Result<Vec<i64>> {
                 break t;
             }
             if started.elapsed() > timeout * 20 {
+                let (nodes, _) = store.nodes().await?;
+                let owners = store.unfinished_by_owner().await?;
+                let nodes: Vec<String> = nodes
+                    .iter()
+                    .map(|n| format!("{} {} {} e{}", n.id, n.role, n.state, n.epoch))
+                    .collect();
                 bail!(
-                    "no item resumed within {:?} of kill {}",
+                    "no item resumed within {:?} of kill {} ({victim}); nodes: {nodes:?}; unfinished by owner: {owners:?}",
                     timeout * 20,
                     k + 1
                 );
@@ -483,15 +494,18 @@ pub async fn rehydrate(opts: &FailoverOptions) -> anyhow::Result<(i64, u64)> {
     };
     let n = opts.rehydrate as u64;
     loop {
+        let prefix = format!("{ghost}-");
         let (count, last) = store
             .db()
             .run(move |c| async move {
                 let count = item_log::Entity::find()
                     .filter(item_log::Column::Event.eq("resumed"))
+                    .filter(item_log::Column::ExecutionId.starts_with(prefix.as_str()))
                     .count(&c)
                     .await?;
                 let last = item_log::Entity::find()
                     .filter(item_log::Column::Event.eq("resumed"))
+                    .filter(item_log::Column::ExecutionId.starts_with(prefix.as_str()))
                     .order_by_desc(item_log::Column::Time)
                     .one(&c)
                     .await?

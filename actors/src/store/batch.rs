@@ -112,86 +112,146 @@ async fn writer(
     }
 }
 
-/// True for the common checkpoint "item done, next item started": new
-/// variables, outputs, current item, step and attempt, nothing else. These
-/// are written with one bulk `UPDATE` per batch.
-fn is_advance(cp: &Checkpoint) -> bool {
-    cp.variables.is_some()
-        && cp.outputs.is_some()
-        && matches!(cp.current_item, Some(Some(_)))
-        && cp.step.is_some()
-        && cp.attempt.is_some()
-        && cp.state.is_none()
-        && cp.error.is_none()
-        && !cp.ended
+/// The checkpoints written with one bulk `UPDATE` per batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// "Item done, next item started": new variables, outputs, current
+    /// item, step and attempt, nothing else. The common case.
+    Advance,
+    /// "Interrupted item runs again": a new attempt, nothing else. A node
+    /// that adopts thousands of executions writes thousands of these.
+    Resume,
 }
 
-/// One fenced `UPDATE` for many "advance" checkpoints: a join of the table
-/// with a list of `(id, owner_node, owner_epoch, new values)`, so a row is
-/// written only where owner and epoch still match. Returns the ids
-/// written, or `None` when the backend cannot say which (MySQL/MariaDB
-/// without `RETURNING` and fewer rows than asked): the caller then falls
-/// back to one `UPDATE` per checkpoint.
-async fn bulk_advance(
+impl Shape {
+    fn of(cp: &Checkpoint) -> Option<Shape> {
+        let rest_untouched =
+            cp.state.is_none() && cp.error.is_none() && !cp.ended && cp.attempt.is_some();
+        if !rest_untouched {
+            return None;
+        }
+        let moves = (
+            cp.variables.is_some(),
+            cp.outputs.is_some(),
+            &cp.current_item,
+            cp.step.is_some(),
+        );
+        match moves {
+            (true, true, Some(Some(_)), true) => Some(Shape::Advance),
+            (false, false, None, false) => Some(Shape::Resume),
+            _ => None,
+        }
+    }
+
+    /// The value columns after `id, owner_node, owner_epoch`, with their
+    /// PostgreSQL casts.
+    fn columns(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Shape::Advance => &[
+                ("variables", ""),
+                ("outputs", ""),
+                ("current_item", ""),
+                ("step", "::bigint"),
+                ("attempt", "::int"),
+            ],
+            Shape::Resume => &[("attempt", "::int")],
+        }
+    }
+
+    fn values(self, cp: &Checkpoint) -> Vec<sea_orm::Value> {
+        let attempt = cp.attempt.unwrap_or_default().into();
+        match self {
+            Shape::Advance => vec![
+                cp.variables
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+                    .into(),
+                cp.outputs
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+                    .into(),
+                cp.current_item.clone().flatten().unwrap_or_default().into(),
+                cp.step.unwrap_or_default().into(),
+                attempt,
+            ],
+            Shape::Resume => vec![attempt],
+        }
+    }
+}
+
+/// One fenced `UPDATE` for many checkpoints of one shape: a join of the
+/// table with a list of `(id, owner_node, owner_epoch, new values)`, so a
+/// row is written only where owner and epoch still match and the execution
+/// is unfinished. Returns the ids written, or `None` when the backend
+/// cannot say which (MySQL/MariaDB without `RETURNING`, fewer rows than
+/// asked): the caller then falls back to one `UPDATE` per checkpoint.
+async fn bulk_update(
     txn: &DatabaseTransaction,
     backend: DbBackend,
+    shape: Shape,
     batch: &[&Pending],
 ) -> Result<Option<HashSet<String>>, sea_orm::DbErr> {
     let now = Store::now_sql(backend);
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * 8);
+    let cols = shape.columns();
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * (3 + cols.len()));
     let mut rows = Vec::with_capacity(batch.len());
     for p in batch {
-        let cp = &p.cp;
         let n = values.len();
-        let ph = |i: usize| match backend {
-            DbBackend::Postgres => format!("${}", n + i),
-            _ => "?".to_owned(),
+        let row = match backend {
+            DbBackend::Postgres => {
+                let mut ph = vec![
+                    format!("${}", n + 1),
+                    format!("${}", n + 2),
+                    format!("${}::bigint", n + 3),
+                ];
+                ph.extend(
+                    cols.iter()
+                        .enumerate()
+                        .map(|(i, (_, cast))| format!("${}{cast}", n + 4 + i)),
+                );
+                format!("({})", ph.join(", "))
+            }
+            DbBackend::MySql => {
+                let mut sel = vec![
+                    "? AS id".to_owned(),
+                    "? AS owner_node".to_owned(),
+                    "? AS owner_epoch".to_owned(),
+                ];
+                sel.extend(cols.iter().map(|(c, _)| format!("? AS {c}")));
+                format!("SELECT {}", sel.join(", "))
+            }
+            _ => format!("({})", vec!["?"; 3 + cols.len()].join(", ")),
         };
-        rows.push(match backend {
-            DbBackend::Postgres => format!(
-                "({}, {}, {}::bigint, {}, {}, {}, {}::bigint, {}::int)",
-                ph(1), ph(2), ph(3), ph(4), ph(5), ph(6), ph(7), ph(8)
-            ),
-            DbBackend::MySql => "SELECT ? AS id, ? AS owner_node, ? AS owner_epoch, ? AS variables, ? AS outputs, ? AS current_item, ? AS step, ? AS attempt".to_owned(),
-            _ => "(?, ?, ?, ?, ?, ?, ?, ?)".to_owned(),
-        });
+        rows.push(row);
         values.push(p.fence.execution.clone().into());
         values.push(p.fence.node.clone().into());
         values.push(p.fence.epoch.into());
-        values.push(
-            cp.variables
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-                .into(),
-        );
-        values.push(
-            cp.outputs
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-                .into(),
-        );
-        values.push(cp.current_item.clone().flatten().unwrap_or_default().into());
-        values.push(cp.step.unwrap_or_default().into());
-        values.push(cp.attempt.unwrap_or_default().into());
+        values.extend(shape.values(&p.cp));
     }
-    let set = "variables = v.variables, outputs = v.outputs, current_item = v.current_item, step = v.step, attempt = v.attempt";
-    let cols = "id, owner_node, owner_epoch, variables, outputs, current_item, step, attempt";
+    let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
     let sql = match backend {
-        DbBackend::MySql => format!(
-            "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch \
-             AND e.state IN ('running', 'waiting', 'waiting-signal') \
-             SET e.variables = v.variables, e.outputs = v.outputs, e.current_item = v.current_item, e.step = v.step, e.attempt = v.attempt, e.updated_at = {now}",
-            rows.join(" UNION ALL ")
-        ),
-        _ => format!(
-            "WITH v({cols}) AS (VALUES {}) UPDATE executions SET {set}, updated_at = {now} FROM v \
-             WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch \
-             AND executions.state IN ('running', 'waiting', 'waiting-signal') \
-             RETURNING executions.id AS id",
-            rows.join(", ")
-        ),
+        DbBackend::MySql => {
+            let set: Vec<String> = names.iter().map(|c| format!("e.{c} = v.{c}")).collect();
+            format!(
+                "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch \
+                 AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
+                rows.join(" UNION ALL "),
+                set.join(", ")
+            )
+        }
+        _ => {
+            let set: Vec<String> = names.iter().map(|c| format!("{c} = v.{c}")).collect();
+            format!(
+                "WITH v(id, owner_node, owner_epoch, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
+                 WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch \
+                 AND executions.state IN ('running', 'waiting', 'waiting-signal') RETURNING executions.id AS id",
+                names.join(", "),
+                rows.join(", "),
+                set.join(", ")
+            )
+        }
     };
     let stmt = Statement::from_sql_and_values(backend, sql, values);
     if backend == DbBackend::MySql {
@@ -214,18 +274,25 @@ async fn apply(
     batch: &[Pending],
 ) -> Result<Vec<Result<(), StoreError>>, sea_orm::DbErr> {
     let txn = conn.begin().await?;
-    let advances: Vec<&Pending> = batch.iter().filter(|p| is_advance(&p.cp)).collect();
-    let bulk = if advances.len() > 1 {
-        bulk_advance(&txn, backend, &advances).await?
-    } else {
-        None
-    };
+    let mut bulk: Vec<(Shape, HashSet<String>)> = Vec::new();
+    for shape in [Shape::Advance, Shape::Resume] {
+        let group: Vec<&Pending> = batch
+            .iter()
+            .filter(|p| Shape::of(&p.cp) == Some(shape))
+            .collect();
+        if group.len() > 1 {
+            if let Some(ids) = bulk_update(&txn, backend, shape, &group).await? {
+                bulk.push((shape, ids));
+            }
+        }
+    }
     let mut results = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
     for p in batch {
-        let written = match &bulk {
-            Some(ids) if is_advance(&p.cp) => ids.contains(&p.fence.execution),
-            _ => fenced_update(&txn, backend, &p.fence, &p.cp).await? > 0,
+        let done_in_bulk = Shape::of(&p.cp).and_then(|s| bulk.iter().find(|(b, _)| *b == s));
+        let written = match done_in_bulk {
+            Some((_, ids)) => ids.contains(&p.fence.execution),
+            None => fenced_update(&txn, backend, &p.fence, &p.cp).await? > 0,
         };
         if written {
             results.push(Ok(()));
