@@ -57,10 +57,18 @@ mod postgres {
     async fn a_node_cut_from_the_database_fences_itself_and_rejoins() {
         super::cut(Backend::Postgres).await
     }
+    #[actix_rt::test]
+    async fn nodes_with_skewed_clocks_agree_on_liveness() {
+        super::skew(Backend::Postgres).await
+    }
 }
 
 mod mysql {
     use super::*;
+    #[actix_rt::test]
+    async fn nodes_with_skewed_clocks_agree_on_liveness() {
+        super::skew(Backend::Mysql).await
+    }
     #[actix_rt::test]
     async fn kill_dash_nine_of_the_active_node_fails_over_and_loses_nothing() {
         super::kill_active(Backend::Mysql).await
@@ -710,4 +718,70 @@ impl TcpProxy {
     fn restore(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Invariants 3 and 4: liveness is judged on the database server's clock
+/// only. Two of three nodes run with wall clocks an hour off (libfaketime);
+/// nobody is declared dead while all heartbeat, a pause shorter than the
+/// failover timeout declares nobody dead, and a real death is detected in
+/// the usual time. (SQLite has no server: its clock is each process's, so
+/// this runs on PostgreSQL and MariaDB.)
+async fn skew(b: Backend) {
+    if !std::path::Path::new(FAKETIME_LIB).exists() {
+        eprintln!("SKIPPED: {FAKETIME_LIB} is missing (apt-get install faketime)");
+        return;
+    }
+    let Some(db) = TestDb::create(b) else { return };
+    let skewed = |id: &str, offset: &str| {
+        let mut env = node_env(&db, id);
+        env.push(("LD_PRELOAD", FAKETIME_LIB.into()));
+        env.push(("FAKETIME", offset.into()));
+        env.push(("DONT_FAKE_MONOTONIC", "1".into()));
+        env
+    };
+    let mut n1 = serve(&node_env(&db, "k1"));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = serve(&skewed("k2", "+3600"));
+    let n3 = serve(&skewed("k3", "-3600"));
+    for n in [&n2, &n3] {
+        eventually("a skewed node joins as standby", LONG, || async {
+            health(&n.url).await.1 == "STANDBY"
+        })
+        .await;
+    }
+    // Three failover timeouts with everyone alive: nobody is declared dead.
+    actix_rt::time::sleep(TIMEOUT * 3).await;
+    // A pause shorter than the failover timeout (and than the self-fence
+    // margin) is not a death either.
+    assert!(n1.signal("STOP"));
+    actix_rt::time::sleep(Duration::from_millis(400)).await;
+    assert!(n1.signal("CONT"));
+    actix_rt::time::sleep(TIMEOUT * 2).await;
+    let http = Http::new(&n2.url);
+    let events = http.get("/api/cluster/events").await.json;
+    assert!(
+        !events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "failover" || e["kind"] == "fence"),
+        "no failover or fencing among live nodes: {events}"
+    );
+    assert_eq!(health(&n1.url).await, (200, "RUNNING".to_owned()));
+    // A real death is seen by the skewed nodes as by anyone.
+    n1.kill9();
+    let killed = Instant::now();
+    eventually("a skewed standby takes over", LONG, || async {
+        health(&n2.url).await.0 == 200 || health(&n3.url).await.0 == 200
+    })
+    .await;
+    eprintln!(
+        "{b:?}: takeover by a skewed node {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(killed.elapsed() < Duration::from_secs(5));
+    monitor.assert_never_exceeded(1);
 }
