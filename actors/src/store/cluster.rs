@@ -9,13 +9,14 @@
 //! one of several racing detectors win a takeover. Liveness is judged in
 //! SQL against the database server's clock (invariant 3).
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, Statement, TransactionTrait,
 };
 
-use super::entities::{cluster_event, execution, node};
+use super::entities::{execution, node};
+use super::nodes::{insert_event, upsert_node};
 use super::{state, NodeRegistration, Store};
 use crate::error::StoreError;
 
@@ -158,32 +159,6 @@ async fn move_executions(
     Ok(moved)
 }
 
-async fn event(
-    txn: &DatabaseTransaction,
-    backend: DbBackend,
-    kind: &str,
-    node_id: &str,
-    message: &str,
-) -> Result<(), sea_orm::DbErr> {
-    let insert = Query::insert()
-        .into_table(cluster_event::Entity)
-        .columns([
-            cluster_event::Column::Time,
-            cluster_event::Column::Kind,
-            cluster_event::Column::NodeId,
-            cluster_event::Column::Message,
-        ])
-        .values_panic([
-            Store::now_expr(backend),
-            Expr::value(kind),
-            Expr::value(node_id),
-            Expr::value(message),
-        ])
-        .to_owned();
-    txn.execute(&insert).await?;
-    Ok(())
-}
-
 /// The first key at which two settings fingerprints (JSON) differ.
 pub fn fingerprint_difference(ours: &str, theirs: &str) -> Option<(String, String, String)> {
     fn walk(
@@ -250,55 +225,22 @@ impl Store {
                         )));
                     }
                 }
-                let now = Store::now_expr(backend);
-                let mut insert = Query::insert()
-                    .into_table(node::Entity)
-                    .columns([
-                        node::Column::Id,
-                        node::Column::Address,
-                        node::Column::Role,
-                        node::Column::State,
-                        node::Column::Epoch,
-                        node::Column::LastHeartbeat,
-                        node::Column::Fingerprint,
-                        node::Column::StartedAt,
-                    ])
-                    .values_panic([
-                        Expr::value(reg.id.as_str()),
-                        Expr::value(reg.address.as_str()),
-                        Expr::value("standby"),
-                        Expr::value(node_state::STANDBY),
-                        Expr::value(1i64),
-                        now.clone(),
-                        Expr::value(reg.fingerprint.as_str()),
-                        now.clone(),
-                    ])
-                    .to_owned();
-                insert.on_conflict(
-                    OnConflict::column(node::Column::Id)
-                        .value(node::Column::Address, Expr::value(reg.address.as_str()))
-                        .value(node::Column::Role, Expr::value("standby"))
-                        .value(node::Column::State, Expr::value(node_state::STANDBY))
-                        .value(node::Column::Epoch, Expr::col((node::Entity, node::Column::Epoch)).add(1))
-                        .value(node::Column::LastHeartbeat, now.clone())
-                        .value(node::Column::Fingerprint, Expr::value(reg.fingerprint.as_str()))
-                        .value(node::Column::StartedAt, now.clone())
-                        .to_owned(),
-                );
-                txn.execute(&insert).await?;
+                let reg = NodeRegistration {
+                    role: "standby".into(),
+                    state: node_state::STANDBY.into(),
+                    ..reg
+                };
+                let epoch = upsert_node(&txn, backend, &reg).await?;
+                // Fence out any earlier incarnation of this node.
                 execution::Entity::update_many()
                     .col_expr(execution::Column::OwnerEpoch, Expr::col(execution::Column::OwnerEpoch).add(1))
                     .filter(execution::Column::OwnerNode.eq(reg.id.as_str()))
                     .filter(execution::Column::State.is_in(state::UNFINISHED))
                     .exec(&txn)
                     .await?;
-                let row = node::Entity::find_by_id(reg.id.clone())
-                    .one(&txn)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound { kind: "node", id: reg.id.clone() })?;
-                event(&txn, backend, "join", &reg.id, &format!("node {} joined as standby at epoch {}", reg.id, row.epoch)).await?;
+                insert_event(&txn, backend, "join", &reg.id, &format!("node {} joined as standby at epoch {epoch}", reg.id)).await?;
                 txn.commit().await?;
-                Ok(row.epoch)
+                Ok(epoch)
             })
             .await
     }
@@ -398,7 +340,7 @@ impl Store {
                 let moved = move_executions(&txn, backend, &victim, timeout_ms).await?;
                 let what = if forced { "evicted by an operator" } else { "missed its heartbeats" };
                 let moved_text: Vec<String> = moved.iter().map(|(n, k)| format!("{k} to {n}")).collect();
-                event(
+                insert_event(
                     &txn,
                     backend,
                     "failover",
@@ -432,7 +374,7 @@ impl Store {
                 let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
                 let mine = promoted.contains(&me);
                 if !promoted.is_empty() {
-                    event(
+                    insert_event(
                         &txn,
                         backend,
                         "promote",
@@ -474,31 +416,27 @@ impl Store {
                     txn.rollback().await?;
                     return Ok(0);
                 }
+                let now = Store::now_sql(backend);
                 let sql = match backend {
                     DbBackend::MySql => format!(
                         "UPDATE executions e LEFT JOIN nodes n ON n.id = e.owner_node \
                          SET e.owner_node = ?, e.owner_epoch = e.owner_epoch + 1, e.updated_at = {now} \
                          WHERE e.state IN ('running', 'waiting', 'waiting-signal') \
-                         AND (n.id IS NULL OR n.role <> 'active' OR n.state <> 'RUNNING')",
-                        now = Store::now_sql(backend)
+                         AND (n.id IS NULL OR n.role <> 'active' OR n.state <> 'RUNNING')"
                     ),
-                    DbBackend::Postgres => format!(
-                        "UPDATE executions SET owner_node = $1, owner_epoch = owner_epoch + 1, updated_at = {now} \
-                         WHERE state IN ('running', 'waiting', 'waiting-signal') AND NOT EXISTS \
-                         (SELECT 1 FROM nodes n WHERE n.id = executions.owner_node AND n.role = 'active' AND n.state = 'RUNNING')",
-                        now = Store::now_sql(backend)
-                    ),
-                    _ => format!(
-                        "UPDATE executions SET owner_node = ?, owner_epoch = owner_epoch + 1, updated_at = {now} \
-                         WHERE state IN ('running', 'waiting', 'waiting-signal') AND NOT EXISTS \
-                         (SELECT 1 FROM nodes n WHERE n.id = executions.owner_node AND n.role = 'active' AND n.state = 'RUNNING')",
-                        now = Store::now_sql(backend)
-                    ),
+                    _ => {
+                        let me_param = if backend == DbBackend::Postgres { "$1" } else { "?" };
+                        format!(
+                            "UPDATE executions SET owner_node = {me_param}, owner_epoch = owner_epoch + 1, updated_at = {now} \
+                             WHERE state IN ('running', 'waiting', 'waiting-signal') AND NOT EXISTS \
+                             (SELECT 1 FROM nodes n WHERE n.id = executions.owner_node AND n.role = 'active' AND n.state = 'RUNNING')"
+                        )
+                    }
                 };
                 let r = txn.execute_raw(Statement::from_sql_and_values(backend, sql, [me.clone().into()])).await?;
                 let adopted = r.rows_affected();
                 if adopted > 0 {
-                    event(&txn, backend, "adopt", &me, &format!("node {me} adopted {adopted} execution(s) whose owner is not active")).await?;
+                    insert_event(&txn, backend, "adopt", &me, &format!("node {me} adopted {adopted} execution(s) whose owner is not active")).await?;
                 }
                 txn.commit().await?;
                 Ok(adopted)
@@ -540,7 +478,7 @@ impl Store {
                 let total: usize = moved.iter().map(|(_, k)| k).sum();
                 let moved_text: Vec<String> =
                     moved.iter().map(|(n, k)| format!("{k} to {n}")).collect();
-                event(
+                insert_event(
                     &txn,
                     backend,
                     "leave",

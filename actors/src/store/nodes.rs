@@ -1,7 +1,10 @@
 //! Cluster members and cluster events.
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
 
 use super::entities::{cluster_event, node};
 use super::Store;
@@ -30,58 +33,10 @@ impl Store {
         let backend = self.backend();
         self.db()
             .run(move |c| async move {
-                let now = Store::now_expr(backend);
                 let txn = c.begin().await?;
-                let mut insert = Query::insert()
-                    .into_table(node::Entity)
-                    .columns([
-                        node::Column::Id,
-                        node::Column::Address,
-                        node::Column::Role,
-                        node::Column::State,
-                        node::Column::Epoch,
-                        node::Column::LastHeartbeat,
-                        node::Column::Fingerprint,
-                        node::Column::StartedAt,
-                    ])
-                    .values_panic([
-                        Expr::value(reg.id.as_str()),
-                        Expr::value(reg.address.as_str()),
-                        Expr::value(reg.role.as_str()),
-                        Expr::value(reg.state.as_str()),
-                        Expr::value(1i64),
-                        now.clone(),
-                        Expr::value(reg.fingerprint.as_str()),
-                        now.clone(),
-                    ])
-                    .to_owned();
-                insert.on_conflict(
-                    OnConflict::column(node::Column::Id)
-                        .value(node::Column::Address, Expr::value(reg.address.as_str()))
-                        .value(node::Column::Role, Expr::value(reg.role.as_str()))
-                        .value(node::Column::State, Expr::value(reg.state.as_str()))
-                        .value(
-                            node::Column::Epoch,
-                            Expr::col((node::Entity, node::Column::Epoch)).add(1),
-                        )
-                        .value(node::Column::LastHeartbeat, now.clone())
-                        .value(
-                            node::Column::Fingerprint,
-                            Expr::value(reg.fingerprint.as_str()),
-                        )
-                        .value(node::Column::StartedAt, now.clone())
-                        .to_owned(),
-                );
-                txn.execute(&insert).await?;
-                let row = node::Entity::find_by_id(reg.id.clone())
-                    .one(&txn)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound {
-                        kind: "node",
-                        id: reg.id.clone(),
-                    })?;
+                let epoch = upsert_node(&txn, backend, &reg).await?;
                 txn.commit().await?;
-                Ok(row.epoch)
+                Ok(epoch)
             })
             .await
     }
@@ -133,25 +88,7 @@ impl Store {
         let backend = self.backend();
         let (kind, node_id, message) = (kind.to_owned(), node_id.to_owned(), message.to_owned());
         self.db()
-            .run(move |c| async move {
-                let insert = Query::insert()
-                    .into_table(cluster_event::Entity)
-                    .columns([
-                        cluster_event::Column::Time,
-                        cluster_event::Column::Kind,
-                        cluster_event::Column::NodeId,
-                        cluster_event::Column::Message,
-                    ])
-                    .values_panic([
-                        Store::now_expr(backend),
-                        Expr::value(kind),
-                        Expr::value(node_id),
-                        Expr::value(message),
-                    ])
-                    .to_owned();
-                c.execute(&insert).await?;
-                Ok(())
-            })
+            .run(move |c| async move { Ok(insert_event(&c, backend, &kind, &node_id, &message).await?) })
             .await
     }
 
@@ -192,4 +129,91 @@ impl Store {
             })
             .await
     }
+}
+
+/// Inserts a node row, or re-registers an existing one with its epoch
+/// moved forward; returns the epoch. The heartbeat is stamped with the
+/// database clock.
+pub(super) async fn upsert_node(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    reg: &NodeRegistration,
+) -> Result<i64, StoreError> {
+    let now = Store::now_expr(backend);
+    let mut insert = Query::insert()
+        .into_table(node::Entity)
+        .columns([
+            node::Column::Id,
+            node::Column::Address,
+            node::Column::Role,
+            node::Column::State,
+            node::Column::Epoch,
+            node::Column::LastHeartbeat,
+            node::Column::Fingerprint,
+            node::Column::StartedAt,
+        ])
+        .values_panic([
+            Expr::value(reg.id.as_str()),
+            Expr::value(reg.address.as_str()),
+            Expr::value(reg.role.as_str()),
+            Expr::value(reg.state.as_str()),
+            Expr::value(1i64),
+            now.clone(),
+            Expr::value(reg.fingerprint.as_str()),
+            now.clone(),
+        ])
+        .to_owned();
+    insert.on_conflict(
+        OnConflict::column(node::Column::Id)
+            .value(node::Column::Address, Expr::value(reg.address.as_str()))
+            .value(node::Column::Role, Expr::value(reg.role.as_str()))
+            .value(node::Column::State, Expr::value(reg.state.as_str()))
+            .value(
+                node::Column::Epoch,
+                Expr::col((node::Entity, node::Column::Epoch)).add(1),
+            )
+            .value(node::Column::LastHeartbeat, now.clone())
+            .value(
+                node::Column::Fingerprint,
+                Expr::value(reg.fingerprint.as_str()),
+            )
+            .value(node::Column::StartedAt, now)
+            .to_owned(),
+    );
+    txn.execute(&insert).await?;
+    let row = node::Entity::find_by_id(reg.id.clone())
+        .one(txn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "node",
+            id: reg.id.clone(),
+        })?;
+    Ok(row.epoch)
+}
+
+/// Records a cluster event, stamped with the database clock.
+pub(super) async fn insert_event(
+    conn: &impl ConnectionTrait,
+    backend: DbBackend,
+    kind: &str,
+    node_id: &str,
+    message: &str,
+) -> Result<(), sea_orm::DbErr> {
+    let insert = Query::insert()
+        .into_table(cluster_event::Entity)
+        .columns([
+            cluster_event::Column::Time,
+            cluster_event::Column::Kind,
+            cluster_event::Column::NodeId,
+            cluster_event::Column::Message,
+        ])
+        .values_panic([
+            Store::now_expr(backend),
+            Expr::value(kind),
+            Expr::value(node_id),
+            Expr::value(message),
+        ])
+        .to_owned();
+    conn.execute(&insert).await?;
+    Ok(())
 }
