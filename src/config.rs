@@ -65,6 +65,26 @@ pub struct Config {
     pub scripts: ScriptsConfig,
     /// `[auth]`
     pub auth: AuthConfig,
+    /// `[engine]`
+    pub engine: EngineConfig,
+}
+
+/// `[engine]`: how executions run.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// The poison-pill budget: an item started this many times without
+    /// completing (crashes and failovers count) fails its execution
+    /// instead of running again.
+    pub max_item_starts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_item_starts: 10,
+        }
+    }
 }
 
 /// `[node]`: who this node is.
@@ -198,7 +218,9 @@ pub enum Role {
     Viewer,
 }
 
-const SECTIONS: [&str; 6] = ["node", "http", "database", "cluster", "scripts", "auth"];
+const SECTIONS: [&str; 7] = [
+    "node", "http", "database", "cluster", "scripts", "auth", "engine",
+];
 
 impl Config {
     /// Loads the configuration: `file` (if any), then the `BATON_*`
@@ -354,6 +376,12 @@ impl Config {
             return Err(err(
                 "scripts.memory_limit_mb",
                 "must be between 1 and 4096".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.engine.max_item_starts) {
+            return Err(err(
+                "engine.max_item_starts",
+                "must be between 1 and 1000".into(),
             ));
         }
         if !(1..=64).contains(&self.scripts.threads) {

@@ -198,6 +198,7 @@ impl NodeBuilder {
             status: status.clone(),
             metrics: metrics.clone(),
             cluster,
+            max_item_starts: config.engine.max_item_starts,
         })
         .start();
 

@@ -22,6 +22,8 @@ on_all_backends!(
     restart_resumes_only_the_interrupted_item,
     concurrent_migrations_do_not_race,
     errors_retries_and_handlers,
+    a_failed_execution_resumes_from_its_failed_item,
+    an_item_that_keeps_crashing_its_node_fails_after_the_budget,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -491,6 +493,107 @@ async fn errors_retries_and_handlers(b: Backend) {
     assert_eq!(
         (e["state"].clone(), e["error"].clone()),
         (json!("failed"), json!("refused: no stock"))
+    );
+    node.stop().await;
+}
+
+async fn a_failed_execution_resumes_from_its_failed_item(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "fragile", "variables": {"fixed": false, "count": 0}, "outputs": {"count": "number"},
+            "start": "a", "items": {
+            "a": {"type": "task", "script": "count = count + 1;", "next": "b"},
+            "b": {"type": "task", "script": "if (!fixed) throw new Error('not fixed'); count = count + 10;", "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "fragile", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["current_item"].clone()),
+        (json!("failed"), json!("b"))
+    );
+    let path = format!("/api/executions/{id}/resume");
+    let bad = http.post(&path, &json!({"variables": {"nope": 1}})).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.text.contains("variables.nope"), "{}", bad.text);
+    let r = http
+        .post(&path, &json!({"variables": {"fixed": true}}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json["state"], "running");
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    assert_eq!(
+        e["outputs"]["count"], 11,
+        "a ran once, b ran again with the fix: {e}"
+    );
+    let log = logs(&http, &id).await;
+    assert_eq!(
+        count(&log, "completed", 1),
+        1,
+        "the completed item did not run again: {log:?}"
+    );
+    assert_eq!(count(&log, "resumed", 2), 1);
+    let again = http.post(&path, &json!({})).await;
+    assert_eq!(
+        again.status, 409,
+        "only a failed execution resumes: {}",
+        again.text
+    );
+    assert_eq!(
+        http.post("/api/executions/ghost/resume", &json!({}))
+            .await
+            .status,
+        404
+    );
+    node.stop().await;
+}
+
+/// The poison-pill budget: an item whose runs keep ending with the node
+/// (crash loop) fails its execution after `engine.max_item_starts` starts.
+async fn an_item_that_keeps_crashing_its_node_fails_after_the_budget(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let budget = |c: &mut baton::Config| {
+        c.node.id = Some("looping".into());
+        c.engine.max_item_starts = 2;
+    };
+    let node = start_node(&db, budget).await;
+    let http = Http::new(&node.url());
+    import(&http, &slow()).await;
+    let id = start(&http, "slow", json!({"ms": 60000})).await;
+    eventually("s1 runs", LONG, || async {
+        logs(&http, &id).await.iter().any(|l| l["item"] == "s1")
+    })
+    .await;
+    node.stop_with_grace(Duration::from_millis(1)).await;
+    // Second start of s1: within the budget.
+    let node = start_node(&db, budget).await;
+    let http = Http::new(&node.url());
+    eventually("s1 runs again", LONG, || async {
+        count(&logs(&http, &id).await, "started", 1) == 2
+    })
+    .await;
+    node.stop_with_grace(Duration::from_millis(1)).await;
+    // A third start would exceed it: the execution fails instead.
+    let node = start_node(&db, budget).await;
+    let http = Http::new(&node.url());
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "failed", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("engine.max_item_starts = 2"),
+        "{e}"
+    );
+    assert_eq!(
+        count(&logs(&http, &id).await, "started", 1),
+        2,
+        "not started a third time"
     );
     node.stop().await;
 }

@@ -39,6 +39,19 @@ use crate::workflow::{Definition, Item, ItemKind};
 /// import until the engine runs them.
 pub const SUPPORTED_ITEM_TYPES: &[&str] = &["task", "decision", "action", "end"];
 
+/// How an execution actor's run begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKind {
+    /// A new execution; its first item's start is already recorded.
+    New,
+    /// Its current item was interrupted (crash, failover, store failure)
+    /// and runs again with attempt + 1, within the poison-pill budget.
+    Recovered,
+    /// A failed execution resumed by a caller: its failed item runs again
+    /// with attempt + 1, whatever the budget.
+    Resumed,
+}
+
 /// Everything an execution actor needs to start.
 pub struct ExecutionSetup {
     /// The store.
@@ -53,9 +66,11 @@ pub struct ExecutionSetup {
     pub row: execution::Model,
     /// This node's id.
     pub node: String,
-    /// True when the current item was interrupted (crash, failover) and
-    /// must run again with attempt + 1.
-    pub resumed: bool,
+    /// How this run starts.
+    pub kind: StartKind,
+    /// Starts of one item without a completion after which the execution
+    /// fails instead (the poison-pill budget; crashes and failovers count).
+    pub max_item_starts: u32,
     /// Told when the run ends.
     pub supervisor: Recipient<ExecutionEnded>,
     /// The node's counters.
@@ -188,7 +203,8 @@ struct Run {
     actions: ActionRegistry,
     def: Arc<Definition>,
     fence: Fence,
-    resumed: bool,
+    kind: StartKind,
+    max_item_starts: u32,
     inputs: Map<String, Value>,
     variables: Map<String, Value>,
     outputs: Map<String, Value>,
@@ -239,7 +255,8 @@ impl Run {
             scripts: s.scripts,
             actions: s.actions,
             def: s.definition,
-            resumed: s.resumed,
+            kind: s.kind,
+            max_item_starts: s.max_item_starts,
             metrics: s.metrics,
             item_started: Instant::now(),
         })
@@ -315,12 +332,28 @@ impl Run {
     }
 
     async fn drive_inner(&mut self, control: &Control) -> Result<RunOutcome, RunOutcome> {
-        if self.resumed {
+        if self.kind != StartKind::New {
             self.attempt += 1;
-            let msg = format!(
-                "resumed on node {} (epoch {})",
-                self.fence.node, self.fence.epoch
-            );
+            if self.kind == StartKind::Recovered && self.attempt > self.max_item_starts as i32 {
+                let message = format!(
+                    "item `{}` was started {} times without completing (engine.max_item_starts = {}); \
+                     failing the execution instead of running it again",
+                    self.item,
+                    self.attempt - 1,
+                    self.max_item_starts
+                );
+                return self.fail(message, Vec::new()).await;
+            }
+            let msg = match self.kind {
+                StartKind::Resumed => format!(
+                    "resumed by request on node {} (epoch {})",
+                    self.fence.node, self.fence.epoch
+                ),
+                _ => format!(
+                    "resumed on node {} (epoch {})",
+                    self.fence.node, self.fence.epoch
+                ),
+            };
             let logs = vec![
                 self.log(&self.item, self.step, self.attempt, "resumed", Some(msg)),
                 self.log(&self.item, self.step, self.attempt, "started", None),

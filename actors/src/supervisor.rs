@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::actions::ActionRegistry;
 use crate::error::{EngineError, StoreError};
-use crate::execution::{ExecutionActor, ExecutionSetup, SUPPORTED_ITEM_TYPES};
+use crate::execution::{ExecutionActor, ExecutionSetup, StartKind, SUPPORTED_ITEM_TYPES};
 use crate::failover::{ClusterTiming, FailoverDetectorActor, ScanPeers};
 use crate::heartbeat::HeartbeatActor;
 use crate::messages::{
@@ -132,6 +132,8 @@ pub struct SupervisorConfig {
     pub metrics: Arc<EngineMetrics>,
     /// Cluster mode's timing; `None`: standalone.
     pub cluster: Option<ClusterTiming>,
+    /// The poison-pill budget (`engine.max_item_starts`).
+    pub max_item_starts: u32,
 }
 
 /// The root actor of a node. See the module documentation.
@@ -184,7 +186,7 @@ impl NodeSupervisor {
         ctx: &mut Context<Self>,
         def: Arc<Definition>,
         row: execution::Model,
-        resumed: bool,
+        kind: StartKind,
     ) {
         if self.running.contains_key(&row.id) {
             return;
@@ -197,7 +199,8 @@ impl NodeSupervisor {
             definition: def,
             row,
             node: self.cfg.node_id.clone(),
-            resumed,
+            kind,
+            max_item_starts: self.cfg.max_item_starts,
             supervisor: ctx.address().recipient(),
             metrics: self.cfg.metrics.clone(),
         });
@@ -261,7 +264,7 @@ impl NodeSupervisor {
                 tracing::info!(node = %act.cfg.node_id, epoch, resumed = resumed.len(), "node running");
                 for (def, row) in resumed {
                     act.cache(&def, row.workflow_version);
-                    act.spawn_execution(ctx, def, row, true);
+                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
                 }
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Running;
@@ -468,7 +471,7 @@ impl NodeSupervisor {
                         continue;
                     }
                     act.cache(&def, row.workflow_version);
-                    act.spawn_execution(ctx, def, row, true);
+                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
                 }
             }
             Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "rescan failed"),
@@ -731,7 +734,7 @@ impl Handler<StartExecution> for NodeSupervisor {
             act.cache(&def, version);
             match outcome {
                 StartOutcome::Created(row) => {
-                    act.spawn_execution(ctx, def, row.clone(), false);
+                    act.spawn_execution(ctx, def, row.clone(), StartKind::New);
                     Ok((row, true))
                 }
                 StartOutcome::Existing(row) => {
@@ -820,6 +823,84 @@ impl Handler<CancelExecution> for NodeSupervisor {
     }
 }
 
+/// Runs a failed execution again from its failed item, with its
+/// variables as they were or as given. Resolves to the execution reopened.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<execution::Model, EngineError>")]
+pub struct ResumeFailed {
+    /// The execution.
+    pub id: String,
+    /// Variables to set before running (only the definition's variables).
+    pub variables: Option<serde_json::Map<String, Value>>,
+}
+
+impl Handler<ResumeFailed> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<execution::Model, EngineError>>;
+
+    fn handle(&mut self, msg: ResumeFailed, _: &mut Context<Self>) -> Self::Result {
+        let state = self.cfg.status.get().state;
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            if state != NodeState::Running {
+                return Err(EngineError::NotAccepting(format!(
+                    "node is {}",
+                    state.as_str()
+                )));
+            }
+            let row = store
+                .execution(&msg.id)
+                .await?
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))?;
+            if row.state != state::FAILED {
+                return Err(EngineError::Conflict(format!(
+                    "execution {} is {}; only a failed execution can be resumed",
+                    row.id, row.state
+                )));
+            }
+            let def = load_definition(&store, &row.workflow_id, row.workflow_version).await?;
+            let variables = match msg.variables {
+                None => None,
+                Some(given) => {
+                    let problems: Vec<Problem> = given
+                        .keys()
+                        .filter(|k| !def.variables.contains_key(*k))
+                        .map(|k| {
+                            Problem::new(
+                                format!("variables.{k}"),
+                                format!("not a variable of workflow {}", def.id),
+                            )
+                        })
+                        .collect();
+                    if !problems.is_empty() {
+                        return Err(EngineError::InvalidInputs(problems));
+                    }
+                    let mut current: serde_json::Map<String, Value> =
+                        serde_json::from_str(&row.variables).unwrap_or_default();
+                    current.extend(given);
+                    Some(Value::Object(current))
+                }
+            };
+            let reopened = store
+                .reopen_failed(&row.id, &node, variables)
+                .await?
+                .ok_or_else(|| {
+                    EngineError::Conflict(format!(
+                        "execution {} changed while being resumed",
+                        row.id
+                    ))
+                })?;
+            Ok((def, reopened))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, ctx| {
+            let (def, row) = result?;
+            act.cache(&def, row.workflow_version);
+            act.spawn_execution(ctx, def, row.clone(), StartKind::Resumed);
+            Ok(row)
+        }))
+    }
+}
+
 impl Handler<ExecutionEnded> for NodeSupervisor {
     type Result = ();
 
@@ -858,7 +939,9 @@ impl NodeSupervisor {
         ctx.spawn(
             fut.into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok(Some((def, row))) => act.spawn_execution(ctx, def, row, true),
+                    Ok(Some((def, row))) => {
+                        act.spawn_execution(ctx, def, row, StartKind::Recovered)
+                    }
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot resume execution yet"),
                 }),

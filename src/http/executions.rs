@@ -2,7 +2,7 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use baton_actors::store::entities::{execution, item_log};
-use baton_actors::supervisor::CancelExecution;
+use baton_actors::supervisor::{CancelExecution, ResumeFailed};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -171,4 +171,42 @@ pub(crate) async fn cancel(
         .await
         .map_err(baton_actors::EngineError::from)??;
     Ok(HttpResponse::Ok().json(ExecutionView::from_row(row)?))
+}
+
+/// The body of a resume request.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResumeRequest {
+    /// Variables to set before the failed item runs again.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    variables: Option<serde_json::Map<String, Value>>,
+}
+
+/// Runs a failed execution again from its failed item (409 unless failed).
+#[utoipa::path(post, path = "/api/executions/{eid}/resume", tag = "executions",
+    params(("eid" = String, Path, description = "Execution id")),
+    request_body = ResumeRequest,
+    responses((status = 202, body = ExecutionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/executions/{eid}/resume")]
+pub(crate) async fn resume(
+    state: web::Data<AppState>,
+    eid: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = super::read_body(payload, state.config.http.max_body_bytes).await?;
+    let request: ResumeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ResumeRequest::default()
+    } else {
+        super::parse_json(&body)?
+    };
+    let row = state
+        .supervisor
+        .send(ResumeFailed {
+            id: eid.into_inner(),
+            variables: request.variables,
+        })
+        .await
+        .map_err(baton_actors::EngineError::from)??;
+    Ok(HttpResponse::Accepted().json(ExecutionView::from_row(row)?))
 }

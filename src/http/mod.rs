@@ -62,6 +62,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .service(executions::get_state)
         .service(executions::logs)
         .service(executions::cancel)
+        .service(executions::resume)
         .service(cluster::status)
         .service(cluster::events)
         .service(cluster::fence)

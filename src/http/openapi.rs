@@ -24,6 +24,7 @@ use super::{cluster, executions, health, metrics, workflows};
         executions::get_state,
         executions::logs,
         executions::cancel,
+        executions::resume,
         cluster::status,
         cluster::events,
         cluster::fence,

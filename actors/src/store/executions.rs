@@ -254,6 +254,53 @@ impl Store {
             .await
     }
 
+    /// Reopens a failed execution for `node` to run again from its failed
+    /// item: state `running`, error cleared, `variables` replaced when
+    /// given, and ownership taken under a new epoch (no actor runs a failed
+    /// execution anywhere, so taking it fences nothing that runs). Returns
+    /// the row, or `None` if it was not failed any more.
+    pub async fn reopen_failed(
+        &self,
+        id: &str,
+        node: &str,
+        variables: Option<Value>,
+    ) -> Result<Option<execution::Model>, StoreError> {
+        let backend = self.backend();
+        let key = id.to_owned();
+        let (id, node) = (id.to_owned(), node.to_owned());
+        let updated = self
+            .db()
+            .run(move |c| async move {
+                let mut update = execution::Entity::update_many()
+                    .col_expr(execution::Column::State, Expr::value(state::RUNNING))
+                    .col_expr(
+                        execution::Column::Error,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(execution::Column::EndedAt, Expr::value(Option::<i64>::None))
+                    .col_expr(execution::Column::OwnerNode, Expr::value(node.as_str()))
+                    .col_expr(
+                        execution::Column::OwnerEpoch,
+                        Expr::col(execution::Column::OwnerEpoch).add(1),
+                    )
+                    .col_expr(execution::Column::UpdatedAt, Store::now_expr(backend));
+                if let Some(v) = &variables {
+                    update = update.col_expr(execution::Column::Variables, Expr::value(to_text(v)));
+                }
+                let r = update
+                    .filter(execution::Column::Id.eq(id.as_str()))
+                    .filter(execution::Column::State.eq(state::FAILED))
+                    .exec(&c)
+                    .await?;
+                Ok(r.rows_affected == 1)
+            })
+            .await?;
+        if !updated {
+            return Ok(None);
+        }
+        self.execution(&key).await
+    }
+
     /// Takes ownership of unfinished executions for `node`, moving each
     /// one's epoch forward so that any previous owner's writes are refused
     /// from now on. With `from_node`, only that node's executions are taken;
