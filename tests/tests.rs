@@ -18,4 +18,5 @@ mod crash;
 mod driver;
 mod embedded;
 mod engine;
+mod http_action;
 mod scripts;

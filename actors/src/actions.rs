@@ -1,5 +1,6 @@
 //! Actions: named async functions that `action` items call. The built-ins
-//! are `log` and `sleep`; an embedding program registers its own.
+//! are `log`, `sleep` and `http` (see `http_action`); an embedding program
+//! registers its own.
 //!
 //! An action may run more than once for one item (at-least-once, DESIGN.md
 //! invariant 7): each call carries the item's stable idempotency key and
@@ -112,6 +113,11 @@ impl ActionRegistry {
             tracing::info!(execution = %call.execution_id, item = %call.item, "{message}");
             call.log(message.clone());
             Ok(json!({ "message": message }))
+        });
+        // Runs in the execution actor (see `http_action`); registered so
+        // that definitions naming it validate.
+        r.register(crate::http_action::NAME, |_call: ActionCall| async move {
+            Err("the http action runs in the execution actor, not through the registry".to_owned())
         });
         r.register("sleep", |call: ActionCall| async move {
             let ms = call

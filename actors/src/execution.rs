@@ -681,7 +681,11 @@ impl Run {
                     results
                 };
                 let call = ActionCall::new(&self.fence.execution, &self.item, self.attempt, params);
-                let result = self.actions.call(action, call.clone()).await;
+                let result = if action == crate::http_action::NAME {
+                    crate::http_action::call(&call).await
+                } else {
+                    self.actions.call(action, call.clone()).await
+                };
                 logs.extend(call.take_logs());
                 let result = result.map_err(|message| ItemFailure {
                     message: format!("action `{action}` failed: {message}"),

@@ -8,6 +8,7 @@
 //! - [`store`]: sea-orm entities and every query, with the fenced writes on executions
 //! - [`workflow`]: definition model, validation, and the QuickJS script pool
 //! - [`actions`]: built-in actions (`log`, `sleep`) and the registry of embedder actions
+//! - [`http_action`]: the built-in `http` action
 //! - [`messages`]: messages shared by several actors
 //! - [`metrics`]: engine counters and the item latency histogram
 //! - [`supervisor`]: `NodeSupervisor`, the root of a node's actor tree
@@ -22,6 +23,7 @@ pub mod error;
 pub mod execution;
 pub mod failover;
 pub mod heartbeat;
+pub mod http_action;
 pub mod messages;
 pub mod metrics;
 pub mod store;

@@ -1,0 +1,112 @@
+//! The built-in `http` action. It runs inside the execution actor (on the
+//! node's actix arbiter, where the `awc` client lives), not through the
+//! action registry, whose actions must be `Send`.
+//!
+//! Inputs: `url` (required), `method` (default `GET`), `headers` (object of
+//! strings), `body` (a string is sent as text, anything else as JSON),
+//! `timeout_ms` (default 30000), `allow_error_status` (default false).
+//! Result: `{"status", "headers", "body"}`, the body parsed as JSON when it
+//! is JSON and text otherwise. A status outside 2xx is an error unless
+//! `allow_error_status` is true. Every request carries the item's stable
+//! `Idempotency-Key` (`{execution}/{item}`) and `Baton-Attempt`, so the
+//! receiver can deduplicate an at-least-once retry.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::actions::ActionCall;
+
+/// The action's name.
+pub const NAME: &str = "http";
+
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Performs the request described by `call.inputs`.
+pub async fn call(call: &ActionCall) -> Result<Value, String> {
+    let input = |k: &str| call.inputs.get(k);
+    let url = input("url")
+        .and_then(Value::as_str)
+        .ok_or("http needs input `url`, a string")?;
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "http: `{url}`: only http:// URLs are supported by this build (no TLS client compiled in)"
+        ));
+    }
+    let method = input("method")
+        .and_then(Value::as_str)
+        .unwrap_or("GET")
+        .to_ascii_uppercase();
+    let method = awc::http::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("http: `{method}` is not an HTTP method"))?;
+    let timeout = match input("timeout_ms") {
+        None | Some(Value::Null) => 30_000,
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| (1..=600_000).contains(ms))
+            .ok_or("http: `timeout_ms` must be a number of milliseconds from 1 to 600000")?,
+    };
+    let allow_error_status = input("allow_error_status")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_millis(timeout))
+        .finish();
+    let mut req = client
+        .request(method, url)
+        .insert_header(("Idempotency-Key", call.idempotency_key.as_str()))
+        .insert_header(("Baton-Attempt", call.attempt.to_string()));
+    match input("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => {
+            for (k, v) in h {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("http: header `{k}` must be a string"))?;
+                req = req.insert_header((k.as_str(), v));
+            }
+        }
+        Some(_) => return Err("http: `headers` must be an object of strings".into()),
+    }
+    let sent = match input("body") {
+        None | Some(Value::Null) => req.send().await,
+        Some(Value::String(text)) => req.send_body(text.clone()).await,
+        Some(other) => req.send_json(other).await,
+    };
+    let mut resp = sent.map_err(|e| format!("http: {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers: Map<String, Value> = resp
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), Value::String(v.to_owned())))
+        })
+        .collect();
+    let bytes = resp
+        .body()
+        .limit(MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| format!("http: {url}: reading the response: {e}"))?;
+    let body = serde_json::from_slice::<Value>(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    if !(200..300).contains(&status) && !allow_error_status {
+        return Err(format!(
+            "http: {url} answered {status}: {}",
+            truncate(&body.to_string(), 500)
+        ));
+    }
+    Ok(json!({ "status": status, "headers": headers, "body": body }))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &s[..cut])
+}
