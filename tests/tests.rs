@@ -20,3 +20,4 @@ mod embedded;
 mod engine;
 mod http_action;
 mod scripts;
+mod waits;

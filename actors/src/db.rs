@@ -75,8 +75,26 @@ impl Db {
                     .busy_timeout(Duration::from_secs(10))
             });
         }
+        // Switching a new SQLite file to WAL takes a lock that SQLite's busy
+        // timeout does not wait for: nodes starting together on a fresh
+        // file can see "database is locked" once; try again.
         let conn = handle
-            .spawn(async move { Database::connect(opts).await })
+            .spawn(async move {
+                let mut tries = 0;
+                loop {
+                    match Database::connect(opts.clone()).await {
+                        Err(e)
+                            if is_sqlite
+                                && tries < 50
+                                && e.to_string().contains("database is locked") =>
+                        {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(20 + 10 * tries)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            })
             .await
             .map_err(|_| StoreError::RuntimeGone)??;
         Ok(Db {

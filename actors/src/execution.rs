@@ -31,13 +31,21 @@ use crate::error::StoreError;
 use crate::messages::{Cancel, ExecutionEnded, RunOutcome, Stop};
 use crate::metrics::EngineMetrics;
 use crate::store::entities::execution;
-use crate::store::{decode_json, state, Checkpoint, Fence, LogEntry, Store};
+use crate::store::{decode_json, state, Checkpoint, Fence, LogEntry, Store, Wait};
 use crate::workflow::script::{Code, Evaluate, ScriptContext, ScriptPool};
 use crate::workflow::{Definition, Item, ItemKind};
 
 /// The item types this engine runs. The others parse but are refused at
 /// import until the engine runs them.
-pub const SUPPORTED_ITEM_TYPES: &[&str] = &["task", "decision", "action", "end"];
+pub const SUPPORTED_ITEM_TYPES: &[&str] = &[
+    "task",
+    "decision",
+    "action",
+    "timer",
+    "signal",
+    "interaction",
+    "end",
+];
 
 /// How an execution actor's run begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +58,9 @@ pub enum StartKind {
     /// A failed execution resumed by a caller: its failed item runs again
     /// with attempt + 1, whatever the budget.
     Resumed,
+    /// A parked execution whose wait is over (due, signaled, timed out):
+    /// its waiting item continues with the same attempt.
+    Woken,
 }
 
 /// Everything an execution actor needs to start.
@@ -173,6 +184,8 @@ impl Handler<Stop> for ExecutionActor {
 /// What an item did.
 struct ItemDone {
     next: Next,
+    /// A signal this item consumes, in its completion transaction.
+    consume: Option<i64>,
     variables: Map<String, Value>,
     outputs: Map<String, Value>,
     logs: Vec<String>,
@@ -180,6 +193,7 @@ struct ItemDone {
 
 enum Next {
     Item(String),
+    Park(Wait),
     End { fail: Option<String> },
 }
 
@@ -211,6 +225,7 @@ struct Run {
     item: String,
     step: i64,
     attempt: i32,
+    wait_until: Option<i64>,
     metrics: Arc<EngineMetrics>,
     item_started: Instant,
 }
@@ -251,6 +266,7 @@ impl Run {
                 .unwrap_or_else(|| s.definition.start.clone()),
             step: row.step,
             attempt: row.attempt,
+            wait_until: row.wait_until,
             store: s.store,
             scripts: s.scripts,
             actions: s.actions,
@@ -332,7 +348,7 @@ impl Run {
     }
 
     async fn drive_inner(&mut self, control: &Control) -> Result<RunOutcome, RunOutcome> {
-        if self.kind != StartKind::New {
+        if !matches!(self.kind, StartKind::New | StartKind::Woken) {
             self.attempt += 1;
             if self.kind == StartKind::Recovered && self.attempt > self.max_item_starts as i32 {
                 let message = format!(
@@ -438,6 +454,7 @@ impl Run {
             error: Some(Some(message)),
             ended: true,
             logs,
+            clear_wait: true,
             ..Default::default()
         })
         .await?;
@@ -465,16 +482,29 @@ impl Run {
                     step: Some(next_step),
                     attempt: Some(1),
                     logs,
+                    clear_wait: true,
+                    consume_signal: done.consume,
                     ..Default::default()
                 })
                 .await?;
                 self.completed_item();
+                self.wait_until = None;
                 self.variables = done.variables;
                 self.outputs = done.outputs;
                 self.item = next;
                 self.step = next_step;
                 self.attempt = 1;
                 Ok(None)
+            }
+            Next::Park(wait) => {
+                // Park: the row says what it waits for; no actor is held.
+                self.write(Checkpoint {
+                    wait: Some(wait),
+                    logs,
+                    ..Default::default()
+                })
+                .await?;
+                Ok(Some(RunOutcome::Parked))
             }
             Next::End {
                 fail: Some(message),
@@ -568,9 +598,11 @@ impl Run {
                 step: Some(next_step),
                 attempt: Some(1),
                 logs,
+                clear_wait: true,
                 ..Default::default()
             })
             .await?;
+            self.wait_until = None;
             self.variables = variables;
             self.item = handler;
             self.step = next_step;
@@ -626,6 +658,73 @@ impl Run {
         Ok((out.values, out.results, out.logs))
     }
 
+    async fn db_now(&self) -> Result<i64, ItemFailure> {
+        self.store
+            .db_now_ms()
+            .await
+            .map_err(|e| ItemFailure::new(format!("cannot read the database clock: {e}")))
+    }
+
+    fn unchanged(&self, next: Next) -> ItemDone {
+        ItemDone {
+            consume: None,
+            next,
+            variables: self.variables.clone(),
+            outputs: self.outputs.clone(),
+            logs: Vec::new(),
+        }
+    }
+
+    /// A signal or interaction item: completes with the oldest pending
+    /// signal of `name` (consumed in the completion transaction), fails
+    /// when its timeout has passed, and parks otherwise.
+    async fn await_signal(
+        &self,
+        name: &str,
+        timeout_ms: Option<u64>,
+        next: &str,
+        apply: impl FnOnce(&Run, Value) -> (Map<String, Value>, Map<String, Value>),
+    ) -> Result<ItemDone, ItemFailure> {
+        let pending = self
+            .store
+            .pending_signal(&self.fence.execution, name)
+            .await
+            .map_err(|e| ItemFailure::new(format!("cannot read signals: {e}")))?;
+        if let Some(sig) = pending {
+            let payload: Value = serde_json::from_str(&sig.payload).unwrap_or(Value::Null);
+            let (variables, outputs) = apply(self, payload);
+            return Ok(ItemDone {
+                consume: Some(sig.id),
+                next: Next::Item(next.to_owned()),
+                variables,
+                outputs,
+                logs: Vec::new(),
+            });
+        }
+        let now = self.db_now().await?;
+        let until = self.wait_until.or_else(|| {
+            timeout_ms.map(|t| now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)))
+        });
+        if let Some(due) = until {
+            if due <= now {
+                let what = if name == crate::store::INTERACTION {
+                    "interaction".to_owned()
+                } else {
+                    format!("signal `{name}`")
+                };
+                return Err(ItemFailure::new(format!(
+                    "{what} timed out after {} ms",
+                    timeout_ms.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(self.unchanged(Next::Park(Wait {
+            state: state::WAITING_SIGNAL,
+            until,
+            signal: Some(name.to_owned()),
+        })))
+    }
+
     async fn run_item(&self, item: &Item) -> Result<ItemDone, ItemFailure> {
         match &item.kind {
             ItemKind::Task { script, next } => {
@@ -640,6 +739,7 @@ impl Run {
                     }
                 }
                 Ok(ItemDone {
+                    consume: None,
                     next: Next::Item(next.clone()),
                     variables,
                     outputs,
@@ -655,6 +755,7 @@ impl Run {
                 let (_, results, logs) = self.eval(Code::Expressions(expr), false).await?;
                 let truthy = results.get("c").and_then(Value::as_bool).unwrap_or(false);
                 Ok(ItemDone {
+                    consume: None,
                     next: Next::Item(if truthy {
                         then.clone()
                     } else {
@@ -707,6 +808,7 @@ impl Run {
                     }
                 }
                 Ok(ItemDone {
+                    consume: None,
                     next: Next::Item(next.clone()),
                     variables,
                     outputs,
@@ -729,11 +831,101 @@ impl Run {
                     None => (None, Vec::new()),
                 };
                 Ok(ItemDone {
+                    consume: None,
                     next: Next::End { fail },
                     variables: self.variables.clone(),
                     outputs: self.outputs.clone(),
                     logs,
                 })
+            }
+            ItemKind::Timer {
+                for_ms,
+                until,
+                next,
+            } => {
+                let now = self.db_now().await?;
+                let due = match (self.wait_until, for_ms, until) {
+                    (Some(due), _, _) => due,
+                    (None, Some(ms), _) => {
+                        now.saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX))
+                    }
+                    (None, None, Some(expr)) => {
+                        let (_, results, _) = self
+                            .eval(Code::Expressions(vec![("t".into(), expr.clone())]), false)
+                            .await?;
+                        let text = results
+                            .get("t")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
+                        chrono::DateTime::parse_from_rfc3339(&text)
+                            .map_err(|e| {
+                                ItemFailure::new(format!(
+                                    "timer: `until` gave `{text}`, not an ISO 8601 time: {e}"
+                                ))
+                            })?
+                            .timestamp_millis()
+                    }
+                    (None, None, None) => {
+                        return Err(ItemFailure::new("timer needs `for_ms` or `until`"))
+                    }
+                };
+                let next = if due <= now {
+                    Next::Item(next.clone())
+                } else {
+                    Next::Park(Wait {
+                        state: state::WAITING,
+                        until: Some(due),
+                        signal: None,
+                    })
+                };
+                Ok(self.unchanged(next))
+            }
+            ItemKind::Signal {
+                name,
+                store: var,
+                timeout_ms,
+                next,
+            } => {
+                self.await_signal(name, *timeout_ms, next, |run, payload| {
+                    let mut variables = run.variables.clone();
+                    let mut outputs = run.outputs.clone();
+                    if let Some(var) = var {
+                        if outputs.contains_key(var) {
+                            outputs.insert(var.clone(), payload.clone());
+                        }
+                        if !outputs.contains_key(var) || variables.contains_key(var) {
+                            variables.insert(var.clone(), payload);
+                        }
+                    }
+                    (variables, outputs)
+                })
+                .await
+            }
+            ItemKind::Interaction {
+                timeout_ms, next, ..
+            } => {
+                self.await_signal(
+                    crate::store::INTERACTION,
+                    *timeout_ms,
+                    next,
+                    |run, payload| {
+                        let mut variables = run.variables.clone();
+                        let mut outputs = run.outputs.clone();
+                        if let Value::Object(answer) = payload {
+                            for (k, v) in answer {
+                                if outputs.contains_key(&k) {
+                                    outputs.insert(k.clone(), v.clone());
+                                }
+                                if !outputs.contains_key(&k) || variables.contains_key(&k) {
+                                    variables.insert(k, v);
+                                }
+                            }
+                        }
+                        (variables, outputs)
+                    },
+                )
+                .await
             }
             other => Err(ItemFailure::new(format!(
                 "item type `{}` is not supported by this version of Baton",

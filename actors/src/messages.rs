@@ -44,6 +44,9 @@ pub enum RunOutcome {
     OwnershipLost,
     /// Stopped by the node (shutdown or fencing) between items.
     Stopped,
+    /// Parked on a timer, signal or interaction: no actor is held while it
+    /// waits; the owner's wake scan starts one when it is due.
+    Parked,
     /// A store error that is not a fencing refusal; the execution stays
     /// unfinished in the store and is resumed when claimed again.
     StoreFailed(String),

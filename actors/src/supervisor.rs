@@ -149,6 +149,7 @@ pub struct NodeSupervisor {
     beats: u64,
     rescanning: bool,
     rescan_again: bool,
+    waking: bool,
 }
 
 /// Parsed definitions by (id, version). A version never changes, so an
@@ -168,6 +169,7 @@ impl NodeSupervisor {
             beats: 0,
             rescanning: false,
             rescan_again: false,
+            waking: false,
         }
     }
 
@@ -279,6 +281,77 @@ impl NodeSupervisor {
     }
 }
 
+/// How often a running node looks for parked executions that are due.
+const WAKE_SCAN_EVERY: Duration = Duration::from_millis(100);
+/// Most executions woken by one scan.
+const WAKE_BATCH: u32 = 500;
+
+impl NodeSupervisor {
+    /// Wakes this node's parked executions that are due (timer or timeout
+    /// passed, or a signal arrived), in bounded batches, one scan at a time.
+    fn wake_due(&mut self, ctx: &mut Context<Self>) {
+        if self.waking || self.cfg.status.get().state != NodeState::Running {
+            return;
+        }
+        self.waking = true;
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cache = self.definitions.clone();
+        let fut = async move {
+            let ids = store.due_for_wake(&node, WAKE_BATCH).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut out = Vec::new();
+            for row in store.wake(&node, ids).await? {
+                let key = (row.workflow_id.clone(), row.workflow_version);
+                let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
+                let def = match cached {
+                    Some(d) => d,
+                    None => {
+                        let d =
+                            load_definition(&store, &row.workflow_id, row.workflow_version).await?;
+                        if let Ok(mut c) = cache.lock() {
+                            c.insert(key, d.clone());
+                        }
+                        d
+                    }
+                };
+                out.push((def, row));
+            }
+            Ok::<_, EngineError>(out)
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.waking = false;
+            match result {
+                Ok(rows) => {
+                    let full = rows.len() as u32 >= WAKE_BATCH;
+                    for (def, row) in rows {
+                        act.spawn_execution(ctx, def, row, StartKind::Woken);
+                    }
+                    if full {
+                        ctx.notify(WakeDue);
+                    }
+                }
+                Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "wake scan failed"),
+            }
+        }));
+    }
+}
+
+/// Wakes due parked executions now (a signal arrived for one of them).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WakeDue;
+
+impl Handler<WakeDue> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: WakeDue, ctx: &mut Context<Self>) {
+        self.wake_due(ctx);
+    }
+}
+
 /// Reads and parses one stored version of a definition.
 pub async fn load_definition(
     store: &Store,
@@ -318,6 +391,9 @@ impl Actor for NodeSupervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
+        // Parked executions hold no actor and no timer task: one scan per
+        // node wakes those that are due (invariant 8).
+        ctx.run_interval(WAKE_SCAN_EVERY, |act, ctx| act.wake_due(ctx));
         match self.cfg.cluster {
             None => self.recover(ctx),
             Some(timing) => {

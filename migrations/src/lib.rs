@@ -16,6 +16,7 @@
 //! - `m20261125_000004_create_item_log`: what happened to each item, attempt by attempt
 //! - `m20261125_000005_create_cluster_events`: joins, leaves, fencings and failovers
 //! - `m20261125_000006_create_cluster_lock`: serializes cluster-membership transactions
+//! - `m20261125_000007_create_signals`: signals and interaction answers awaiting consumption
 // `#[async_trait]` needs `&SchemaManager` with its lifetime elided.
 #![allow(elided_lifetimes_in_paths)]
 
@@ -27,6 +28,7 @@ mod m20261125_000003_create_executions;
 mod m20261125_000004_create_item_log;
 mod m20261125_000005_create_cluster_events;
 mod m20261125_000006_create_cluster_lock;
+mod m20261125_000007_create_signals;
 
 /// The ordered list of Baton's migrations.
 #[derive(Debug)]
@@ -42,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_create_item_log::Migration),
             Box::new(m20261125_000005_create_cluster_events::Migration),
             Box::new(m20261125_000006_create_cluster_lock::Migration),
+            Box::new(m20261125_000007_create_signals::Migration),
         ]
     }
 }

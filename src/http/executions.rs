@@ -2,7 +2,8 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use baton_actors::store::entities::{execution, item_log};
-use baton_actors::supervisor::{CancelExecution, ResumeFailed};
+use baton_actors::store::INTERACTION;
+use baton_actors::supervisor::{CancelExecution, ResumeFailed, WakeDue};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -43,6 +44,10 @@ pub(crate) struct ExecutionView {
     ended_at: Option<String>,
     /// Why it failed.
     error: Option<String>,
+    /// What a parked execution waits for: `{"kind": "timer" | "signal" |
+    /// "interaction", "name"?, "until"?}`.
+    #[schema(value_type = Option<Object>)]
+    waiting_for: Option<Value>,
 }
 
 fn json_column(what: &str, text: Option<&str>) -> Result<Value, ApiError> {
@@ -53,9 +58,24 @@ fn json_column(what: &str, text: Option<&str>) -> Result<Value, ApiError> {
     }
 }
 
+fn waiting_for(state: &str, awaited: Option<&str>, until: Option<i64>) -> Option<Value> {
+    let until = until.map(iso);
+    match (state, awaited) {
+        ("waiting", _) => Some(serde_json::json!({ "kind": "timer", "until": until })),
+        ("waiting-signal", Some(INTERACTION)) => {
+            Some(serde_json::json!({ "kind": "interaction", "until": until }))
+        }
+        ("waiting-signal", Some(name)) => {
+            Some(serde_json::json!({ "kind": "signal", "name": name, "until": until }))
+        }
+        _ => None,
+    }
+}
+
 impl ExecutionView {
     pub(crate) fn from_row(row: execution::Model) -> Result<ExecutionView, ApiError> {
         Ok(ExecutionView {
+            waiting_for: waiting_for(&row.state, row.wait_signal.as_deref(), row.wait_until),
             inputs: json_column("inputs", Some(&row.inputs))?,
             outputs: json_column("outputs", row.outputs.as_deref())?,
             variables: json_column("variables", Some(&row.variables))?,
@@ -209,4 +229,152 @@ pub(crate) async fn resume(
         .await
         .map_err(baton_actors::EngineError::from)??;
     Ok(HttpResponse::Accepted().json(ExecutionView::from_row(row)?))
+}
+
+const FINISHED: [&str; 3] = ["completed", "failed", "canceled"];
+
+/// The body of a signal.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignalRequest {
+    /// Any JSON value, stored in the waiting item's `store` variable.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    payload: Value,
+}
+
+/// Delivers a named signal. Kept until the execution waits for it (so one
+/// sent early, or while the owner is down, is not lost); wakes it at once
+/// when this node owns it and it waits.
+#[utoipa::path(post, path = "/api/executions/{eid}/signals/{name}", tag = "executions",
+    params(("eid" = String, Path, description = "Execution id"), ("name" = String, Path, description = "Signal name")),
+    request_body = SignalRequest,
+    responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/executions/{eid}/signals/{name}")]
+pub(crate) async fn deliver_signal(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (eid, name) = path.into_inner();
+    if name.is_empty() || name.len() > 128 || name.starts_with("__") {
+        return Err(ApiError::bad_request(
+            "invalid_signal",
+            "name",
+            "must be 1 to 128 characters and not start with `__`",
+        ));
+    }
+    let body = super::read_body(payload, state.config.http.max_body_bytes).await?;
+    let request: SignalRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SignalRequest::default()
+    } else {
+        super::parse_json(&body)?
+    };
+    let row = load(&state, &eid).await?;
+    if FINISHED.contains(&row.state.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "execution {eid} is {}; it takes no more signals",
+            row.state
+        )));
+    }
+    state
+        .store
+        .insert_signal(&eid, &name, &request.payload)
+        .await?;
+    let waiting =
+        row.state == "waiting-signal" && row.wait_signal.as_deref() == Some(name.as_str());
+    if waiting && row.owner_node.as_deref() == Some(state.node_id.as_str()) {
+        state.supervisor.do_send(WakeDue);
+    }
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({ "execution": eid, "signal": name, "waiting": waiting })))
+}
+
+/// The body of an interaction answer.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InteractionRequest {
+    /// The answer: every input the interaction item declares.
+    #[schema(value_type = Object)]
+    inputs: serde_json::Map<String, Value>,
+}
+
+/// Answers a waiting user interaction (400 when the answer lacks a declared
+/// input or has the wrong type; 409 when the execution is not waiting for
+/// an answer).
+#[utoipa::path(post, path = "/api/executions/{eid}/interaction", tag = "executions",
+    params(("eid" = String, Path, description = "Execution id")),
+    request_body = InteractionRequest,
+    responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/executions/{eid}/interaction")]
+pub(crate) async fn interaction(
+    state: web::Data<AppState>,
+    eid: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = super::read_body(payload, state.config.http.max_body_bytes).await?;
+    let request: InteractionRequest = super::parse_json(&body)?;
+    let row = load(&state, &eid).await?;
+    if row.state != "waiting-signal" || row.wait_signal.as_deref() != Some(INTERACTION) {
+        return Err(ApiError::Conflict(format!(
+            "execution {eid} is {} and not waiting for an interaction",
+            row.state
+        )));
+    }
+    let def = baton_actors::supervisor::load_definition(
+        &state.store,
+        &row.workflow_id,
+        row.workflow_version,
+    )
+    .await?;
+    let item = row.current_item.as_deref().and_then(|i| def.items.get(i));
+    let Some(baton_actors::workflow::ItemKind::Interaction {
+        inputs: declared, ..
+    }) = item.map(|i| &i.kind)
+    else {
+        return Err(ApiError::Conflict(format!(
+            "execution {eid} is not at an interaction item"
+        )));
+    };
+    let mut details = Vec::new();
+    for (k, ty) in declared {
+        match request.inputs.get(k) {
+            None => details.push(baton_actors::workflow::Problem::new(
+                format!("inputs.{k}"),
+                format!("missing (declared as {})", ty.name()),
+            )),
+            Some(v) if !ty.accepts(v) => details.push(baton_actors::workflow::Problem::new(
+                format!("inputs.{k}"),
+                format!("expected {}", ty.name()),
+            )),
+            Some(_) => {}
+        }
+    }
+    for k in request.inputs.keys() {
+        if !declared.contains_key(k) {
+            details.push(baton_actors::workflow::Problem::new(
+                format!("inputs.{k}"),
+                "not an input of this interaction",
+            ));
+        }
+    }
+    if !details.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "invalid_answer",
+            message: details
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            details,
+        });
+    }
+    state
+        .store
+        .insert_signal(&eid, INTERACTION, &Value::Object(request.inputs))
+        .await?;
+    if row.owner_node.as_deref() == Some(state.node_id.as_str()) {
+        state.supervisor.do_send(WakeDue);
+    }
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "execution": *eid, "answered": true })))
 }

@@ -63,6 +63,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .service(executions::logs)
         .service(executions::cancel)
         .service(executions::resume)
+        .service(executions::deliver_signal)
+        .service(executions::interaction)
         .service(cluster::status)
         .service(cluster::events)
         .service(cluster::fence)

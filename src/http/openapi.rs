@@ -25,6 +25,8 @@ use super::{cluster, executions, health, metrics, workflows};
         executions::logs,
         executions::cancel,
         executions::resume,
+        executions::deliver_signal,
+        executions::interaction,
         cluster::status,
         cluster::events,
         cluster::fence,

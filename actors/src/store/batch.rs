@@ -125,8 +125,12 @@ enum Shape {
 
 impl Shape {
     fn of(cp: &Checkpoint) -> Option<Shape> {
-        let rest_untouched =
-            cp.state.is_none() && cp.error.is_none() && !cp.ended && cp.attempt.is_some();
+        let rest_untouched = cp.state.is_none()
+            && cp.error.is_none()
+            && !cp.ended
+            && cp.attempt.is_some()
+            && cp.wait.is_none()
+            && cp.consume_signal.is_none();
         if !rest_untouched {
             return None;
         }
@@ -137,8 +141,9 @@ impl Shape {
             cp.step.is_some(),
         );
         match moves {
+            // Moving to the next item always ends any wait.
             (true, true, Some(Some(_)), true) => Some(Shape::Advance),
-            (false, false, None, false) => Some(Shape::Resume),
+            (false, false, None, false) if !cp.clear_wait => Some(Shape::Resume),
             _ => None,
         }
     }
@@ -233,7 +238,10 @@ async fn bulk_update(
     let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
     let sql = match backend {
         DbBackend::MySql => {
-            let set: Vec<String> = names.iter().map(|c| format!("e.{c} = v.{c}")).collect();
+            let mut set: Vec<String> = names.iter().map(|c| format!("e.{c} = v.{c}")).collect();
+            if shape == Shape::Advance {
+                set.push("e.wait_until = NULL, e.wait_signal = NULL".into());
+            }
             format!(
                 "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch \
                  AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
@@ -242,7 +250,10 @@ async fn bulk_update(
             )
         }
         _ => {
-            let set: Vec<String> = names.iter().map(|c| format!("{c} = v.{c}")).collect();
+            let mut set: Vec<String> = names.iter().map(|c| format!("{c} = v.{c}")).collect();
+            if shape == Shape::Advance {
+                set.push("wait_until = NULL, wait_signal = NULL".into());
+            }
             format!(
                 "WITH v(id, owner_node, owner_epoch, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
                  WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch \
@@ -295,6 +306,9 @@ async fn apply(
             None => fenced_update(&txn, backend, &p.fence, &p.cp).await? > 0,
         };
         if written {
+            if let Some(sid) = p.cp.consume_signal {
+                super::signals::consume(&txn, backend, sid).await?;
+            }
             results.push(Ok(()));
             rows.extend(
                 p.cp.logs

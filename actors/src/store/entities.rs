@@ -150,3 +150,25 @@ pub mod cluster_event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `signals`: named events and interaction answers awaiting consumption.
+pub mod signal {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "signals")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub execution_id: String,
+        pub name: String,
+        pub payload: String,
+        pub created_at: i64,
+        pub consumed_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

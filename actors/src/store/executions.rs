@@ -61,6 +61,23 @@ pub struct Checkpoint {
     pub ended: bool,
     /// Item-log records to append.
     pub logs: Vec<LogEntry>,
+    /// Park the execution on this wait (no actor is held while it waits).
+    pub wait: Option<Wait>,
+    /// Clear the wait columns: the item that waited is done.
+    pub clear_wait: bool,
+    /// Mark this signal consumed in the same transaction.
+    pub consume_signal: Option<i64>,
+}
+
+/// What a parked execution waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// `waiting` (a timer) or `waiting-signal` (a signal or an interaction).
+    pub state: &'static str,
+    /// When it is due (a timer) or times out, in ms on the database clock.
+    pub until: Option<i64>,
+    /// The awaited signal's name.
+    pub signal: Option<String>,
 }
 
 /// What a new execution starts with.
@@ -460,6 +477,22 @@ pub(super) async fn fenced_update(
     }
     if cp.ended {
         update = update.col_expr(execution::Column::EndedAt, now);
+    }
+    if let Some(w) = &cp.wait {
+        update = update
+            .col_expr(execution::Column::State, Expr::value(w.state))
+            .col_expr(execution::Column::WaitUntil, Expr::value(w.until))
+            .col_expr(execution::Column::WaitSignal, Expr::value(w.signal.clone()));
+    } else if cp.clear_wait {
+        update = update
+            .col_expr(
+                execution::Column::WaitUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                execution::Column::WaitSignal,
+                Expr::value(Option::<String>::None),
+            );
     }
     // A finished execution is never written again by its actor: a stale
     // actor (or adoption scan) cannot reopen it.

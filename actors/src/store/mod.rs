@@ -12,6 +12,7 @@
 //! - `cluster`: membership: join, heartbeat, promotion, takeover, adoption, leave
 //! - `entities`: the sea-orm models of the tables
 //! - `executions`: executions and the item log, with the fenced writes
+//! - `signals`: signals and interaction answers, and waking parked executions
 //! - `workflows`: definitions and their versions
 //! - `nodes`: cluster members and cluster events
 
@@ -20,11 +21,15 @@ pub mod cluster;
 pub mod entities;
 mod executions;
 mod nodes;
+mod signals;
 mod workflows;
 
 pub use cluster::{fingerprint_difference, node_state, Takeover};
-pub use executions::{Checkpoint, ExecutionFilter, Fence, LogEntry, NewExecution, StartOutcome};
+pub use executions::{
+    Checkpoint, ExecutionFilter, Fence, LogEntry, NewExecution, StartOutcome, Wait,
+};
 pub use nodes::NodeRegistration;
+pub use signals::INTERACTION;
 pub use workflows::WorkflowSummary;
 
 use baton_migrations::{Migrator, MigratorTrait};

@@ -1,0 +1,150 @@
+//! Signals and interaction answers, and waking parked executions.
+//!
+//! Any node may deliver a signal (an insert into `signals`, not a write on
+//! the execution). Only the owner consumes it, in the transaction that
+//! completes the waiting item. Waking is the owner's: `due_for_wake` finds
+//! its parked executions whose time has come or whose signal has arrived,
+//! and `wake` sets them running again, fenced by owner.
+
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, Statement,
+};
+use serde_json::Value;
+
+use super::entities::{execution, signal};
+use super::{state, Store};
+use crate::error::StoreError;
+
+/// The signal name under which an interaction's answer is delivered.
+pub const INTERACTION: &str = "__interaction";
+
+/// Marks a signal consumed, inside the completing transaction.
+pub(super) async fn consume(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    id: i64,
+) -> Result<(), sea_orm::DbErr> {
+    signal::Entity::update_many()
+        .col_expr(signal::Column::ConsumedAt, Store::now_expr(backend))
+        .filter(signal::Column::Id.eq(id))
+        .filter(signal::Column::ConsumedAt.is_null())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Stores a signal for an execution; returns its id.
+    pub async fn insert_signal(
+        &self,
+        execution_id: &str,
+        name: &str,
+        payload: &Value,
+    ) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let (execution_id, name, payload) = (
+            execution_id.to_owned(),
+            name.to_owned(),
+            payload.to_string(),
+        );
+        self.db()
+            .run(move |c| async move {
+                let insert = Query::insert()
+                    .into_table(signal::Entity)
+                    .columns([
+                        signal::Column::ExecutionId,
+                        signal::Column::Name,
+                        signal::Column::Payload,
+                        signal::Column::CreatedAt,
+                    ])
+                    .values_panic([
+                        Expr::value(execution_id),
+                        Expr::value(name),
+                        Expr::value(payload),
+                        Store::now_expr(backend),
+                    ])
+                    .to_owned();
+                c.execute(&insert).await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The oldest unconsumed signal of this name for an execution.
+    pub async fn pending_signal(
+        &self,
+        execution_id: &str,
+        name: &str,
+    ) -> Result<Option<signal::Model>, StoreError> {
+        let (execution_id, name) = (execution_id.to_owned(), name.to_owned());
+        self.db()
+            .run(move |c| async move {
+                Ok(signal::Entity::find()
+                    .filter(signal::Column::ExecutionId.eq(execution_id))
+                    .filter(signal::Column::Name.eq(name))
+                    .filter(signal::Column::ConsumedAt.is_null())
+                    .order_by_asc(signal::Column::Id)
+                    .one(&c)
+                    .await?)
+            })
+            .await
+    }
+
+    /// Ids of `node`'s parked executions that are due: a timer or timeout
+    /// has passed (database clock), or an awaited signal has arrived.
+    pub async fn due_for_wake(&self, node: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        let backend = self.backend();
+        let node = node.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let (p1, p2) = if backend == DbBackend::Postgres { ("$1", "$2") } else { ("?", "?") };
+                let sql = format!(
+                    "SELECT e.id AS id FROM executions e WHERE e.owner_node = {p1} AND ( \
+                     (e.state IN ('waiting', 'waiting-signal') AND e.wait_until IS NOT NULL AND e.wait_until <= {now}) \
+                     OR (e.state = 'waiting-signal' AND EXISTS (SELECT 1 FROM signals s WHERE s.execution_id = e.id \
+                     AND s.name = e.wait_signal AND s.consumed_at IS NULL))) LIMIT {p2}",
+                    now = Store::now_sql(backend)
+                );
+                let rows = c
+                    .query_all_raw(Statement::from_sql_and_values(backend, sql, [node.into(), i64::from(limit).into()]))
+                    .await?;
+                let mut ids = Vec::with_capacity(rows.len());
+                for r in rows {
+                    ids.push(r.try_get::<String>("", "id")?);
+                }
+                Ok(ids)
+            })
+            .await
+    }
+
+    /// Sets `node`'s parked executions `ids` running again (fenced by
+    /// owner and by their waiting state) and returns those it woke.
+    pub async fn wake(
+        &self,
+        node: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        let backend = self.backend();
+        let node = node.to_owned();
+        self.db()
+            .run(move |c| async move {
+                execution::Entity::update_many()
+                    .col_expr(execution::Column::State, Expr::value(state::RUNNING))
+                    .col_expr(execution::Column::UpdatedAt, Store::now_expr(backend))
+                    .filter(execution::Column::Id.is_in(ids.clone()))
+                    .filter(execution::Column::OwnerNode.eq(node.as_str()))
+                    .filter(execution::Column::State.is_in([state::WAITING, state::WAITING_SIGNAL]))
+                    .exec(&c)
+                    .await?;
+                Ok(execution::Entity::find()
+                    .filter(execution::Column::Id.is_in(ids))
+                    .filter(execution::Column::OwnerNode.eq(node.as_str()))
+                    .filter(execution::Column::State.eq(state::RUNNING))
+                    .all(&c)
+                    .await?)
+            })
+            .await
+    }
+}

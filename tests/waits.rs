@@ -1,0 +1,261 @@
+//! Waits that hold nothing (DESIGN.md invariant 8): timers, signals and
+//! user interactions park the execution in the database with no actor;
+//! the owner's wake scan or an arriving signal wakes it. On SQLite,
+//! PostgreSQL and MariaDB; crash and failover cases with real processes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::on_all_backends;
+use crate::util::*;
+
+on_all_backends!(
+    a_timer_parks_the_execution_and_fires_after_its_time,
+    signals_wake_waiting_executions_and_are_kept_until_awaited,
+);
+
+const LONG: Duration = Duration::from_secs(30);
+
+async fn logs(http: &Http, id: &str) -> Vec<Value> {
+    http.get(&format!("/api/executions/{id}/logs"))
+        .await
+        .json
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn get(http: &Http, id: &str) -> Value {
+    http.get(&format!("/api/executions/{id}")).await.json
+}
+
+fn napper(ms: u64) -> Value {
+    json!({"id": "napper", "variables": {"woke": false}, "outputs": {"woke": "boolean"}, "start": "nap", "items": {
+        "nap": {"type": "timer", "for_ms": ms, "next": "up"},
+        "up": {"type": "task", "script": "woke = true;", "next": "e"},
+        "e": {"type": "end"}}})
+}
+
+fn approval() -> Value {
+    json!({"id": "approval", "inputs": {"delay": "number"}, "variables": {"approval": null}, "outputs": {"approval": "any"},
+        "start": "pause", "items": {
+        "pause": {"type": "timer", "for_ms": 1, "next": "ask"},
+        "ask": {"type": "signal", "name": "approve", "store": "approval", "next": "e"},
+        "e": {"type": "end"}}})
+}
+
+async fn a_timer_parks_the_execution_and_fires_after_its_time(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &napper(800)).await;
+    let t0 = Instant::now();
+    let id = start(&http, "napper", json!({})).await;
+    eventually("parked on the timer", LONG, || async {
+        get(&http, &id).await["state"] == "waiting"
+    })
+    .await;
+    let e = get(&http, &id).await;
+    assert_eq!(e["waiting_for"]["kind"], "timer", "{e}");
+    assert!(e["waiting_for"]["until"].is_string(), "{e}");
+    let status = node
+        .supervisor()
+        .send(baton_actors::supervisor::QueryState)
+        .await
+        .expect("state");
+    assert_eq!(status.running, 0, "no actor is held while it waits");
+    let e = wait_final(&http, &id, LONG).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "not before its time"
+    );
+    assert_eq!(
+        (e["state"].clone(), e["outputs"]["woke"].clone()),
+        (json!("completed"), json!(true))
+    );
+    assert!(e["waiting_for"].is_null());
+    let log = logs(&http, &id).await;
+    let of = |event: &str| {
+        log.iter()
+            .filter(|l| l["item"] == "nap" && l["event"] == event)
+            .count()
+    };
+    assert_eq!(
+        (of("started"), of("completed")),
+        (1, 1),
+        "the timer fired once: {log:?}"
+    );
+    node.stop().await;
+}
+
+async fn signals_wake_waiting_executions_and_are_kept_until_awaited(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &approval()).await;
+    // Waits first, then gets the signal.
+    let late = start(&http, "approval", json!({"delay": 0})).await;
+    eventually("waiting for the signal", LONG, || async {
+        get(&http, &late).await["state"] == "waiting-signal"
+    })
+    .await;
+    assert_eq!(
+        get(&http, &late).await["waiting_for"],
+        json!({"kind": "signal", "name": "approve", "until": null})
+    );
+    let r = http
+        .post(
+            &format!("/api/executions/{late}/signals/approve"),
+            &json!({"payload": {"by": "ann"}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json["waiting"], true);
+    let e = wait_final(&http, &late, LONG).await;
+    assert_eq!(e["outputs"]["approval"], json!({"by": "ann"}), "{e}");
+    // Signaled before it waits: the signal is kept until awaited.
+    import(&http, &json!({"id": "slow-approval", "variables": {"approval": null}, "outputs": {"approval": "any"},
+        "start": "pause", "items": {
+        "pause": {"type": "timer", "for_ms": 600, "next": "ask"},
+        "ask": {"type": "signal", "name": "approve", "store": "approval", "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let early = start(&http, "slow-approval", json!({})).await;
+    let r = http
+        .post(
+            &format!("/api/executions/{early}/signals/approve"),
+            &json!({"payload": 42}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["waiting"].clone()),
+        (202, json!(false)),
+        "{}",
+        r.text
+    );
+    let e = wait_final(&http, &early, LONG).await;
+    assert_eq!(e["outputs"]["approval"], 42, "{e}");
+    // A finished execution takes no more signals.
+    let r = http
+        .post(
+            &format!("/api/executions/{early}/signals/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn timeouts_are_errors_that_on_error_catches() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &json!({"id": "impatient", "variables": {"why": ""}, "outputs": {"why": "string"}, "start": "ask", "items": {
+        "ask": {"type": "signal", "name": "go", "timeout_ms": 300, "next": "e", "on_error": "gave_up"},
+        "gave_up": {"type": "task", "script": "why = error.message;", "next": "form"},
+        "form": {"type": "interaction", "inputs": {"ok": "boolean"}, "timeout_ms": 300, "next": "e", "on_error": "gave_up2"},
+        "gave_up2": {"type": "task", "script": "why = why + ' / ' + error.message;", "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "impatient", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    assert_eq!(
+        e["outputs"]["why"],
+        "signal `go` timed out after 300 ms / interaction timed out after 300 ms"
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn interaction_answers_are_checked() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &json!({"id": "form", "variables": {"amount": 0, "note": ""}, "outputs": {"amount": "number"}, "start": "ask", "items": {
+        "ask": {"type": "interaction", "inputs": {"amount": "number", "note": "string"}, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "form", json!({})).await;
+    eventually("waiting for an answer", LONG, || async {
+        get(&http, &id).await["waiting_for"]["kind"] == "interaction"
+    })
+    .await;
+    let path = format!("/api/executions/{id}/interaction");
+    let r = http.post(&path, &json!({"inputs": {"amount": 5}})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("inputs.note"), "{}", r.text);
+    let r = http
+        .post(&path, &json!({"inputs": {"amount": "five", "note": "x"}}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("inputs.amount"), "{}", r.text);
+    let r = http.post(&path, &json!({"answer": {}})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = http
+        .post(&path, &json!({"inputs": {"amount": 5, "note": "ok"}}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (
+            e["outputs"]["amount"].clone(),
+            e["variables"]["note"].clone()
+        ),
+        (json!(5), json!("ok")),
+        "{e}"
+    );
+    let r = http
+        .post(&path, &json!({"inputs": {"amount": 5, "note": "ok"}}))
+        .await;
+    assert_eq!(r.status, 409, "not waiting any more: {}", r.text);
+    let r = http
+        .post(
+            &format!("/api/executions/{id}/signals/__interaction"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "reserved signal names: {}", r.text);
+    assert_eq!(
+        http.post("/api/executions/nope/signals/x", &json!({}))
+            .await
+            .status,
+        404
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_timer_survives_kill_dash_nine_and_fires_once_after_its_time() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let env = [
+        ("BATON_DATABASE__URL", db.url.clone()),
+        ("BATON_NODE__ID", "sleeper".to_owned()),
+    ];
+    let mut first = serve(&env);
+    let http = Http::new(&first.url);
+    import(&http, &napper(1500)).await;
+    let t0 = Instant::now();
+    let id = start(&http, "napper", json!({})).await;
+    eventually("parked", LONG, || async {
+        get(&http, &id).await["state"] == "waiting"
+    })
+    .await;
+    first.kill9();
+    let second = serve(&env);
+    let http = Http::new(&second.url);
+    let e = wait_final(&http, &id, LONG).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "not before its time"
+    );
+    assert_eq!(e["state"], "completed", "{e}");
+    let log = logs(&http, &id).await;
+    let done = log
+        .iter()
+        .filter(|l| l["item"] == "nap" && l["event"] == "completed")
+        .count();
+    assert_eq!(done, 1, "fired once: {log:?}");
+}
