@@ -77,12 +77,18 @@ pub struct EngineConfig {
     /// completing (crashes and failovers count) fails its execution
     /// instead of running again.
     pub max_item_starts: u32,
+    /// How deep `workflow` items may nest.
+    pub max_depth: u32,
+    /// Children a `parallel` foreach runs at once.
+    pub foreach_parallelism: u32,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_item_starts: 10,
+            max_depth: 32,
+            foreach_parallelism: 8,
         }
     }
 }
@@ -376,6 +382,15 @@ impl Config {
             return Err(err(
                 "scripts.memory_limit_mb",
                 "must be between 1 and 4096".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.engine.max_depth) {
+            return Err(err("engine.max_depth", "must be between 1 and 1000".into()));
+        }
+        if !(1..=10_000).contains(&self.engine.foreach_parallelism) {
+            return Err(err(
+                "engine.foreach_parallelism",
+                "must be between 1 and 10000".into(),
             ));
         }
         if !(1..=1000).contains(&self.engine.max_item_starts) {

@@ -199,6 +199,8 @@ impl NodeBuilder {
             metrics: metrics.clone(),
             cluster,
             max_item_starts: config.engine.max_item_starts,
+            max_depth: config.engine.max_depth,
+            fan_out: config.engine.foreach_parallelism,
         })
         .start();
 

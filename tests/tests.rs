@@ -19,5 +19,6 @@ mod driver;
 mod embedded;
 mod engine;
 mod http_action;
+mod nested;
 mod scripts;
 mod waits;

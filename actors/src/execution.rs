@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 
 use crate::actions::{ActionCall, ActionRegistry};
 use crate::error::StoreError;
-use crate::messages::{Cancel, ExecutionEnded, RunOutcome, Stop};
+use crate::messages::{Cancel, ExecutionEnded, RunOutcome, StartChild, Stop};
 use crate::metrics::EngineMetrics;
 use crate::store::entities::execution;
 use crate::store::{decode_json, state, Checkpoint, Fence, LogEntry, Store, Wait};
@@ -41,6 +41,8 @@ pub const SUPPORTED_ITEM_TYPES: &[&str] = &[
     "task",
     "decision",
     "action",
+    "workflow",
+    "foreach",
     "timer",
     "signal",
     "interaction",
@@ -82,6 +84,12 @@ pub struct ExecutionSetup {
     /// Starts of one item without a completion after which the execution
     /// fails instead (the poison-pill budget; crashes and failovers count).
     pub max_item_starts: u32,
+    /// How deep workflows may nest (`engine.max_depth`).
+    pub max_depth: u32,
+    /// Children a parallel `foreach` runs at once (`engine.foreach_parallelism`).
+    pub fan_out: u32,
+    /// Starts actors for children this execution creates.
+    pub starter: Recipient<StartChild>,
     /// Told when the run ends.
     pub supervisor: Recipient<ExecutionEnded>,
     /// The node's counters.
@@ -184,8 +192,8 @@ impl Handler<Stop> for ExecutionActor {
 /// What an item did.
 struct ItemDone {
     next: Next,
-    /// A signal this item consumes, in its completion transaction.
-    consume: Option<i64>,
+    /// Signals this item consumes, in its completion transaction.
+    consume: Vec<i64>,
     variables: Map<String, Value>,
     outputs: Map<String, Value>,
     logs: Vec<String>,
@@ -219,6 +227,10 @@ struct Run {
     fence: Fence,
     kind: StartKind,
     max_item_starts: u32,
+    max_depth: u32,
+    fan_out: u32,
+    starter: Recipient<StartChild>,
+    parent: Option<String>,
     inputs: Map<String, Value>,
     variables: Map<String, Value>,
     outputs: Map<String, Value>,
@@ -273,6 +285,10 @@ impl Run {
             def: s.definition,
             kind: s.kind,
             max_item_starts: s.max_item_starts,
+            max_depth: s.max_depth,
+            fan_out: s.fan_out,
+            starter: s.starter,
+            parent: row.parent_id.clone(),
             metrics: s.metrics,
             item_started: Instant::now(),
         })
@@ -423,6 +439,7 @@ impl Run {
         self.write(Checkpoint {
             state: Some(state::CANCELED),
             ended: true,
+            notify_parent: self.parent.clone(),
             logs: vec![self.log(
                 &self.item,
                 self.step,
@@ -455,6 +472,7 @@ impl Run {
             ended: true,
             logs,
             clear_wait: true,
+            notify_parent: self.parent.clone(),
             ..Default::default()
         })
         .await?;
@@ -483,7 +501,7 @@ impl Run {
                     attempt: Some(1),
                     logs,
                     clear_wait: true,
-                    consume_signal: done.consume,
+                    consume_signals: done.consume,
                     ..Default::default()
                 })
                 .await?;
@@ -534,6 +552,7 @@ impl Run {
                     current_item: Some(None),
                     state: Some(state::COMPLETED),
                     ended: true,
+                    notify_parent: self.parent.clone(),
                     logs,
                     ..Default::default()
                 })
@@ -658,6 +677,145 @@ impl Run {
         Ok((out.values, out.results, out.logs))
     }
 
+    /// A child's id: the same for every run of the same item step, so a
+    /// re-run after a crash finds the child instead of starting another.
+    fn child_id(&self, index: usize) -> String {
+        use sha2::{Digest, Sha256};
+        let digest =
+            Sha256::digest(format!("{}/{}/{index}", self.fence.execution, self.step).as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("c{hex}")
+    }
+
+    /// How deep this execution is nested (1: no parent).
+    async fn depth(&self) -> Result<u32, ItemFailure> {
+        let mut depth = 1;
+        let mut parent = self.parent.clone();
+        while let Some(id) = parent {
+            depth += 1;
+            if depth > self.max_depth {
+                break;
+            }
+            parent = self
+                .store
+                .execution(&id)
+                .await
+                .map_err(|e| ItemFailure::new(format!("cannot read execution {id}: {e}")))?
+                .and_then(|r| r.parent_id);
+        }
+        Ok(depth)
+    }
+
+    /// Evaluates a child's `inputs` mapping; `element` binds a foreach
+    /// element under its `as` name.
+    async fn child_inputs(
+        &self,
+        inputs: &std::collections::BTreeMap<String, String>,
+        element: Option<(&str, &Value)>,
+    ) -> Result<Map<String, Value>, ItemFailure> {
+        if inputs.is_empty() {
+            return Ok(Map::new());
+        }
+        let mut globals = self.globals();
+        if let Some((name, v)) = element {
+            globals.push((name.to_owned(), v.clone()));
+        }
+        let out = self
+            .scripts
+            .evaluate(Evaluate {
+                globals,
+                code: Code::Expressions(
+                    inputs.iter().map(|(k, e)| (k.clone(), e.clone())).collect(),
+                ),
+                read_back: Vec::new(),
+                context: self.script_context(),
+            })
+            .await
+            .map_err(|e| ItemFailure::new(e.to_string()))?;
+        Ok(out.results)
+    }
+
+    /// Creates a child execution (nothing if it exists) and has this node
+    /// run it.
+    async fn create_child(
+        &self,
+        id: String,
+        workflow: &str,
+        inputs: Map<String, Value>,
+    ) -> Result<(), ItemFailure> {
+        let fail = |m: String| ItemFailure::new(m);
+        if self.depth().await? >= self.max_depth {
+            return Err(fail(format!(
+                "workflows nest deeper than {} levels (engine.max_depth); not starting {workflow}",
+                self.max_depth
+            )));
+        }
+        let summary = self
+            .store
+            .workflow_summary(workflow)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("no workflow `{workflow}`")))?;
+        let def = crate::supervisor::load_definition(&self.store, &summary.id, summary.version)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let inputs = Value::Object(inputs);
+        let problems = crate::workflow::check_inputs(&def, &inputs);
+        if !problems.is_empty() {
+            let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(fail(format!(
+                "inputs of workflow {workflow}: {}",
+                text.join("; ")
+            )));
+        }
+        let outcome = self
+            .store
+            .create_execution(crate::store::NewExecution {
+                id,
+                workflow_id: summary.id,
+                workflow_version: summary.version,
+                parent_id: Some(self.fence.execution.clone()),
+                inputs,
+                variables: Value::Object(def.variables.clone()),
+                start_item: def.start.clone(),
+                owner_node: self.fence.node.clone(),
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if let crate::store::StartOutcome::Created(row) = outcome {
+            self.starter.do_send(StartChild { row });
+        }
+        Ok(())
+    }
+
+    /// Assigns `(variable, value)` pairs: to outputs when declared there
+    /// (and to the variable of the same name if there is one), otherwise
+    /// to variables.
+    fn assign(&self, pairs: Vec<(String, Value)>) -> (Map<String, Value>, Map<String, Value>) {
+        let (mut variables, mut outputs) = (self.variables.clone(), self.outputs.clone());
+        for (var, v) in pairs {
+            if outputs.contains_key(&var) {
+                outputs.insert(var.clone(), v.clone());
+                if variables.contains_key(&var) {
+                    variables.insert(var, v);
+                }
+            } else {
+                variables.insert(var, v);
+            }
+        }
+        (variables, outputs)
+    }
+
+    fn parked_on_children(&self, consume: Vec<i64>) -> ItemDone {
+        let mut done = self.unchanged(Next::Park(Wait {
+            state: state::WAITING_SIGNAL,
+            until: None,
+            signal: Some(crate::store::CHILD_DONE.to_owned()),
+        }));
+        done.consume = consume;
+        done
+    }
+
     async fn db_now(&self) -> Result<i64, ItemFailure> {
         self.store
             .db_now_ms()
@@ -667,7 +825,7 @@ impl Run {
 
     fn unchanged(&self, next: Next) -> ItemDone {
         ItemDone {
-            consume: None,
+            consume: Vec::new(),
             next,
             variables: self.variables.clone(),
             outputs: self.outputs.clone(),
@@ -694,7 +852,7 @@ impl Run {
             let payload: Value = serde_json::from_str(&sig.payload).unwrap_or(Value::Null);
             let (variables, outputs) = apply(self, payload);
             return Ok(ItemDone {
-                consume: Some(sig.id),
+                consume: vec![sig.id],
                 next: Next::Item(next.to_owned()),
                 variables,
                 outputs,
@@ -739,7 +897,7 @@ impl Run {
                     }
                 }
                 Ok(ItemDone {
-                    consume: None,
+                    consume: Vec::new(),
                     next: Next::Item(next.clone()),
                     variables,
                     outputs,
@@ -755,7 +913,7 @@ impl Run {
                 let (_, results, logs) = self.eval(Code::Expressions(expr), false).await?;
                 let truthy = results.get("c").and_then(Value::as_bool).unwrap_or(false);
                 Ok(ItemDone {
-                    consume: None,
+                    consume: Vec::new(),
                     next: Next::Item(if truthy {
                         then.clone()
                     } else {
@@ -808,7 +966,7 @@ impl Run {
                     }
                 }
                 Ok(ItemDone {
-                    consume: None,
+                    consume: Vec::new(),
                     next: Next::Item(next.clone()),
                     variables,
                     outputs,
@@ -831,12 +989,191 @@ impl Run {
                     None => (None, Vec::new()),
                 };
                 Ok(ItemDone {
-                    consume: None,
+                    consume: Vec::new(),
                     next: Next::End { fail },
                     variables: self.variables.clone(),
                     outputs: self.outputs.clone(),
                     logs,
                 })
+            }
+            ItemKind::Workflow {
+                workflow,
+                inputs,
+                outputs: mapping,
+                is_async,
+                next,
+            } => {
+                let store_err = |e: crate::error::StoreError| ItemFailure::new(e.to_string());
+                // Pokes first: one that arrives after this read stays pending
+                // and wakes the parent again.
+                let pokes = self
+                    .store
+                    .pending_signal_ids(&self.fence.execution, crate::store::CHILD_DONE)
+                    .await
+                    .map_err(store_err)?;
+                let cid = self.child_id(0);
+                let child = self.store.execution(&cid).await.map_err(store_err)?;
+                if child.is_none() {
+                    let ins = self.child_inputs(inputs, None).await?;
+                    self.create_child(cid.clone(), workflow, ins).await?;
+                }
+                let pick = |outputs: &Value| -> Vec<(String, Value)> {
+                    mapping
+                        .iter()
+                        .map(|(var, field)| {
+                            let v = if field == "execution_id" {
+                                Value::String(cid.clone())
+                            } else {
+                                outputs.get(field).cloned().unwrap_or(Value::Null)
+                            };
+                            (var.clone(), v)
+                        })
+                        .collect()
+                };
+                if *is_async {
+                    let (variables, outputs) = self.assign(pick(&Value::Null));
+                    return Ok(ItemDone {
+                        consume: pokes,
+                        next: Next::Item(next.clone()),
+                        variables,
+                        outputs,
+                        logs: Vec::new(),
+                    });
+                }
+                match child.as_ref().map(|c| c.state.as_str()) {
+                    Some(state::COMPLETED) => {
+                        let c = child
+                            .as_ref()
+                            .and_then(|c| c.outputs.clone())
+                            .unwrap_or_default();
+                        let outs: Value = serde_json::from_str(&c).unwrap_or(Value::Null);
+                        let (variables, outputs) = self.assign(pick(&outs));
+                        Ok(ItemDone {
+                            consume: pokes,
+                            next: Next::Item(next.clone()),
+                            variables,
+                            outputs,
+                            logs: Vec::new(),
+                        })
+                    }
+                    Some(s @ (state::FAILED | state::CANCELED)) => Err(ItemFailure::new(format!(
+                        "child workflow {workflow} ({cid}) {s}: {}",
+                        child
+                            .as_ref()
+                            .and_then(|c| c.error.clone())
+                            .unwrap_or_default()
+                    ))),
+                    _ => Ok(self.parked_on_children(pokes)),
+                }
+            }
+            ItemKind::Foreach {
+                over,
+                element,
+                workflow,
+                inputs,
+                collect,
+                parallel,
+                next,
+            } => {
+                let store_err = |e: crate::error::StoreError| ItemFailure::new(e.to_string());
+                let list = match self.variables.get(over).or_else(|| self.inputs.get(over)) {
+                    Some(Value::Array(a)) => a.clone(),
+                    other => {
+                        return Err(ItemFailure::new(format!(
+                            "foreach over `{over}`: expected an array, found {}",
+                            type_of(other.unwrap_or(&Value::Null))
+                        )))
+                    }
+                };
+                let pokes = self
+                    .store
+                    .pending_signal_ids(&self.fence.execution, crate::store::CHILD_DONE)
+                    .await
+                    .map_err(store_err)?;
+                let ids: Vec<String> = (0..list.len()).map(|i| self.child_id(i)).collect();
+                let rows: std::collections::HashMap<
+                    String,
+                    crate::store::entities::execution::Model,
+                > = self
+                    .store
+                    .executions_by_id(ids.clone())
+                    .await
+                    .map_err(store_err)?
+                    .into_iter()
+                    .map(|r| (r.id.clone(), r))
+                    .collect();
+                for (i, id) in ids.iter().enumerate() {
+                    if let Some(r) = rows
+                        .get(id)
+                        .filter(|r| r.state == state::FAILED || r.state == state::CANCELED)
+                    {
+                        return Err(ItemFailure::new(format!(
+                            "foreach element {i}: child workflow {workflow} ({id}) {}: {}",
+                            r.state,
+                            r.error.clone().unwrap_or_default()
+                        )));
+                    }
+                }
+                let completed = ids
+                    .iter()
+                    .filter(|id| rows.get(*id).is_some_and(|r| r.state == state::COMPLETED))
+                    .count();
+                if completed == ids.len() {
+                    let outs: Vec<Value> = ids
+                        .iter()
+                        .map(|id| {
+                            let text = rows
+                                .get(id)
+                                .and_then(|r| r.outputs.clone())
+                                .unwrap_or_default();
+                            serde_json::from_str(&text).unwrap_or(Value::Null)
+                        })
+                        .collect();
+                    let pairs = collect
+                        .iter()
+                        .map(|(var, field)| {
+                            (
+                                var.clone(),
+                                Value::Array(
+                                    outs.iter()
+                                        .map(|o| o.get(field).cloned().unwrap_or(Value::Null))
+                                        .collect(),
+                                ),
+                            )
+                        })
+                        .collect();
+                    let (variables, outputs) = self.assign(pairs);
+                    return Ok(ItemDone {
+                        consume: pokes,
+                        next: Next::Item(next.clone()),
+                        variables,
+                        outputs,
+                        logs: Vec::new(),
+                    });
+                }
+                let in_flight = ids
+                    .iter()
+                    .filter(|id| rows.get(*id).is_some_and(|r| r.state != state::COMPLETED))
+                    .count();
+                let limit = if *parallel {
+                    self.fan_out.max(1) as usize
+                } else {
+                    1
+                };
+                let mut free = limit.saturating_sub(in_flight);
+                for (i, id) in ids.iter().enumerate() {
+                    if free == 0 {
+                        break;
+                    }
+                    if !rows.contains_key(id) {
+                        let ins = self
+                            .child_inputs(inputs, Some((element.as_str(), &list[i])))
+                            .await?;
+                        self.create_child(id.clone(), workflow, ins).await?;
+                        free -= 1;
+                    }
+                }
+                Ok(self.parked_on_children(pokes))
             }
             ItemKind::Timer {
                 for_ms,
@@ -927,10 +1264,6 @@ impl Run {
                 )
                 .await
             }
-            other => Err(ItemFailure::new(format!(
-                "item type `{}` is not supported by this version of Baton",
-                other.type_name()
-            ))),
         }
     }
 }

@@ -77,6 +77,15 @@ pub struct Stop {
     pub now: bool,
 }
 
+/// Sent by an execution actor that has created a child execution (owned by
+/// this node): the supervisor starts an actor for it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StartChild {
+    /// The child as created.
+    pub row: crate::store::entities::execution::Model,
+}
+
 /// Sent by the `HeartbeatActor` when the node must fence itself.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

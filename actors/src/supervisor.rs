@@ -134,6 +134,10 @@ pub struct SupervisorConfig {
     pub cluster: Option<ClusterTiming>,
     /// The poison-pill budget (`engine.max_item_starts`).
     pub max_item_starts: u32,
+    /// How deep workflows may nest (`engine.max_depth`).
+    pub max_depth: u32,
+    /// Children a parallel `foreach` runs at once (`engine.foreach_parallelism`).
+    pub fan_out: u32,
 }
 
 /// The root actor of a node. See the module documentation.
@@ -203,6 +207,9 @@ impl NodeSupervisor {
             node: self.cfg.node_id.clone(),
             kind,
             max_item_starts: self.cfg.max_item_starts,
+            max_depth: self.cfg.max_depth,
+            fan_out: self.cfg.fan_out,
+            starter: ctx.address().recipient(),
             supervisor: ctx.address().recipient(),
             metrics: self.cfg.metrics.clone(),
         });
@@ -335,6 +342,33 @@ impl NodeSupervisor {
                 }
                 Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "wake scan failed"),
             }
+        }));
+    }
+}
+
+impl Handler<crate::messages::StartChild> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::messages::StartChild, ctx: &mut Context<Self>) {
+        let store = self.cfg.store.clone();
+        let cache = self.definitions.clone();
+        let row = msg.row;
+        let fut = async move {
+            let key = (row.workflow_id.clone(), row.workflow_version);
+            let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
+            let def = match cached {
+                Some(d) => d,
+                None => load_definition(&store, &row.workflow_id, row.workflow_version).await?,
+            };
+            Ok::<_, EngineError>((def, row))
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok((def, row)) if act.state() == NodeState::Running => {
+                act.cache(&def, row.workflow_version);
+                act.spawn_execution(ctx, def, row, StartKind::New);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot start a child execution (it will be resumed later)"),
         }));
     }
 }
@@ -839,7 +873,7 @@ pub struct CancelExecution {
 impl Handler<CancelExecution> for NodeSupervisor {
     type Result = ResponseActFuture<Self, Result<execution::Model, EngineError>>;
 
-    fn handle(&mut self, msg: CancelExecution, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CancelExecution, _ctx: &mut Context<Self>) -> Self::Result {
         let actor = self.running.get(&msg.id).cloned();
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
@@ -895,7 +929,24 @@ impl Handler<CancelExecution> for NodeSupervisor {
                 .await?
                 .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))
         };
-        Box::pin(fut.into_actor(self))
+        // Cancelling a parent cancels its unfinished children.
+        let children_store = self.cfg.store.clone();
+        Box::pin(fut.into_actor(self).map(move |result, _act, ctx| {
+            if let Ok(row) = &result {
+                if row.state == state::CANCELED {
+                    let me = ctx.address();
+                    let parent = row.id.clone();
+                    actix::spawn(async move {
+                        if let Ok(children) = children_store.unfinished_children(&parent).await {
+                            for c in children {
+                                me.do_send(CancelExecution { id: c.id });
+                            }
+                        }
+                    });
+                }
+            }
+            result
+        }))
     }
 }
 

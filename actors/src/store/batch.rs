@@ -130,7 +130,8 @@ impl Shape {
             && !cp.ended
             && cp.attempt.is_some()
             && cp.wait.is_none()
-            && cp.consume_signal.is_none();
+            && cp.consume_signals.is_empty()
+            && cp.notify_parent.is_none();
         if !rest_untouched {
             return None;
         }
@@ -306,8 +307,11 @@ async fn apply(
             None => fenced_update(&txn, backend, &p.fence, &p.cp).await? > 0,
         };
         if written {
-            if let Some(sid) = p.cp.consume_signal {
-                super::signals::consume(&txn, backend, sid).await?;
+            for sid in &p.cp.consume_signals {
+                super::signals::consume(&txn, backend, *sid).await?;
+            }
+            if let Some(parent) = &p.cp.notify_parent {
+                super::signals::notify_parent(&txn, backend, parent, &p.fence.execution).await?;
             }
             results.push(Ok(()));
             rows.extend(

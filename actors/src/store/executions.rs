@@ -65,8 +65,11 @@ pub struct Checkpoint {
     pub wait: Option<Wait>,
     /// Clear the wait columns: the item that waited is done.
     pub clear_wait: bool,
-    /// Mark this signal consumed in the same transaction.
-    pub consume_signal: Option<i64>,
+    /// Mark these signals consumed in the same transaction.
+    pub consume_signals: Vec<i64>,
+    /// This execution's parent, told (a `__child` signal, in the same
+    /// transaction) that a child has finished.
+    pub notify_parent: Option<String>,
 }
 
 /// What a parked execution waits for.

@@ -35,7 +35,97 @@ pub(super) async fn consume(
     Ok(())
 }
 
+/// The signal name a finished child sends its parent.
+pub const CHILD_DONE: &str = "__child";
+
+/// Tells a parent that a child finished, inside the child's final
+/// transaction.
+pub(super) async fn notify_parent(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    parent: &str,
+    child: &str,
+) -> Result<(), sea_orm::DbErr> {
+    let insert = Query::insert()
+        .into_table(signal::Entity)
+        .columns([
+            signal::Column::ExecutionId,
+            signal::Column::Name,
+            signal::Column::Payload,
+            signal::Column::CreatedAt,
+        ])
+        .values_panic([
+            Expr::value(parent),
+            Expr::value(CHILD_DONE),
+            Expr::value(serde_json::json!({ "child": child }).to_string()),
+            Store::now_expr(backend),
+        ])
+        .to_owned();
+    txn.execute(&insert).await?;
+    Ok(())
+}
+
 impl Store {
+    /// Ids of every unconsumed signal of this name for an execution.
+    pub async fn pending_signal_ids(
+        &self,
+        execution_id: &str,
+        name: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (execution_id, name) = (execution_id.to_owned(), name.to_owned());
+        self.db()
+            .run(move |c| async move {
+                Ok(signal::Entity::find()
+                    .filter(signal::Column::ExecutionId.eq(execution_id))
+                    .filter(signal::Column::Name.eq(name))
+                    .filter(signal::Column::ConsumedAt.is_null())
+                    .all(&c)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect())
+            })
+            .await
+    }
+
+    /// Executions by id (those that exist).
+    pub async fn executions_by_id(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        self.db()
+            .run(move |c| async move {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(500) {
+                    out.extend(
+                        execution::Entity::find()
+                            .filter(execution::Column::Id.is_in(chunk.to_vec()))
+                            .all(&c)
+                            .await?,
+                    );
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Unfinished children of an execution.
+    pub async fn unfinished_children(
+        &self,
+        parent: &str,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        let parent = parent.to_owned();
+        self.db()
+            .run(move |c| async move {
+                Ok(execution::Entity::find()
+                    .filter(execution::Column::ParentId.eq(parent))
+                    .filter(execution::Column::State.is_in(state::UNFINISHED))
+                    .all(&c)
+                    .await?)
+            })
+            .await
+    }
+
     /// Stores a signal for an execution; returns its id.
     pub async fn insert_signal(
         &self,

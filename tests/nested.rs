@@ -1,0 +1,252 @@
+//! Nested workflows and foreach: a child is an execution of its own,
+//! linked to its parent; the parent waits parked, resumes with the child's
+//! outputs, and sees a failed child as an error. Children have stable ids,
+//! so a re-run after a crash never starts an element twice.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::on_all_backends;
+use crate::util::*;
+
+on_all_backends!(
+    a_parent_waits_for_its_child_and_takes_its_outputs,
+    foreach_collects_outputs_in_element_order,
+);
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn setup(http: &Http) {
+    import(http, &json!({"id": "double", "inputs": {"x": "number"}, "outputs": {"y": "number"}, "variables": {"y": 0},
+        "start": "a", "items": {"a": {"type": "task", "script": "if (x < 0) throw new Error('negative'); y = x * 2;", "next": "e"}, "e": {"type": "end"}}}))
+    .await;
+    import(http, &json!({"id": "slow-square", "inputs": {"x": "number", "ms": "number"}, "outputs": {"y": "number"}, "variables": {"y": 0},
+        "start": "s", "items": {
+        "s": {"type": "action", "action": "sleep", "inputs": {"ms": "ms"}, "next": "a"},
+        "a": {"type": "task", "script": "y = x * x;", "next": "e"}, "e": {"type": "end"}}}))
+    .await;
+}
+
+async fn a_parent_waits_for_its_child_and_takes_its_outputs(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    setup(&http).await;
+    import(&http, &json!({"id": "parent", "inputs": {"n": "number"}, "outputs": {"total": "number"},
+        "variables": {"total": 0, "kid": "", "why": ""}, "start": "call", "items": {
+        "call": {"type": "workflow", "workflow": "double", "inputs": {"x": "n + 1"}, "outputs": {"total": "y", "kid": "execution_id"},
+                 "next": "e", "on_error": "caught"},
+        "caught": {"type": "task", "script": "why = error.message;", "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "parent", json!({"n": 20})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["outputs"]["total"].clone()),
+        (json!("completed"), json!(42)),
+        "{e}"
+    );
+    let kid = e["variables"]["kid"].as_str().unwrap_or("").to_owned();
+    let child = http.get(&format!("/api/executions/{kid}")).await.json;
+    assert_eq!(
+        (child["workflow_id"].clone(), child["state"].clone()),
+        (json!("double"), json!("completed"))
+    );
+    // A failed child is an error in the parent, caught by on_error.
+    let id = start(&http, "parent", json!({"n": -5})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    assert!(
+        e["variables"]["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("negative"),
+        "{e}"
+    );
+    node.stop().await;
+}
+
+async fn foreach_collects_outputs_in_element_order(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |c| c.engine.foreach_parallelism = 3).await;
+    let http = Http::new(&node.url());
+    setup(&http).await;
+    for (id, parallel) in [("seq", false), ("par", true)] {
+        import(&http, &json!({"id": id, "inputs": {"xs": "array"}, "outputs": {"squares": "array"}, "variables": {"squares": []},
+            "start": "each", "items": {
+            "each": {"type": "foreach", "over": "xs", "as": "x", "workflow": "slow-square", "inputs": {"x": "x", "ms": "(5 - x) * 20"},
+                     "collect": {"squares": "y"}, "parallel": parallel, "next": "e"},
+            "e": {"type": "end"}}}))
+        .await;
+        let eid = start(&http, id, json!({"xs": [1, 2, 3, 4, 5]})).await;
+        let e = wait_final(&http, &eid, LONG).await;
+        assert_eq!(
+            e["outputs"]["squares"],
+            json!([1, 4, 9, 16, 25]),
+            "{id}: {e}"
+        );
+    }
+    let empty = start(&http, "seq", json!({"xs": []})).await;
+    assert_eq!(
+        wait_final(&http, &empty, LONG).await["outputs"]["squares"],
+        json!([])
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn bad_nesting_is_an_error_with_a_clear_message() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |c| c.engine.max_depth = 3).await;
+    let http = Http::new(&node.url());
+    setup(&http).await;
+    import(
+        &http,
+        &json!({"id": "forever", "start": "again", "items": {
+        "again": {"type": "workflow", "workflow": "forever", "next": "e"}, "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "forever", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "failed", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("engine.max_depth"),
+        "{e}"
+    );
+    import(&http, &json!({"id": "not-a-list", "variables": {"xs": 7}, "start": "each", "items": {
+        "each": {"type": "foreach", "over": "xs", "as": "x", "workflow": "double", "inputs": {"x": "x"}, "next": "e"}, "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "not-a-list", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expected an array, found number"),
+        "{e}"
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn async_children_run_on_their_own_and_cancel_follows_the_parent() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "waiter", "start": "w", "items": {
+        "w": {"type": "signal", "name": "go", "next": "e"}, "e": {"type": "end"}}}),
+    )
+    .await;
+    import(&http, &json!({"id": "fire", "variables": {"kid": ""}, "start": "spawn", "items": {
+        "spawn": {"type": "workflow", "workflow": "waiter", "async": true, "outputs": {"kid": "execution_id"}, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "fire", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "the parent moved on: {e}");
+    let kid = e["variables"]["kid"].as_str().unwrap_or("").to_owned();
+    eventually("the async child waits", LONG, || async {
+        http.get(&format!("/api/executions/{kid}")).await.json["state"] == "waiting-signal"
+    })
+    .await;
+    // A synchronous parent waiting on a child: cancelling it cancels the child.
+    import(
+        &http,
+        &json!({"id": "hold", "start": "call", "items": {
+        "call": {"type": "workflow", "workflow": "waiter", "next": "e"}, "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "hold", json!({})).await;
+    eventually("the parent waits on its child", LONG, || async {
+        http.get(&format!("/api/executions/{id}")).await.json["state"] == "waiting-signal"
+    })
+    .await;
+    let r = http
+        .request("POST", &format!("/api/executions/{id}/cancel"), &[], None)
+        .await;
+    assert_eq!(r.json["state"], "canceled", "{}", r.text);
+    let children: Vec<Value> = http
+        .get("/api/workflows/waiter/executions")
+        .await
+        .json
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let held = children
+        .iter()
+        .find(|c| c["id"] != kid.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let held_id = held["id"].as_str().unwrap_or("").to_owned();
+    eventually("the child is canceled too", LONG, || async {
+        http.get(&format!("/api/executions/{held_id}")).await.json["state"] == "canceled"
+    })
+    .await;
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn kill_dash_nine_mid_parallel_foreach_reruns_no_completed_element() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let env = [
+        ("BATON_DATABASE__URL", db.url.clone()),
+        ("BATON_NODE__ID", "fanout".to_owned()),
+        ("BATON_ENGINE__FOREACH_PARALLELISM", "4".to_owned()),
+    ];
+    let mut first = serve(&env);
+    let http = Http::new(&first.url);
+    setup(&http).await;
+    import(&http, &json!({"id": "fan", "inputs": {"xs": "array"}, "outputs": {"squares": "array"}, "variables": {"squares": []},
+        "start": "each", "items": {
+        "each": {"type": "foreach", "over": "xs", "as": "x", "workflow": "slow-square", "inputs": {"x": "x", "ms": "200 + x * 10"},
+                 "collect": {"squares": "y"}, "parallel": true, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let xs: Vec<i64> = (1..=12).collect();
+    let id = start(&http, "fan", json!({"xs": xs})).await;
+    eventually("some elements are done", LONG, || async {
+        let list = http
+            .get("/api/workflows/slow-square/executions?state=completed")
+            .await
+            .json;
+        list.as_array().is_some_and(|l| l.len() >= 3)
+    })
+    .await;
+    first.kill9();
+    let second = serve(&env);
+    let http = Http::new(&second.url);
+    let e = wait_final(&http, &id, LONG).await;
+    let expected: Vec<i64> = xs.iter().map(|x| x * x).collect();
+    assert_eq!(
+        e["outputs"]["squares"],
+        json!(expected),
+        "complete and in order: {e}"
+    );
+    let children = http
+        .get("/api/workflows/slow-square/executions?limit=100")
+        .await
+        .json;
+    let children = children.as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        children.len(),
+        12,
+        "one child per element, none started twice"
+    );
+    for c in &children {
+        let cid = c["id"].as_str().unwrap_or("");
+        let log = http.get(&format!("/api/executions/{cid}/logs")).await.json;
+        let done = log
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["item"] == "a" && l["event"] == "completed")
+            .count();
+        assert_eq!(done, 1, "{cid}: each element completed once: {log}");
+    }
+}
