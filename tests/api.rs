@@ -469,3 +469,96 @@ async fn tokens_guard_the_api() {
     assert_eq!(ok.status, 201, "{}", ok.text);
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn every_example_workflow_imports_and_runs() {
+    let (_db, node, http) = node().await;
+    let dir = format!("{}/examples/workflows", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    for f in &files {
+        let yaml = f.extension().is_some_and(|e| e == "yaml");
+        let ct = if yaml {
+            "application/yaml"
+        } else {
+            "application/json"
+        };
+        let r = http
+            .request(
+                "POST",
+                "/api/workflows",
+                &[("Content-Type", ct)],
+                Some(std::fs::read(f).expect("read")),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}: {}", f.display(), r.text);
+    }
+    let t = std::time::Duration::from_secs(30);
+    let run = |wf: &'static str, inputs: Value| {
+        let http = http.clone();
+        async move { wait_final(&http, &start(&http, wf, inputs).await, t).await }
+    };
+    assert_eq!(
+        run("order", json!({"n": 7, "who": "ann"})).await["outputs"]["total"],
+        114
+    );
+    assert_eq!(
+        run("greet", json!({"who": "bo"})).await["outputs"]["message"],
+        "Hello, bo!"
+    );
+    assert_eq!(
+        run("retry-and-catch", json!({})).await["state"],
+        "completed"
+    );
+    assert_eq!(
+        run("slow-steps", json!({"ms": 10})).await["outputs"]["count"],
+        3
+    );
+    assert_eq!(run("square", json!({"x": 9})).await["outputs"]["y"], 81);
+    let e = run("fan-out", json!({"xs": [1, 2, 3]})).await;
+    assert_eq!(
+        (
+            e["outputs"]["squares"].clone(),
+            e["outputs"]["sum_squared"].clone()
+        ),
+        (json!([1, 4, 9]), json!(196)),
+        "{e}"
+    );
+    let id = start(&http, "approval", json!({})).await;
+    eventually("waiting for approval", t, || async {
+        http.get(&format!("/api/executions/{id}")).await.json["waiting_for"]["name"] == "approve"
+    })
+    .await;
+    let r = http
+        .post(
+            &format!("/api/executions/{id}/signals/approve"),
+            &json!({"payload": {"by": "ann"}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    eventually("asking the amount", t, || async {
+        http.get(&format!("/api/executions/{id}")).await.json["waiting_for"]["kind"]
+            == "interaction"
+    })
+    .await;
+    let r = http
+        .post(
+            &format!("/api/executions/{id}/interaction"),
+            &json!({"inputs": {"amount": 250}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let e = wait_final(&http, &id, t).await;
+    assert_eq!(
+        (
+            e["outputs"]["decision"].clone(),
+            e["outputs"]["amount"].clone()
+        ),
+        (json!("approved by ann"), json!(250)),
+        "{e}"
+    );
+    node.stop().await;
+}

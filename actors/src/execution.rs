@@ -581,17 +581,37 @@ impl Run {
             .filter(|r| self.attempt < r.max_attempts as i32)
         {
             let next_attempt = self.attempt + 1;
+            let exp = (next_attempt - 2).clamp(0, 20) as u32;
+            let backoff = retry.backoff_ms.saturating_mul(1u64 << exp);
             logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(message)));
             logs.push(self.log(&self.item, self.step, next_attempt, "started", None));
+            // The backoff parks the execution like a timer (no actor held),
+            // except on wait items, whose own deadline uses the same column.
+            let parkable = !matches!(
+                item.kind,
+                ItemKind::Timer { .. } | ItemKind::Signal { .. } | ItemKind::Interaction { .. }
+            );
+            let due = match (parkable && backoff > 0, self.store.db_now_ms().await) {
+                (true, Ok(now)) => {
+                    Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)))
+                }
+                _ => None,
+            };
             self.write(Checkpoint {
                 attempt: Some(next_attempt),
                 logs,
+                wait: due.map(|until| Wait {
+                    state: state::WAITING,
+                    until: Some(until),
+                    signal: None,
+                }),
                 ..Default::default()
             })
             .await?;
             self.attempt = next_attempt;
-            let exp = (self.attempt - 2).clamp(0, 20) as u32;
-            let backoff = retry.backoff_ms.saturating_mul(1u64 << exp);
+            if due.is_some() {
+                return Ok(Some(RunOutcome::Parked));
+            }
             let (sleep, handle) = abortable(tokio::time::sleep(Duration::from_millis(backoff)));
             *control.current.borrow_mut() = Some(handle);
             let _ = sleep.await;
