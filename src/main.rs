@@ -133,6 +133,18 @@ enum ClusterCommand {
 
 #[derive(Subcommand)]
 enum BenchScenario {
+    /// Park executions on signals (memory, delivery) and time many timers.
+    Waits {
+        /// Database URL (a scratch database); default: a fresh SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Executions parked on a signal.
+        #[arg(long, default_value_t = 100_000)]
+        parked: usize,
+        /// Timers due at the same moment.
+        #[arg(long, default_value_t = 10_000)]
+        timers: usize,
+    },
     /// Kill -9 the active node of a local cluster again and again.
     Failover {
         /// Database URL (a scratch database); default: a fresh SQLite file.
@@ -288,6 +300,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exe: std::env::current_exe()?,
             };
             bench::failover::run(&opts).await
+        }
+        Command::Bench {
+            scenario:
+                Some(BenchScenario::Waits {
+                    database_url,
+                    parked,
+                    timers,
+                }),
+            ..
+        } => {
+            let opts = bench::waits::WaitOptions {
+                database_url,
+                parked,
+                timers,
+            };
+            bench::waits::run(&opts).await
         }
         Command::Bench {
             scenario: None,

@@ -6,8 +6,11 @@
 //!   to its checkpoint committed) at p50 and p99.
 //! - [`failover`] (`baton bench failover`): a local cluster of real
 //!   processes, killed again and again.
+//! - [`waits`] (`baton bench waits`): parked executions' memory, signal
+//!   delivery, timer accuracy.
 
 pub mod failover;
+pub mod waits;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -98,7 +98,8 @@ impl Store {
         Expr::cust(Self::now_sql(backend))
     }
 
-    pub(crate) fn now_sql(backend: DbBackend) -> &'static str {
+    /// The SQL text of [`Store::now_expr`].
+    pub fn now_sql(backend: DbBackend) -> &'static str {
         match backend {
             DbBackend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
             DbBackend::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",

@@ -1,0 +1,239 @@
+//! `baton bench waits`: the cost of waiting. Parks N executions on a
+//! signal through the engine and reports the node's resident memory before
+//! and after (waiting must hold no actor), then delivers every signal and
+//! reports how long until all complete; then starts M executions whose
+//! timers are all due at the same moment and reports the delay from that
+//! moment to each timer's completion, p50 and p99 (database clock).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use baton_actors::store::entities::{execution, item_log};
+use baton_actors::store::Store;
+use baton_actors::supervisor::{StartExecution, WakeDue};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::node::Node;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct WaitOptions {
+    /// Database (a scratch one); default a fresh SQLite file.
+    pub database_url: Option<String>,
+    /// Executions parked on a signal.
+    pub parked: usize,
+    /// Executions whose timers fall due together.
+    pub timers: usize,
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn count(store: &Store, workflow: &str, state: &str) -> anyhow::Result<u64> {
+    let (w, s) = (workflow.to_owned(), state.to_owned());
+    Ok(store
+        .db()
+        .run(move |c| async move {
+            Ok(execution::Entity::find()
+                .filter(execution::Column::WorkflowId.eq(w))
+                .filter(execution::Column::State.eq(s))
+                .count(&c)
+                .await?)
+        })
+        .await?)
+}
+
+async fn start_many(
+    node: &crate::NodeHandle,
+    workflow: &str,
+    n: usize,
+    inputs: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut started = 0;
+    while started < n {
+        let batch: Vec<_> = (started..(started + 64).min(n))
+            .map(|_| {
+                node.supervisor().send(StartExecution {
+                    workflow_id: workflow.to_owned(),
+                    inputs: inputs.clone(),
+                    execution_id: None,
+                })
+            })
+            .collect();
+        for r in futures::future::join_all(batch).await {
+            r??;
+        }
+        started = (started + 64).min(n);
+    }
+    Ok(())
+}
+
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        if check().await? {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > limit {
+            bail!("{what}: not done within {limit:?}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the measurements and prints them.
+pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("baton-bench-waits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let url = opts
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("waits.db").display()));
+    let mut config = Config::default();
+    config.database.url = url.clone();
+    config.http.listen = "127.0.0.1:0".into();
+    config.node.id = Some(format!("bench-waits-{}", std::process::id()));
+    let node = Node::builder().config(config).start().await?;
+    let store = node.store().clone();
+    let tag = std::process::id();
+    let parked_wf = format!("bench-park-{tag}");
+    let timer_wf = format!("bench-timer-{tag}");
+    let park_def = json!({"id": parked_wf, "start": "wait", "items": {
+        "wait": {"type": "signal", "name": "go", "next": "done"}, "done": {"type": "end"}}});
+    let timer_def = json!({"id": timer_wf, "inputs": {"at": "string"}, "start": "nap", "items": {
+        "nap": {"type": "timer", "until": "at", "next": "done"}, "done": {"type": "end"}}});
+    store
+        .insert_workflow(&parked_wf, &parked_wf, park_def.to_string())
+        .await?;
+    store
+        .insert_workflow(&timer_wf, &timer_wf, timer_def.to_string())
+        .await?;
+
+    let backend = url.split(':').next().unwrap_or("?");
+    println!("waits bench on {backend}");
+    if opts.parked > 0 {
+        let before = rss_mb();
+        let t0 = Instant::now();
+        start_many(&node, &parked_wf, opts.parked, json!({})).await?;
+        let n = opts.parked as u64;
+        wait_until("parking", Duration::from_secs(1800), async || {
+            Ok(count(&store, &parked_wf, "waiting-signal").await? >= n)
+        })
+        .await?;
+        let parked_in = t0.elapsed();
+        // Let allocators settle before reading memory.
+        actix_rt::time::sleep(Duration::from_secs(2)).await;
+        let after = rss_mb();
+        let running = node
+            .supervisor()
+            .send(baton_actors::supervisor::QueryState)
+            .await?
+            .running;
+        println!(
+            "parked: {n} executions on a signal in {:.1} s; RSS {before:.1} MB before, {after:.1} MB parked (+{:.1} MB, target < 50 MB); actors held: {running}",
+            parked_in.as_secs_f64(),
+            after - before
+        );
+        // Deliver every signal (one insert per 500), then wake.
+        let t1 = Instant::now();
+        let wf = parked_wf.clone();
+        store
+            .db()
+            .run(move |c| async move {
+                let backend = c.get_database_backend();
+                let now = Store::now_sql(backend);
+                let sql = format!(
+                    "INSERT INTO signals (execution_id, name, payload, created_at) \
+                     SELECT id, 'go', 'null', {now} FROM executions WHERE workflow_id = '{wf}' AND state = 'waiting-signal'"
+                );
+                c.execute_unprepared(&sql).await?;
+                Ok(())
+            })
+            .await
+            .context("delivering the signals")?;
+        node.supervisor().do_send(WakeDue);
+        let done = wait_until("completing", Duration::from_secs(1800), async || {
+            Ok(count(&store, &parked_wf, "completed").await? >= n)
+        })
+        .await?;
+        let _ = done;
+        println!(
+            "signaled: all {n} complete {:.1} s after the signals were delivered",
+            t1.elapsed().as_secs_f64()
+        );
+    }
+    if opts.timers > 0 {
+        let now = store.db_now_ms().await?;
+        let lead = 5_000 + opts.timers as i64 / 2;
+        let due = now + lead;
+        let at = chrono::DateTime::from_timestamp_millis(due)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        start_many(&node, &timer_wf, opts.timers, json!({ "at": at })).await?;
+        let n = opts.timers as u64;
+        let created = store.db_now_ms().await?;
+        if created >= due {
+            bail!("starting {n} timers took longer than the {lead} ms lead; use fewer");
+        }
+        wait_until("timers", Duration::from_secs(1800), async || {
+            Ok(count(&store, &timer_wf, "completed").await? >= n)
+        })
+        .await?;
+        let wf = timer_wf.clone();
+        let mut delays: Vec<i64> = store
+            .db()
+            .run(move |c| async move {
+                let ids = execution::Entity::find()
+                    .filter(execution::Column::WorkflowId.eq(wf))
+                    .all(&c)
+                    .await?
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect::<Vec<_>>();
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(500) {
+                    out.extend(
+                        item_log::Entity::find()
+                            .filter(item_log::Column::ExecutionId.is_in(chunk.to_vec()))
+                            .filter(item_log::Column::Item.eq("nap"))
+                            .filter(item_log::Column::Event.eq("completed"))
+                            .all(&c)
+                            .await?
+                            .into_iter()
+                            .map(|l| l.time - due),
+                    );
+                }
+                Ok(out)
+            })
+            .await?;
+        delays.sort_unstable();
+        let pct =
+            |q: f64| delays[((q * delays.len() as f64).ceil() as usize).clamp(1, delays.len()) - 1];
+        println!(
+            "timers: {n} due at the same moment; due to resumed: p50 {} ms, p99 {} ms, max {} ms; none early: {}",
+            pct(0.5),
+            pct(0.99),
+            delays.last().copied().unwrap_or(0),
+            delays.first().is_some_and(|d| *d >= 0)
+        );
+    }
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
