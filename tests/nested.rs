@@ -250,3 +250,66 @@ async fn kill_dash_nine_mid_parallel_foreach_reruns_no_completed_element() {
         assert_eq!(done, 1, "{cid}: each element completed once: {log}");
     }
 }
+
+#[actix_rt::test]
+async fn kill_dash_nine_mid_child_workflow_finishes_parent_and_child_once() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let env = [
+        ("BATON_DATABASE__URL", db.url.clone()),
+        ("BATON_NODE__ID", "nest".to_owned()),
+    ];
+    let mut first = serve(&env);
+    let http = Http::new(&first.url);
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Content-Type", "application/yaml")],
+            Some(example("slow-steps.yaml")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    import(&http, &json!({"id": "outer", "outputs": {"count": "number"}, "variables": {"count": 0}, "start": "call", "items": {
+        "call": {"type": "workflow", "workflow": "slow-steps", "inputs": {"ms": "300"}, "outputs": {"count": "count"}, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "outer", json!({})).await;
+    eventually("the child is under way", LONG, || async {
+        let list = http.get("/api/workflows/slow-steps/executions").await.json;
+        let Some(kid) = list
+            .as_array()
+            .and_then(|l| l.first())
+            .and_then(|c| c["id"].as_str())
+            .map(str::to_owned)
+        else {
+            return false;
+        };
+        let log = http.get(&format!("/api/executions/{kid}/logs")).await.json;
+        log.as_array()
+            .is_some_and(|l| l.iter().any(|e| e["event"] == "completed"))
+    })
+    .await;
+    first.kill9();
+    let second = serve(&env);
+    let http = Http::new(&second.url);
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["outputs"]["count"].clone()),
+        (json!("completed"), json!(3)),
+        "{e}"
+    );
+    let kids = http.get("/api/workflows/slow-steps/executions").await.json;
+    let kids = kids.as_array().cloned().unwrap_or_default();
+    assert_eq!(kids.len(), 1, "one child, not started again: {kids:?}");
+    let kid = kids[0]["id"].as_str().unwrap_or("");
+    let log = http.get(&format!("/api/executions/{kid}/logs")).await.json;
+    for step in 1..=7 {
+        let done = log
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["step"] == step && l["event"] == "completed")
+            .count();
+        assert_eq!(done, 1, "child step {step} completed once: {log}");
+    }
+}

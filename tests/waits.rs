@@ -259,3 +259,55 @@ async fn a_timer_survives_kill_dash_nine_and_fires_once_after_its_time() {
         .count();
     assert_eq!(done, 1, "fired once: {log:?}");
 }
+
+/// A signal sent while the execution's node is down (to another active
+/// node) is delivered once that node's executions are taken over.
+#[actix_rt::test]
+async fn a_signal_sent_while_the_owner_is_down_is_delivered_after_takeover() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let env = |id: &str| {
+        vec![
+            ("BATON_DATABASE__URL", db.url.clone()),
+            ("BATON_NODE__ID", id.to_owned()),
+            ("BATON_CLUSTER__ENABLED", "true".to_owned()),
+            ("BATON_CLUSTER__ACTIVE_NODES", "2".to_owned()),
+            ("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "200".to_owned()),
+        ]
+    };
+    let mut n1 = serve(&env("w1"));
+    eventually("w1 active", LONG, || async {
+        Http::new(&n1.url).get("/api/healthstatus").await.status == 200
+    })
+    .await;
+    let n2 = serve(&env("w2"));
+    eventually("w2 active", LONG, || async {
+        Http::new(&n2.url).get("/api/healthstatus").await.status == 200
+    })
+    .await;
+    let h1 = Http::new(&n1.url);
+    import(&h1, &approval()).await;
+    let id = start(&h1, "approval", json!({"delay": 0})).await;
+    eventually("parked on w1", LONG, || async {
+        get(&h1, &id).await["state"] == "waiting-signal"
+    })
+    .await;
+    n1.kill9();
+    let h2 = Http::new(&n2.url);
+    let r = h2
+        .post(
+            &format!("/api/executions/{id}/signals/approve"),
+            &json!({"payload": "late"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "kept while the owner is down: {}", r.text);
+    let e = wait_final(&h2, &id, LONG).await;
+    assert_eq!(
+        (
+            e["state"].clone(),
+            e["outputs"]["approval"].clone(),
+            e["owner_node"].clone()
+        ),
+        (json!("completed"), json!("late"), json!("w2")),
+        "{e}"
+    );
+}

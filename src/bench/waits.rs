@@ -180,7 +180,7 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
     }
     if opts.timers > 0 {
         let now = store.db_now_ms().await?;
-        let lead = 5_000 + opts.timers as i64 / 2;
+        let lead = 5_000 + opts.timers as i64 * 3;
         let due = now + lead;
         let at = chrono::DateTime::from_timestamp_millis(due)
             .map(|t| t.to_rfc3339())
