@@ -550,6 +550,14 @@ async fn a_failed_execution_resumes_from_its_failed_item(b: Backend) {
             .status,
         404
     );
+    // A running execution cannot be resumed either.
+    import(&http, &slow()).await;
+    let running = start(&http, "slow", json!({"ms": 2000})).await;
+    let r = http
+        .post(&format!("/api/executions/{running}/resume"), &json!({}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("only a failed execution"), "{}", r.text);
     node.stop().await;
 }
 
