@@ -311,19 +311,8 @@ impl NodeSupervisor {
             }
             let mut out = Vec::new();
             for row in store.wake(&node, ids).await? {
-                let key = (row.workflow_id.clone(), row.workflow_version);
-                let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
-                let def = match cached {
-                    Some(d) => d,
-                    None => {
-                        let d =
-                            load_definition(&store, &row.workflow_id, row.workflow_version).await?;
-                        if let Ok(mut c) = cache.lock() {
-                            c.insert(key, d.clone());
-                        }
-                        d
-                    }
-                };
+                let def = cached_definition(&store, &cache, &row.workflow_id, row.workflow_version)
+                    .await?;
                 out.push((def, row));
             }
             Ok::<_, EngineError>(out)
@@ -354,12 +343,8 @@ impl Handler<crate::messages::StartChild> for NodeSupervisor {
         let cache = self.definitions.clone();
         let row = msg.row;
         let fut = async move {
-            let key = (row.workflow_id.clone(), row.workflow_version);
-            let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
-            let def = match cached {
-                Some(d) => d,
-                None => load_definition(&store, &row.workflow_id, row.workflow_version).await?,
-            };
+            let def =
+                cached_definition(&store, &cache, &row.workflow_id, row.workflow_version).await?;
             Ok::<_, EngineError>((def, row))
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
@@ -384,6 +369,27 @@ impl Handler<WakeDue> for NodeSupervisor {
     fn handle(&mut self, _: WakeDue, ctx: &mut Context<Self>) {
         self.wake_due(ctx);
     }
+}
+
+/// A definition version from the cache, or read, parsed and cached.
+async fn cached_definition(
+    store: &Store,
+    cache: &DefinitionCache,
+    id: &str,
+    version: i64,
+) -> Result<Arc<Definition>, EngineError> {
+    let key = (id.to_owned(), version);
+    if let Some(d) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(d);
+    }
+    let d = load_definition(store, id, version).await?;
+    if let Ok(mut c) = cache.lock() {
+        if c.len() > 1024 {
+            c.clear();
+        }
+        c.insert(key, d.clone());
+    }
+    Ok(d)
 }
 
 /// Reads and parses one stored version of a definition.
@@ -536,19 +542,8 @@ impl NodeSupervisor {
             let rows = store.owned_running(&node).await?;
             let mut out = Vec::new();
             for row in rows.into_iter().filter(|r| !known.contains(&r.id)) {
-                let key = (row.workflow_id.clone(), row.workflow_version);
-                let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
-                let def = match cached {
-                    Some(d) => d,
-                    None => {
-                        let d =
-                            load_definition(&store, &row.workflow_id, row.workflow_version).await?;
-                        if let Ok(mut c) = cache.lock() {
-                            c.insert(key, d.clone());
-                        }
-                        d
-                    }
-                };
+                let def = cached_definition(&store, &cache, &row.workflow_id, row.workflow_version)
+                    .await?;
                 out.push((def, row));
             }
             Ok::<_, EngineError>(out)
@@ -810,14 +805,7 @@ impl Handler<StartExecution> for NodeSupervisor {
                 .workflow_summary(&msg.workflow_id)
                 .await?
                 .ok_or_else(|| EngineError::WorkflowNotFound(msg.workflow_id.clone()))?;
-            let cached = cache
-                .lock()
-                .ok()
-                .and_then(|c| c.get(&(summary.id.clone(), summary.version)).cloned());
-            let def = match cached {
-                Some(def) => def,
-                None => load_definition(&store, &summary.id, summary.version).await?,
-            };
+            let def = cached_definition(&store, &cache, &summary.id, summary.version).await?;
             let problems: Vec<Problem> = check_inputs(&def, &msg.inputs);
             if !problems.is_empty() {
                 return Err(EngineError::InvalidInputs(problems));
