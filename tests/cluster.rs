@@ -190,19 +190,6 @@ fn assert_exactly_once(id: &str, log: &[Value]) -> usize {
     reran
 }
 
-async fn import_slow(url: &str) {
-    let http = Http::new(url);
-    let r = http
-        .request(
-            "POST",
-            "/api/workflows",
-            &[("Content-Type", "application/yaml")],
-            Some(example("slow-steps.yaml")),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-}
-
 async fn kill_active(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
     let mut n1 = serve(&node_env(&db, "n1"));
@@ -210,7 +197,7 @@ async fn kill_active(b: Backend) {
     let monitor = ActiveMonitor::start(&db).await;
     let n2 = serve(&node_env(&db, "n2"));
     let n3 = serve(&node_env(&db, "n3"));
-    import_slow(&n1.url).await;
+    import_slow_steps(&Http::new(&n1.url)).await;
     let http = Http::new(&n1.url);
     let mut ids = Vec::new();
     for _ in 0..50 {
@@ -285,7 +272,7 @@ async fn zombie(b: Backend) {
     wait_active(&n1.url).await;
     let monitor = ActiveMonitor::start(&db).await;
     let n2 = serve(&node_env(&db, "z2"));
-    import_slow(&n1.url).await;
+    import_slow_steps(&Http::new(&n1.url)).await;
     let http1 = Http::new(&n1.url);
     let mut ids = Vec::new();
     for _ in 0..10 {
@@ -467,7 +454,7 @@ async fn graceful(b: Backend) {
         health(&n2.url).await.1 == "STANDBY"
     })
     .await;
-    import_slow(&n1.url).await;
+    import_slow_steps(&Http::new(&n1.url)).await;
     let http1 = Http::new(&n1.url);
     let mut ids = Vec::new();
     for _ in 0..10 {
@@ -529,7 +516,7 @@ async fn cut(b: Backend) {
         health(&n2.url).await.1 == "STANDBY"
     })
     .await;
-    import_slow(&n1.url).await;
+    import_slow_steps(&Http::new(&n1.url)).await;
     let http1 = Http::new(&n1.url);
     let mut ids = Vec::new();
     for _ in 0..5 {

@@ -35,15 +35,7 @@ async fn kill_dash_nine_mid_run_loses_nothing_and_reruns_only_the_running_item(b
     ];
     let mut first = serve(&env);
     let http = Http::new(&first.url);
-    let r = http
-        .request(
-            "POST",
-            "/api/workflows",
-            &[("Content-Type", "application/yaml")],
-            Some(example("slow-steps.yaml")),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    import_slow_steps(&http).await;
     let mut ids = Vec::new();
     for _ in 0..N {
         ids.push(start(&http, "slow-steps", json!({"ms": 400})).await);
@@ -126,15 +118,7 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
     ];
     let mut first = serve(&env);
     let http = Http::new(&first.url);
-    let r = http
-        .request(
-            "POST",
-            "/api/workflows",
-            &[("Content-Type", "application/yaml")],
-            Some(example("slow-steps.yaml")),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    import_slow_steps(&http).await;
     let id = start(&http, "slow-steps", json!({"ms": 1000})).await;
     eventually("s1 started", Duration::from_secs(30), || async {
         logs(&http, &id).await.iter().any(|l| l["item"] == "s1")

@@ -260,15 +260,7 @@ async fn kill_dash_nine_mid_child_workflow_finishes_parent_and_child_once() {
     ];
     let mut first = serve(&env);
     let http = Http::new(&first.url);
-    let r = http
-        .request(
-            "POST",
-            "/api/workflows",
-            &[("Content-Type", "application/yaml")],
-            Some(example("slow-steps.yaml")),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    import_slow_steps(&http).await;
     import(&http, &json!({"id": "outer", "outputs": {"count": "number"}, "variables": {"count": 0}, "start": "call", "items": {
         "call": {"type": "workflow", "workflow": "slow-steps", "inputs": {"ms": "300"}, "outputs": {"count": "count"}, "next": "e"},
         "e": {"type": "end"}}}))

@@ -247,6 +247,19 @@ pub fn example(name: &str) -> Vec<u8> {
     .expect("example workflow")
 }
 
+/// Imports `examples/workflows/slow-steps.yaml`, asserting 201.
+pub async fn import_slow_steps(http: &Http) {
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows",
+            &[("Content-Type", "application/yaml")],
+            Some(example("slow-steps.yaml")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
 /// Imports a definition, asserting 201.
 pub async fn import(http: &Http, body: &Value) {
     let r = http.post("/api/workflows", body).await;

@@ -1124,16 +1124,3 @@ impl Handler<Shutdown> for NodeSupervisor {
         Box::pin(fut.into_actor(self))
     }
 }
-
-/// Asks how many executions have a running actor on this node.
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct CountRunning;
-
-impl Handler<CountRunning> for NodeSupervisor {
-    type Result = usize;
-
-    fn handle(&mut self, _: CountRunning, _: &mut Context<Self>) -> usize {
-        self.running.len()
-    }
-}

@@ -429,21 +429,6 @@ impl Store {
             })
             .await
     }
-
-    /// How many executions of `workflow_id` are not finished.
-    pub async fn count_unfinished(&self, workflow_id: &str) -> Result<u64, StoreError> {
-        let id = workflow_id.to_owned();
-        self.db()
-            .run(move |c| async move {
-                use sea_orm::PaginatorTrait;
-                Ok(execution::Entity::find()
-                    .filter(execution::Column::WorkflowId.eq(id))
-                    .filter(execution::Column::State.is_in(state::UNFINISHED))
-                    .count(&c)
-                    .await?)
-            })
-            .await
-    }
 }
 
 /// The fenced `UPDATE` of one checkpoint; returns the rows it touched
