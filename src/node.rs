@@ -12,7 +12,8 @@ use actix_web::{middleware, web, App, HttpServer};
 use baton_actors::failover::ClusterTiming;
 use baton_actors::messages::NodeState;
 use baton_actors::metrics::EngineMetrics;
-use baton_actors::supervisor::{Shutdown, StatusCell};
+use baton_actors::status::StatusCell;
+use baton_actors::supervisor::Shutdown;
 use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
 use baton_actors::{
     ActionCall, ActionRegistry, NodeSupervisor, Store, StoreError, SupervisorConfig,
@@ -187,6 +188,7 @@ impl NodeBuilder {
         })?;
         let node_id = config.node_id(addr.port());
         let status = Arc::new(StatusCell::default());
+        let definitions = baton_actors::workflow::DefinitionCache::default();
         let metrics = Arc::new(EngineMetrics::default());
         let supervisor = NodeSupervisor::new(SupervisorConfig {
             node_id: node_id.clone(),
@@ -195,6 +197,7 @@ impl NodeBuilder {
             scripts: scripts.clone(),
             actions: self.actions.clone(),
             fingerprint: config.fingerprint(),
+            definitions: definitions.clone(),
             status: status.clone(),
             metrics: metrics.clone(),
             cluster,
@@ -212,6 +215,7 @@ impl NodeBuilder {
             scripts,
             actions: self.actions,
             status: status.clone(),
+            definitions,
             config: config.clone(),
             metrics: metrics.clone(),
         });

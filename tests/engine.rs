@@ -452,10 +452,13 @@ async fn errors_retries_and_handlers(b: Backend) {
     let id = start(&http, "retry-and-catch", json!({})).await;
     let e = wait_final(&http, &id, LONG).await;
     assert_eq!(e["state"], "completed", "{e}");
+    // `error.message` is the thrown Error's message, as in JavaScript;
+    // `error.name` its name.
     assert_eq!(
         e["outputs"]["handled"],
-        "flaky: Error: still broken after 3 attempt(s)"
+        "flaky: still broken after 3 attempt(s)"
     );
+    assert_eq!(e["variables"]["error"]["name"], "Error");
     assert_eq!(e["variables"]["error"]["attempt"], 3);
     let log = logs(&http, &id).await;
     assert_eq!(

@@ -16,8 +16,8 @@ use actix::{
 };
 
 use crate::messages::{NodeState, Rescan};
+use crate::status::StatusCell;
 use crate::store::{Store, Takeover};
-use crate::supervisor::StatusCell;
 
 /// Cluster timing and size.
 #[derive(Clone, Copy, Debug)]

@@ -19,8 +19,8 @@ use actix::{
 };
 
 use crate::messages::{FenceSelf, NodeSeen, NodeState};
+use crate::status::StatusCell;
 use crate::store::Store;
-use crate::supervisor::StatusCell;
 
 /// Writes heartbeats. See the module documentation.
 pub struct HeartbeatActor {

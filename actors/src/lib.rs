@@ -26,6 +26,7 @@ pub mod heartbeat;
 pub mod http_action;
 pub mod messages;
 pub mod metrics;
+pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod workflow;

@@ -321,12 +321,10 @@ pub(crate) async fn interaction(
             row.state
         )));
     }
-    let def = baton_actors::supervisor::load_definition(
-        &state.store,
-        &row.workflow_id,
-        row.workflow_version,
-    )
-    .await?;
+    let def = state
+        .definitions
+        .get(&state.store, &row.workflow_id, row.workflow_version)
+        .await?;
     let item = row.current_item.as_deref().and_then(|i| def.items.get(i));
     let Some(baton_actors::workflow::ItemKind::Interaction {
         inputs: declared, ..

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
-use baton_actors::supervisor::StatusCell;
+use baton_actors::status::StatusCell;
 use baton_actors::workflow::script::ScriptPool;
 use baton_actors::{ActionRegistry, NodeSupervisor, Store};
 use futures::StreamExt;
@@ -43,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) scripts: ScriptPool,
     pub(crate) actions: ActionRegistry,
     pub(crate) status: Arc<StatusCell>,
+    /// The node's definition cache.
+    pub(crate) definitions: baton_actors::workflow::DefinitionCache,
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Arc<baton_actors::metrics::EngineMetrics>,
 }

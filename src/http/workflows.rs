@@ -3,9 +3,9 @@
 
 use actix_web::http::header;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
-use baton_actors::execution::SUPPORTED_ITEM_TYPES;
 use baton_actors::store::{state as exec_state, ExecutionFilter};
 use baton_actors::supervisor::StartExecution;
+use baton_actors::workflow::SUPPORTED_ITEM_TYPES;
 use baton_actors::workflow::{parse_definition, Definition, ParseOptions, Problem, SourceFormat};
 use serde::{Deserialize, Serialize};
 

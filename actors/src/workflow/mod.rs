@@ -5,13 +5,16 @@
 //! - `raw`: a JSON/YAML tree that keeps duplicate keys, so they can be reported
 //! - `model`: the typed definition (items, types, retries)
 //! - `parse`: from the raw tree to the model, collecting every problem with its path
+//! - `cache`: the one definition cache every loader of a stored version uses
 //! - `script`: the QuickJS script pool (a `SyncArbiter`, one runtime per thread)
 
+mod cache;
 mod model;
 mod parse;
 mod raw;
 pub mod script;
 
+pub use cache::{DefinitionCache, SUPPORTED_ITEM_TYPES};
 pub use model::{Definition, Item, ItemKind, Retry, ValueType};
 pub use parse::{check_inputs, parse_definition, ParseOptions, Parsed, Problem, SourceFormat};
 pub use raw::Raw;

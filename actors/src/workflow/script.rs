@@ -48,9 +48,18 @@ pub enum ScriptError {
     /// It does not parse.
     #[error("syntax error: {0}")]
     Syntax(String),
-    /// It threw.
+    /// It threw something that is not an `Error` object.
     #[error("{0}")]
     Exception(String),
+    /// It threw an `Error` (or an object with a `message`): its `name`
+    /// and `message` as JavaScript has them.
+    #[error("{name}: {message}")]
+    Thrown {
+        /// `Error`, `TypeError`, a custom name, ...
+        name: String,
+        /// The message, as `e.message` reads in JavaScript.
+        message: String,
+    },
     /// The script engine itself failed.
     #[error("script engine error: {0}")]
     Engine(String),
@@ -276,7 +285,16 @@ impl ScriptWorker {
             return ScriptError::Timeout(self.limits.timeout_ms);
         }
         let message = match err {
-            rquickjs::Error::Exception => exception_text(ctx),
+            rquickjs::Error::Exception => match thrown(ctx) {
+                Thrown::Error { name, message } if !name.starts_with("SyntaxError") => {
+                    if message.contains("out of memory") {
+                        return ScriptError::OutOfMemory(self.limits.memory_limit_mb);
+                    }
+                    return ScriptError::Thrown { name, message };
+                }
+                Thrown::Error { name, message } => format!("{name}: {message}"),
+                Thrown::Other(text) => text,
+            },
             other => other.to_string(),
         };
         if message.contains("out of memory") {
@@ -387,7 +405,7 @@ impl ScriptWorker {
         // level) costs a fresh context instead.
         let reusable = matches!(
             result,
-            Ok(_) | Err(ScriptError::Exception(_) | ScriptError::Syntax(_))
+            Ok(_) | Err(ScriptError::Exception(_) | ScriptError::Thrown { .. } | ScriptError::Syntax(_))
         ) && !self.interrupted.get()
             && context.with(|ctx| {
                 ctx.globals()
@@ -443,21 +461,36 @@ impl ScriptWorker {
     }
 }
 
-fn exception_text(ctx: &Ctx<'_>) -> String {
+/// What a script threw.
+enum Thrown {
+    /// An `Error` (or any object with a string `message`).
+    Error { name: String, message: String },
+    /// Anything else, as JSON text.
+    Other(String),
+}
+
+fn thrown(ctx: &Ctx<'_>) -> Thrown {
     let v = ctx.catch();
     if let Some(obj) = v.as_object() {
         let name: Option<String> = obj.get("name").ok();
         let message: Option<String> = obj.get("message").ok();
         if let Some(message) = message {
-            return match name {
-                Some(n) if !n.is_empty() => format!("{n}: {message}"),
-                _ => message,
+            return Thrown::Error {
+                name: name.filter(|n| !n.is_empty()).unwrap_or_else(|| "Error".into()),
+                message,
             };
         }
     }
-    match ctx.json_stringify(v.clone()) {
+    Thrown::Other(match ctx.json_stringify(v.clone()) {
         Ok(Some(s)) => s.to_string().unwrap_or_else(|_| "exception".into()),
         _ => "exception".into(),
+    })
+}
+
+fn exception_text(ctx: &Ctx<'_>) -> String {
+    match thrown(ctx) {
+        Thrown::Error { name, message } => format!("{name}: {message}"),
+        Thrown::Other(text) => text,
     }
 }
 

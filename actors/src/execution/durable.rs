@@ -1,0 +1,316 @@
+//! Durable transitions of a run: every write on the execution row goes
+//! through [`Run::write`] (fenced, retried on transient failures, never
+//! after a fencing refusal), and each way a run moves on is one checkpoint:
+//! an item completed, an item failed (retried, caught or uncaught), the
+//! execution parked, ended, failed or canceled (DESIGN.md invariants 1, 2,
+//! 7 and 12).
+
+use std::time::Duration;
+
+use futures::future::abortable;
+use serde_json::{json, Value};
+
+use super::run::{type_of, ItemDone, ItemFailure, Next, Run};
+use super::{Control, StartKind};
+use crate::error::StoreError;
+use crate::messages::RunOutcome;
+use crate::metrics::EngineMetrics;
+use crate::store::{state, Checkpoint, LogEntry, Wait};
+use crate::workflow::{Item, ItemKind};
+
+impl Run {
+    /// Writes `cp`, retrying transient store failures. A refused (fenced)
+    /// write is returned at once and never retried.
+    pub(super) async fn write(&self, cp: Checkpoint) -> Result<(), RunOutcome> {
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            match self.store.checkpoint(&self.fence, cp.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_ownership_lost() => {
+                    EngineMetrics::inc(&self.metrics.ownership_lost);
+                    tracing::warn!(execution = %self.fence.execution, node = %self.fence.node, epoch = self.fence.epoch, "ownership lost; stopping");
+                    return Err(RunOutcome::OwnershipLost);
+                }
+                Err(StoreError::Db(e)) if crate::store::is_unique_violation(&e) && tries > 0 => {
+                    // An earlier try committed and only its answer was lost:
+                    // the completion record of this step is already there.
+                    return Ok(());
+                }
+                Err(e) => {
+                    tries += 1;
+                    if tries >= 8 {
+                        tracing::error!(execution = %self.fence.execution, error = %e, "checkpoint failed; giving up for now");
+                        return Err(RunOutcome::StoreFailed(e.to_string()));
+                    }
+                    tracing::warn!(execution = %self.fence.execution, error = %e, "checkpoint failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// A recovered or resumed run: the interrupted (or failed) item runs
+    /// again with attempt + 1, within the poison-pill budget for recovery.
+    pub(super) async fn start_again(&mut self) -> Result<Option<RunOutcome>, RunOutcome> {
+        self.attempt += 1;
+        if self.kind == StartKind::Recovered && self.attempt > self.max_item_starts as i32 {
+            let message = format!(
+                "item `{}` was started {} times without completing (engine.max_item_starts = {}); \
+                 failing the execution instead of running it again",
+                self.item,
+                self.attempt - 1,
+                self.max_item_starts
+            );
+            return self.fail(message, Vec::new()).await.map(Some);
+        }
+        let msg = match self.kind {
+            StartKind::Resumed => format!(
+                "resumed by request on node {} (epoch {})",
+                self.fence.node, self.fence.epoch
+            ),
+            _ => format!(
+                "resumed on node {} (epoch {})",
+                self.fence.node, self.fence.epoch
+            ),
+        };
+        let logs = vec![
+            self.log(&self.item, self.step, self.attempt, "resumed", Some(msg)),
+            self.log(&self.item, self.step, self.attempt, "started", None),
+        ];
+        self.write(Checkpoint {
+            attempt: Some(self.attempt),
+            logs,
+            ..Default::default()
+        })
+        .await?;
+        Ok(None)
+    }
+
+    pub(super) async fn cancel(&self) -> Result<RunOutcome, RunOutcome> {
+        self.write(Checkpoint {
+            state: Some(state::CANCELED),
+            ended: true,
+            notify_parent: self.parent.clone(),
+            logs: vec![self.log(
+                &self.item,
+                self.step,
+                self.attempt,
+                "log",
+                Some("execution canceled".into()),
+            )],
+            ..Default::default()
+        })
+        .await?;
+        EngineMetrics::inc(&self.metrics.executions_canceled);
+        Ok(RunOutcome::Canceled)
+    }
+
+    pub(super) async fn fail(
+        &self,
+        message: String,
+        mut logs: Vec<LogEntry>,
+    ) -> Result<RunOutcome, RunOutcome> {
+        logs.push(self.log(
+            &self.item,
+            self.step,
+            self.attempt,
+            "failed",
+            Some(message.clone()),
+        ));
+        self.write(Checkpoint {
+            state: Some(state::FAILED),
+            error: Some(Some(message)),
+            ended: true,
+            logs,
+            clear_wait: true,
+            notify_parent: self.parent.clone(),
+            ..Default::default()
+        })
+        .await?;
+        EngineMetrics::inc(&self.metrics.executions_failed);
+        Ok(RunOutcome::Finished(state::FAILED))
+    }
+
+    /// Moves to the item `to` at the next step with these variables (and
+    /// outputs), recording the current item's end and `to`'s start in one
+    /// transaction.
+    async fn move_to(
+        &mut self,
+        to: String,
+        variables: serde_json::Map<String, Value>,
+        outputs: Option<serde_json::Map<String, Value>>,
+        mut logs: Vec<LogEntry>,
+        consume: Vec<i64>,
+    ) -> Result<(), RunOutcome> {
+        let next_step = self.step + 1;
+        logs.push(self.log(&to, next_step, 1, "started", None));
+        self.write(Checkpoint {
+            variables: Some(Value::Object(variables.clone())),
+            outputs: outputs.clone().map(Value::Object),
+            current_item: Some(Some(to.clone())),
+            step: Some(next_step),
+            attempt: Some(1),
+            logs,
+            clear_wait: true,
+            consume_signals: consume,
+            ..Default::default()
+        })
+        .await?;
+        self.wait_until = None;
+        self.variables = variables;
+        if let Some(outputs) = outputs {
+            self.outputs = outputs;
+        }
+        self.item = to;
+        self.step = next_step;
+        self.attempt = 1;
+        Ok(())
+    }
+
+    /// Records an item's completion and the next item's start in one
+    /// transaction; at an `end` item, finishes the execution.
+    pub(super) async fn complete(
+        &mut self,
+        done: ItemDone,
+    ) -> Result<Option<RunOutcome>, RunOutcome> {
+        let mut logs = self.script_logs(done.logs);
+        match done.next {
+            Next::Item(next) => {
+                logs.push(self.log(&self.item, self.step, self.attempt, "completed", None));
+                self.move_to(next, done.variables, Some(done.outputs), logs, done.consume)
+                    .await?;
+                self.completed_item();
+                Ok(None)
+            }
+            Next::Park(wait) => {
+                // Park: the row says what it waits for; no actor is held.
+                self.write(Checkpoint {
+                    wait: Some(wait),
+                    logs,
+                    ..Default::default()
+                })
+                .await?;
+                Ok(Some(RunOutcome::Parked))
+            }
+            Next::End {
+                fail: Some(message),
+            } => self.fail(message, logs).await.map(Some),
+            Next::End { fail: None } => {
+                let mut problems = Vec::new();
+                for (name, ty) in &self.def.outputs {
+                    let v = done.outputs.get(name).unwrap_or(&Value::Null);
+                    if !ty.accepts(v) {
+                        problems.push(format!(
+                            "output `{name}` must be {}, got {}",
+                            ty.name(),
+                            type_of(v)
+                        ));
+                    }
+                }
+                if !problems.is_empty() {
+                    return self.fail(problems.join("; "), logs).await.map(Some);
+                }
+                logs.push(self.log(&self.item, self.step, self.attempt, "completed", None));
+                self.write(Checkpoint {
+                    variables: Some(Value::Object(done.variables)),
+                    outputs: Some(Value::Object(done.outputs)),
+                    current_item: Some(None),
+                    state: Some(state::COMPLETED),
+                    ended: true,
+                    notify_parent: self.parent.clone(),
+                    logs,
+                    ..Default::default()
+                })
+                .await?;
+                self.completed_item();
+                EngineMetrics::inc(&self.metrics.executions_completed);
+                Ok(Some(RunOutcome::Finished(state::COMPLETED)))
+            }
+        }
+    }
+
+    /// Retries the item, hands the error to an `on_error` item, or fails
+    /// the execution.
+    pub(super) async fn item_failed(
+        &mut self,
+        item: &Item,
+        failure: ItemFailure,
+        control: &Control,
+    ) -> Result<Option<RunOutcome>, RunOutcome> {
+        EngineMetrics::inc(&self.metrics.items_failed);
+        let mut logs = self.script_logs(failure.logs);
+        // The log and the execution's error read `Name: message`; the
+        // `error` variable has both apart, as JavaScript does.
+        let (message, name) = (failure.message, failure.name);
+        let text = match &name {
+            Some(n) => format!("{n}: {message}"),
+            None => message.clone(),
+        };
+        if let Some(retry) = item
+            .retry
+            .as_ref()
+            .filter(|r| self.attempt < r.max_attempts as i32)
+        {
+            let next_attempt = self.attempt + 1;
+            let exp = (next_attempt - 2).clamp(0, 20) as u32;
+            let backoff = retry.backoff_ms.saturating_mul(1u64 << exp);
+            logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(text.clone())));
+            logs.push(self.log(&self.item, self.step, next_attempt, "started", None));
+            // The backoff parks the execution like a timer (no actor held),
+            // except on wait items, whose own deadline uses the same column.
+            let parkable = !matches!(
+                item.kind,
+                ItemKind::Timer { .. } | ItemKind::Signal { .. } | ItemKind::Interaction { .. }
+            );
+            let due = match (parkable && backoff > 0, self.store.db_now_ms().await) {
+                (true, Ok(now)) => {
+                    Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)))
+                }
+                _ => None,
+            };
+            self.write(Checkpoint {
+                attempt: Some(next_attempt),
+                logs,
+                wait: due.map(|until| Wait {
+                    state: state::WAITING,
+                    until: Some(until),
+                    signal: None,
+                }),
+                ..Default::default()
+            })
+            .await?;
+            self.attempt = next_attempt;
+            if due.is_some() {
+                return Ok(Some(RunOutcome::Parked));
+            }
+            let (sleep, handle) = abortable(tokio::time::sleep(Duration::from_millis(backoff)));
+            *control.current.borrow_mut() = Some(handle);
+            let _ = sleep.await;
+            *control.current.borrow_mut() = None;
+            return Ok(None);
+        }
+        let handler = item
+            .on_error
+            .clone()
+            .or_else(|| self.def.on_error.clone().filter(|h| *h != self.item));
+        if let Some(handler) = handler {
+            let mut variables = self.variables.clone();
+            variables.insert(
+                "error".into(),
+                json!({
+                    "message": message,
+                    "name": name.as_deref().unwrap_or("Error"),
+                    "item": self.item,
+                    "attempt": self.attempt,
+                }),
+            );
+            logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(text.clone())));
+            self.move_to(handler, variables, None, logs, Vec::new())
+                .await?;
+            return Ok(None);
+        }
+        self.fail(text, logs).await.map(Some)
+    }
+}

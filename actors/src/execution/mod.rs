@@ -1,0 +1,201 @@
+//! `ExecutionActor`: runs one execution, item by item, on the node that
+//! owns it.
+//!
+//! Invariants it keeps (DESIGN.md), each with the test that proves it:
+//! 1. An item's start and attempt number are in the store before the item
+//!    runs; its completion (variables, outputs, next item, and the next
+//!    item's start) is one transaction, committed before the next item runs
+//!    (`durable`; `tests/crash.rs`).
+//! 2. Every write is fenced by owner node and epoch. A refused write stops
+//!    the actor at once: it writes nothing more (`durable::write`;
+//!    `tests/engine.rs` `fenced_write_*`, `tests/cluster.rs` zombie tests).
+//! 7. An item interrupted by a crash runs again with attempt + 1; its
+//!    completion is recorded once (a unique index on the item log backs it).
+//! 10. One run per execution at a time: a run starts by claiming the row
+//!    with a compare-and-set on its run token, and every write of the run
+//!    is fenced by that token too (`run::Run::claim`; `tests/engine.rs`
+//!    `stale_row_starts_no_second_run`).
+//!
+//! It holds no state that the store does not have: on a crash, the next
+//! owner rebuilds it from the execution row.
+//!
+//! # Layout
+//! - this file: the actor shell (start, `Cancel`, `Stop`)
+//! - `run`: the run's state and the drive loop, dispatching over item kinds
+//! - `durable`: durable transitions (write with retry, complete, fail, cancel, retry)
+//! - `scripts`: `task`, `decision` and `end` items
+//! - `actions`: `action` items
+//! - `children`: `workflow` and `foreach` items
+//! - `waits`: `timer`, `signal` and `interaction` items
+
+mod actions;
+mod children;
+mod durable;
+mod run;
+mod scripts;
+mod waits;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseFuture,
+    WrapFuture,
+};
+use futures::channel::oneshot;
+use futures::future::AbortHandle;
+
+use crate::actions::ActionRegistry;
+use crate::messages::{Cancel, ExecutionEnded, RunOutcome, StartChild, Stop};
+use crate::metrics::EngineMetrics;
+use crate::store::entities::execution;
+use crate::store::Store;
+use crate::workflow::script::ScriptPool;
+use crate::workflow::{Definition, DefinitionCache};
+
+pub use crate::workflow::SUPPORTED_ITEM_TYPES;
+
+/// How an execution actor's run begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKind {
+    /// A new execution; its first item's start is already recorded.
+    New,
+    /// Its current item was interrupted (crash, failover, store failure)
+    /// and runs again with attempt + 1, within the poison-pill budget.
+    Recovered,
+    /// A failed execution resumed by a caller: its failed item runs again
+    /// with attempt + 1, whatever the budget.
+    Resumed,
+    /// A parked execution whose wait is over (due, signaled, timed out):
+    /// its waiting item continues with the same attempt.
+    Woken,
+}
+
+/// Everything an execution actor needs to start.
+pub struct ExecutionSetup {
+    /// The store.
+    pub store: Store,
+    /// The script threads.
+    pub scripts: ScriptPool,
+    /// The node's actions.
+    pub actions: ActionRegistry,
+    /// The node's definition cache (children's definitions load through it).
+    pub definitions: DefinitionCache,
+    /// The definition version the execution runs.
+    pub definition: Arc<Definition>,
+    /// The execution row as claimed or created.
+    pub row: execution::Model,
+    /// This node's id.
+    pub node: String,
+    /// How this run starts.
+    pub kind: StartKind,
+    /// Starts of one item without a completion after which the execution
+    /// fails instead (the poison-pill budget; crashes and failovers count).
+    pub max_item_starts: u32,
+    /// How deep workflows may nest (`engine.max_depth`).
+    pub max_depth: u32,
+    /// Children a parallel `foreach` runs at once (`engine.foreach_parallelism`).
+    pub fan_out: u32,
+    /// Starts actors for children this execution creates.
+    pub starter: Recipient<StartChild>,
+    /// Told when the run ends.
+    pub supervisor: Recipient<ExecutionEnded>,
+    /// The node's counters.
+    pub metrics: Arc<EngineMetrics>,
+}
+
+/// What the actor shares with its run: cancel and stop requests, and the
+/// abort handle of the item in flight.
+#[derive(Default)]
+struct Control {
+    cancel: Cell<bool>,
+    stop: Cell<bool>,
+    current: RefCell<Option<AbortHandle>>,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+impl Control {
+    fn abort_current(&self) {
+        if let Some(h) = self.current.borrow().as_ref() {
+            h.abort();
+        }
+    }
+}
+
+/// Runs one execution. See the module documentation.
+pub struct ExecutionActor {
+    id: String,
+    setup: Option<ExecutionSetup>,
+    control: Rc<Control>,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl ExecutionActor {
+    /// Creates the actor; it starts running when started.
+    pub fn new(setup: ExecutionSetup) -> ExecutionActor {
+        ExecutionActor {
+            id: setup.row.id.clone(),
+            metrics: setup.metrics.clone(),
+            setup: Some(setup),
+            control: Rc::default(),
+        }
+    }
+}
+
+impl Actor for ExecutionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(setup) = self.setup.take() else {
+            return;
+        };
+        let supervisor = setup.supervisor.clone();
+        let control = self.control.clone();
+        let id = self.id.clone();
+        let fut = async move {
+            match run::Run::new(setup) {
+                Ok(run) => run.drive(&control).await,
+                Err(e) => RunOutcome::StoreFailed(e.to_string()),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+            for w in act.control.waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+            act.metrics.ended.notify_one();
+            supervisor.do_send(ExecutionEnded { id, outcome });
+            ctx.stop();
+        }));
+    }
+}
+
+impl Handler<Cancel> for ExecutionActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Cancel, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.control.waiters.borrow_mut().push(tx);
+        self.control.cancel.set(true);
+        self.control.abort_current();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<Stop> for ExecutionActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Stop, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.control.waiters.borrow_mut().push(tx);
+        self.control.stop.set(true);
+        if msg.now {
+            self.control.abort_current();
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! `timer`, `signal` and `interaction` items: waits that hold nothing
+//! (DESIGN.md invariant 8). A waiting item parks the execution in the
+//! database (`waiting` or `waiting-signal`, with its deadline and the
+//! awaited signal) and the run ends; the owner's wake scan, or an arriving
+//! signal, starts a new run that evaluates the item again.
+
+use serde_json::Value;
+
+use super::run::{ItemDone, ItemFailure, Next, Run};
+use crate::store::{state, Wait, INTERACTION};
+use crate::workflow::script::Code;
+
+impl Run {
+    /// Waits `for_ms`, or until the time `until` evaluates to.
+    pub(super) async fn timer(
+        &self,
+        for_ms: Option<u64>,
+        until: Option<&str>,
+        next: &str,
+    ) -> Result<ItemDone, ItemFailure> {
+        let now = self.db_now().await?;
+        let due = match (self.wait_until, for_ms, until) {
+            (Some(due), _, _) => due,
+            (None, Some(ms), _) => now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
+            (None, None, Some(expr)) => {
+                let code = Code::Expressions(vec![("t".into(), expr.to_owned())]);
+                let (_, results, _) = self.eval(code, false, None).await?;
+                let text = results
+                    .get("t")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                chrono::DateTime::parse_from_rfc3339(&text)
+                    .map_err(|e| {
+                        ItemFailure::new(format!(
+                            "timer: `until` gave `{text}`, not an ISO 8601 time: {e}"
+                        ))
+                    })?
+                    .timestamp_millis()
+            }
+            (None, None, None) => return Err(ItemFailure::new("timer needs `for_ms` or `until`")),
+        };
+        let next = if due <= now {
+            Next::Item(next.to_owned())
+        } else {
+            Next::Park(Wait {
+                state: state::WAITING,
+                until: Some(due),
+                signal: None,
+            })
+        };
+        Ok(self.unchanged(next))
+    }
+
+    /// Waits for the signal `name`; its payload goes to the variable
+    /// (or output) `store`.
+    pub(super) async fn signal(
+        &self,
+        name: &str,
+        store: Option<&str>,
+        timeout_ms: Option<u64>,
+        next: &str,
+    ) -> Result<ItemDone, ItemFailure> {
+        self.await_signal(name, timeout_ms, next, |payload| {
+            store
+                .map(|var| (var.to_owned(), payload))
+                .into_iter()
+                .collect()
+        })
+        .await
+    }
+
+    /// Waits for the answer to this interaction; each answered field goes
+    /// to the variable (or output) of its name.
+    pub(super) async fn interaction(
+        &self,
+        timeout_ms: Option<u64>,
+        next: &str,
+    ) -> Result<ItemDone, ItemFailure> {
+        self.await_signal(INTERACTION, timeout_ms, next, |payload| match payload {
+            Value::Object(answer) => answer.into_iter().collect(),
+            _ => Vec::new(),
+        })
+        .await
+    }
+
+    /// A signal or interaction item: completes with the oldest pending
+    /// signal of `name` (consumed in the completion transaction), fails
+    /// when its timeout has passed, and parks otherwise.
+    async fn await_signal(
+        &self,
+        name: &str,
+        timeout_ms: Option<u64>,
+        next: &str,
+        pairs: impl FnOnce(Value) -> Vec<(String, Value)>,
+    ) -> Result<ItemDone, ItemFailure> {
+        let pending = self
+            .store
+            .pending_signal(&self.fence.execution, name)
+            .await
+            .map_err(|e| ItemFailure::new(format!("cannot read signals: {e}")))?;
+        if let Some(sig) = pending {
+            let payload: Value = serde_json::from_str(&sig.payload).unwrap_or(Value::Null);
+            let mut done = self.advance(next, pairs(payload), Vec::new());
+            done.consume = vec![sig.id];
+            return Ok(done);
+        }
+        let now = self.db_now().await?;
+        let until = self.wait_until.or_else(|| {
+            timeout_ms.map(|t| now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)))
+        });
+        if let Some(due) = until {
+            if due <= now {
+                let what = if name == INTERACTION {
+                    "interaction".to_owned()
+                } else {
+                    format!("signal `{name}`")
+                };
+                return Err(ItemFailure::new(format!(
+                    "{what} timed out after {} ms",
+                    timeout_ms.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(self.unchanged(Next::Park(Wait {
+            state: state::WAITING_SIGNAL,
+            until,
+            signal: Some(name.to_owned()),
+        })))
+    }
+}

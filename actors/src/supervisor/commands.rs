@@ -1,0 +1,347 @@
+use std::time::Duration;
+
+use actix::{
+    ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
+};
+use serde_json::Value;
+
+use super::NodeSupervisor;
+use crate::error::EngineError;
+use crate::execution::StartKind;
+use crate::messages::{Cancel, NodeState, Stop};
+use crate::store::entities::execution;
+use crate::store::{state, Checkpoint, Fence, LogEntry, NewExecution, StartOutcome};
+use crate::workflow::{check_inputs, Problem};
+
+impl Handler<crate::messages::StartChild> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::messages::StartChild, ctx: &mut Context<Self>) {
+        let store = self.cfg.store.clone();
+        let cache = self.cfg.definitions.clone();
+        let row = msg.row;
+        let fut = async move {
+            let def = cache
+                .get(&store, &row.workflow_id, row.workflow_version)
+                .await?;
+            Ok::<_, EngineError>((def, row))
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok((def, row)) if act.state() == NodeState::Running => {
+                act.spawn_execution(ctx, def, row, StartKind::New);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot start a child execution (it will be resumed later)"),
+        }));
+    }
+}
+/// Starts a new execution of a workflow's current version.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(execution::Model, bool), EngineError>")]
+pub struct StartExecution {
+    /// The workflow.
+    pub workflow_id: String,
+    /// Its inputs.
+    pub inputs: Value,
+    /// A caller-chosen id: repeating it starts nothing new.
+    pub execution_id: Option<String>,
+}
+
+impl Handler<StartExecution> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<(execution::Model, bool), EngineError>>;
+
+    fn handle(&mut self, msg: StartExecution, _: &mut Context<Self>) -> Self::Result {
+        let id = msg
+            .execution_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fresh = self.pending.insert(id.clone());
+        // The lease-checked view: a node past its heartbeat lease takes no work.
+        let state = self.cfg.status.get().state;
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cache = self.cfg.definitions.clone();
+        let pending_id = id.clone();
+        let fut = async move {
+            if state != NodeState::Running {
+                return Err(EngineError::NotAccepting(format!(
+                    "node is {}",
+                    state.as_str()
+                )));
+            }
+            let summary = store
+                .workflow_summary(&msg.workflow_id)
+                .await?
+                .ok_or_else(|| EngineError::WorkflowNotFound(msg.workflow_id.clone()))?;
+            let def = cache.get(&store, &summary.id, summary.version).await?;
+            let problems: Vec<Problem> = check_inputs(&def, &msg.inputs);
+            if !problems.is_empty() {
+                return Err(EngineError::InvalidInputs(problems));
+            }
+            let outcome = store
+                .create_execution(NewExecution {
+                    id,
+                    workflow_id: summary.id.clone(),
+                    workflow_version: summary.version,
+                    parent_id: None,
+                    inputs: msg.inputs,
+                    variables: Value::Object(def.variables.clone()),
+                    start_item: def.start.clone(),
+                    owner_node: node,
+                })
+                .await?;
+            Ok((def, summary.version, outcome))
+        };
+        Box::pin(fut.into_actor(self).map(move |result, act, ctx| {
+            if fresh {
+                act.pending.remove(&pending_id);
+            }
+            let (def, _version, outcome) = result?;
+            match outcome {
+                StartOutcome::Created(row) => {
+                    act.spawn_execution(ctx, def, row.clone(), StartKind::New);
+                    Ok((row, true))
+                }
+                StartOutcome::Existing(row) => {
+                    if row.workflow_id != def.id {
+                        return Err(EngineError::Conflict(format!(
+                            "execution id {} is already used by an execution of workflow {}",
+                            row.id, row.workflow_id
+                        )));
+                    }
+                    Ok((row, false))
+                }
+            }
+        }))
+    }
+}
+
+/// Cancels an execution (idempotent). Resolves to the execution as stored
+/// afterwards.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<execution::Model, EngineError>")]
+pub struct CancelExecution {
+    /// The execution.
+    pub id: String,
+}
+
+impl Handler<CancelExecution> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<execution::Model, EngineError>>;
+
+    fn handle(&mut self, msg: CancelExecution, _ctx: &mut Context<Self>) -> Self::Result {
+        let actor = self.running.get(&msg.id).cloned();
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            if let Some(actor) = actor {
+                actor.send(Cancel).await?;
+            }
+            let row = store
+                .execution(&msg.id)
+                .await?
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))?;
+            if row.state == state::COMPLETED || row.state == state::CANCELED {
+                return Ok(row);
+            }
+            if row.owner_node.as_deref() != Some(node.as_str()) {
+                return Err(EngineError::Conflict(format!(
+                    "execution {} is owned by node {}; cancel it there",
+                    row.id,
+                    row.owner_node.as_deref().unwrap_or("(none)")
+                )));
+            }
+            // No actor runs it: a fenced write under the epoch just read,
+            // refused if ownership moved since.
+            let fence = Fence {
+                execution: row.id.clone(),
+                node: node.clone(),
+                epoch: row.owner_epoch,
+            };
+            let log = LogEntry {
+                item: row.current_item.clone().unwrap_or_default(),
+                step: row.step,
+                attempt: row.attempt,
+                event: "log",
+                message: Some("execution canceled".into()),
+            };
+            if row.state == state::FAILED {
+                store.cancel_failed(&fence, log).await?;
+            } else {
+                store
+                    .checkpoint(
+                        &fence,
+                        Checkpoint {
+                            state: Some(state::CANCELED),
+                            ended: true,
+                            logs: vec![log],
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+            }
+            store
+                .execution(&msg.id)
+                .await?
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))
+        };
+        // Cancelling a parent cancels its unfinished children.
+        let children_store = self.cfg.store.clone();
+        Box::pin(fut.into_actor(self).map(move |result, _act, ctx| {
+            if let Ok(row) = &result {
+                if row.state == state::CANCELED {
+                    let me = ctx.address();
+                    let parent = row.id.clone();
+                    actix::spawn(async move {
+                        if let Ok(children) = children_store.unfinished_children(&parent).await {
+                            for c in children {
+                                me.do_send(CancelExecution { id: c.id });
+                            }
+                        }
+                    });
+                }
+            }
+            result
+        }))
+    }
+}
+
+/// Runs a failed execution again from its failed item, with its
+/// variables as they were or as given. Resolves to the execution reopened.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<execution::Model, EngineError>")]
+pub struct ResumeFailed {
+    /// The execution.
+    pub id: String,
+    /// Variables to set before running (only the definition's variables).
+    pub variables: Option<serde_json::Map<String, Value>>,
+}
+
+impl Handler<ResumeFailed> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<execution::Model, EngineError>>;
+
+    fn handle(&mut self, msg: ResumeFailed, _: &mut Context<Self>) -> Self::Result {
+        let state = self.cfg.status.get().state;
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cfg_defs = self.cfg.definitions.clone();
+        let fut = async move {
+            if state != NodeState::Running {
+                return Err(EngineError::NotAccepting(format!(
+                    "node is {}",
+                    state.as_str()
+                )));
+            }
+            let row = store
+                .execution(&msg.id)
+                .await?
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))?;
+            if row.state != state::FAILED {
+                return Err(EngineError::Conflict(format!(
+                    "execution {} is {}; only a failed execution can be resumed",
+                    row.id, row.state
+                )));
+            }
+            let def = cfg_defs
+                .get(&store, &row.workflow_id, row.workflow_version)
+                .await?;
+            let variables = match msg.variables {
+                None => None,
+                Some(given) => {
+                    let problems: Vec<Problem> = given
+                        .keys()
+                        .filter(|k| !def.variables.contains_key(*k))
+                        .map(|k| {
+                            Problem::new(
+                                format!("variables.{k}"),
+                                format!("not a variable of workflow {}", def.id),
+                            )
+                        })
+                        .collect();
+                    if !problems.is_empty() {
+                        return Err(EngineError::InvalidInputs(problems));
+                    }
+                    let mut current: serde_json::Map<String, Value> =
+                        serde_json::from_str(&row.variables).unwrap_or_default();
+                    current.extend(given);
+                    Some(Value::Object(current))
+                }
+            };
+            let reopened = store
+                .reopen_failed(&row.id, &node, variables)
+                .await?
+                .ok_or_else(|| {
+                    EngineError::Conflict(format!(
+                        "execution {} changed while being resumed",
+                        row.id
+                    ))
+                })?;
+            Ok((def, reopened))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, ctx| {
+            let (def, row) = result?;
+            act.spawn_execution(ctx, def, row.clone(), StartKind::Resumed);
+            Ok(row)
+        }))
+    }
+}
+
+/// Stops the node's executions gracefully: each stops after its current
+/// item; items still running after `grace` are abandoned (they run again,
+/// attempt + 1, when the execution is next claimed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// How long running items may take to finish.
+    pub grace: Duration,
+}
+
+impl Handler<Shutdown> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let was = self.cfg.status.raw();
+        self.cfg.status.update(|s| s.state = NodeState::Stopping);
+        let actors: Vec<_> = self.running.values().cloned().collect();
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cluster = self.cfg.cluster;
+        let fut = async move {
+            let graceful =
+                futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: false })));
+            if tokio::time::timeout(msg.grace, graceful).await.is_err() {
+                let now =
+                    futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: true })));
+                let _ = tokio::time::timeout(Duration::from_secs(2), now).await;
+            }
+            match cluster {
+                // Hand the executions to a live active node (promoting a
+                // standby if this was the active one), so a planned stop
+                // costs no failover timeout.
+                Some(t) if was.state != NodeState::Fenced && was.epoch > 0 => {
+                    match store
+                        .leave_cluster(
+                            &node,
+                            was.epoch,
+                            t.timeout.as_millis() as i64,
+                            t.active_nodes,
+                        )
+                        .await
+                    {
+                        Ok(moved) => tracing::info!(node = %node, moved, "left the cluster"),
+                        Err(e) => {
+                            tracing::warn!(node = %node, error = %e, "could not leave the cluster cleanly")
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let _ = store.set_node_state(&node, "active", "STOPPED").await;
+                    let _ = store
+                        .record_event("leave", &node, &format!("node {node} left"))
+                        .await;
+                }
+            }
+        };
+        Box::pin(fut.into_actor(self))
+    }
+}

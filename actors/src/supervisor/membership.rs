@@ -1,0 +1,190 @@
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+
+use super::NodeSupervisor;
+use crate::error::EngineError;
+use crate::failover::{ClusterTiming, ScanPeers};
+use crate::messages::{FenceSelf, NodeSeen, NodeState, Stop};
+use crate::store::NodeRegistration;
+
+impl NodeSupervisor {
+    /// Joins (or rejoins) the cluster as a standby; retries while the
+    /// database is away.
+    pub(super) fn join(&mut self, ctx: &mut Context<Self>, timing: ClusterTiming) {
+        let store = self.cfg.store.clone();
+        let reg = NodeRegistration {
+            id: self.cfg.node_id.clone(),
+            address: self.cfg.address.clone(),
+            role: "standby".into(),
+            state: NodeState::Standby.as_str().into(),
+            fingerprint: self.cfg.fingerprint.clone(),
+        };
+        let timeout_ms = timing.timeout.as_millis() as i64;
+        let fut = async move { store.join_cluster(reg, timeout_ms).await };
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(epoch) => {
+                tracing::info!(node = %act.cfg.node_id, epoch, "joined the cluster as standby");
+                let lease = std::time::Instant::now() + timing.timeout.saturating_sub(timing.interval);
+                act.cfg.status.update(|s| {
+                    s.state = NodeState::Standby;
+                    s.role = "standby";
+                    s.epoch = epoch;
+                    s.lease_until = Some(lease);
+                });
+                if let Some(d) = &act.detector {
+                    d.do_send(ScanPeers);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %act.cfg.node_id, error = %e, "cannot join the cluster yet; retrying");
+                ctx.run_later(timing.interval, move |act, ctx| {
+                    if matches!(act.state(), NodeState::Starting | NodeState::Fenced) {
+                        act.join(ctx, timing);
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Becomes an active node: runs the executions it owns.
+    pub(super) fn become_active(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(node = %self.cfg.node_id, "promoted to active");
+        self.cfg.status.update(|s| {
+            s.state = NodeState::Running;
+            s.role = "active";
+        });
+        self.rescan(ctx);
+    }
+
+    /// Stops every execution at once; no further write is attempted.
+    pub(super) fn stop_all_now(&mut self) {
+        for addr in self.running.values() {
+            addr.do_send(Stop { now: true });
+        }
+    }
+}
+
+impl Handler<NodeSeen> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeSeen, ctx: &mut Context<Self>) {
+        let state = self.state();
+        let row = msg.row;
+        if state == NodeState::Standby
+            && row.role == "active"
+            && row.state == crate::store::node_state::RUNNING
+        {
+            self.become_active(ctx);
+            return;
+        }
+        if state == NodeState::Running && row.role != "active" {
+            ctx.notify(FenceSelf {
+                reason: format!("node {} is no longer active in the store", row.id),
+            });
+            return;
+        }
+        self.beats += 1;
+        if state == NodeState::Running && self.beats.is_multiple_of(5) {
+            // Executions moved here by another node's takeover.
+            self.rescan(ctx);
+        }
+    }
+}
+
+impl Handler<FenceSelf> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FenceSelf, ctx: &mut Context<Self>) {
+        let state = self.state();
+        let Some(timing) = self.cfg.cluster else {
+            return;
+        };
+        if matches!(
+            state,
+            NodeState::Fenced | NodeState::Stopping | NodeState::Starting
+        ) {
+            return;
+        }
+        tracing::error!(node = %self.cfg.node_id, reason = %msg.reason, "fencing this node: stopping every execution");
+        let epoch = self.cfg.status.raw().epoch;
+        self.cfg.status.update(|s| {
+            s.state = NodeState::Fenced;
+            s.role = "standby";
+        });
+        self.stop_all_now();
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let reason = msg.reason.clone();
+        ctx.spawn(
+            async move {
+                let _ = store.mark_fenced(&node, epoch).await;
+                let _ = store
+                    .record_event(
+                        "fence",
+                        &node,
+                        &format!("node {node} fenced itself: {reason}"),
+                    )
+                    .await;
+            }
+            .into_actor(self),
+        );
+        ctx.run_later(timing.interval, move |act, ctx| act.try_rejoin(ctx, timing));
+    }
+}
+
+impl NodeSupervisor {
+    pub(super) fn try_rejoin(&mut self, ctx: &mut Context<Self>, timing: ClusterTiming) {
+        if self.state() != NodeState::Fenced {
+            return;
+        }
+        if !self.running.is_empty() {
+            // Wait until every stopped execution actor has ended.
+            ctx.run_later(timing.interval, move |act, ctx| act.try_rejoin(ctx, timing));
+            return;
+        }
+        self.join(ctx, timing);
+    }
+}
+
+/// Makes a fenced node rejoin the cluster now (as a standby).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct Rejoin;
+
+impl Handler<Rejoin> for NodeSupervisor {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, _: Rejoin, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(timing) = self.cfg.cluster else {
+            return Err(EngineError::Conflict(
+                "this node is standalone; there is no cluster to rejoin".into(),
+            ));
+        };
+        match self.state() {
+            NodeState::Fenced => {
+                self.try_rejoin(ctx, timing);
+                Ok(())
+            }
+            other => Err(EngineError::Conflict(format!(
+                "node {} is {}, not fenced",
+                self.cfg.node_id,
+                other.as_str()
+            ))),
+        }
+    }
+}
+
+/// Fences this node now, as if it had lost the database.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FenceNow {
+    /// Why.
+    pub reason: String,
+}
+
+impl Handler<FenceNow> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FenceNow, ctx: &mut Context<Self>) {
+        self.handle(FenceSelf { reason: msg.reason }, ctx);
+    }
+}

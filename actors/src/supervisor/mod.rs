@@ -1,0 +1,249 @@
+//! `NodeSupervisor`: the root of a node's actor tree.
+//!
+//! It registers the node (standalone) or joins the cluster, claims and
+//! resumes the executions the node owns (crash recovery), starts one
+//! `ExecutionActor` per running execution, routes commands to them, and
+//! stops them on shutdown. The node's state for `/api/healthstatus` is
+//! published through [`StatusCell`](crate::status::StatusCell).
+//!
+//! Message priority: a node-wide stop ([`Shutdown`]) is handled before
+//! anything new is started (the state turns `STOPPING` first, and
+//! `StartExecution` is refused from then on); fencing ([`FenceSelf`]) stops
+//! every execution at once; an execution's `Cancel` is handled between its
+//! items or by aborting the item in flight; ordinary messages follow in
+//! mailbox order. The database, not any mailbox, is the truth: a message
+//! lost with a failed actor is recovered by re-reading the store.
+//!
+//! # Layout
+//! - this file: the actor, its configuration and spawning of execution actors
+//! - `membership`: joining, promotion, fencing and rejoining (cluster mode)
+//! - `recovery`: start-up recovery, rescans, the wake scan, retries after store failures
+//! - `commands`: start, cancel, resume, child start and shutdown
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
+
+use crate::actions::ActionRegistry;
+use crate::execution::StartKind;
+use crate::execution::{ExecutionActor, ExecutionSetup};
+use crate::failover::ClusterTiming;
+use crate::failover::FailoverDetectorActor;
+use crate::heartbeat::HeartbeatActor;
+use crate::messages::{ExecutionEnded, NodeState, RunOutcome};
+use crate::metrics::EngineMetrics;
+use crate::status::{NodeStatus, StatusCell};
+use crate::store::entities::execution;
+use crate::store::Store;
+use crate::workflow::script::ScriptPool;
+use crate::workflow::{Definition, DefinitionCache};
+
+/// What a supervisor is started with.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's HTTP address, as other nodes and clients reach it.
+    pub address: String,
+    /// The store.
+    pub store: Store,
+    /// The script threads.
+    pub scripts: ScriptPool,
+    /// The actions this node knows.
+    pub actions: ActionRegistry,
+    /// A fingerprint of the cluster-wide settings.
+    pub fingerprint: String,
+    /// The node's definition cache, shared with the HTTP layer.
+    pub definitions: DefinitionCache,
+    /// Where the node's state is published.
+    pub status: Arc<StatusCell>,
+    /// The node's counters.
+    pub metrics: Arc<EngineMetrics>,
+    /// Cluster mode's timing; `None`: standalone.
+    pub cluster: Option<ClusterTiming>,
+    /// The poison-pill budget (`engine.max_item_starts`).
+    pub max_item_starts: u32,
+    /// How deep workflows may nest (`engine.max_depth`).
+    pub max_depth: u32,
+    /// Children a parallel `foreach` runs at once (`engine.foreach_parallelism`).
+    pub fan_out: u32,
+}
+
+/// The root actor of a node. See the module documentation.
+pub struct NodeSupervisor {
+    cfg: SupervisorConfig,
+    running: HashMap<String, Addr<ExecutionActor>>,
+    /// Executions being created by `StartExecution`: a rescan must not
+    /// start them as resumed.
+    pending: HashSet<String>,
+    heartbeat: Option<Addr<HeartbeatActor>>,
+    detector: Option<Addr<FailoverDetectorActor>>,
+    beats: u64,
+    rescanning: bool,
+    rescan_again: bool,
+    waking: bool,
+}
+
+impl NodeSupervisor {
+    /// Creates a supervisor; it registers the node and recovers when started.
+    pub fn new(cfg: SupervisorConfig) -> NodeSupervisor {
+        NodeSupervisor {
+            cfg,
+            running: HashMap::new(),
+            pending: HashSet::new(),
+            heartbeat: None,
+            detector: None,
+            beats: 0,
+            rescanning: false,
+            rescan_again: false,
+            waking: false,
+        }
+    }
+
+    /// The state as set by this actor (not the lease-checked view).
+    pub(super) fn state(&self) -> NodeState {
+        self.cfg.status.raw().state
+    }
+
+    pub(super) fn publish_running(&self) {
+        let n = self.running.len();
+        self.cfg.status.update(|s| s.running = n);
+    }
+
+    pub(super) fn spawn_execution(
+        &mut self,
+        ctx: &mut Context<Self>,
+        def: Arc<Definition>,
+        row: execution::Model,
+        kind: StartKind,
+    ) {
+        if self.running.contains_key(&row.id) {
+            return;
+        }
+        let id = row.id.clone();
+        let actor = ExecutionActor::new(ExecutionSetup {
+            store: self.cfg.store.clone(),
+            scripts: self.cfg.scripts.clone(),
+            actions: self.cfg.actions.clone(),
+            definitions: self.cfg.definitions.clone(),
+            definition: def,
+            row,
+            node: self.cfg.node_id.clone(),
+            kind,
+            max_item_starts: self.cfg.max_item_starts,
+            max_depth: self.cfg.max_depth,
+            fan_out: self.cfg.fan_out,
+            starter: ctx.address().recipient(),
+            supervisor: ctx.address().recipient(),
+            metrics: self.cfg.metrics.clone(),
+        });
+        self.running.insert(id, actor.start());
+        self.publish_running();
+    }
+}
+
+/// Registers the node, claims its unfinished executions and resumes them.
+impl Actor for NodeSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        // Parked executions hold no actor and no timer task: one scan per
+        // node wakes those that are due (invariant 8).
+        ctx.run_interval(recovery::WAKE_SCAN_EVERY, |act, ctx| act.wake_due(ctx));
+        match self.cfg.cluster {
+            None => self.recover(ctx),
+            Some(timing) => {
+                self.cfg.status.update(|s| s.role = "standby");
+                let status = self.cfg.status.clone();
+                let fence_after = timing.timeout.saturating_sub(timing.interval);
+                self.heartbeat = Some(
+                    HeartbeatActor::new(
+                        self.cfg.store.clone(),
+                        self.cfg.node_id.clone(),
+                        timing.interval,
+                        fence_after,
+                        status.clone(),
+                        ctx.address().recipient(),
+                        ctx.address().recipient(),
+                    )
+                    .start(),
+                );
+                self.detector = Some(
+                    FailoverDetectorActor::new(
+                        self.cfg.store.clone(),
+                        self.cfg.node_id.clone(),
+                        timing,
+                        status,
+                        ctx.address().recipient(),
+                    )
+                    .start(),
+                );
+                self.join(ctx, timing);
+            }
+        }
+    }
+}
+/// Asks for the node's state.
+#[derive(Debug, Message)]
+#[rtype(result = "NodeStatus")]
+pub struct QueryState;
+
+impl Handler<QueryState> for NodeSupervisor {
+    type Result = actix::MessageResult<QueryState>;
+
+    fn handle(&mut self, _: QueryState, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.cfg.status.get())
+    }
+}
+
+/// Asks for the addresses of the heartbeat and failover detector actors.
+#[derive(Debug, Message)]
+#[rtype(result = "Children")]
+pub struct GetChildren;
+
+/// The supervisor's long-lived children (cluster mode).
+#[derive(Clone, Debug, Default)]
+pub struct Children {
+    /// The heartbeat actor.
+    pub heartbeat: Option<Addr<HeartbeatActor>>,
+    /// The failover detector.
+    pub detector: Option<Addr<FailoverDetectorActor>>,
+}
+
+impl Handler<GetChildren> for NodeSupervisor {
+    type Result = actix::MessageResult<GetChildren>;
+
+    fn handle(&mut self, _: GetChildren, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(Children {
+            heartbeat: self.heartbeat.clone(),
+            detector: self.detector.clone(),
+        })
+    }
+}
+
+impl Handler<ExecutionEnded> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExecutionEnded, ctx: &mut Context<Self>) {
+        self.running.remove(&msg.id);
+        self.publish_running();
+        if let RunOutcome::StoreFailed(reason) = &msg.outcome {
+            tracing::warn!(execution = %msg.id, %reason, "execution paused on a store failure; resuming in 1 s");
+            let id = msg.id.clone();
+            ctx.run_later(Duration::from_secs(1), move |act, ctx| {
+                act.retry_execution(ctx, id)
+            });
+        }
+    }
+}
+
+mod commands;
+mod membership;
+mod recovery;
+
+pub use commands::{CancelExecution, ResumeFailed, Shutdown, StartExecution};
+pub use membership::{FenceNow, Rejoin};
+pub use recovery::WakeDue;

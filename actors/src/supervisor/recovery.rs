@@ -1,0 +1,252 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+
+use super::NodeSupervisor;
+use crate::error::EngineError;
+use crate::execution::StartKind;
+use crate::messages::{NodeState, Rescan};
+use crate::store::entities::execution;
+use crate::store::{state, NodeRegistration};
+use crate::workflow::Definition;
+
+impl NodeSupervisor {
+    /// Registers the node, claims its unfinished executions and resumes them.
+    pub(super) fn recover(&mut self, ctx: &mut Context<Self>) {
+        let cfg = self.cfg.clone();
+        let fut = async move {
+            let epoch = cfg
+                .store
+                .register_node(NodeRegistration {
+                    id: cfg.node_id.clone(),
+                    address: cfg.address.clone(),
+                    role: "active".into(),
+                    state: NodeState::Running.as_str().into(),
+                    fingerprint: cfg.fingerprint.clone(),
+                })
+                .await?;
+            cfg.store
+                .record_event(
+                    "join",
+                    &cfg.node_id,
+                    &format!("node {} joined at epoch {epoch}", cfg.node_id),
+                )
+                .await?;
+            // Standalone: this node is the only one, so every unfinished
+            // execution is its own. Claiming moves each one's epoch forward,
+            // fencing out any earlier process that might still be writing.
+            let rows = cfg.store.claim_unfinished(&cfg.node_id, None).await?;
+            let mut resumed = Vec::with_capacity(rows.len());
+            let mut defs: HashMap<(String, i64), Arc<Definition>> = HashMap::new();
+            for row in rows {
+                let key = (row.workflow_id.clone(), row.workflow_version);
+                let def = match defs.get(&key) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = cfg
+                            .definitions
+                            .get(&cfg.store, &row.workflow_id, row.workflow_version)
+                            .await?;
+                        defs.insert(key, d.clone());
+                        d
+                    }
+                };
+                resumed.push((def, row));
+            }
+            Ok::<_, EngineError>((epoch, resumed))
+        };
+        ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok((epoch, resumed)) => {
+                tracing::info!(node = %act.cfg.node_id, epoch, resumed = resumed.len(), "node running");
+                for (def, row) in resumed {
+                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
+                }
+                act.cfg.status.update(|s| {
+                    s.state = NodeState::Running;
+                    s.epoch = epoch;
+                });
+            }
+            Err(e) => {
+                tracing::error!(node = %act.cfg.node_id, error = %e, "start-up recovery failed; retrying in 1 s");
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.recover(ctx));
+            }
+        }));
+    }
+}
+/// How often a running node looks for parked executions that are due.
+pub(super) const WAKE_SCAN_EVERY: Duration = Duration::from_millis(100);
+/// Most executions woken by one scan.
+const WAKE_BATCH: u32 = 500;
+
+impl NodeSupervisor {
+    /// Wakes this node's parked executions that are due (timer or timeout
+    /// passed, or a signal arrived), in bounded batches, one scan at a time.
+    pub(super) fn wake_due(&mut self, ctx: &mut Context<Self>) {
+        if self.waking || self.cfg.status.get().state != NodeState::Running {
+            return;
+        }
+        self.waking = true;
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cache = self.cfg.definitions.clone();
+        let fut = async move {
+            let ids = store.due_for_wake(&node, WAKE_BATCH).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut out = Vec::new();
+            for row in store.wake(&node, ids).await? {
+                let def = cache
+                    .get(&store, &row.workflow_id, row.workflow_version)
+                    .await?;
+                out.push((def, row));
+            }
+            Ok::<_, EngineError>(out)
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.waking = false;
+            match result {
+                Ok(rows) => {
+                    let full = rows.len() as u32 >= WAKE_BATCH;
+                    for (def, row) in rows {
+                        act.spawn_execution(ctx, def, row, StartKind::Woken);
+                    }
+                    if full {
+                        ctx.notify(WakeDue);
+                    }
+                }
+                Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "wake scan failed"),
+            }
+        }));
+    }
+}
+
+/// Wakes due parked executions now (a signal arrived for one of them).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WakeDue;
+
+impl Handler<WakeDue> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: WakeDue, ctx: &mut Context<Self>) {
+        self.wake_due(ctx);
+    }
+}
+
+impl NodeSupervisor {
+    /// Starts an actor for every running execution this node owns that
+    /// has none: adopted, taken over, or left by a stopped actor.
+    pub(super) fn rescan(&mut self, ctx: &mut Context<Self>) {
+        if self.state() != NodeState::Running {
+            return;
+        }
+        if self.rescanning {
+            // One at a time; ask for another pass when this one ends.
+            self.rescan_again = true;
+            return;
+        }
+        self.rescanning = true;
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cache = self.cfg.definitions.clone();
+        let known: HashSet<String> = self
+            .running
+            .keys()
+            .chain(self.pending.iter())
+            .cloned()
+            .collect();
+        let fut = async move {
+            let rows = store.owned_running(&node).await?;
+            let mut out = Vec::new();
+            for row in rows.into_iter().filter(|r| !known.contains(&r.id)) {
+                let def = cache
+                    .get(&store, &row.workflow_id, row.workflow_version)
+                    .await?;
+                out.push((def, row));
+            }
+            Ok::<_, EngineError>(out)
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.rescanning = false;
+            if std::mem::take(&mut act.rescan_again) {
+                ctx.notify(Rescan { promoted: false });
+            }
+            act.rescanned(ctx, result)
+        }));
+    }
+
+    fn rescanned(
+        &mut self,
+        ctx: &mut Context<Self>,
+        result: Result<Vec<(Arc<Definition>, execution::Model)>, EngineError>,
+    ) {
+        let act = self;
+        match result {
+            Ok(rows) => {
+                if act.state() != NodeState::Running {
+                    return;
+                }
+                if !rows.is_empty() {
+                    tracing::info!(node = %act.cfg.node_id, count = rows.len(), "resuming executions this node now owns");
+                }
+                for (def, row) in rows {
+                    if act.pending.contains(&row.id) {
+                        continue;
+                    }
+                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
+                }
+            }
+            Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "rescan failed"),
+        }
+    }
+}
+
+impl Handler<Rescan> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rescan, ctx: &mut Context<Self>) {
+        if msg.promoted && self.state() == NodeState::Standby {
+            self.become_active(ctx);
+        } else {
+            self.rescan(ctx);
+        }
+    }
+}
+
+impl NodeSupervisor {
+    /// Re-reads an execution this node owns and runs it again if it is
+    /// still running (after a store failure stopped its actor).
+    pub(super) fn retry_execution(&mut self, ctx: &mut Context<Self>, id: String) {
+        if self.state() != NodeState::Running || self.running.contains_key(&id) {
+            return;
+        }
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let cfg_defs = self.cfg.definitions.clone();
+        let fut = async move {
+            let Some(row) = store.execution(&id).await? else {
+                return Ok(None);
+            };
+            if row.state != state::RUNNING || row.owner_node.as_deref() != Some(node.as_str()) {
+                return Ok(None);
+            }
+            let def = cfg_defs
+                .get(&store, &row.workflow_id, row.workflow_version)
+                .await?;
+            Ok::<_, EngineError>(Some((def, row)))
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Some((def, row))) => {
+                        act.spawn_execution(ctx, def, row, StartKind::Recovered)
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot resume execution yet"),
+                }),
+        );
+    }
+}
