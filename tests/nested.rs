@@ -13,6 +13,7 @@ use crate::util::*;
 on_all_backends!(
     a_parent_waits_for_its_child_and_takes_its_outputs,
     foreach_collects_outputs_in_element_order,
+    a_canceled_parked_child_ends_its_waiting_parent,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -304,4 +305,57 @@ async fn kill_dash_nine_mid_child_workflow_finishes_parent_and_child_once() {
             .count();
         assert_eq!(done, 1, "child step {step} completed once: {log}");
     }
+}
+
+/// Issue 7: a child parked on a long timer is canceled by a caller (no
+/// actor runs it); its waiting parent must hear of it and go on to its
+/// `on_error` handler, not wait forever (DESIGN.md invariant 12).
+async fn a_canceled_parked_child_ends_its_waiting_parent(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "napper", "start": "nap", "items": {
+        "nap": {"type": "timer", "for_ms": 3_600_000, "next": "e"}, "e": {"type": "end"}}}),
+    )
+    .await;
+    import(
+        &http,
+        &json!({"id": "waits-on-napper", "variables": {"why": ""}, "start": "call", "items": {
+        "call": {"type": "workflow", "workflow": "napper", "next": "e", "on_error": "caught"},
+        "caught": {"type": "task", "script": "why = error.message;", "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let parent = start(&http, "waits-on-napper", json!({})).await;
+    let store = node.store().clone();
+    eventually("the child parks on its timer", LONG, || {
+        let (store, parent) = (store.clone(), parent.clone());
+        async move {
+            let kids = store.unfinished_children(&parent).await.unwrap_or_default();
+            kids.first().is_some_and(|c| c.state == "waiting")
+        }
+    })
+    .await;
+    let child = store
+        .unfinished_children(&parent)
+        .await
+        .expect("children")
+        .remove(0)
+        .id;
+    let r = http
+        .post(&format!("/api/executions/{child}/cancel"), &json!({}))
+        .await;
+    assert!(r.status / 100 == 2, "{} {}", r.status, r.text);
+    let e = wait_final(&http, &parent, Duration::from_secs(20)).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    assert!(
+        e["variables"]["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("canceled"),
+        "{e}"
+    );
+    node.stop().await;
 }

@@ -256,7 +256,13 @@ impl Run {
             let next_attempt = self.attempt + 1;
             let exp = (next_attempt - 2).clamp(0, 20) as u32;
             let backoff = retry.backoff_ms.saturating_mul(1u64 << exp);
-            logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(text.clone())));
+            logs.push(self.log(
+                &self.item,
+                self.step,
+                self.attempt,
+                "failed",
+                Some(text.clone()),
+            ));
             logs.push(self.log(&self.item, self.step, next_attempt, "started", None));
             // The backoff parks the execution like a timer (no actor held),
             // except on wait items, whose own deadline uses the same column.
@@ -306,7 +312,13 @@ impl Run {
                     "attempt": self.attempt,
                 }),
             );
-            logs.push(self.log(&self.item, self.step, self.attempt, "failed", Some(text.clone())));
+            logs.push(self.log(
+                &self.item,
+                self.step,
+                self.attempt,
+                "failed",
+                Some(text.clone()),
+            ));
             self.move_to(handler, variables, None, logs, Vec::new())
                 .await?;
             return Ok(None);

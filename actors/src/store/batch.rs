@@ -131,7 +131,8 @@ impl Shape {
             && cp.attempt.is_some()
             && cp.wait.is_none()
             && cp.consume_signals.is_empty()
-            && cp.notify_parent.is_none();
+            && cp.notify_parent.is_none()
+            && !cp.only_if_parked;
         if !rest_untouched {
             return None;
         }

@@ -70,6 +70,9 @@ pub struct Checkpoint {
     /// This execution's parent, told (a `__child` signal, in the same
     /// transaction) that a child has finished.
     pub notify_parent: Option<String>,
+    /// Write only while the execution is parked (`waiting` or
+    /// `waiting-signal`): no actor runs it anywhere.
+    pub only_if_parked: bool,
 }
 
 /// What a parked execution waits for.
@@ -484,11 +487,16 @@ pub(super) async fn fenced_update(
     }
     // A finished execution is never written again by its actor: a stale
     // actor (or adoption scan) cannot reopen it.
+    let states: &[&str] = if cp.only_if_parked {
+        &[state::WAITING, state::WAITING_SIGNAL]
+    } else {
+        &state::UNFINISHED
+    };
     let result = update
         .filter(execution::Column::Id.eq(fence.execution.as_str()))
         .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
         .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
-        .filter(execution::Column::State.is_in(state::UNFINISHED))
+        .filter(execution::Column::State.is_in(states.iter().copied()))
         .exec(txn)
         .await?;
     Ok(result.rows_affected)

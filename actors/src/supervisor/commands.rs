@@ -143,18 +143,22 @@ impl Handler<CancelExecution> for NodeSupervisor {
             if row.state == state::COMPLETED || row.state == state::CANCELED {
                 return Ok(row);
             }
-            if row.owner_node.as_deref() != Some(node.as_str()) {
+            let parked = row.state == state::WAITING || row.state == state::WAITING_SIGNAL;
+            let mine = row.owner_node.as_deref() == Some(node.as_str());
+            if !mine && !parked && row.state != state::FAILED {
                 return Err(EngineError::Conflict(format!(
-                    "execution {} is owned by node {}; cancel it there",
+                    "execution {} is running on node {}; cancel it there",
                     row.id,
                     row.owner_node.as_deref().unwrap_or("(none)")
                 )));
             }
-            // No actor runs it: a fenced write under the epoch just read,
-            // refused if ownership moved since.
+            // No actor runs it (parked and failed executions hold none on
+            // any node): a write fenced by the owner and epoch just read,
+            // refused if either moved since; a parked execution of another
+            // node only while it is still parked.
             let fence = Fence {
                 execution: row.id.clone(),
-                node: node.clone(),
+                node: row.owner_node.clone().unwrap_or_default(),
                 epoch: row.owner_epoch,
             };
             let log = LogEntry {
@@ -162,11 +166,13 @@ impl Handler<CancelExecution> for NodeSupervisor {
                 step: row.step,
                 attempt: row.attempt,
                 event: "log",
-                message: Some("execution canceled".into()),
+                message: Some(format!("execution canceled (by node {node})")),
             };
             if row.state == state::FAILED {
                 store.cancel_failed(&fence, log).await?;
             } else {
+                // A waiting parent hears of it in the same transaction
+                // (invariant 12), as when its actor cancels it.
                 store
                     .checkpoint(
                         &fence,
@@ -174,6 +180,8 @@ impl Handler<CancelExecution> for NodeSupervisor {
                             state: Some(state::CANCELED),
                             ended: true,
                             logs: vec![log],
+                            notify_parent: row.parent_id.clone(),
+                            only_if_parked: !mine,
                             ..Default::default()
                         },
                     )

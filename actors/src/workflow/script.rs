@@ -405,7 +405,10 @@ impl ScriptWorker {
         // level) costs a fresh context instead.
         let reusable = matches!(
             result,
-            Ok(_) | Err(ScriptError::Exception(_) | ScriptError::Thrown { .. } | ScriptError::Syntax(_))
+            Ok(_)
+                | Err(ScriptError::Exception(_)
+                    | ScriptError::Thrown { .. }
+                    | ScriptError::Syntax(_))
         ) && !self.interrupted.get()
             && context.with(|ctx| {
                 ctx.globals()
@@ -476,7 +479,9 @@ fn thrown(ctx: &Ctx<'_>) -> Thrown {
         let message: Option<String> = obj.get("message").ok();
         if let Some(message) = message {
             return Thrown::Error {
-                name: name.filter(|n| !n.is_empty()).unwrap_or_else(|| "Error".into()),
+                name: name
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "Error".into()),
                 message,
             };
         }
