@@ -13,6 +13,8 @@ use crate::util::*;
 on_all_backends!(
     a_timer_parks_the_execution_and_fires_after_its_time,
     signals_wake_waiting_executions_and_are_kept_until_awaited,
+    a_double_click_answers_one_interaction_once,
+    a_late_answer_is_refused_not_kept,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -310,4 +312,105 @@ async fn a_signal_sent_while_the_owner_is_down_is_delivered_after_takeover() {
         (json!("completed"), json!("late"), json!("w2")),
         "{e}"
     );
+}
+
+/// Issue 7: two answers to the first of two interactions, posted at the
+/// same moment (a double click): exactly one is taken, the other is refused
+/// with 409 and never fed to the second interaction (DESIGN.md invariant
+/// 13). Five rounds, as the user tried it.
+async fn a_double_click_answers_one_interaction_once(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &json!({"id": "two-asks", "variables": {"a": 0, "b": 0}, "outputs": {"a": "number", "b": "number"},
+        "start": "ask1", "items": {
+        "ask1": {"type": "interaction", "inputs": {"a": "number"}, "next": "ask2"},
+        "ask2": {"type": "interaction", "inputs": {"b": "number"}, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    for round in 0..5 {
+        let id = start(&http, "two-asks", json!({})).await;
+        eventually("waiting for the first answer", LONG, || async {
+            get(&http, &id).await["waiting_for"]["kind"] == "interaction"
+        })
+        .await;
+        let path = format!("/api/executions/{id}/interaction");
+        let (one, two) = (json!({"inputs": {"a": 1}}), json!({"inputs": {"a": 2}}));
+        let (r1, r2) = futures::join!(http.post(&path, &one), http.post(&path, &two));
+        let mut statuses = [r1.status, r2.status];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [202, 409],
+            "round {round}: {} / {}",
+            r1.text,
+            r2.text
+        );
+        let taken = if r1.status == 202 { 1 } else { 2 };
+        eventually("waiting for the second answer", LONG, || async {
+            let e = get(&http, &id).await;
+            e["current_item"] == "ask2" && e["waiting_for"]["kind"] == "interaction"
+        })
+        .await;
+        let r = http.post(&path, &json!({"inputs": {"b": 7}})).await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let e = wait_final(&http, &id, LONG).await;
+        assert_eq!(e["state"], "completed", "round {round}: {e}");
+        assert_eq!(
+            (e["outputs"]["a"].clone(), e["outputs"]["b"].clone()),
+            (json!(taken), json!(7)),
+            "{e}"
+        );
+    }
+    node.stop().await;
+}
+
+/// An answer after the interaction's timeout is refused (409), not kept
+/// for the item to take when it wakes.
+async fn a_late_answer_is_refused_not_kept(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    // A wait whose timeout has passed but that no scan has woken yet
+    // refuses the answer (the database clock decides).
+    import(&http, &json!({"id": "late2", "variables": {"a": 0},
+        "start": "ask", "items": {
+        "ask": {"type": "interaction", "inputs": {"a": "number"}, "timeout_ms": 200, "next": "e", "on_error": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "late2", json!({})).await;
+    eventually("waiting for an answer", LONG, || async {
+        get(&http, &id).await["waiting_for"]["kind"] == "interaction"
+    })
+    .await;
+    // Hold the wake scan off by pushing the deadline into the past directly.
+    node.store()
+        .db()
+        .run({
+            let id = id.clone();
+            move |c| async move {
+                use sea_orm::ConnectionTrait;
+                c.execute_unprepared(&format!(
+                    "UPDATE executions SET wait_until = 1 WHERE id = '{id}'"
+                ))
+                .await?;
+                Ok(())
+            }
+        })
+        .await
+        .expect("update");
+    let r = http
+        .post(
+            &format!("/api/executions/{id}/interaction"),
+            &json!({"inputs": {"a": 3}}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["variables"]["a"].clone()),
+        (json!("completed"), json!(0)),
+        "the late answer was not kept: {e}"
+    );
+    node.stop().await;
 }

@@ -367,10 +367,17 @@ pub(crate) async fn interaction(
             details,
         });
     }
-    state
+    // Taken once, for the item it was meant for: refused if another
+    // answer won, the execution moved on, or the timeout passed.
+    let taken = state
         .store
-        .insert_signal(&eid, INTERACTION, &Value::Object(request.inputs))
+        .answer_interaction(&eid, row.step, &Value::Object(request.inputs))
         .await?;
+    if !taken {
+        return Err(ApiError::Conflict(format!(
+            "execution {eid} is no longer waiting for this interaction (answered already, moved on, or timed out)"
+        )));
+    }
     if row.owner_node.as_deref() == Some(state.node_id.as_str()) {
         state.supervisor.do_send(WakeDue);
     }

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::run::{ItemDone, ItemFailure, Next, Run};
-use crate::store::{state, Wait, INTERACTION};
+use crate::store::{state, Wait, ANSWER, INTERACTION};
 use crate::workflow::script::Code;
 
 impl Run {
@@ -61,7 +61,7 @@ impl Run {
         timeout_ms: Option<u64>,
         next: &str,
     ) -> Result<ItemDone, ItemFailure> {
-        self.await_signal(name, timeout_ms, next, |payload| {
+        self.await_signal(name, name, timeout_ms, next, |payload| {
             store
                 .map(|var| (var.to_owned(), payload))
                 .into_iter()
@@ -77,26 +77,35 @@ impl Run {
         timeout_ms: Option<u64>,
         next: &str,
     ) -> Result<ItemDone, ItemFailure> {
-        self.await_signal(INTERACTION, timeout_ms, next, |payload| match payload {
-            Value::Object(answer) => answer.into_iter().collect(),
-            _ => Vec::new(),
-        })
+        // Parked on the interaction; an answer is taken (once, for this
+        // step) by `Store::answer_interaction`, which stores it as ANSWER.
+        self.await_signal(
+            INTERACTION,
+            ANSWER,
+            timeout_ms,
+            next,
+            |payload| match payload {
+                Value::Object(answer) => answer.into_iter().collect(),
+                _ => Vec::new(),
+            },
+        )
         .await
     }
 
     /// A signal or interaction item: completes with the oldest pending
-    /// signal of `name` (consumed in the completion transaction), fails
-    /// when its timeout has passed, and parks otherwise.
+    /// signal `take` (consumed in the completion transaction), fails when
+    /// its timeout has passed, and parks on `name` otherwise.
     async fn await_signal(
         &self,
         name: &str,
+        take: &str,
         timeout_ms: Option<u64>,
         next: &str,
         pairs: impl FnOnce(Value) -> Vec<(String, Value)>,
     ) -> Result<ItemDone, ItemFailure> {
         let pending = self
             .store
-            .pending_signal(&self.fence.execution, name)
+            .pending_signal(&self.fence.execution, take)
             .await
             .map_err(|e| ItemFailure::new(format!("cannot read signals: {e}")))?;
         if let Some(sig) = pending {

@@ -6,10 +6,11 @@
 //! its parked executions whose time has come or whose signal has arrived,
 //! and `wake` sets them running again, fenced by owner.
 
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -17,8 +18,14 @@ use super::entities::{execution, signal};
 use super::{state, Store};
 use crate::error::StoreError;
 
-/// The signal name under which an interaction's answer is delivered.
+/// What an execution parked on a user interaction waits for
+/// (`wait_signal`) until it is answered.
 pub const INTERACTION: &str = "__interaction";
+
+/// The signal name under which an accepted interaction answer is stored;
+/// an answered execution waits for it (`wait_signal`), so the wake scan
+/// finds it at once.
+pub const ANSWER: &str = "__answer";
 
 /// Marks a signal consumed, inside the completing transaction.
 pub(super) async fn consume(
@@ -66,6 +73,65 @@ pub(super) async fn notify_parent(
 }
 
 impl Store {
+    /// Takes an answer to the interaction `execution_id` waits on at
+    /// `step`, once (DESIGN.md invariant 13): in one transaction, a
+    /// compare-and-set moves the execution from waiting for an answer to
+    /// answered, only if it is still parked on the interaction at that step
+    /// and its timeout has not passed (database clock), and the answer is
+    /// stored for that item. Returns `false`, storing nothing, otherwise: a
+    /// second answer, an answer for an earlier interaction, or a late one.
+    pub async fn answer_interaction(
+        &self,
+        execution_id: &str,
+        step: i64,
+        answer: &Value,
+    ) -> Result<bool, StoreError> {
+        let backend = self.backend();
+        let (execution_id, answer) = (execution_id.to_owned(), answer.to_string());
+        self.db()
+            .run(move |c| async move {
+                let txn = c.begin().await?;
+                let now = Store::now_expr(backend);
+                let r = execution::Entity::update_many()
+                    .col_expr(execution::Column::WaitSignal, Expr::value(ANSWER))
+                    .col_expr(execution::Column::UpdatedAt, now.clone())
+                    .filter(execution::Column::Id.eq(execution_id.as_str()))
+                    .filter(execution::Column::State.eq(state::WAITING_SIGNAL))
+                    .filter(execution::Column::WaitSignal.eq(INTERACTION))
+                    .filter(execution::Column::Step.eq(step))
+                    .filter(
+                        Condition::any()
+                            .add(execution::Column::WaitUntil.is_null())
+                            .add(Expr::col(execution::Column::WaitUntil).gt(now.clone())),
+                    )
+                    .exec(&txn)
+                    .await?;
+                if r.rows_affected != 1 {
+                    txn.rollback().await?;
+                    return Ok(false);
+                }
+                let insert = Query::insert()
+                    .into_table(signal::Entity)
+                    .columns([
+                        signal::Column::ExecutionId,
+                        signal::Column::Name,
+                        signal::Column::Payload,
+                        signal::Column::CreatedAt,
+                    ])
+                    .values_panic([
+                        Expr::value(execution_id),
+                        Expr::value(ANSWER),
+                        Expr::value(answer),
+                        now,
+                    ])
+                    .to_owned();
+                txn.execute(&insert).await?;
+                txn.commit().await?;
+                Ok(true)
+            })
+            .await
+    }
+
     /// Ids of every unconsumed signal of this name for an execution.
     pub async fn pending_signal_ids(
         &self,
