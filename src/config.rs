@@ -154,6 +154,11 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// Missed heartbeats before a node is declared dead.
     pub failover_heartbeats: u32,
+    /// How long a stopping node lets running items finish before it
+    /// records them interrupted and hands them off; below the failover
+    /// timeout. Default: failover timeout - 2 intervals (at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<u64>,
 }
 
 impl Default for ClusterConfig {
@@ -163,6 +168,7 @@ impl Default for ClusterConfig {
             active_nodes: 1,
             heartbeat_interval_ms: 1000,
             failover_heartbeats: 5,
+            drain_timeout_ms: None,
         }
     }
 }
@@ -171,6 +177,16 @@ impl ClusterConfig {
     /// interval x heartbeats.
     pub fn failover_timeout_ms(&self) -> u64 {
         self.heartbeat_interval_ms * u64::from(self.failover_heartbeats)
+    }
+
+    /// The drain bound: `drain_timeout_ms`, or the failover timeout less
+    /// two intervals (at least one interval).
+    pub fn drain_timeout_ms(&self) -> u64 {
+        self.drain_timeout_ms.unwrap_or_else(|| {
+            self.failover_timeout_ms()
+                .saturating_sub(2 * self.heartbeat_interval_ms)
+                .max(self.heartbeat_interval_ms)
+        })
     }
 }
 
@@ -375,6 +391,17 @@ impl Config {
                 "must be between 2 and 1000".into(),
             ));
         }
+        if let Some(d) = c.drain_timeout_ms {
+            if c.enabled && d >= c.failover_timeout_ms() {
+                return Err(err(
+                    "cluster.drain_timeout_ms",
+                    format!(
+                        "must be below the failover timeout ({} ms = heartbeat_interval_ms x failover_heartbeats)",
+                        c.failover_timeout_ms()
+                    ),
+                ));
+            }
+        }
         if self.scripts.timeout_ms == 0 {
             return Err(err("scripts.timeout_ms", "must be at least 1".into()));
         }
@@ -451,7 +478,14 @@ impl Config {
     /// The settings every node of a cluster must share, as JSON, so that a
     /// differing key can be named.
     pub fn fingerprint(&self) -> String {
-        serde_json::json!({ "cluster": self.cluster, "scripts": {
+        // The drain bound is each node's own: not part of the fingerprint.
+        let cluster = serde_json::json!({
+            "enabled": self.cluster.enabled,
+            "active_nodes": self.cluster.active_nodes,
+            "heartbeat_interval_ms": self.cluster.heartbeat_interval_ms,
+            "failover_heartbeats": self.cluster.failover_heartbeats,
+        });
+        serde_json::json!({ "cluster": cluster, "scripts": {
             "timeout_ms": self.scripts.timeout_ms,
             "memory_limit_mb": self.scripts.memory_limit_mb,
         } })

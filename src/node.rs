@@ -207,6 +207,13 @@ impl NodeBuilder {
         })
         .start();
 
+        // A cluster node drains within its bound (below the failover
+        // timeout); a standalone node gives running items 5 s.
+        let drain = if config.cluster.enabled {
+            Duration::from_millis(config.cluster.drain_timeout_ms())
+        } else {
+            Duration::from_secs(5)
+        };
         let config = Arc::new(config);
         let state = web::Data::new(AppState {
             node_id: node_id.clone(),
@@ -254,6 +261,7 @@ impl NodeBuilder {
             metrics,
             server: server_handle,
             server_task,
+            drain,
         })
     }
 }
@@ -275,6 +283,7 @@ pub struct NodeHandle {
     metrics: Arc<EngineMetrics>,
     server: actix_web::dev::ServerHandle,
     server_task: actix_rt::task::JoinHandle<std::io::Result<()>>,
+    drain: Duration,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -324,11 +333,13 @@ impl NodeHandle {
 
     /// Stops gracefully: health turns 503 (`STOPPING`), new work is
     /// refused, each execution stops after its current item (checkpointed;
-    /// items still running after 5 s are abandoned and run again when the
-    /// node restarts), the HTTP server finishes in-flight requests, and the
-    /// node leaves.
+    /// items still running past the drain bound, `cluster.drain_timeout_ms`
+    /// or 5 s standalone, are recorded interrupted and run again on the
+    /// next owner), the HTTP server finishes in-flight requests, and the
+    /// node leaves. A cluster node heartbeats until it has handed off.
     pub async fn stop(self) {
-        self.stop_with_grace(Duration::from_secs(5)).await;
+        let drain = self.drain;
+        self.stop_with_grace(drain).await;
     }
 
     /// [`NodeHandle::stop`] with a chosen grace period for running items.

@@ -18,6 +18,10 @@ use crate::util::*;
 mod sqlite {
     use super::*;
     #[actix_rt::test]
+    async fn sigterm_during_a_long_item_drains_without_a_failover() {
+        super::drain(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
     async fn kill_dash_nine_of_the_active_node_fails_over_and_loses_nothing() {
         super::kill_active(Backend::Sqlite).await
     }
@@ -37,6 +41,10 @@ mod sqlite {
 
 mod postgres {
     use super::*;
+    #[actix_rt::test]
+    async fn sigterm_during_a_long_item_drains_without_a_failover() {
+        super::drain(Backend::Postgres).await
+    }
     #[actix_rt::test]
     async fn kill_dash_nine_of_the_active_node_fails_over_and_loses_nothing() {
         super::kill_active(Backend::Postgres).await
@@ -65,6 +73,10 @@ mod postgres {
 
 mod mysql {
     use super::*;
+    #[actix_rt::test]
+    async fn sigterm_during_a_long_item_drains_without_a_failover() {
+        super::drain(Backend::Mysql).await
+    }
     #[actix_rt::test]
     async fn nodes_with_skewed_clocks_agree_on_liveness() {
         super::skew(Backend::Mysql).await
@@ -499,6 +511,77 @@ async fn graceful(b: Backend) {
             .flatten()
             .any(|e| e["kind"] == "failover"),
         "no failover: {events}"
+    );
+    monitor.assert_never_exceeded(1);
+}
+
+/// Issue 7: SIGTERM while an item longer than the failover timeout runs.
+/// The stopping node heartbeats through its drain, records the item as
+/// interrupted at the drain bound (below the failover timeout), and hands
+/// the execution off: no failover, and the item starts at most twice
+/// (DESIGN.md invariant 11).
+async fn drain(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let mut n1 = serve(&node_env(&db, "d1"));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = serve(&node_env(&db, "d2"));
+    eventually("d2 is a standby", LONG, || async {
+        health(&n2.url).await.1 == "STANDBY"
+    })
+    .await;
+    let http1 = Http::new(&n1.url);
+    import(
+        &http1,
+        &json!({"id": "long-item", "start": "s", "items": {
+        "s": {"type": "action", "action": "sleep", "inputs": {"ms": "2500"}, "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http1, "long-item", json!({})).await;
+    eventually("the long item runs", LONG, || async {
+        logs(&http1, &id)
+            .await
+            .iter()
+            .any(|l| l["item"] == "s" && l["event"] == "started")
+    })
+    .await;
+    let sent = Instant::now();
+    let status = n1.terminate().expect("terminate");
+    let stopped = sent.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopped < Duration::from_secs(4),
+        "the drain is bounded (600 ms here), not the item's 2.5 s: {stopped:?}"
+    );
+    wait_active(&n2.url).await;
+    let http2 = Http::new(&n2.url);
+    let e = wait_final(&http2, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    let log = logs(&http2, &id).await;
+    let starts = log
+        .iter()
+        .filter(|l| l["item"] == "s" && l["event"] == "started")
+        .count();
+    assert!(starts <= 2, "the long item started {starts} times: {log:?}");
+    assert!(
+        log.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("interrupted"))),
+        "the interrupted item is recorded: {log:?}"
+    );
+    assert_exactly_once(&id, &log);
+    let events = http2.get("/api/cluster/events").await.json;
+    let events = events.as_array().cloned().unwrap_or_default();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "leave" && e["node_id"] == "d1"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["kind"] == "failover"),
+        "a drain is not a failover: {events:?}"
     );
     monitor.assert_never_exceeded(1);
 }

@@ -70,11 +70,9 @@ impl HeartbeatActor {
             self.epoch_seen = status.epoch;
             self.last_ok_sent = Instant::now();
         }
-        if matches!(
-            status.state,
-            NodeState::Fenced | NodeState::Starting | NodeState::Stopping
-        ) || status.epoch == 0
-        {
+        // A stopping node heartbeats on until it has handed its executions
+        // off (DESIGN.md invariant 11): a drain is not a failure.
+        if matches!(status.state, NodeState::Fenced | NodeState::Starting) || status.epoch == 0 {
             return;
         }
         let silent = self.last_ok_sent.elapsed();

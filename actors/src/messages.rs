@@ -69,12 +69,16 @@ pub struct ExecutionEnded {
 pub struct Cancel;
 
 /// Tells an execution actor to stop after its current item (checkpointed),
-/// or at once when `now` (fencing: no further write may be attempted).
+/// or at once when `now`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Stop {
     /// Abort the current item instead of letting it finish.
     pub now: bool,
+    /// Record the aborted item as interrupted (a drain past its bound,
+    /// whose node still owns the execution). `false` when fencing: no
+    /// further write may be attempted.
+    pub record: bool,
 }
 
 /// Sent by an execution actor that has created a child execution (owned by

@@ -88,6 +88,21 @@ impl Run {
         Ok(None)
     }
 
+    /// A drain reached its bound with this item still running: the item is
+    /// recorded as interrupted; the next owner runs it again (attempt + 1).
+    pub(super) async fn interrupted(&self) -> Result<RunOutcome, RunOutcome> {
+        let message = format!(
+            "interrupted: node {} is stopping and its drain bound passed; the item runs again on the next owner",
+            self.fence.node
+        );
+        self.write(Checkpoint {
+            logs: vec![self.log(&self.item, self.step, self.attempt, "log", Some(message))],
+            ..Default::default()
+        })
+        .await?;
+        Ok(RunOutcome::Stopped)
+    }
+
     pub(super) async fn cancel(&self) -> Result<RunOutcome, RunOutcome> {
         self.write(Checkpoint {
             state: Some(state::CANCELED),

@@ -111,6 +111,8 @@ pub struct ExecutionSetup {
 struct Control {
     cancel: Cell<bool>,
     stop: Cell<bool>,
+    /// The item in flight was aborted by a drain: record it as interrupted.
+    record_interrupt: Cell<bool>,
     current: RefCell<Option<AbortHandle>>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
@@ -192,6 +194,7 @@ impl Handler<Stop> for ExecutionActor {
         self.control.waiters.borrow_mut().push(tx);
         self.control.stop.set(true);
         if msg.now {
+            self.control.record_interrupt.set(msg.record);
             self.control.abort_current();
         }
         Box::pin(async move {

@@ -166,6 +166,9 @@ impl Run {
             *control.current.borrow_mut() = None;
             let result = match result {
                 Ok(r) => r,
+                Err(_aborted) if control.stop.get() && control.record_interrupt.get() => {
+                    return self.interrupted().await;
+                }
                 Err(_aborted) => continue,
             };
             let next = match result {

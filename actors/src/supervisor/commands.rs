@@ -293,9 +293,12 @@ impl Handler<ResumeFailed> for NodeSupervisor {
     }
 }
 
-/// Stops the node's executions gracefully: each stops after its current
-/// item; items still running after `grace` are abandoned (they run again,
-/// attempt + 1, when the execution is next claimed).
+/// Stops the node's executions gracefully (a drain, DESIGN.md invariant
+/// 11): each stops after its current item; items still running after
+/// `grace` are aborted and recorded as interrupted (they run again,
+/// attempt + 1, on the next owner). In cluster mode the node keeps
+/// heartbeating throughout, then hands its executions off in one
+/// transaction (`leave_cluster`), so a drain never becomes a failover.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown {
@@ -314,11 +317,19 @@ impl Handler<Shutdown> for NodeSupervisor {
         let node = self.cfg.node_id.clone();
         let cluster = self.cfg.cluster;
         let fut = async move {
-            let graceful =
-                futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: false })));
+            let graceful = futures::future::join_all(actors.iter().map(|a| {
+                a.send(Stop {
+                    now: false,
+                    record: false,
+                })
+            }));
             if tokio::time::timeout(msg.grace, graceful).await.is_err() {
-                let now =
-                    futures::future::join_all(actors.iter().map(|a| a.send(Stop { now: true })));
+                let now = futures::future::join_all(actors.iter().map(|a| {
+                    a.send(Stop {
+                        now: true,
+                        record: true,
+                    })
+                }));
                 let _ = tokio::time::timeout(Duration::from_secs(2), now).await;
             }
             match cluster {

@@ -58,7 +58,10 @@ impl NodeSupervisor {
     /// Stops every execution at once; no further write is attempted.
     pub(super) fn stop_all_now(&mut self) {
         for addr in self.running.values() {
-            addr.do_send(Stop { now: true });
+            addr.do_send(Stop {
+                now: true,
+                record: false,
+            });
         }
     }
 }
@@ -98,10 +101,13 @@ impl Handler<FenceSelf> for NodeSupervisor {
         let Some(timing) = self.cfg.cluster else {
             return;
         };
-        if matches!(
-            state,
-            NodeState::Fenced | NodeState::Stopping | NodeState::Starting
-        ) {
+        if state == NodeState::Stopping {
+            // Draining and the lease is gone (or the node left): whatever
+            // still runs stops at once and writes nothing more.
+            self.stop_all_now();
+            return;
+        }
+        if matches!(state, NodeState::Fenced | NodeState::Starting) {
             return;
         }
         tracing::error!(node = %self.cfg.node_id, reason = %msg.reason, "fencing this node: stopping every execution");
