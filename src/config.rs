@@ -385,10 +385,16 @@ impl Config {
                 "must be between 10 and 3600000".into(),
             ));
         }
-        if !(2..=1000).contains(&c.failover_heartbeats) {
+        // A node fences itself when no heartbeat committed for (timeout -
+        // one interval); at 2 that is one interval, and a heartbeat a little
+        // late on timer jitter fences a healthy node.
+        if !(3..=1000).contains(&c.failover_heartbeats) {
             return Err(err(
                 "cluster.failover_heartbeats",
-                "must be between 2 and 1000".into(),
+                format!(
+                    "must be at least 3 (and at most 1000), not {}: at 2 a node fences itself on timer jitter",
+                    c.failover_heartbeats
+                ),
             ));
         }
         if let Some(d) = c.drain_timeout_ms {
@@ -599,6 +605,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("http.listen") && e.contains("auth"), "{e}");
+    }
+
+    #[test]
+    fn failover_heartbeats_below_three_is_refused_naming_the_key() {
+        for n in ["0", "1", "2"] {
+            let e = Config::load(None, env(&[("BATON_CLUSTER__FAILOVER_HEARTBEATS", n)]), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cluster.failover_heartbeats"), "{n}: {e}");
+            assert!(e.contains("at least 3"), "{n}: {e}");
+        }
+        let c = Config::load(
+            None,
+            env(&[("BATON_CLUSTER__FAILOVER_HEARTBEATS", "3")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cluster.failover_heartbeats, 3);
     }
 
     #[test]

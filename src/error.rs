@@ -158,11 +158,96 @@ impl From<StoreError> for ApiError {
             }
             StoreError::VersionMismatch { .. } => ApiError::PreconditionFailed(e.to_string()),
             StoreError::OwnershipLost { .. } => ApiError::Conflict(e.to_string()),
-            StoreError::Db(_) | StoreError::Corrupt { .. } | StoreError::RuntimeGone => {
-                ApiError::Internal(e.to_string())
-            }
+            StoreError::Db(_) | StoreError::RuntimeGone => match unavailable_reason(&e) {
+                Some(reason) => {
+                    // The driver's text stays in the log; the client gets a short reason.
+                    tracing::warn!(error = %e, "database unavailable; answered 503");
+                    ApiError::Unavailable {
+                        code: "database_unavailable",
+                        message: format!("the database is unavailable ({reason}); try again later"),
+                    }
+                }
+                None => ApiError::Internal(e.to_string()),
+            },
+            StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
         }
     }
+}
+
+/// Why `e` means the database cannot be reached now (a short reason that
+/// names no host, URL or driver text), or `None` when it is another fault.
+///
+/// Connection-level failures: sea-orm's `Conn` and `ConnectionAcquire`;
+/// sqlx I/O, TLS, pool time-out, closed pool and crashed-worker errors
+/// inside `Exec`/`Query`; PostgreSQL SQLSTATE class 08 (connection
+/// exception), 57P01..57P05 (shutdown, cannot connect now) and 53300 (too
+/// many connections); MySQL/MariaDB class 08 (08S01 server shutdown), the
+/// error numbers for a killed or lost connection, and "server has gone
+/// away"/"lost connection" messages; and the database runtime gone.
+pub(crate) fn unavailable_reason(e: &StoreError) -> Option<&'static str> {
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+    match e {
+        StoreError::RuntimeGone => Some("the database runtime has stopped"),
+        StoreError::Db(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) => {
+            Some("timed out waiting for a database connection")
+        }
+        StoreError::Db(DbErr::ConnectionAcquire(_)) => Some("the connection pool is closed"),
+        StoreError::Db(DbErr::Conn(RuntimeErr::SqlxError(s))) => {
+            Some(sqlx_reason(s).unwrap_or("cannot connect"))
+        }
+        StoreError::Db(DbErr::Conn(_)) => Some("cannot connect"),
+        StoreError::Db(DbErr::Exec(r) | DbErr::Query(r)) => match r {
+            RuntimeErr::SqlxError(s) => sqlx_reason(s),
+            RuntimeErr::Internal(text) => lost_connection_text(text),
+        },
+        _ => None,
+    }
+}
+
+fn sqlx_reason(e: &sea_orm::SqlxError) -> Option<&'static str> {
+    use sea_orm::SqlxError;
+    use std::io::ErrorKind;
+    match e {
+        SqlxError::Io(io) => Some(match io.kind() {
+            ErrorKind::ConnectionRefused => "connection refused",
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "connection reset",
+            ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => "connection closed by the server",
+            ErrorKind::TimedOut => "connection timed out",
+            _ => "connection error",
+        }),
+        SqlxError::Tls(_) => Some("TLS connection failed"),
+        SqlxError::PoolTimedOut => Some("timed out waiting for a database connection"),
+        SqlxError::PoolClosed => Some("the connection pool is closed"),
+        SqlxError::WorkerCrashed => Some("the database connection worker stopped"),
+        SqlxError::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            if code.starts_with("08") {
+                Some("connection failure")
+            } else if matches!(code, "57P01" | "57P02" | "57P03" | "57P04" | "57P05") {
+                Some("the server is shutting down or not accepting connections")
+            } else if code == "53300" {
+                Some("too many connections")
+            } else if db
+                .try_downcast_ref::<sea_orm::SqlxMySqlError>()
+                .is_some_and(|m| {
+                    matches!(m.number(), 1040 | 1053 | 1927 | 2002 | 2003 | 2006 | 2013)
+                })
+            {
+                Some("the server closed the connection")
+            } else {
+                lost_connection_text(db.message())
+            }
+        }
+        _ => None,
+    }
+}
+
+/// MySQL's wording for a connection that went away (MariaDB's too).
+fn lost_connection_text(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    (t.contains("server has gone away") || t.contains("lost connection to"))
+        .then_some("the server closed the connection")
 }
 
 impl From<EngineError> for ApiError {
@@ -194,5 +279,161 @@ impl From<EngineError> for ApiError {
                 message: format!("the node is shutting down: {m}"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, SqlxError};
+
+    use super::*;
+
+    /// A database error as a server sends it: a SQLSTATE and a message.
+    #[derive(Debug)]
+    struct ServerError {
+        code: &'static str,
+        message: &'static str,
+    }
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} (SQLSTATE {})", self.message, self.code)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            self.message
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.code))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn server(code: &'static str, message: &'static str) -> SqlxError {
+        SqlxError::Database(Box::new(ServerError { code, message }))
+    }
+
+    fn io(kind: std::io::ErrorKind) -> SqlxError {
+        SqlxError::Io(std::io::Error::new(
+            kind,
+            "postgres://baton:hunter2@db.internal:5432/baton",
+        ))
+    }
+
+    fn exec(e: SqlxError) -> StoreError {
+        StoreError::Db(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+    }
+
+    fn query(e: SqlxError) -> StoreError {
+        StoreError::Db(DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))
+    }
+
+    fn answer(e: StoreError) -> (StatusCode, &'static str, String) {
+        let a = ApiError::from(e);
+        (a.status_code(), a.code(), a.to_string())
+    }
+
+    #[test]
+    fn a_database_outage_is_503_database_unavailable_without_the_driver_text() {
+        let outages = [
+            StoreError::Db(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(io(
+                std::io::ErrorKind::ConnectionRefused,
+            ))))),
+            StoreError::Db(DbErr::Conn(RuntimeErr::Internal(
+                "postgres://baton:hunter2@db.internal refused".into(),
+            ))),
+            StoreError::Db(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+            StoreError::Db(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
+            exec(io(std::io::ErrorKind::UnexpectedEof)),
+            query(io(std::io::ErrorKind::ConnectionReset)),
+            query(io(std::io::ErrorKind::BrokenPipe)),
+            exec(SqlxError::PoolTimedOut),
+            query(SqlxError::PoolClosed),
+            query(SqlxError::WorkerCrashed),
+            // PostgreSQL: connection exceptions and shutdowns.
+            query(server("08006", "connection failure")),
+            query(server("08001", "could not connect")),
+            exec(server(
+                "57P01",
+                "terminating connection due to administrator command",
+            )),
+            query(server("57P02", "crash shutdown")),
+            query(server("57P03", "the database system is starting up")),
+            // MySQL / MariaDB.
+            query(server("08S01", "Server shutdown in progress")),
+            query(server("HY000", "MySQL server has gone away")),
+            query(server(
+                "HY000",
+                "Lost connection to MySQL server during query",
+            )),
+            StoreError::Db(DbErr::Query(RuntimeErr::Internal(
+                "MySQL server has gone away".into(),
+            ))),
+            StoreError::RuntimeGone,
+        ];
+        for e in outages {
+            let shown = format!("{e:?}");
+            let (status, code, message) = answer(e);
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{shown}");
+            assert_eq!(code, "database_unavailable", "{shown}");
+            assert!(message.contains("database"), "{shown}: {message}");
+            for leak in ["hunter2", "db.internal", "://", "SQLSTATE", "gone away"] {
+                assert!(!message.contains(leak), "{shown}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_database_errors_stay_500() {
+        let faults = [
+            query(server("42P01", "relation \"executions\" does not exist")),
+            exec(server(
+                "23505",
+                "duplicate key value violates unique constraint",
+            )),
+            query(server("22P02", "invalid input syntax")),
+            query(SqlxError::RowNotFound),
+            query(SqlxError::Protocol("unexpected message".into())),
+            StoreError::Db(DbErr::Custom("bad".into())),
+            StoreError::Db(DbErr::Json("bad".into())),
+            StoreError::Db(DbErr::Query(RuntimeErr::Internal("syntax error".into()))),
+            StoreError::Corrupt {
+                what: "x".into(),
+                reason: "y".into(),
+            },
+        ];
+        for e in faults {
+            let shown = format!("{e:?}");
+            let (status, code, _) = answer(e);
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{shown}");
+            assert_eq!(code, "internal", "{shown}");
+        }
+    }
+
+    #[test]
+    fn an_unavailable_answer_carries_retry_after() {
+        let resp = ApiError::from(StoreError::RuntimeGone).error_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key("retry-after"));
     }
 }

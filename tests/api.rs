@@ -402,6 +402,26 @@ async fn cluster_and_openapi() {
             "OpenAPI lacks {m} /api/workflows/{{id}}"
         );
     }
+    // A database outage (or a standby) answers 503 with Retry-After.
+    for (p, m) in [
+        ("/api/workflows", "get"),
+        ("/api/workflows", "post"),
+        ("/api/executions/{eid}", "get"),
+        ("/api/executions/{eid}/cancel", "post"),
+        ("/api/cluster", "get"),
+    ] {
+        let r = &paths[p][m]["responses"]["503"];
+        assert!(
+            r["headers"].get("Retry-After").is_some()
+                && r["content"]["application/json"]["schema"]["$ref"]
+                    == "#/components/schemas/ErrorBody",
+            "{m} {p} documents 503: {r}"
+        );
+    }
+    assert!(paths["/health/liveness"]["get"]["responses"]
+        .get("503")
+        .is_none());
+    assert!(doc.json["components"]["schemas"].get("ErrorBody").is_some());
     node.stop().await;
 }
 

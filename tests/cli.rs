@@ -116,6 +116,47 @@ async fn bad_configuration_stops_start_up_naming_the_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// At 2 missed heartbeats a node fences itself on timer jitter alone.
+#[actix_rt::test]
+async fn failover_heartbeats_below_three_is_refused_at_start() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("serve")
+        .env("BATON_LOG", "warn")
+        .env("BATON_HTTP__LISTEN", "127.0.0.1:0")
+        .env("BATON_DATABASE__URL", &db.url)
+        .env("BATON_CLUSTER__ENABLED", "true")
+        .env("BATON_CLUSTER__FAILOVER_HEARTBEATS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("baton runs");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("baton serve started with cluster.failover_heartbeats = 2");
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("cluster.failover_heartbeats")
+            && err.contains("BATON_CLUSTER__FAILOVER_HEARTBEATS")
+            && err.contains("at least 3"),
+        "{err}"
+    );
+}
+
 #[actix_rt::test]
 async fn migrate_applies_the_schema_and_exits() {
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");

@@ -20,5 +20,6 @@ mod embedded;
 mod engine;
 mod http_action;
 mod nested;
+mod outage;
 mod scripts;
 mod waits;

@@ -321,3 +321,107 @@ macro_rules! on_all_backends {
         }
     };
 }
+
+/// A TCP proxy of the test's own between a node and the database: `cut`
+/// drops every connection and refuses new ones (they are accepted and
+/// closed at once); `stall` drops every connection and leaves new ones
+/// unanswered, like a server host that went silent; `restore` lets traffic
+/// through again.
+pub struct TcpProxy {
+    pub url: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TcpProxy {
+    pub async fn start(db_url: &str) -> TcpProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let (scheme_host, rest) = db_url.split_once("://").expect("url");
+        let (userinfo, hostpath) = rest
+            .rsplit_once('@')
+            .map(|(u, h)| (format!("{u}@"), h))
+            .unwrap_or((String::new(), rest));
+        let (hostport, path) = hostpath.split_once('/').expect("db path");
+        let upstream = hostport.to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = Arc::new(AtomicBool::new(true));
+        let silent = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (o, s, g) = (open.clone(), silent.clone(), generation.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener.into_std().expect("std"))
+                    .expect("listener");
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if !o.load(Ordering::SeqCst) {
+                        if s.load(Ordering::SeqCst) {
+                            // Hold the connection without a word until restored.
+                            let o = o.clone();
+                            tokio::spawn(async move {
+                                while !o.load(Ordering::SeqCst) {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                                drop(inbound);
+                            });
+                        } else {
+                            drop(inbound);
+                        }
+                        continue;
+                    }
+                    let (o, g, upstream) = (o.clone(), g.clone(), upstream.clone());
+                    tokio::spawn(async move {
+                        let born = g.load(Ordering::SeqCst);
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await
+                        else {
+                            return;
+                        };
+                        let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                        let watch = async {
+                            while o.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        };
+                        tokio::select! { _ = copy => {}, _ = watch => {} }
+                    });
+                }
+            });
+        });
+        TcpProxy {
+            url: format!("{scheme_host}://{userinfo}{addr}/{path}"),
+            open,
+            silent,
+            generation,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.close(false);
+    }
+
+    pub fn stall(&self) {
+        self.close(true);
+    }
+
+    fn close(&self, silent: bool) {
+        use std::sync::atomic::Ordering;
+        self.silent.store(silent, Ordering::SeqCst);
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -15,6 +15,26 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::error::StoreError;
 
+/// How long a query waits for a connection of a PostgreSQL or MySQL pool,
+/// including opening a new one.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long start-up waits for a database server that refuses connections.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// True when connecting ran out of time: sqlx kept retrying a server that
+/// refused connections (or did not answer) until the acquire deadline.
+/// Other failures (a bad host name, a refused password) are final.
+fn server_not_reachable_yet(e: &sea_orm::DbErr) -> bool {
+    match e {
+        sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(s)) => {
+            matches!(**s, sea_orm::sqlx::Error::PoolTimedOut)
+        }
+        sea_orm::DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout) => true,
+        _ => false,
+    }
+}
+
 struct DbRuntime(Option<tokio::runtime::Runtime>);
 
 impl Drop for DbRuntime {
@@ -62,7 +82,17 @@ impl Db {
         opts.max_connections(if is_sqlite { 1 } else { max_connections })
             .min_connections(if is_sqlite { 1 } else { 2.min(max_connections) })
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(30))
+            // sqlx has one deadline for both waiting for a pooled connection
+            // and opening a new one (retrying while the server refuses). A
+            // server that is down must cost an HTTP request a few seconds
+            // (it answers 503 `database_unavailable`), not half a minute.
+            // SQLite's one connection is a queue of this process's writers
+            // and cannot lose its server: it may wait longer.
+            .acquire_timeout(if is_sqlite {
+                Duration::from_secs(30)
+            } else {
+                ACQUIRE_TIMEOUT
+            })
             // A ping before each checkout doubles the round trips of short
             // transactions; a dead connection fails its query instead, and
             // the caller's retry gets a fresh one.
@@ -77,9 +107,12 @@ impl Db {
         }
         // Switching a new SQLite file to WAL takes a lock that SQLite's busy
         // timeout does not wait for: nodes starting together on a fresh
-        // file can see "database is locked" once; try again.
+        // file can see "database is locked" once; try again. A database
+        // server that is still starting (refusing connections) gets up to
+        // STARTUP_WAIT, as it did before the acquire timeout was shortened.
         let conn = handle
             .spawn(async move {
+                let started = std::time::Instant::now();
                 let mut tries = 0;
                 loop {
                     match Database::connect(opts.clone()).await {
@@ -90,6 +123,13 @@ impl Db {
                         {
                             tries += 1;
                             tokio::time::sleep(Duration::from_millis(20 + 10 * tries)).await;
+                        }
+                        Err(e)
+                            if !is_sqlite
+                                && started.elapsed() < STARTUP_WAIT
+                                && server_not_reachable_yet(&e) =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                         other => return other,
                     }

@@ -2,7 +2,12 @@
 //! handlers' annotations so that it cannot drift from the code.
 
 use actix_web::{get, HttpResponse};
-use utoipa::OpenApi;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{Object, Ref, RefOr, Type};
+use utoipa::{Modify, OpenApi};
 
 use super::{cluster, executions, health, metrics, workflows};
 
@@ -34,6 +39,7 @@ use super::{cluster, executions, health, metrics, workflows};
         metrics::metrics,
         document,
     ),
+    modifiers(&Unavailable),
     tags(
         (name = "health", description = "For load balancers and supervisors"),
         (name = "workflows", description = "Workflow definitions"),
@@ -42,6 +48,57 @@ use super::{cluster, executions, health, metrics, workflows};
     )
 )]
 pub(crate) struct ApiDoc;
+
+/// Paths that answer without the database and are served by a standby too.
+const NEVER_UNAVAILABLE: &[&str] = &["/health/liveness", "/metrics", "/api/healthstatus"];
+
+/// Every other path may answer 503 with `Retry-After`: the database is
+/// unavailable (`database_unavailable`), or this node is not a running
+/// active node (`standby`, `not_running`). Added here once rather than on
+/// each handler.
+struct Unavailable;
+
+impl Modify for Unavailable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let response = ResponseBuilder::new()
+            .description(
+                "Unavailable: the database cannot be reached (`database_unavailable`), or this \
+                 node is not a running active node (`standby`, `not_running`); try again after \
+                 `Retry-After` seconds",
+            )
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Object::with_type(Type::Integer))
+                    .description(Some("Seconds to wait before trying again"))
+                    .build(),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if NEVER_UNAVAILABLE.contains(&path.as_str()) {
+                continue;
+            }
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                op.responses
+                    .responses
+                    .insert("503".into(), RefOr::T(response.clone()));
+            }
+        }
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "health", responses((status = 200, body = Object)))]
