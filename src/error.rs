@@ -169,6 +169,10 @@ impl From<StoreError> for ApiError {
                 }
                 None => ApiError::Internal(e.to_string()),
             },
+            StoreError::CommitUnknown(_) => ApiError::Unavailable {
+                code: "database_unavailable",
+                message: "the database connection broke while committing; try again later".into(),
+            },
             StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
         }
     }

@@ -53,6 +53,12 @@ pub enum StoreError {
         /// Why it could not be decoded.
         reason: String,
     },
+    /// The commit of this write failed in a way that leaves its outcome
+    /// unknown (the connection broke while committing): it may have been
+    /// committed. Only after this may a retry take a unique violation of
+    /// its completion record as "already written" (DESIGN.md invariant 10).
+    #[error("commit outcome unknown: {0}")]
+    CommitUnknown(sea_orm::DbErr),
     /// The database runtime has shut down.
     #[error("the database runtime has shut down")]
     RuntimeGone,

@@ -42,6 +42,10 @@ pub enum RunOutcome {
     Canceled,
     /// A fenced write was refused: another owner has it now.
     OwnershipLost,
+    /// The run's claim lost (DESIGN.md invariant 10): the row it was
+    /// started from was stale (another run claimed it, it moved on, parked
+    /// or ended). Nothing was written.
+    Superseded,
     /// Stopped by the node (shutdown or fencing) between items.
     Stopped,
     /// Parked on a timer, signal or interaction: no actor is held while it

@@ -17,6 +17,7 @@
 //! - `m20261125_000005_create_cluster_events`: joins, leaves, fencings and failovers
 //! - `m20261125_000006_create_cluster_lock`: serializes cluster-membership transactions
 //! - `m20261125_000007_create_signals`: signals and interaction answers awaiting consumption
+//! - `m20261126_000008_add_run_token`: the run claim token and the retry count of the current item
 // `#[async_trait]` needs `&SchemaManager` with its lifetime elided.
 #![allow(elided_lifetimes_in_paths)]
 
@@ -29,6 +30,7 @@ mod m20261125_000004_create_item_log;
 mod m20261125_000005_create_cluster_events;
 mod m20261125_000006_create_cluster_lock;
 mod m20261125_000007_create_signals;
+mod m20261126_000008_add_run_token;
 
 /// The ordered list of Baton's migrations.
 #[derive(Debug)]
@@ -45,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_create_cluster_events::Migration),
             Box::new(m20261125_000006_create_cluster_lock::Migration),
             Box::new(m20261125_000007_create_signals::Migration),
+            Box::new(m20261126_000008_add_run_token::Migration),
         ]
     }
 }

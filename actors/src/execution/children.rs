@@ -180,11 +180,15 @@ impl Run {
     }
 
     /// A child's id: the same for every run of the same item step, so a
-    /// re-run after a crash finds the child instead of starting another.
+    /// re-run after a crash finds the child instead of starting another;
+    /// a retry after a failure (not a crash) gets new children.
     fn child_id(&self, index: usize) -> String {
         use sha2::{Digest, Sha256};
-        let digest =
-            Sha256::digest(format!("{}/{}/{index}", self.fence.execution, self.step).as_bytes());
+        let key = match self.item_retries {
+            0 => format!("{}/{}/{index}", self.fence.execution, self.step),
+            r => format!("{}/{}/{index}/r{r}", self.fence.execution, self.step),
+        };
+        let digest = Sha256::digest(key.as_bytes());
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
         format!("c{hex}")
     }

@@ -19,11 +19,45 @@ use crate::store::{state, Checkpoint, LogEntry, Wait};
 use crate::workflow::{Item, ItemKind};
 
 impl Run {
+    /// Claims this run (DESIGN.md invariant 10): a compare-and-set on the
+    /// run token, step and attempt the row had when read. `false`: the row
+    /// was stale and this run must write nothing. Transient store failures
+    /// are retried like any write.
+    pub(super) async fn claim(&mut self) -> Result<bool, RunOutcome> {
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            let claimed = self
+                .store
+                .claim_run(&self.fence, self.read_token, self.step, self.attempt)
+                .await;
+            match claimed {
+                Ok(Some(token)) => {
+                    self.fence.run = Some(token);
+                    return Ok(true);
+                }
+                Ok(None) => {
+                    tracing::info!(execution = %self.fence.execution, node = %self.fence.node, "stale row: another run claimed it or it moved on; not running it");
+                    return Ok(false);
+                }
+                Err(e) => {
+                    tries += 1;
+                    if tries >= 8 {
+                        return Err(RunOutcome::StoreFailed(e.to_string()));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
     /// Writes `cp`, retrying transient store failures. A refused (fenced)
     /// write is returned at once and never retried.
     pub(super) async fn write(&self, cp: Checkpoint) -> Result<(), RunOutcome> {
         let mut delay = Duration::from_millis(50);
         let mut tries = 0;
+        let mut maybe_committed = false;
         loop {
             match self.store.checkpoint(&self.fence, cp.clone()).await {
                 Ok(()) => return Ok(()),
@@ -32,12 +66,13 @@ impl Run {
                     tracing::warn!(execution = %self.fence.execution, node = %self.fence.node, epoch = self.fence.epoch, "ownership lost; stopping");
                     return Err(RunOutcome::OwnershipLost);
                 }
-                Err(StoreError::Db(e)) if crate::store::is_unique_violation(&e) && tries > 0 => {
-                    // An earlier try committed and only its answer was lost:
-                    // the completion record of this step is already there.
+                Err(e) if unique_violation_means_done(&e, maybe_committed) => {
+                    // An earlier try's commit had an unknown outcome and did
+                    // commit: the completion record of this step is there.
                     return Ok(());
                 }
                 Err(e) => {
+                    maybe_committed |= matches!(e, StoreError::CommitUnknown(_));
                     tries += 1;
                     if tries >= 8 {
                         tracing::error!(execution = %self.fence.execution, error = %e, "checkpoint failed; giving up for now");
@@ -167,6 +202,7 @@ impl Run {
             current_item: Some(Some(to.clone())),
             step: Some(next_step),
             attempt: Some(1),
+            item_retries: Some(0),
             logs,
             clear_wait: true,
             consume_signals: consume,
@@ -181,6 +217,7 @@ impl Run {
         self.item = to;
         self.step = next_step;
         self.attempt = 1;
+        self.item_retries = 0;
         Ok(())
     }
 
@@ -291,9 +328,12 @@ impl Run {
                 }
                 _ => None,
             };
+            // A retried wait waits again: its deadline starts over.
             self.write(Checkpoint {
                 attempt: Some(next_attempt),
+                item_retries: Some(self.item_retries + 1),
                 logs,
+                clear_wait: due.is_none(),
                 wait: due.map(|until| Wait {
                     state: state::WAITING,
                     until: Some(until),
@@ -303,6 +343,8 @@ impl Run {
             })
             .await?;
             self.attempt = next_attempt;
+            self.item_retries += 1;
+            self.wait_until = None;
             if due.is_some() {
                 return Ok(Some(RunOutcome::Parked));
             }
@@ -339,5 +381,44 @@ impl Run {
             return Ok(None);
         }
         self.fail(text, logs).await.map(Some)
+    }
+}
+
+/// Whether a write's error means "already written": a unique violation of
+/// the completion record, and only after an earlier try whose commit had an
+/// unknown outcome. Any other unique violation is a real conflict (another
+/// run completed the step), never success (DESIGN.md invariant 10).
+pub(super) fn unique_violation_means_done(err: &StoreError, maybe_committed: bool) -> bool {
+    maybe_committed && matches!(err, StoreError::Db(e) if crate::store::is_unique_violation(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{DbErr, RuntimeErr};
+
+    fn unique() -> StoreError {
+        // What the drivers report for a duplicate key, as sea-orm sees it.
+        StoreError::Db(DbErr::Exec(RuntimeErr::Internal(
+            "UNIQUE constraint failed: item_log.execution_id, item_log.completed_step".into(),
+        )))
+    }
+
+    #[test]
+    fn a_unique_violation_is_done_only_after_an_unknown_commit() {
+        let e = unique();
+        // Only meaningful if the driver's error classifies as unique.
+        if !matches!(&e, StoreError::Db(d) if crate::store::is_unique_violation(d)) {
+            return;
+        }
+        assert!(unique_violation_means_done(&e, true));
+        assert!(!unique_violation_means_done(&e, false));
+    }
+
+    #[test]
+    fn other_errors_are_never_done() {
+        let e = StoreError::Db(DbErr::Custom("connection reset".into()));
+        assert!(!unique_violation_means_done(&e, true));
+        assert!(!unique_violation_means_done(&StoreError::RuntimeGone, true));
     }
 }

@@ -75,6 +75,10 @@ pub(super) struct Run {
     pub(super) item: String,
     pub(super) step: i64,
     pub(super) attempt: i32,
+    /// Retries of the current item after failures (not crashes).
+    pub(super) item_retries: i32,
+    /// The row's run token as read; the claim moves it forward.
+    pub(super) read_token: i64,
     pub(super) wait_until: Option<i64>,
     pub(super) metrics: Arc<EngineMetrics>,
     pub(super) item_started: Instant,
@@ -106,7 +110,10 @@ impl Run {
                 execution: row.id.clone(),
                 node: s.node,
                 epoch: row.owner_epoch,
+                run: None,
             },
+            item_retries: row.item_retries,
+            read_token: row.run_token,
             inputs: object("inputs", &row.inputs)?,
             variables: object("variables", &row.variables)?,
             outputs,
@@ -140,6 +147,9 @@ impl Run {
     }
 
     async fn drive_inner(&mut self, control: &Control) -> Result<RunOutcome, RunOutcome> {
+        if !self.claim().await? {
+            return Ok(RunOutcome::Superseded);
+        }
         if !matches!(self.kind, StartKind::New | StartKind::Woken) {
             if let Some(outcome) = self.start_again().await? {
                 return Ok(outcome);

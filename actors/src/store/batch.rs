@@ -96,14 +96,23 @@ async fn writer(
             }
             Err(e) if batch.len() == 1 => {
                 for p in batch {
-                    let _ = p.reply.send(Err(StoreError::Db(e.clone())));
+                    let _ = p.reply.send(Err(e.clone().into_store_error()));
                 }
             }
-            Err(_) => {
+            Err(first) => {
+                // Each alone. If the shared commit's outcome is unknown and
+                // it did commit, a checkpoint's completion record is there
+                // already: its unique violation means "written".
+                let maybe_committed = matches!(first, Failed::AtCommit(_));
                 for p in batch {
                     let r = match apply(&conn, backend, std::slice::from_ref(&p)).await {
                         Ok(mut r) => r.pop().unwrap_or(Err(StoreError::RuntimeGone)),
-                        Err(e) => Err(StoreError::Db(e)),
+                        Err(Failed::Before(e))
+                            if maybe_committed && super::is_unique_violation(&e) =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(e.into_store_error()),
                     };
                     let _ = p.reply.send(r);
                 }
@@ -144,13 +153,15 @@ impl Shape {
         );
         match moves {
             // Moving to the next item always ends any wait.
-            (true, true, Some(Some(_)), true) => Some(Shape::Advance),
-            (false, false, None, false) if !cp.clear_wait => Some(Shape::Resume),
+            (true, true, Some(Some(_)), true) if cp.item_retries == Some(0) => Some(Shape::Advance),
+            (false, false, None, false) if !cp.clear_wait && cp.item_retries.is_none() => {
+                Some(Shape::Resume)
+            }
             _ => None,
         }
     }
 
-    /// The value columns after `id, owner_node, owner_epoch`, with their
+    /// The value columns after `id, owner_node, owner_epoch, run_token`, with their
     /// PostgreSQL casts.
     fn columns(self) -> &'static [(&'static str, &'static str)] {
         match self {
@@ -160,6 +171,7 @@ impl Shape {
                 ("current_item", ""),
                 ("step", "::bigint"),
                 ("attempt", "::int"),
+                ("item_retries", "::int"),
             ],
             Shape::Resume => &[("attempt", "::int")],
         }
@@ -182,6 +194,7 @@ impl Shape {
                 cp.current_item.clone().flatten().unwrap_or_default().into(),
                 cp.step.unwrap_or_default().into(),
                 attempt,
+                cp.item_retries.unwrap_or_default().into(),
             ],
             Shape::Resume => vec![attempt],
         }
@@ -202,7 +215,7 @@ async fn bulk_update(
 ) -> Result<Option<HashSet<String>>, sea_orm::DbErr> {
     let now = Store::now_sql(backend);
     let cols = shape.columns();
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * (3 + cols.len()));
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * (4 + cols.len()));
     let mut rows = Vec::with_capacity(batch.len());
     for p in batch {
         let n = values.len();
@@ -212,11 +225,12 @@ async fn bulk_update(
                     format!("${}", n + 1),
                     format!("${}", n + 2),
                     format!("${}::bigint", n + 3),
+                    format!("${}::bigint", n + 4),
                 ];
                 ph.extend(
                     cols.iter()
                         .enumerate()
-                        .map(|(i, (_, cast))| format!("${}{cast}", n + 4 + i)),
+                        .map(|(i, (_, cast))| format!("${}{cast}", n + 5 + i)),
                 );
                 format!("({})", ph.join(", "))
             }
@@ -225,16 +239,18 @@ async fn bulk_update(
                     "? AS id".to_owned(),
                     "? AS owner_node".to_owned(),
                     "? AS owner_epoch".to_owned(),
+                    "? AS run_token".to_owned(),
                 ];
                 sel.extend(cols.iter().map(|(c, _)| format!("? AS {c}")));
                 format!("SELECT {}", sel.join(", "))
             }
-            _ => format!("({})", vec!["?"; 3 + cols.len()].join(", ")),
+            _ => format!("({})", vec!["?"; 4 + cols.len()].join(", ")),
         };
         rows.push(row);
         values.push(p.fence.execution.clone().into());
         values.push(p.fence.node.clone().into());
         values.push(p.fence.epoch.into());
+        values.push(p.fence.run.unwrap_or_default().into());
         values.extend(shape.values(&p.cp));
     }
     let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
@@ -245,7 +261,7 @@ async fn bulk_update(
                 set.push("e.wait_until = NULL, e.wait_signal = NULL".into());
             }
             format!(
-                "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch \
+                "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch AND e.run_token = v.run_token \
                  AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
                 rows.join(" UNION ALL "),
                 set.join(", ")
@@ -257,8 +273,8 @@ async fn bulk_update(
                 set.push("wait_until = NULL, wait_signal = NULL".into());
             }
             format!(
-                "WITH v(id, owner_node, owner_epoch, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
-                 WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch \
+                "WITH v(id, owner_node, owner_epoch, run_token, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
+                 WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch AND executions.run_token = v.run_token \
                  AND executions.state IN ('running', 'waiting', 'waiting-signal') RETURNING executions.id AS id",
                 names.join(", "),
                 rows.join(", "),
@@ -280,18 +296,42 @@ async fn bulk_update(
     Ok(Some(ids))
 }
 
+/// Why a batch's transaction failed.
+#[derive(Clone, Debug)]
+enum Failed {
+    /// Before the commit: nothing was written.
+    Before(sea_orm::DbErr),
+    /// At the commit: it may or may not have been written.
+    AtCommit(sea_orm::DbErr),
+}
+
+impl Failed {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Failed::Before(e) => StoreError::Db(e),
+            Failed::AtCommit(e) => StoreError::CommitUnknown(e),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for Failed {
+    fn from(e: sea_orm::DbErr) -> Failed {
+        Failed::Before(e)
+    }
+}
+
 /// Applies a batch in one transaction; answers each checkpoint.
 async fn apply(
     conn: &DatabaseConnection,
     backend: DbBackend,
     batch: &[Pending],
-) -> Result<Vec<Result<(), StoreError>>, sea_orm::DbErr> {
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
     let txn = conn.begin().await?;
     let mut bulk: Vec<(Shape, HashSet<String>)> = Vec::new();
     for shape in [Shape::Advance, Shape::Resume] {
         let group: Vec<&Pending> = batch
             .iter()
-            .filter(|p| Shape::of(&p.cp) == Some(shape))
+            .filter(|p| p.fence.run.is_some() && Shape::of(&p.cp) == Some(shape))
             .collect();
         if group.len() > 1 {
             if let Some(ids) = bulk_update(&txn, backend, shape, &group).await? {
@@ -302,7 +342,9 @@ async fn apply(
     let mut results = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
     for p in batch {
-        let done_in_bulk = Shape::of(&p.cp).and_then(|s| bulk.iter().find(|(b, _)| *b == s));
+        let done_in_bulk = Shape::of(&p.cp)
+            .filter(|_| p.fence.run.is_some())
+            .and_then(|s| bulk.iter().find(|(b, _)| *b == s));
         let written = match done_in_bulk {
             Some((_, ids)) => ids.contains(&p.fence.execution),
             None => fenced_update(&txn, backend, &p.fence, &p.cp).await? > 0,
@@ -329,6 +371,6 @@ async fn apply(
         }
     }
     insert_log_rows(&txn, backend, &rows).await?;
-    txn.commit().await?;
+    txn.commit().await.map_err(Failed::AtCommit)?;
     Ok(results)
 }

@@ -30,6 +30,8 @@ pub mod execution {
         pub started_at: Option<i64>,
         pub ended_at: Option<i64>,
         pub updated_at: i64,
+        pub run_token: i64,
+        pub item_retries: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,7 +5,7 @@
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -22,6 +22,9 @@ pub struct Fence {
     pub node: String,
     /// The owner epoch.
     pub epoch: i64,
+    /// The run token this run claimed (`Store::claim_run`); `None` for
+    /// writes made without a run (a cancel of a parked execution).
+    pub run: Option<i64>,
 }
 
 /// One record for the item log; the node is the writer's.
@@ -53,6 +56,8 @@ pub struct Checkpoint {
     pub step: Option<i64>,
     /// New attempt number.
     pub attempt: Option<i32>,
+    /// New count of retries of the current item after failures.
+    pub item_retries: Option<i32>,
     /// New state.
     pub state: Option<&'static str>,
     /// New error (`Some(None)` clears it).
@@ -243,6 +248,43 @@ impl Store {
         self.batcher().submit(fence.clone(), cp).await
     }
 
+    /// Claims a run of a `running` execution (DESIGN.md invariant 10): a
+    /// compare-and-set that moves the row's run token forward only if the
+    /// row still has the owner, epoch, token, step and attempt that were
+    /// read. A row read before someone else's claim, wake or progress
+    /// fails it. Returns the token the run now holds (every write of the
+    /// run is fenced by it), or `None` when the claim lost.
+    pub async fn claim_run(
+        &self,
+        fence: &Fence,
+        read_token: i64,
+        step: i64,
+        attempt: i32,
+    ) -> Result<Option<i64>, StoreError> {
+        let backend = self.backend();
+        let fence = fence.clone();
+        self.db()
+            .run(move |c| async move {
+                let r = execution::Entity::update_many()
+                    .col_expr(
+                        execution::Column::RunToken,
+                        Expr::col(execution::Column::RunToken).add(1),
+                    )
+                    .col_expr(execution::Column::UpdatedAt, Store::now_expr(backend))
+                    .filter(execution::Column::Id.eq(fence.execution.as_str()))
+                    .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
+                    .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
+                    .filter(execution::Column::State.eq(state::RUNNING))
+                    .filter(execution::Column::RunToken.eq(read_token))
+                    .filter(execution::Column::Step.eq(step))
+                    .filter(execution::Column::Attempt.eq(attempt))
+                    .exec(&c)
+                    .await?;
+                Ok((r.rows_affected == 1).then_some(read_token + 1))
+            })
+            .await
+    }
+
     /// Cancels a failed execution (which no actor runs), fenced like every
     /// write: refused if `fence` no longer owns it or it is not `failed`.
     pub async fn cancel_failed(&self, fence: &Fence, log: LogEntry) -> Result<(), StoreError> {
@@ -305,6 +347,10 @@ impl Store {
                     .col_expr(
                         execution::Column::OwnerEpoch,
                         Expr::col(execution::Column::OwnerEpoch).add(1),
+                    )
+                    .col_expr(
+                        execution::Column::RunToken,
+                        Expr::col(execution::Column::RunToken).add(1),
                     )
                     .col_expr(execution::Column::UpdatedAt, Store::now_expr(backend));
                 if let Some(v) = &variables {
@@ -460,6 +506,9 @@ pub(super) async fn fenced_update(
     if let Some(v) = cp.attempt {
         update = update.col_expr(execution::Column::Attempt, Expr::value(v));
     }
+    if let Some(v) = cp.item_retries {
+        update = update.col_expr(execution::Column::ItemRetries, Expr::value(v));
+    }
     if let Some(v) = cp.state {
         update = update.col_expr(execution::Column::State, Expr::value(v));
     }
@@ -496,6 +545,9 @@ pub(super) async fn fenced_update(
         .filter(execution::Column::Id.eq(fence.execution.as_str()))
         .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
         .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
+        .apply_if(fence.run, |q, run| {
+            q.filter(execution::Column::RunToken.eq(run))
+        })
         .filter(execution::Column::State.is_in(states.iter().copied()))
         .exec(txn)
         .await?;

@@ -288,6 +288,10 @@ impl Store {
             .run(move |c| async move {
                 execution::Entity::update_many()
                     .col_expr(execution::Column::State, Expr::value(state::RUNNING))
+                    .col_expr(
+                        execution::Column::RunToken,
+                        Expr::col(execution::Column::RunToken).add(1),
+                    )
                     .col_expr(execution::Column::UpdatedAt, Store::now_expr(backend))
                     .filter(execution::Column::Id.is_in(ids.clone()))
                     .filter(execution::Column::OwnerNode.eq(node.as_str()))

@@ -160,6 +160,7 @@ impl Handler<CancelExecution> for NodeSupervisor {
                 execution: row.id.clone(),
                 node: row.owner_node.clone().unwrap_or_default(),
                 epoch: row.owner_epoch,
+                run: None,
             };
             let log = LogEntry {
                 item: row.current_item.clone().unwrap_or_default(),

@@ -1,0 +1,239 @@
+//! One run per execution at a time (DESIGN.md invariant 10), on SQLite,
+//! PostgreSQL and MariaDB: a run starts only by claiming the row with a
+//! compare-and-set on the run token, step and attempt it read, so a row
+//! read before someone else's claim, wake or progress starts nothing, and
+//! of two claims from one read exactly one wins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler};
+use baton_actors::execution::{ExecutionActor, ExecutionSetup, StartKind};
+use baton_actors::messages::{ExecutionEnded, RunOutcome, StartChild};
+use baton_actors::metrics::EngineMetrics;
+use baton_actors::store::{Fence, NewExecution, StartOutcome};
+use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
+use baton_actors::workflow::DefinitionCache;
+use baton_actors::ActionRegistry;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::on_all_backends;
+use crate::util::*;
+
+on_all_backends!(
+    a_stale_row_starts_no_second_run,
+    of_two_claims_from_one_read_exactly_one_wins,
+);
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Stands in for the supervisor: reports how each run ended.
+struct Ends(mpsc::UnboundedSender<RunOutcome>);
+
+impl Actor for Ends {
+    type Context = Context<Self>;
+}
+
+impl Handler<ExecutionEnded> for Ends {
+    type Result = ();
+    fn handle(&mut self, msg: ExecutionEnded, _: &mut Context<Self>) {
+        let _ = self.0.unbounded_send(msg.outcome);
+    }
+}
+
+impl Handler<StartChild> for Ends {
+    type Result = ();
+    fn handle(&mut self, _: StartChild, _: &mut Context<Self>) {}
+}
+
+/// Issue 7 item 1: the rescan, wake, child-start, resume and retry paths
+/// read a row and spawn later. A row read at step 1 and used after the
+/// execution moved on (here: parked at step 2) must start no run: before
+/// the claim, such a run replayed the completed step 1.
+async fn a_stale_row_starts_no_second_run(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "once", "variables": {"n": 0}, "start": "a", "items": {
+        "a": {"type": "task", "script": "n = n + 1;", "next": "w"},
+        "w": {"type": "signal", "name": "go", "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "once", json!({})).await;
+    let store = node.store().clone();
+    eventually("the execution parks at step 2", LONG, || {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            store
+                .execution(&id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.state == "waiting-signal")
+        }
+    })
+    .await;
+    let now = store.execution(&id).await.expect("read").expect("row");
+    assert_eq!(now.step, 2);
+    // The row as a reader saw it while step 1 ran.
+    let mut stale = now.clone();
+    stale.state = "running".into();
+    stale.step = 1;
+    stale.attempt = 1;
+    stale.current_item = Some("a".into());
+    stale.variables = json!({"n": 0}).to_string();
+
+    let (tx, mut ended) = mpsc::unbounded();
+    let ends = Ends(tx).start();
+    let definitions = DefinitionCache::default();
+    let definition = definitions
+        .get(&store, "once", now.workflow_version)
+        .await
+        .expect("definition");
+    ExecutionActor::new(ExecutionSetup {
+        store: store.clone(),
+        scripts: ScriptPool::start(
+            1,
+            ScriptLimits {
+                timeout_ms: 1000,
+                memory_limit_mb: 32,
+            },
+        ),
+        actions: ActionRegistry::default(),
+        definitions,
+        definition,
+        row: stale,
+        node: node.node_id().to_owned(),
+        kind: StartKind::Recovered,
+        max_item_starts: 10,
+        max_depth: 8,
+        fan_out: 4,
+        starter: ends.clone().recipient(),
+        supervisor: ends.clone().recipient(),
+        metrics: Arc::new(EngineMetrics::default()),
+    })
+    .start();
+    let outcome = actix_rt::time::timeout(LONG, ended.next())
+        .await
+        .expect("the stale run ends")
+        .expect("an outcome");
+    assert_eq!(outcome, RunOutcome::Superseded);
+    let after = store.execution(&id).await.expect("read").expect("row");
+    assert_eq!(
+        (
+            after.state.as_str(),
+            after.step,
+            after.attempt,
+            after.variables.as_str()
+        ),
+        (
+            now.state.as_str(),
+            now.step,
+            now.attempt,
+            now.variables.as_str()
+        ),
+        "the stale run wrote nothing"
+    );
+    let log = store.item_log(&id).await.expect("log");
+    let step1_starts = log
+        .iter()
+        .filter(|l| l.step == 1 && l.event == "started")
+        .count();
+    assert_eq!(step1_starts, 1, "step 1 was not replayed: {log:?}");
+    assert!(!log.iter().any(|l| l.event == "resumed"), "{log:?}");
+    // The real execution goes on untouched.
+    let r = http
+        .post(
+            &format!("/api/executions/{id}/signals/go"),
+            &json!({"payload": 1}),
+        )
+        .await;
+    assert_eq!(r.status / 100, 2, "{}", r.text);
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["variables"]["n"].clone()),
+        (json!("completed"), json!(1)),
+        "{e}"
+    );
+    node.stop().await;
+}
+
+/// Two claims made from one read of a row (say, a rescan and a retry that
+/// raced): exactly one wins, and only its token fences writes.
+async fn of_two_claims_from_one_read_exactly_one_wins(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let created = store
+        .create_execution(NewExecution {
+            id: "claimed-once".into(),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            parent_id: None,
+            inputs: json!({}),
+            variables: json!({}),
+            start_item: "a".into(),
+            owner_node: "n1".into(),
+        })
+        .await
+        .expect("create");
+    let StartOutcome::Created(row) = created else {
+        panic!("created")
+    };
+    let fence = Fence {
+        execution: row.id.clone(),
+        node: "n1".into(),
+        epoch: row.owner_epoch,
+        run: None,
+    };
+    let (a, b2) = futures::join!(
+        store.claim_run(&fence, row.run_token, row.step, row.attempt),
+        store.claim_run(&fence, row.run_token, row.step, row.attempt)
+    );
+    let wins: Vec<i64> = [a.expect("claim"), b2.expect("claim")]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(wins.len(), 1, "exactly one claim wins: {wins:?}");
+    // A claim from a read older than the winner's is refused too.
+    let again = store
+        .claim_run(&fence, row.run_token, row.step, row.attempt)
+        .await
+        .expect("claim");
+    assert_eq!(again, None);
+    // The loser's (absent) token fences nothing; a write under a wrong
+    // token is refused.
+    let wrong = Fence {
+        run: Some(wins[0] + 100),
+        ..fence.clone()
+    };
+    let refused = store
+        .checkpoint(
+            &wrong,
+            baton_actors::store::Checkpoint {
+                attempt: Some(2),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(refused.is_err_and(|e| e.is_ownership_lost()));
+    let right = Fence {
+        run: Some(wins[0]),
+        ..fence
+    };
+    store
+        .checkpoint(
+            &right,
+            baton_actors::store::Checkpoint {
+                attempt: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the winner writes");
+}
