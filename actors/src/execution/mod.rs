@@ -2,19 +2,22 @@
 //! owns it.
 //!
 //! Invariants it keeps (DESIGN.md), each with the test that proves it:
-//! 1. An item's start and attempt number are in the store before the item
-//!    runs; its completion (variables, outputs, next item, and the next
-//!    item's start) is one transaction, committed before the next item runs
-//!    (`durable`; `tests/crash.rs`).
-//! 2. Every write is fenced by owner node and epoch. A refused write stops
-//!    the actor at once: it writes nothing more (`durable::write`;
-//!    `tests/engine.rs` `fenced_write_*`, `tests/cluster.rs` zombie tests).
-//! 7. An item interrupted by a crash runs again with attempt + 1; its
-//!    completion is recorded once (a unique index on the item log backs it).
-//! 10. One run per execution at a time: a run starts by claiming the row
-//!    with a compare-and-set on its run token, and every write of the run
-//!    is fenced by that token too (`run::Run::claim`; `tests/engine.rs`
-//!    `stale_row_starts_no_second_run`).
+//! - 1, checkpoint before moving on: an item's start and attempt are in the
+//!   store before it runs; its completion and the next item's start are one
+//!   transaction (`durable`; `crash::*`, `engine::*::restart_resumes_only_the_interrupted_item`).
+//! - 2, every write fenced: a refused write stops the run at once
+//!   (`durable::Run::write`; `engine::*::fenced_write_refused_after_epoch_bump_stops_the_actor`,
+//!   `cluster::*::a_paused_zombie_fences_itself_and_writes_nothing`).
+//! - 7, at-least-once items, one completion record: an interrupted item
+//!   runs again with attempt + 1 (`durable::Run::start_again`; `cluster::*::kill_dash_nine_*`).
+//! - 10, one run at a time: a run starts by claiming the row (compare-and-set
+//!   on run token, step and attempt) and every write is fenced by its token
+//!   (`durable::Run::claim`; `claims::*`).
+//! - 11, a drain is not a failure: an item aborted at the drain bound is
+//!   recorded interrupted (`durable::Run::interrupted`;
+//!   `cluster::*::sigterm_during_a_long_item_drains_without_a_failover`).
+//! - 12, every end reaches the parent: completion, failure and cancel tell a
+//!   waiting parent in the same transaction (`durable`; `nested::*`).
 //!
 //! It holds no state that the store does not have: on a crash, the next
 //! owner rebuilds it from the execution row.

@@ -27,9 +27,11 @@ pub const SUPPORTED_ITEM_TYPES: &[&str] = &[
 /// Most definition versions kept; past it the cache starts over.
 const CAPACITY: usize = 1024;
 
+type Entries = HashMap<(String, i64), Arc<Definition>>;
+
 /// Parsed definitions by (id, version). Cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
-pub struct DefinitionCache(Arc<Mutex<HashMap<(String, i64), Arc<Definition>>>>);
+pub struct DefinitionCache(Arc<Mutex<Entries>>);
 
 impl DefinitionCache {
     /// A definition version from the cache, or read, parsed and cached.
