@@ -174,10 +174,12 @@ pub(crate) async fn logs(
     Ok(HttpResponse::Ok().json(rows.into_iter().map(LogView::from).collect::<Vec<_>>()))
 }
 
-/// Cancels an execution (idempotent); answers the execution afterwards.
+/// Cancels an execution (idempotent); answers the execution afterwards:
+/// 200 when it is canceled (or had finished), 202 when the cancel was
+/// handed to the node that runs it and is not done yet.
 #[utoipa::path(post, path = "/api/executions/{eid}/cancel", tag = "executions",
     params(("eid" = String, Path, description = "Execution id")),
-    responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ExecutionView), (status = 202, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/api/executions/{eid}/cancel")]
 pub(crate) async fn cancel(
     state: web::Data<AppState>,
@@ -190,7 +192,13 @@ pub(crate) async fn cancel(
         })
         .await
         .map_err(baton_actors::EngineError::from)??;
-    Ok(HttpResponse::Ok().json(ExecutionView::from_row(row)?))
+    let pending = !FINISHED.contains(&row.state.as_str());
+    let view = ExecutionView::from_row(row)?;
+    Ok(if pending {
+        HttpResponse::Accepted().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
 }
 
 /// The body of a resume request.

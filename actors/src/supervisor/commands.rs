@@ -146,11 +146,10 @@ impl Handler<CancelExecution> for NodeSupervisor {
             let parked = row.state == state::WAITING || row.state == state::WAITING_SIGNAL;
             let mine = row.owner_node.as_deref() == Some(node.as_str());
             if !mine && !parked && row.state != state::FAILED {
-                return Err(EngineError::Conflict(format!(
-                    "execution {} is running on node {}; cancel it there",
-                    row.id,
-                    row.owner_node.as_deref().unwrap_or("(none)")
-                )));
+                // Running on another node: ask its owner, whose periodic
+                // rescan cancels it (accepted; the row says when it is done).
+                store.request_cancel(&row.id).await?;
+                return Ok(row);
             }
             // No actor runs it (parked and failed executions hold none on
             // any node): a write fenced by the owner and epoch just read,

@@ -119,7 +119,9 @@ impl NodeSupervisor {
         row: execution::Model,
         kind: StartKind,
     ) {
-        if self.running.contains_key(&row.id) {
+        // A fenced, stopping, starting or standby node starts no actor
+        // (the lease-checked state: a node past its lease is fenced).
+        if self.running.contains_key(&row.id) || self.cfg.status.get().state != NodeState::Running {
             return;
         }
         let id = row.id.clone();
@@ -153,6 +155,11 @@ impl Actor for NodeSupervisor {
         // Parked executions hold no actor and no timer task: one scan per
         // node wakes those that are due (invariant 8).
         ctx.run_interval(recovery::WAKE_SCAN_EVERY, |act, ctx| act.wake_due(ctx));
+        // Rows left `running` with no actor (a store outage longer than the
+        // checkpoint retries, a failed wake or child start) and cancels
+        // asked for by other nodes are picked up by a periodic rescan, in
+        // standalone and cluster mode alike.
+        ctx.run_interval(recovery::RESCAN_EVERY, |act, ctx| act.rescan(ctx));
         match self.cfg.cluster {
             None => self.recover(ctx),
             Some(timing) => {

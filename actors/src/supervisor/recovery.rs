@@ -60,13 +60,13 @@ impl NodeSupervisor {
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok((epoch, resumed)) => {
                 tracing::info!(node = %act.cfg.node_id, epoch, resumed = resumed.len(), "node running");
-                for (def, row) in resumed {
-                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
-                }
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Running;
                     s.epoch = epoch;
                 });
+                for (def, row) in resumed {
+                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
+                }
             }
             Err(e) => {
                 tracing::error!(node = %act.cfg.node_id, error = %e, "start-up recovery failed; retrying in 1 s");
@@ -75,6 +75,9 @@ impl NodeSupervisor {
         }));
     }
 }
+/// How often a running node looks for running executions it owns with no
+/// actor, and for cancels other nodes asked for.
+pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// How often a running node looks for parked executions that are due.
 pub(super) const WAKE_SCAN_EVERY: Duration = Duration::from_millis(100);
 /// Most executions woken by one scan.
@@ -159,21 +162,34 @@ impl NodeSupervisor {
             .cloned()
             .collect();
         let fut = async move {
+            // Cancels asked for by other nodes first: those are canceled,
+            // not started.
+            let cancels: HashSet<String> =
+                store.cancel_requested(&node).await?.into_iter().collect();
             let rows = store.owned_running(&node).await?;
             let mut out = Vec::new();
-            for row in rows.into_iter().filter(|r| !known.contains(&r.id)) {
+            for row in rows
+                .into_iter()
+                .filter(|r| !known.contains(&r.id) && !cancels.contains(&r.id))
+            {
                 let def = cache
                     .get(&store, &row.workflow_id, row.workflow_version)
                     .await?;
                 out.push((def, row));
             }
-            Ok::<_, EngineError>(out)
+            Ok::<_, EngineError>((out, cancels))
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.rescanning = false;
             if std::mem::take(&mut act.rescan_again) {
                 ctx.notify(Rescan { promoted: false });
             }
+            let result = result.map(|(rows, cancels)| {
+                for id in cancels {
+                    ctx.notify(super::CancelExecution { id });
+                }
+                rows
+            });
             act.rescanned(ctx, result)
         }));
     }
