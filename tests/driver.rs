@@ -16,12 +16,17 @@ use crate::on_all_backends;
 use crate::util::*;
 
 on_all_backends!(
+    a_second_standalone_process_with_the_same_node_id_fences_the_first,
     a_cancel_reaches_an_execution_running_on_another_node,
     a_standalone_node_recovers_a_stranded_row_without_a_restart,
     a_second_process_with_the_same_node_id_waits_for_the_first,
 );
 
 async fn node(db: &TestDb, id: &str, active_nodes: u32) -> NodeHandle {
+    node_with(db, id, active_nodes, 100).await
+}
+
+async fn node_with(db: &TestDb, id: &str, active_nodes: u32, interval_ms: u64) -> NodeHandle {
     let mut config = Config::default();
     config.database.url = db.url.clone();
     config.http.listen = "127.0.0.1:0".into();
@@ -29,7 +34,7 @@ async fn node(db: &TestDb, id: &str, active_nodes: u32) -> NodeHandle {
     config.node.id = Some(id.to_owned());
     config.cluster.enabled = true;
     config.cluster.active_nodes = active_nodes;
-    config.cluster.heartbeat_interval_ms = 100;
+    config.cluster.heartbeat_interval_ms = interval_ms;
     config.cluster.failover_heartbeats = 5;
     Node::builder()
         .config(config)
@@ -246,12 +251,13 @@ async fn a_standalone_node_recovers_a_stranded_row_without_a_restart(b: Backend)
 /// first has left.
 async fn a_second_process_with_the_same_node_id_waits_for_the_first(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let first = node(&db, "twin", 1).await;
+    // 300 ms x 5: the test runs beside others; no self-fencing on jitter.
+    let first = node_with(&db, "twin", 1, 300).await;
     wait_state(&first, NodeState::Running).await;
-    let second = node(&db, "twin", 1).await;
-    // For three failover timeouts (100 ms x 5), the first stays active and
-    // the second stays out.
-    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let second = node_with(&db, "twin", 1, 300).await;
+    // For two failover timeouts, the first stays active and the second
+    // stays out.
+    let until = std::time::Instant::now() + Duration::from_millis(3000);
     while std::time::Instant::now() < until {
         assert_eq!(
             state(&first).await,
@@ -267,5 +273,37 @@ async fn a_second_process_with_the_same_node_id_waits_for_the_first(b: Backend) 
     }
     first.stop().await;
     wait_state(&second, NodeState::Running).await;
+    second.stop().await;
+}
+
+/// Issue 7 item 6, standalone: a second process with the same node id on
+/// the same database takes the node over (it claims every unfinished
+/// execution under new epochs); the first one sees the node's epoch move on
+/// at its next rescan and fences itself instead of fighting for the rows.
+async fn a_second_standalone_process_with_the_same_node_id_fences_the_first(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let first = start_node(&db, |c| c.node.id = Some("solo".into())).await;
+    let http = Http::new(&first.url());
+    import(
+        &http,
+        &json!({"id": "naps", "start": "s1", "items": {
+        "s1": {"type": "action", "action": "sleep", "inputs": {"ms": "400"}, "next": "s2"},
+        "s2": {"type": "action", "action": "sleep", "inputs": {"ms": "400"}, "next": "s3"},
+        "s3": {"type": "action", "action": "sleep", "inputs": {"ms": "400"}, "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "naps", json!({})).await;
+    let second = start_node(&db, |c| c.node.id = Some("solo".into())).await;
+    eventually(
+        "the first fences itself",
+        Duration::from_secs(10),
+        || async { first.state() == NodeState::Fenced },
+    )
+    .await;
+    let e = wait_final(&Http::new(&second.url()), &id, Duration::from_secs(30)).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    assert_eq!(second.state(), NodeState::Running);
+    first.stop().await;
     second.stop().await;
 }

@@ -185,6 +185,7 @@ impl Actor for NodeSupervisor {
                         timing,
                         status,
                         ctx.address().recipient(),
+                        ctx.address().recipient(),
                     )
                     .start(),
                 );
@@ -251,6 +252,9 @@ mod commands;
 mod membership;
 mod recovery;
 
-pub use commands::{CancelExecution, ResumeFailed, Shutdown, StartExecution};
+pub use commands::{
+    AnswerInteraction, CancelExecution, DeliverSignal, EvictNode, ResumeFailed, Shutdown,
+    StartExecution,
+};
 pub use membership::{FenceNow, Rejoin};
 pub use recovery::WakeDue;

@@ -161,7 +161,24 @@ impl NodeSupervisor {
             .chain(self.pending.iter())
             .cloned()
             .collect();
+        let standalone_epoch = self
+            .cfg
+            .cluster
+            .is_none()
+            .then(|| self.cfg.status.raw().epoch);
         let fut = async move {
+            // Standalone: another process that registered with this node id
+            // moved the node's epoch on; this one must stop writing.
+            if let Some(mine) = standalone_epoch {
+                if let Some(row) = store.node(&node).await? {
+                    if row.epoch != mine {
+                        return Err(EngineError::Conflict(format!(
+                            "another process registered as node {node} (epoch {} after this one's {mine})",
+                            row.epoch
+                        )));
+                    }
+                }
+            }
             // Cancels asked for by other nodes first: those are canceled,
             // not started.
             let cancels: HashSet<String> =
@@ -214,6 +231,14 @@ impl NodeSupervisor {
                     }
                     act.spawn_execution(ctx, def, row, StartKind::Recovered);
                 }
+            }
+            Err(EngineError::Conflict(reason)) if act.cfg.cluster.is_none() => {
+                tracing::error!(node = %act.cfg.node_id, %reason, "fencing this node: stopping every execution");
+                act.cfg.status.update(|s| {
+                    s.state = NodeState::Fenced;
+                    s.role = "standby";
+                });
+                act.stop_all_now();
             }
             Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "rescan failed"),
         }
