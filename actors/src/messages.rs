@@ -33,11 +33,31 @@ impl NodeState {
     }
 }
 
+/// A node's role in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Runs workflows and answers clients.
+    Active,
+    /// Waits to be promoted; runs nothing.
+    Standby,
+}
+
+impl NodeRole {
+    /// The role as stored and reported (`active`, `standby`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Active => "active",
+            NodeRole::Standby => "standby",
+        }
+    }
+}
+
 /// How an execution actor's run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunOutcome {
-    /// The execution reached an end item or failed; the row says which.
-    Finished(&'static str),
+    /// The execution reached an end item or failed.
+    Finished(crate::store::ExecutionState),
     /// Canceled by a caller.
     Canceled,
     /// A fenced write was refused: another owner has it now.

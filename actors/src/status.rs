@@ -5,7 +5,7 @@
 
 use std::sync::RwLock;
 
-use crate::messages::NodeState;
+use crate::messages::{NodeRole, NodeState};
 
 /// The node's state as the HTTP layer reads it, without a message round trip.
 #[derive(Debug)]
@@ -16,8 +16,8 @@ pub struct StatusCell(RwLock<NodeStatus>);
 pub struct NodeStatus {
     /// Its state.
     pub state: NodeState,
-    /// `active` or `standby`.
-    pub role: &'static str,
+    /// Its role.
+    pub role: NodeRole,
     /// Its epoch, once registered.
     pub epoch: i64,
     /// Executions with a running actor on this node.
@@ -31,7 +31,7 @@ impl Default for StatusCell {
     fn default() -> Self {
         StatusCell(RwLock::new(NodeStatus {
             state: NodeState::Starting,
-            role: "active",
+            role: NodeRole::Active,
             epoch: 0,
             running: 0,
             lease_until: None,
@@ -51,7 +51,7 @@ impl StatusCell {
                 && matches!(s.state, NodeState::Running | NodeState::Standby)
             {
                 s.state = NodeState::Fenced;
-                s.role = "standby";
+                s.role = NodeRole::Standby;
             }
         }
         s

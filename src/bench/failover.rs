@@ -241,7 +241,7 @@ pub async fn kills(opts: &FailoverOptions) -> anyhow::Result<Vec<i64>> {
             .db()
             .run(|c| async move {
                 Ok(execution::Entity::find()
-                    .filter(execution::Column::State.eq("running"))
+                    .filter(execution::Column::State.eq(baton_actors::store::state::RUNNING))
                     .count(&c)
                     .await?)
             })
@@ -348,7 +348,7 @@ pub async fn burst(opts: &FailoverOptions) -> anyhow::Result<Burst> {
         .run(move |c| async move {
             Ok(execution::Entity::find()
                 .filter(execution::Column::WorkflowId.eq(wf3))
-                .filter(execution::Column::State.eq("running"))
+                .filter(execution::Column::State.eq(baton_actors::store::state::RUNNING))
                 .count(&c)
                 .await?)
         })

@@ -133,7 +133,13 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
         start_many(&node, &parked_wf, opts.parked, json!({})).await?;
         let n = opts.parked as u64;
         wait_until("parking", Duration::from_secs(1800), async || {
-            Ok(count(&store, &parked_wf, "waiting-signal").await? >= n)
+            Ok(count(
+                &store,
+                &parked_wf,
+                baton_actors::store::state::WAITING_SIGNAL,
+            )
+            .await?
+                >= n)
         })
         .await?;
         let parked_in = t0.elapsed();
@@ -169,7 +175,7 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
             .context("delivering the signals")?;
         node.supervisor().do_send(WakeDue);
         let done = wait_until("completing", Duration::from_secs(1800), async || {
-            Ok(count(&store, &parked_wf, "completed").await? >= n)
+            Ok(count(&store, &parked_wf, baton_actors::store::state::COMPLETED).await? >= n)
         })
         .await?;
         let _ = done;
@@ -192,7 +198,7 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
             bail!("starting {n} timers took longer than the {lead} ms lead; use fewer");
         }
         wait_until("timers", Duration::from_secs(1800), async || {
-            Ok(count(&store, &timer_wf, "completed").await? >= n)
+            Ok(count(&store, &timer_wf, baton_actors::store::state::COMPLETED).await? >= n)
         })
         .await?;
         let wf = timer_wf.clone();

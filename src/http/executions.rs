@@ -2,7 +2,7 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use baton_actors::store::entities::{execution, item_log};
-use baton_actors::store::INTERACTION;
+use baton_actors::store::{ExecutionState, ANSWER, INTERACTION};
 use baton_actors::supervisor::{AnswerInteraction, CancelExecution, DeliverSignal, ResumeFailed};
 use serde::Serialize;
 use serde_json::Value;
@@ -60,16 +60,26 @@ fn json_column(what: &str, text: Option<&str>) -> Result<Value, ApiError> {
 
 fn waiting_for(state: &str, awaited: Option<&str>, until: Option<i64>) -> Option<Value> {
     let until = until.map(iso);
-    match (state, awaited) {
-        ("waiting", _) => Some(serde_json::json!({ "kind": "timer", "until": until })),
-        ("waiting-signal", Some(INTERACTION)) => {
+    match (ExecutionState::parse(state)?, awaited) {
+        (ExecutionState::Waiting, _) => {
+            Some(serde_json::json!({ "kind": "timer", "until": until }))
+        }
+        (ExecutionState::WaitingSignal, Some(INTERACTION)) => {
             Some(serde_json::json!({ "kind": "interaction", "until": until }))
         }
-        ("waiting-signal", Some(name)) => {
+        // Answered; resumes at the owner's next wake.
+        (ExecutionState::WaitingSignal, Some(ANSWER)) => {
+            Some(serde_json::json!({ "kind": "interaction", "answered": true, "until": until }))
+        }
+        (ExecutionState::WaitingSignal, Some(name)) => {
             Some(serde_json::json!({ "kind": "signal", "name": name, "until": until }))
         }
         _ => None,
     }
+}
+
+fn is_finished(state: &str) -> bool {
+    ExecutionState::parse(state).is_some_and(ExecutionState::is_finished)
 }
 
 impl ExecutionView {
@@ -192,7 +202,7 @@ pub(crate) async fn cancel(
         })
         .await
         .map_err(baton_actors::EngineError::from)??;
-    let pending = !FINISHED.contains(&row.state.as_str());
+    let pending = !is_finished(&row.state);
     let view = ExecutionView::from_row(row)?;
     Ok(if pending {
         HttpResponse::Accepted().json(view)
@@ -234,8 +244,6 @@ pub(crate) async fn resume(
         .map_err(baton_actors::EngineError::from)??;
     Ok(HttpResponse::Accepted().json(ExecutionView::from_row(row)?))
 }
-
-const FINISHED: [&str; 3] = ["completed", "failed", "canceled"];
 
 /// The body of a signal.
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
@@ -308,7 +316,9 @@ pub(crate) async fn interaction(
     let body = super::read_body(payload, state.config.http.max_body_bytes).await?;
     let request: InteractionRequest = super::parse_json(&body)?;
     let row = load(&state, &eid).await?;
-    if row.state != "waiting-signal" || row.wait_signal.as_deref() != Some(INTERACTION) {
+    if row.state != ExecutionState::WaitingSignal.as_str()
+        || row.wait_signal.as_deref() != Some(INTERACTION)
+    {
         return Err(ApiError::Conflict(format!(
             "execution {eid} is {} and not waiting for an interaction",
             row.state

@@ -4,7 +4,7 @@ use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 
 use super::AppState;
-use baton_actors::messages::NodeState;
+use baton_actors::messages::{NodeRole, NodeState};
 
 /// What `/api/healthstatus` answers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -26,9 +26,9 @@ pub(crate) async fn healthstatus(state: web::Data<AppState>) -> HttpResponse {
     let body = HealthStatus {
         node_id: state.node_id.clone(),
         state: s.state.as_str().to_owned(),
-        role: s.role.to_owned(),
+        role: s.role.as_str().to_owned(),
     };
-    if s.state == NodeState::Running && s.role == "active" {
+    if s.state == NodeState::Running && s.role == NodeRole::Active {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()

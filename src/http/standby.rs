@@ -7,7 +7,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use baton_actors::messages::NodeState;
+use baton_actors::messages::{NodeRole, NodeState};
 use baton_actors::store::node_state;
 use serde_json::json;
 
@@ -45,7 +45,7 @@ pub(crate) async fn gate(
     let active: Vec<String> = match state.store.nodes().await {
         Ok((nodes, _)) => nodes
             .into_iter()
-            .filter(|n| n.role == "active" && n.state == node_state::RUNNING)
+            .filter(|n| n.role == NodeRole::Active.as_str() && n.state == node_state::RUNNING)
             .map(|n| n.address)
             .collect(),
         Err(_) => Vec::new(),

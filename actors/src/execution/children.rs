@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::run::{type_of, ItemDone, ItemFailure, Next, Run};
 use crate::messages::StartChild;
 use crate::store::entities::execution;
-use crate::store::{state, Wait, CHILD_DONE};
+use crate::store::{state, ExecutionState, Wait, CHILD_DONE};
 
 /// A `foreach` item's fields.
 pub(super) struct Foreach<'a> {
@@ -269,7 +269,7 @@ impl Run {
 
     fn parked_on_children(&self, consume: Vec<i64>) -> ItemDone {
         let mut done = self.unchanged(Next::Park(Wait {
-            state: state::WAITING_SIGNAL,
+            state: ExecutionState::WaitingSignal,
             until: None,
             signal: Some(CHILD_DONE.to_owned()),
         }));

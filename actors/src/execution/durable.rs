@@ -15,7 +15,7 @@ use super::{Control, StartKind};
 use crate::error::StoreError;
 use crate::messages::RunOutcome;
 use crate::metrics::EngineMetrics;
-use crate::store::{state, Checkpoint, LogEntry, Wait};
+use crate::store::{Checkpoint, ExecutionState, LogEntry, Wait};
 use crate::workflow::{Item, ItemKind};
 
 impl Run {
@@ -140,7 +140,7 @@ impl Run {
 
     pub(super) async fn cancel(&self) -> Result<RunOutcome, RunOutcome> {
         self.write(Checkpoint {
-            state: Some(state::CANCELED),
+            state: Some(ExecutionState::Canceled),
             ended: true,
             notify_parent: self.parent.clone(),
             logs: vec![self.log(
@@ -170,7 +170,7 @@ impl Run {
             Some(message.clone()),
         ));
         self.write(Checkpoint {
-            state: Some(state::FAILED),
+            state: Some(ExecutionState::Failed),
             error: Some(Some(message)),
             ended: true,
             logs,
@@ -180,7 +180,7 @@ impl Run {
         })
         .await?;
         EngineMetrics::inc(&self.metrics.executions_failed);
-        Ok(RunOutcome::Finished(state::FAILED))
+        Ok(RunOutcome::Finished(ExecutionState::Failed))
     }
 
     /// Moves to the item `to` at the next step with these variables (and
@@ -269,7 +269,7 @@ impl Run {
                     variables: Some(Value::Object(done.variables)),
                     outputs: Some(Value::Object(done.outputs)),
                     current_item: Some(None),
-                    state: Some(state::COMPLETED),
+                    state: Some(ExecutionState::Completed),
                     ended: true,
                     notify_parent: self.parent.clone(),
                     logs,
@@ -278,7 +278,7 @@ impl Run {
                 .await?;
                 self.completed_item();
                 EngineMetrics::inc(&self.metrics.executions_completed);
-                Ok(Some(RunOutcome::Finished(state::COMPLETED)))
+                Ok(Some(RunOutcome::Finished(ExecutionState::Completed)))
             }
         }
     }
@@ -335,7 +335,7 @@ impl Run {
                 logs,
                 clear_wait: due.is_none(),
                 wait: due.map(|until| Wait {
-                    state: state::WAITING,
+                    state: ExecutionState::Waiting,
                     until: Some(until),
                     signal: None,
                 }),

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::run::{ItemDone, ItemFailure, Next, Run};
-use crate::store::{state, Wait, ANSWER, INTERACTION};
+use crate::store::{ExecutionState, Wait, ANSWER, INTERACTION};
 use crate::workflow::script::Code;
 
 impl Run {
@@ -44,7 +44,7 @@ impl Run {
             Next::Item(next.to_owned())
         } else {
             Next::Park(Wait {
-                state: state::WAITING,
+                state: ExecutionState::Waiting,
                 until: Some(due),
                 signal: None,
             })
@@ -132,7 +132,7 @@ impl Run {
             }
         }
         Ok(self.unchanged(Next::Park(Wait {
-            state: state::WAITING_SIGNAL,
+            state: ExecutionState::WaitingSignal,
             until,
             signal: Some(name.to_owned()),
         })))

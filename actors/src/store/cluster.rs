@@ -9,6 +9,7 @@
 //! one of several racing detectors win a takeover. Liveness is judged in
 //! SQL against the database server's clock (invariant 3).
 
+use crate::messages::NodeRole;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
@@ -76,7 +77,7 @@ async fn live_nodes(
 }
 
 fn is_active(n: &node::Model) -> bool {
-    n.role == "active" && n.state == node_state::RUNNING
+    n.role == NodeRole::Active.as_str() && n.state == node_state::RUNNING
 }
 
 /// Promotes live standbys (this node first) while fewer than
@@ -101,7 +102,7 @@ async fn promote(
         // Still a live standby at the epoch read: a node that fenced itself
         // meanwhile (its fence is serialized by the same lock) is skipped.
         let r = node::Entity::update_many()
-            .col_expr(node::Column::Role, Expr::value("active"))
+            .col_expr(node::Column::Role, Expr::value(NodeRole::Active.as_str()))
             .col_expr(node::Column::State, Expr::value(node_state::RUNNING))
             .filter(node::Column::Id.eq(c.id.as_str()))
             .filter(node::Column::Epoch.eq(c.epoch))
@@ -248,7 +249,7 @@ impl Store {
                     }
                 }
                 let reg = NodeRegistration {
-                    role: "standby".into(),
+                    role: NodeRole::Standby.as_str().into(),
                     state: node_state::STANDBY.into(),
                     ..reg
                 };
@@ -354,7 +355,7 @@ impl Store {
                 // count checked: a heartbeat committed since the read wins.
                 let mut declare = node::Entity::update_many()
                     .col_expr(node::Column::State, Expr::value(node_state::FAILED))
-                    .col_expr(node::Column::Role, Expr::value("standby"))
+                    .col_expr(node::Column::Role, Expr::value(NodeRole::Standby.as_str()))
                     .col_expr(node::Column::Epoch, Expr::col(node::Column::Epoch).add(1))
                     .filter(node::Column::Id.eq(victim.as_str()))
                     .filter(node::Column::Epoch.eq(seen_epoch))
@@ -493,7 +494,7 @@ impl Store {
                 lock_step(&txn).await?;
                 let r = node::Entity::update_many()
                     .col_expr(node::Column::State, Expr::value(node_state::STOPPED))
-                    .col_expr(node::Column::Role, Expr::value("standby"))
+                    .col_expr(node::Column::Role, Expr::value(NodeRole::Standby.as_str()))
                     .col_expr(node::Column::Epoch, Expr::col(node::Column::Epoch).add(1))
                     .filter(node::Column::Id.eq(me.as_str()))
                     .filter(node::Column::Epoch.eq(epoch))
@@ -537,7 +538,7 @@ impl Store {
                 lock_step(&txn).await?;
                 node::Entity::update_many()
                     .col_expr(node::Column::State, Expr::value(node_state::FENCED))
-                    .col_expr(node::Column::Role, Expr::value("standby"))
+                    .col_expr(node::Column::Role, Expr::value(NodeRole::Standby.as_str()))
                     .filter(node::Column::Id.eq(me))
                     .filter(node::Column::Epoch.eq(epoch))
                     .filter(node::Column::State.is_not_in(node_state::GONE))

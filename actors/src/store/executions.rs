@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::Value;
 
 use super::entities::{execution, item_log};
-use super::{is_unique_violation, state, Store};
+use super::{is_unique_violation, state, ExecutionState, Store};
 use crate::error::StoreError;
 
 /// Who may write an execution row: its id, owner node and owner epoch.
@@ -59,7 +59,7 @@ pub struct Checkpoint {
     /// New count of retries of the current item after failures.
     pub item_retries: Option<i32>,
     /// New state.
-    pub state: Option<&'static str>,
+    pub state: Option<ExecutionState>,
     /// New error (`Some(None)` clears it).
     pub error: Option<Option<String>>,
     /// Stamp `ended_at` with the database clock.
@@ -84,7 +84,7 @@ pub struct Checkpoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wait {
     /// `waiting` (a timer) or `waiting-signal` (a signal or an interaction).
-    pub state: &'static str,
+    pub state: ExecutionState,
     /// When it is due (a timer) or times out, in ms on the database clock.
     pub until: Option<i64>,
     /// The awaited signal's name.
@@ -510,7 +510,7 @@ pub(super) async fn fenced_update(
         update = update.col_expr(execution::Column::ItemRetries, Expr::value(v));
     }
     if let Some(v) = cp.state {
-        update = update.col_expr(execution::Column::State, Expr::value(v));
+        update = update.col_expr(execution::Column::State, Expr::value(v.as_str()));
     }
     if let Some(v) = &cp.error {
         update = update.col_expr(execution::Column::Error, Expr::value(v.clone()));
@@ -520,7 +520,7 @@ pub(super) async fn fenced_update(
     }
     if let Some(w) = &cp.wait {
         update = update
-            .col_expr(execution::Column::State, Expr::value(w.state))
+            .col_expr(execution::Column::State, Expr::value(w.state.as_str()))
             .col_expr(execution::Column::WaitUntil, Expr::value(w.until))
             .col_expr(execution::Column::WaitSignal, Expr::value(w.signal.clone()));
     } else if cp.clear_wait {

@@ -39,20 +39,92 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, SqlErr, Statement, TransactionT
 use crate::db::Db;
 use crate::error::StoreError;
 
-/// Execution states as stored.
-pub mod state {
+/// The state of an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutionState {
     /// Running an item on its owner node.
-    pub const RUNNING: &str = "running";
+    Running,
     /// Parked on a timer.
-    pub const WAITING: &str = "waiting";
+    Waiting,
     /// Parked on a signal or a user interaction.
-    pub const WAITING_SIGNAL: &str = "waiting-signal";
+    WaitingSignal,
     /// Finished successfully.
-    pub const COMPLETED: &str = "completed";
+    Completed,
     /// Finished with an uncaught error; can be resumed.
-    pub const FAILED: &str = "failed";
+    Failed,
     /// Canceled by a caller.
-    pub const CANCELED: &str = "canceled";
+    Canceled,
+}
+
+impl ExecutionState {
+    /// Every state, in the order above.
+    pub const ALL: [ExecutionState; 6] = [
+        ExecutionState::Running,
+        ExecutionState::Waiting,
+        ExecutionState::WaitingSignal,
+        ExecutionState::Completed,
+        ExecutionState::Failed,
+        ExecutionState::Canceled,
+    ];
+
+    /// The state as stored and shown (`running`, `waiting-signal`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExecutionState::Running => "running",
+            ExecutionState::Waiting => "waiting",
+            ExecutionState::WaitingSignal => "waiting-signal",
+            ExecutionState::Completed => "completed",
+            ExecutionState::Failed => "failed",
+            ExecutionState::Canceled => "canceled",
+        }
+    }
+
+    /// The state named `s`, if it is one.
+    pub fn parse(s: &str) -> Option<ExecutionState> {
+        ExecutionState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// True for `completed`, `failed` and `canceled`.
+    pub const fn is_finished(self) -> bool {
+        matches!(
+            self,
+            ExecutionState::Completed | ExecutionState::Failed | ExecutionState::Canceled
+        )
+    }
+
+    /// True while it waits (`waiting`, `waiting-signal`): no actor runs it.
+    pub const fn is_parked(self) -> bool {
+        matches!(
+            self,
+            ExecutionState::Waiting | ExecutionState::WaitingSignal
+        )
+    }
+}
+
+impl std::fmt::Display for ExecutionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Execution states as stored: the text of each [`ExecutionState`], for
+/// queries.
+pub mod state {
+    use super::ExecutionState;
+
+    /// Running an item on its owner node.
+    pub const RUNNING: &str = ExecutionState::Running.as_str();
+    /// Parked on a timer.
+    pub const WAITING: &str = ExecutionState::Waiting.as_str();
+    /// Parked on a signal or a user interaction.
+    pub const WAITING_SIGNAL: &str = ExecutionState::WaitingSignal.as_str();
+    /// Finished successfully.
+    pub const COMPLETED: &str = ExecutionState::Completed.as_str();
+    /// Finished with an uncaught error; can be resumed.
+    pub const FAILED: &str = ExecutionState::Failed.as_str();
+    /// Canceled by a caller.
+    pub const CANCELED: &str = ExecutionState::Canceled.as_str();
     /// The states that are not final.
     pub const UNFINISHED: [&str; 3] = [RUNNING, WAITING, WAITING_SIGNAL];
 }

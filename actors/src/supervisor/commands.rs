@@ -1,3 +1,4 @@
+use crate::messages::NodeRole;
 use std::time::Duration;
 
 use actix::{
@@ -10,7 +11,9 @@ use crate::error::EngineError;
 use crate::execution::StartKind;
 use crate::messages::{Cancel, NodeState, Stop};
 use crate::store::entities::execution;
-use crate::store::{state, Checkpoint, Fence, LogEntry, NewExecution, StartOutcome};
+use crate::store::{
+    state, Checkpoint, ExecutionState, Fence, LogEntry, NewExecution, StartOutcome,
+};
 use crate::workflow::{check_inputs, Problem};
 
 impl Handler<crate::messages::StartChild> for NodeSupervisor {
@@ -177,7 +180,7 @@ impl Handler<CancelExecution> for NodeSupervisor {
                     .checkpoint(
                         &fence,
                         Checkpoint {
-                            state: Some(state::CANCELED),
+                            state: Some(ExecutionState::Canceled),
                             ended: true,
                             logs: vec![log],
                             notify_parent: row.parent_id.clone(),
@@ -354,7 +357,13 @@ impl Handler<Shutdown> for NodeSupervisor {
                 }
                 Some(_) => {}
                 None => {
-                    let _ = store.set_node_state(&node, "active", "STOPPED").await;
+                    let _ = store
+                        .set_node_state(
+                            &node,
+                            NodeRole::Active.as_str(),
+                            crate::store::node_state::STOPPED,
+                        )
+                        .await;
                     let _ = store
                         .record_event("leave", &node, &format!("node {node} left"))
                         .await;

@@ -1,3 +1,4 @@
+use crate::messages::NodeRole;
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 
 use super::NodeSupervisor;
@@ -14,7 +15,7 @@ impl NodeSupervisor {
         let reg = NodeRegistration {
             id: self.cfg.node_id.clone(),
             address: self.cfg.address.clone(),
-            role: "standby".into(),
+            role: NodeRole::Standby.as_str().into(),
             state: NodeState::Standby.as_str().into(),
             fingerprint: self.cfg.fingerprint.clone(),
         };
@@ -31,7 +32,7 @@ impl NodeSupervisor {
                 let lease = sent + timing.timeout.saturating_sub(timing.interval);
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Standby;
-                    s.role = "standby";
+                    s.role = NodeRole::Standby;
                     s.epoch = epoch;
                     s.lease_until = Some(lease);
                 });
@@ -55,7 +56,7 @@ impl NodeSupervisor {
         tracing::info!(node = %self.cfg.node_id, "promoted to active");
         self.cfg.status.update(|s| {
             s.state = NodeState::Running;
-            s.role = "active";
+            s.role = NodeRole::Active;
         });
         self.rescan(ctx);
     }
@@ -78,13 +79,13 @@ impl Handler<NodeSeen> for NodeSupervisor {
         let state = self.state();
         let row = msg.row;
         if state == NodeState::Standby
-            && row.role == "active"
+            && row.role == NodeRole::Active.as_str()
             && row.state == crate::store::node_state::RUNNING
         {
             self.become_active(ctx);
             return;
         }
-        if state == NodeState::Running && row.role != "active" {
+        if state == NodeState::Running && row.role != NodeRole::Active.as_str() {
             ctx.notify(FenceSelf {
                 reason: format!("node {} is no longer active in the store", row.id),
             });
@@ -119,7 +120,7 @@ impl Handler<FenceSelf> for NodeSupervisor {
         let epoch = self.cfg.status.raw().epoch;
         self.cfg.status.update(|s| {
             s.state = NodeState::Fenced;
-            s.role = "standby";
+            s.role = NodeRole::Standby;
         });
         self.stop_all_now();
         let store = self.cfg.store.clone();

@@ -20,6 +20,7 @@
 //! - `recovery`: start-up recovery, rescans, the wake scan, retries after store failures
 //! - `commands`: start, cancel, resume, child start and shutdown
 
+use crate::messages::NodeRole;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,7 +164,7 @@ impl Actor for NodeSupervisor {
         match self.cfg.cluster {
             None => self.recover(ctx),
             Some(timing) => {
-                self.cfg.status.update(|s| s.role = "standby");
+                self.cfg.status.update(|s| s.role = NodeRole::Standby);
                 let status = self.cfg.status.clone();
                 let fence_after = timing.timeout.saturating_sub(timing.interval);
                 self.heartbeat = Some(

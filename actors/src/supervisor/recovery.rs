@@ -1,3 +1,4 @@
+use crate::messages::NodeRole;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ impl NodeSupervisor {
                 .register_node(NodeRegistration {
                     id: cfg.node_id.clone(),
                     address: cfg.address.clone(),
-                    role: "active".into(),
+                    role: NodeRole::Active.as_str().into(),
                     state: NodeState::Running.as_str().into(),
                     fingerprint: cfg.fingerprint.clone(),
                 })
@@ -236,7 +237,7 @@ impl NodeSupervisor {
                 tracing::error!(node = %act.cfg.node_id, %reason, "fencing this node: stopping every execution");
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Fenced;
-                    s.role = "standby";
+                    s.role = NodeRole::Standby;
                 });
                 act.stop_all_now();
             }
