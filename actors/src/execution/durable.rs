@@ -157,18 +157,17 @@ impl Run {
         Ok(RunOutcome::Canceled)
     }
 
+    /// The item log's record that the current attempt failed.
+    fn failed_record(&self, message: String) -> LogEntry {
+        self.log(&self.item, self.step, self.attempt, "failed", Some(message))
+    }
+
     pub(super) async fn fail(
         &self,
         message: String,
         mut logs: Vec<LogEntry>,
     ) -> Result<RunOutcome, RunOutcome> {
-        logs.push(self.log(
-            &self.item,
-            self.step,
-            self.attempt,
-            "failed",
-            Some(message.clone()),
-        ));
+        logs.push(self.failed_record(message.clone()));
         self.write(Checkpoint {
             state: Some(ExecutionState::Failed),
             error: Some(Some(message)),
@@ -308,13 +307,7 @@ impl Run {
             let next_attempt = self.attempt + 1;
             let exp = (next_attempt - 2).clamp(0, 20) as u32;
             let backoff = retry.backoff_ms.saturating_mul(1u64 << exp);
-            logs.push(self.log(
-                &self.item,
-                self.step,
-                self.attempt,
-                "failed",
-                Some(text.clone()),
-            ));
+            logs.push(self.failed_record(text.clone()));
             logs.push(self.log(&self.item, self.step, next_attempt, "started", None));
             // The backoff parks the execution like a timer (no actor held),
             // except on wait items, whose own deadline uses the same column.
@@ -369,13 +362,7 @@ impl Run {
                     "attempt": self.attempt,
                 }),
             );
-            logs.push(self.log(
-                &self.item,
-                self.step,
-                self.attempt,
-                "failed",
-                Some(text.clone()),
-            ));
+            logs.push(self.failed_record(text.clone()));
             self.move_to(handler, variables, None, logs, Vec::new())
                 .await?;
             return Ok(None);

@@ -27,6 +27,30 @@ pub const INTERACTION: &str = "__interaction";
 /// finds it at once.
 pub const ANSWER: &str = "__answer";
 
+/// The one `INSERT` of a signal (any name), stamped with the database clock.
+fn signal_insert(
+    backend: DbBackend,
+    execution_id: &str,
+    name: &str,
+    payload: String,
+) -> sea_orm::sea_query::InsertStatement {
+    Query::insert()
+        .into_table(signal::Entity)
+        .columns([
+            signal::Column::ExecutionId,
+            signal::Column::Name,
+            signal::Column::Payload,
+            signal::Column::CreatedAt,
+        ])
+        .values_panic([
+            Expr::value(execution_id),
+            Expr::value(name),
+            Expr::value(payload),
+            Store::now_expr(backend),
+        ])
+        .to_owned()
+}
+
 /// Marks a signal consumed, inside the completing transaction.
 pub(super) async fn consume(
     txn: &DatabaseTransaction,
@@ -57,22 +81,9 @@ pub(super) async fn notify_parent(
     parent: &str,
     child: &str,
 ) -> Result<(), sea_orm::DbErr> {
-    let insert = Query::insert()
-        .into_table(signal::Entity)
-        .columns([
-            signal::Column::ExecutionId,
-            signal::Column::Name,
-            signal::Column::Payload,
-            signal::Column::CreatedAt,
-        ])
-        .values_panic([
-            Expr::value(parent),
-            Expr::value(CHILD_DONE),
-            Expr::value(serde_json::json!({ "child": child }).to_string()),
-            Store::now_expr(backend),
-        ])
-        .to_owned();
-    txn.execute(&insert).await?;
+    let payload = serde_json::json!({ "child": child }).to_string();
+    txn.execute(&signal_insert(backend, parent, CHILD_DONE, payload))
+        .await?;
     Ok(())
 }
 
@@ -114,22 +125,8 @@ impl Store {
                     txn.rollback().await?;
                     return Ok(false);
                 }
-                let insert = Query::insert()
-                    .into_table(signal::Entity)
-                    .columns([
-                        signal::Column::ExecutionId,
-                        signal::Column::Name,
-                        signal::Column::Payload,
-                        signal::Column::CreatedAt,
-                    ])
-                    .values_panic([
-                        Expr::value(execution_id),
-                        Expr::value(ANSWER),
-                        Expr::value(answer),
-                        now,
-                    ])
-                    .to_owned();
-                txn.execute(&insert).await?;
+                txn.execute(&signal_insert(backend, &execution_id, ANSWER, answer))
+                    .await?;
                 txn.commit().await?;
                 Ok(true)
             })
@@ -253,22 +250,8 @@ impl Store {
         );
         self.db()
             .run(move |c| async move {
-                let insert = Query::insert()
-                    .into_table(signal::Entity)
-                    .columns([
-                        signal::Column::ExecutionId,
-                        signal::Column::Name,
-                        signal::Column::Payload,
-                        signal::Column::CreatedAt,
-                    ])
-                    .values_panic([
-                        Expr::value(execution_id),
-                        Expr::value(name),
-                        Expr::value(payload),
-                        Store::now_expr(backend),
-                    ])
-                    .to_owned();
-                c.execute(&insert).await?;
+                c.execute(&signal_insert(backend, &execution_id, &name, payload))
+                    .await?;
                 Ok(())
             })
             .await
