@@ -12,6 +12,7 @@
 //! - [`messages`]: messages shared by several actors
 //! - [`metrics`]: engine counters and the item latency histogram
 //! - [`supervisor`]: `NodeSupervisor`, the root of a node's actor tree
+//! - [`status`]: `StatusCell`, the node's state as every reader sees it
 //! - [`execution`]: `ExecutionActor`, one per running execution
 //! - [`heartbeat`]: `HeartbeatActor`, this node's heartbeat and self-fencing
 //! - [`failover`]: `FailoverDetectorActor`, takeover of dead peers

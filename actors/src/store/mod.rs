@@ -1,11 +1,16 @@
 //! The store: every query Baton makes, over sea-orm.
 //!
 //! Owns the SQL. Writes on an execution row go through
-//! [`Store::fenced_update`] only, which adds
+//! `fenced_update` only (through [`Store::checkpoint`]), which adds
 //! `WHERE id = ? AND owner_node = ? AND owner_epoch = ?` and turns zero
 //! rows updated into [`StoreError::OwnershipLost`] (DESIGN.md invariant 2).
 //! Every timestamp is taken from the database server's clock
-//! ([`Store::now_expr`]), never from this node's (invariant 3).
+//! ([`Store::now_expr`]), never from this node's (invariant 3). A run's
+//! writes are also fenced by the run token it claimed
+//! ([`Store::claim_run`], invariant 10; `claims::*`). An interaction answer
+//! is taken by a compare-and-set on the parked row
+//! ([`Store::answer_interaction`], invariant 13;
+//! `waits::*::a_double_click_answers_one_interaction_once`).
 //!
 //! # Layout
 //! - `batch`: group commit of checkpoints from many executions

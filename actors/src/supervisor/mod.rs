@@ -4,15 +4,30 @@
 //! resumes the executions the node owns (crash recovery), starts one
 //! `ExecutionActor` per running execution, routes commands to them, and
 //! stops them on shutdown. The node's state for `/api/healthstatus` is
-//! published through [`StatusCell`](crate::status::StatusCell).
+//! published through [`crate::status::StatusCell`].
 //!
 //! Message priority: a node-wide stop ([`Shutdown`]) is handled before
 //! anything new is started (the state turns `STOPPING` first, and
-//! `StartExecution` is refused from then on); fencing ([`FenceSelf`]) stops
+//! `StartExecution` is refused from then on); fencing (`FenceSelf`) stops
 //! every execution at once; an execution's `Cancel` is handled between its
 //! items or by aborting the item in flight; ordinary messages follow in
 //! mailbox order. The database, not any mailbox, is the truth: a message
 //! lost with a failed actor is recovered by re-reading the store.
+//!
+//! Invariants it keeps (DESIGN.md), each with the test that proves it:
+//! - 5, a node that cannot heartbeat fences itself first (`membership`;
+//!   `cluster::*::a_node_cut_from_the_database_fences_itself_and_rejoins`).
+//! - 8, waiting costs nothing: parked executions hold no actor; the wake
+//!   scan starts one when due (`recovery`; `waits::*`).
+//! - 10, one run per execution: an actor starts only on a running node, at
+//!   most one per execution here, and each run claims its row (`spawn_execution`;
+//!   `claims::*`, `driver::*::a_second_process_with_the_same_node_id_waits_for_the_first`).
+//! - 11, a graceful stop is not a failure: the drain is bounded and ends in
+//!   one hand-off transaction (`commands::Shutdown`;
+//!   `cluster::*::sigterm_during_a_long_item_drains_without_a_failover`).
+//! - 12, every end reaches the parent: a cancel with no actor notifies the
+//!   waiting parent (`commands::CancelExecution`;
+//!   `nested::*::a_canceled_parked_child_ends_its_waiting_parent`).
 //!
 //! # Layout
 //! - this file: the actor, its configuration and spawning of execution actors
