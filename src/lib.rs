@@ -37,9 +37,11 @@
 //! - [`node`]: [`Node::builder`], [`NodeHandle`]
 //! - [`client`]: the HTTP client behind the CLI's client verbs
 //! - [`bench`]: `baton bench`
+//! - [`chaos`]: `baton chaos`, the randomized fault-and-workload checker
 //! - [`process`]: a `baton serve` child process (benchmarks and tests)
 
 pub mod bench;
+pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -36,6 +36,37 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Run a cluster of real nodes under a generated workload and a seeded
+    /// fault schedule; check the history (exit 1 on any violation).
+    Chaos {
+        /// Database URL (a scratch database); default: a fresh SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Reproduces a run; default: one drawn from the clock (printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How many faults.
+        #[arg(long, default_value_t = 20)]
+        faults: usize,
+        /// How many workflows.
+        #[arg(long, default_value_t = 60)]
+        workflows: usize,
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// `cluster.active_nodes`.
+        #[arg(long, default_value_t = 1)]
+        active_nodes: u32,
+        /// `cluster.heartbeat_interval_ms`.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+        /// `cluster.failover_heartbeats`.
+        #[arg(long, default_value_t = 5)]
+        heartbeats: u32,
+        /// Echo the nodes' log lines.
+        #[arg(long)]
+        echo: bool,
+    },
     /// Measure checkpointed items per second and item latency
     /// (`baton bench failover` for the cluster benchmarks).
     Bench {
@@ -278,6 +309,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let c = Client::new(&client.server, client.token);
             print!("{}", cluster_table(&c.get("/api/cluster").await?));
+            Ok(())
+        }
+        Command::Chaos {
+            database_url,
+            seed,
+            faults,
+            workflows,
+            nodes,
+            active_nodes,
+            interval_ms,
+            heartbeats,
+            echo,
+        } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+                    % 1_000_000
+            });
+            eprintln!("baton chaos: seed {seed}");
+            let opts = baton::chaos::ChaosOptions {
+                database_url,
+                seed,
+                faults,
+                workflows,
+                nodes,
+                active_nodes,
+                interval_ms,
+                heartbeats,
+                exe: std::env::current_exe()?,
+                echo,
+            };
+            let report = baton::chaos::run(&opts).await?;
+            print!("{}", report.table);
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Bench {

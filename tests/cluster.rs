@@ -592,7 +592,7 @@ async fn drain(b: Backend) {
 
 async fn cut(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let proxy = TcpProxy::start(&db.url).await;
+    let proxy = TcpProxy::start(&db.url).await.expect("proxy");
     let mut env1 = node_env(&db, "c1");
     env1[0].1 = proxy.url.clone();
     let n1 = serve(&env1);

@@ -65,7 +65,7 @@ fn assert_unavailable(r: &Resp, path: &str, proxy_url: &str) {
 
 async fn outage(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let proxy = TcpProxy::start(&db.url).await;
+    let proxy = TcpProxy::start(&db.url).await.expect("proxy");
     let node = start_node(&db, |c| c.database.url = proxy.url.clone()).await;
     let http = Http::new(&node.url());
     import_slow_steps(&http).await;

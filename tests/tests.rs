@@ -12,6 +12,7 @@
 mod util;
 
 mod api;
+mod chaos;
 mod claims;
 mod cli;
 mod cluster;

@@ -292,6 +292,7 @@ impl Run {
             item: self.item.clone(),
             attempt: self.attempt,
             idempotency_key: format!("{}/{}", self.fence.execution, self.item),
+            node: self.fence.node.clone(),
         }
     }
 

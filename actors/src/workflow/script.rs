@@ -76,6 +76,8 @@ pub struct ScriptContext {
     pub attempt: i32,
     /// `{execution}/{item}`, stable across attempts.
     pub idempotency_key: String,
+    /// The node running this attempt.
+    pub node: String,
 }
 
 /// What to evaluate.

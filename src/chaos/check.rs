@@ -1,0 +1,510 @@
+//! The checker: what must hold after a chaos run, judged from Baton's
+//! database, the ledger and the samples taken during the run. Each rule
+//! is a pure function of that history, so the tests can feed it a made-up
+//! history and see it object.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::faults::{Fault, FaultKind};
+use super::ledger::Entry;
+use super::workload::{child_record, Plan};
+
+/// One execution the client drove, and what it saw.
+#[derive(Clone, Debug)]
+pub struct Driven {
+    /// Its id.
+    pub id: String,
+    /// Its workflow.
+    pub plan: Plan,
+    /// Payloads sent per signal (`s1` is index 0).
+    pub signals_sent: Vec<i64>,
+    /// Every answer sent per interaction (`ans1` is index 0), accepted or not.
+    pub answers_sent: Vec<Vec<i64>>,
+    /// A cancel was asked for.
+    pub cancel_requested: bool,
+}
+
+/// An execution as stored at the end.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// Its id.
+    pub id: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// Its state.
+    pub state: String,
+    /// Its inputs, variables and outputs.
+    pub inputs: Value,
+    /// Its variables.
+    pub variables: Value,
+    /// Its outputs.
+    pub outputs: Value,
+    /// Its error.
+    pub error: Option<String>,
+}
+
+/// A cluster event as stored (time on the run's clock).
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// `failover`, `join`, `leave`, ...
+    pub kind: String,
+    /// The node it is about.
+    pub node: String,
+    /// When.
+    pub at: Instant,
+}
+
+/// An item-log record (time on the run's clock).
+#[derive(Clone, Debug)]
+pub struct LogRow {
+    /// The execution.
+    pub execution: String,
+    /// The step.
+    pub step: i64,
+    /// `started`, `completed`, ...
+    pub event: String,
+    /// The node that wrote it.
+    pub node: String,
+    /// When.
+    pub at: Instant,
+}
+
+/// Everything the checker judges.
+#[derive(Clone, Debug)]
+pub struct History {
+    /// The node ids, by index.
+    pub nodes: Vec<String>,
+    /// The failover timeout.
+    pub timeout: Duration,
+    /// How many nodes may be active.
+    pub active_nodes: u32,
+    /// The most active nodes seen at once.
+    pub max_active: usize,
+    /// The executions the client drove.
+    pub driven: Vec<Driven>,
+    /// Every execution stored, by id.
+    pub stored: HashMap<String, Stored>,
+    /// The item log.
+    pub log: Vec<LogRow>,
+    /// The cluster events.
+    pub events: Vec<Event>,
+    /// The ledger.
+    pub ledger: Vec<Entry>,
+    /// The faults applied.
+    pub faults: Vec<Fault>,
+}
+
+/// Something that must not happen, with what identifies it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Violation {
+    /// The rule broken.
+    pub rule: &'static str,
+    /// What broke it (execution ids, nodes, values).
+    pub detail: String,
+}
+
+fn v(rule: &'static str, detail: String) -> Violation {
+    Violation { rule, detail }
+}
+
+fn num(v: &Value, key: &str) -> Option<i64> {
+    v.get(key).and_then(Value::as_f64).map(|f| f as i64)
+}
+
+/// Why items ran more than once, by the fault that explains it.
+pub type Reruns = BTreeMap<&'static str, usize>;
+
+/// Applies every rule; returns the violations and the explained re-runs.
+pub fn check(h: &History) -> (Vec<Violation>, Reruns) {
+    let mut out = Vec::new();
+    outcomes(h, &mut out);
+    completions(h, &mut out);
+    let reruns = reruns(h, &mut out);
+    records(h, &mut out);
+    if h.max_active > h.active_nodes as usize {
+        out.push(v(
+            "never more active nodes than configured",
+            format!(
+                "{} active at once (active_nodes = {})",
+                h.max_active, h.active_nodes
+            ),
+        ));
+    }
+    failovers(h, &mut out);
+    stale_writes(h, &mut out);
+    out.sort();
+    (out, reruns)
+}
+
+/// Every driven execution ended as the reference says: completed with the
+/// reference's `acc` (or canceled, only if a cancel was asked for); none is
+/// stuck; every signal payload and answer it took was one sent for that
+/// very wait.
+fn outcomes(h: &History, out: &mut Vec<Violation>) {
+    for d in &h.driven {
+        let Some(s) = h.stored.get(&d.id) else {
+            out.push(v("every execution is stored", d.id.clone()));
+            continue;
+        };
+        match s.state.as_str() {
+            "completed" => {}
+            "canceled" if d.cancel_requested => continue,
+            "canceled" => {
+                out.push(v("canceled only when asked", d.id.clone()));
+                continue;
+            }
+            "failed" => {
+                out.push(v(
+                    "reaches the reference's state",
+                    format!("{} failed: {}", d.id, s.error.clone().unwrap_or_default()),
+                ));
+                continue;
+            }
+            other => {
+                out.push(v("none is stuck", format!("{} is still {other}", d.id)));
+                continue;
+            }
+        }
+        let mut signals = Vec::new();
+        for (i, sent) in d.signals_sent.iter().enumerate() {
+            let got = num(&s.variables, &format!("sig{}", i + 1)).unwrap_or(-1);
+            if got != *sent {
+                out.push(v(
+                    "a signal is taken by the wait it was sent to",
+                    format!("{} sig{}: took {got}, sent {sent}", d.id, i + 1),
+                ));
+            }
+            signals.push(got);
+        }
+        let mut answers = Vec::new();
+        for (i, sent) in d.answers_sent.iter().enumerate() {
+            let got = num(&s.variables, &format!("ans{}", i + 1)).unwrap_or(-1);
+            if !sent.contains(&got) {
+                out.push(v(
+                    "no answer consumed by an item it was not meant for",
+                    format!("{} ans{}: took {got}, sent {sent:?}", d.id, i + 1),
+                ));
+            }
+            answers.push(got);
+        }
+        let (_, want) = d.plan.expected(&signals, &answers);
+        let got = num(&s.outputs, "acc");
+        if got != Some(want) {
+            out.push(v(
+                "outputs are the reference's",
+                format!("{}: acc {got:?}, reference {want}", d.id),
+            ));
+        }
+    }
+}
+
+/// Exactly one `completed` record per step.
+fn completions(h: &History, out: &mut Vec<Violation>) {
+    let mut seen: HashMap<(&str, i64), usize> = HashMap::new();
+    for l in h.log.iter().filter(|l| l.event == "completed") {
+        *seen.entry((l.execution.as_str(), l.step)).or_default() += 1;
+    }
+    for ((e, step), n) in seen {
+        if n > 1 {
+            out.push(v(
+                "exactly one completed record per step",
+                format!("{e} step {step}: {n}"),
+            ));
+        }
+    }
+}
+
+/// A fault on `node` overlapping `[from, to]`, if any.
+fn fault_on<'a>(h: &'a History, node: &str, from: Instant, to: Instant) -> Option<&'a Fault> {
+    let slack = Duration::from_millis(500);
+    h.faults.iter().find(|f| {
+        h.nodes.get(f.node).map(String::as_str) == Some(node)
+            && f.from <= to + slack
+            && f.until + slack >= from
+    })
+}
+
+/// An item's side effect ran more than once only if the node that ran it
+/// first died, was fenced or drained while it ran.
+fn reruns(h: &History, out: &mut Vec<Violation>) -> Reruns {
+    let mut by_key: HashMap<&str, Vec<&Entry>> = HashMap::new();
+    for e in &h.ledger {
+        by_key.entry(e.key.as_str()).or_default().push(e);
+    }
+    let mut why = Reruns::new();
+    for (key, mut runs) in by_key {
+        runs.sort_by_key(|e| e.at);
+        for pair in runs.windows(2) {
+            let (first, again) = (pair[0], pair[1]);
+            match fault_on(h, &first.node, first.at, again.at) {
+                Some(f) => *why.entry(f.kind.name()).or_default() += 1,
+                None => out.push(v(
+                    "an item re-runs only after its owner died, was fenced or drained",
+                    format!(
+                        "{key}: attempt {} on {} then attempt {} on {}, no fault between",
+                        first.attempt, first.node, again.attempt, again.node
+                    ),
+                )),
+            }
+        }
+    }
+    why
+}
+
+/// Each recorded side effect saw the state the reference says it had.
+fn records(h: &History, out: &mut Vec<Violation>) {
+    let driven: HashMap<&str, &Driven> = h.driven.iter().map(|d| (d.id.as_str(), d)).collect();
+    for e in &h.ledger {
+        let acc = e.acc as i64;
+        if let Some(d) = driven.get(e.execution.as_str()) {
+            let Some(s) = h.stored.get(&d.id).filter(|s| s.state == "completed") else {
+                continue;
+            };
+            let signals: Vec<i64> = (0..d.signals_sent.len())
+                .map(|i| num(&s.variables, &format!("sig{}", i + 1)).unwrap_or(-1))
+                .collect();
+            let answers: Vec<i64> = (0..d.answers_sent.len())
+                .map(|i| num(&s.variables, &format!("ans{}", i + 1)).unwrap_or(-1))
+                .collect();
+            let (want, _) = d.plan.expected(&signals, &answers);
+            if let Some((_, w)) = want.iter().find(|(item, _)| *item == e.item) {
+                if *w != acc {
+                    out.push(v(
+                        "a side effect sees the state the reference says",
+                        format!("{} {}: acc {acc}, reference {w}", e.execution, e.item),
+                    ));
+                }
+            }
+        } else if let Some(s) = h.stored.get(&e.execution) {
+            if s.workflow == "chaos-child" {
+                let x = num(&s.inputs, "x").unwrap_or(-1);
+                if acc != child_record(x) {
+                    out.push(v(
+                        "a side effect sees the state the reference says",
+                        format!(
+                            "{} (child of x = {x}): y {acc}, reference {}",
+                            e.execution,
+                            child_record(x)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Every failover follows a fault that may cause one (a drain never does),
+/// and every node down past twice the failover timeout was failed over.
+fn failovers(h: &History, out: &mut Vec<Violation>) {
+    for ev in h.events.iter().filter(|e| e.kind == "failover") {
+        let window_from = ev.at.checked_sub(h.timeout * 4).unwrap_or(ev.at);
+        let cause = h.faults.iter().find(|f| {
+            h.nodes.get(f.node) == Some(&ev.node)
+                && f.kind.may_fail_over()
+                && f.from <= ev.at + Duration::from_millis(500)
+                && f.until + h.timeout * 2 >= window_from
+        });
+        if cause.is_none() {
+            out.push(v(
+                "a failover only follows a failure (a drain is not one)",
+                format!("node {} failed over with no kill, pause or cut", ev.node),
+            ));
+        }
+    }
+    for f in &h.faults {
+        let long = f.until.saturating_duration_since(f.from) >= h.timeout * 2;
+        if !f.kind.may_fail_over() || !long || f.kind == FaultKind::Stall {
+            continue;
+        }
+        let node = &h.nodes[f.node];
+        let recorded = h.events.iter().any(|e| {
+            e.kind == "failover"
+                && &e.node == node
+                && e.at + Duration::from_millis(500) >= f.from
+                && e.at <= f.until + h.timeout * 2
+        });
+        if !recorded {
+            out.push(v(
+                "every failover is recorded as an event",
+                format!(
+                    "node {node} was down ({}) {:?} with no failover event",
+                    f.kind.name(),
+                    f.until - f.from
+                ),
+            ));
+        }
+    }
+}
+
+/// No write is accepted from a node after its epoch was superseded: no
+/// item-log record by a node between its failover and its next join.
+fn stale_writes(h: &History, out: &mut Vec<Violation>) {
+    let slack = Duration::from_millis(100);
+    for ev in h.events.iter().filter(|e| e.kind == "failover") {
+        let rejoined = h
+            .events
+            .iter()
+            .filter(|j| j.kind == "join" && j.node == ev.node && j.at > ev.at)
+            .map(|j| j.at)
+            .min();
+        let stale = h.log.iter().filter(|l| {
+            l.node == ev.node && l.at > ev.at + slack && rejoined.is_none_or(|j| l.at < j)
+        });
+        for l in stale {
+            out.push(v(
+                "no write accepted from a superseded owner",
+                format!(
+                    "{} step {} ({}) by {} after its failover",
+                    l.execution, l.step, l.event, l.node
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::workload::Step;
+    use serde_json::json;
+
+    fn history() -> History {
+        let t0 = Instant::now();
+        let plan = Plan {
+            id: "w".into(),
+            steps: vec![Step::Calc(2), Step::Record],
+        };
+        History {
+            nodes: vec!["a".into(), "b".into()],
+            timeout: Duration::from_secs(1),
+            active_nodes: 1,
+            max_active: 1,
+            driven: vec![Driven {
+                id: "x".into(),
+                plan,
+                signals_sent: vec![],
+                answers_sent: vec![],
+                cancel_requested: false,
+            }],
+            stored: HashMap::from([(
+                "x".to_owned(),
+                Stored {
+                    id: "x".into(),
+                    workflow: "w".into(),
+                    state: "completed".into(),
+                    inputs: json!({}),
+                    variables: json!({"acc": 2}),
+                    outputs: json!({"acc": 2}),
+                    error: None,
+                },
+            )]),
+            log: vec![],
+            events: vec![],
+            ledger: vec![Entry {
+                execution: "x".into(),
+                item: "i1".into(),
+                attempt: 1,
+                key: "x/i1".into(),
+                node: "a".into(),
+                acc: 2.0,
+                at: t0,
+            }],
+            faults: vec![],
+        }
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let (violations, _) = check(&history());
+        assert_eq!(violations, vec![]);
+    }
+
+    #[test]
+    fn each_rule_objects_to_what_it_forbids() {
+        let mut h = history();
+        h.stored.get_mut("x").expect("x").outputs = json!({"acc": 3});
+        h.max_active = 2;
+        let again = Entry {
+            attempt: 2,
+            at: Instant::now() + Duration::from_secs(1),
+            ..h.ledger[0].clone()
+        };
+        h.ledger.push(again);
+        let at = Instant::now();
+        h.events.push(Event {
+            kind: "failover".into(),
+            node: "b".into(),
+            at,
+        });
+        h.log.push(LogRow {
+            execution: "x".into(),
+            step: 1,
+            event: "completed".into(),
+            node: "b".into(),
+            at: at + Duration::from_secs(1),
+        });
+        h.log.push(LogRow {
+            execution: "x".into(),
+            step: 1,
+            event: "completed".into(),
+            node: "a".into(),
+            at,
+        });
+        let (violations, _) = check(&h);
+        let rules: Vec<&str> = violations.iter().map(|v| v.rule).collect();
+        for rule in [
+            "outputs are the reference's",
+            "never more active nodes than configured",
+            "an item re-runs only after its owner died, was fenced or drained",
+            "a failover only follows a failure (a drain is not one)",
+            "no write accepted from a superseded owner",
+            "exactly one completed record per step",
+        ] {
+            assert!(rules.contains(&rule), "{rule} missing from {rules:?}");
+        }
+    }
+
+    #[test]
+    fn a_rerun_after_a_kill_is_explained() {
+        let mut h = history();
+        let first = h.ledger[0].at;
+        h.ledger.push(Entry {
+            attempt: 2,
+            node: "b".into(),
+            at: first + Duration::from_secs(2),
+            ..h.ledger[0].clone()
+        });
+        h.faults.push(Fault {
+            kind: FaultKind::Kill,
+            node: 0,
+            from: first + Duration::from_millis(10),
+            until: first + Duration::from_secs(3),
+        });
+        h.events.push(Event {
+            kind: "failover".into(),
+            node: "a".into(),
+            at: first + Duration::from_millis(1200),
+        });
+        let (violations, why) = check(&h);
+        assert_eq!(violations, vec![]);
+        assert_eq!(why.get("kill -9"), Some(&1));
+    }
+
+    #[test]
+    fn a_foreign_answer_is_caught() {
+        let mut h = history();
+        h.driven[0].plan.steps = vec![Step::Ask(1), Step::Record];
+        h.driven[0].answers_sent = vec![vec![1001, 1002]];
+        let s = h.stored.get_mut("x").expect("x");
+        s.variables = json!({"acc": 7, "ans1": 7});
+        s.outputs = json!({"acc": 7});
+        h.ledger.clear();
+        let (violations, _) = check(&h);
+        assert!(violations
+            .iter()
+            .any(|v| v.rule == "no answer consumed by an item it was not meant for"));
+    }
+}

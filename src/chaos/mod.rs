@@ -1,0 +1,646 @@
+//! `baton chaos`: a randomized fault-and-workload checker, the way Jepsen
+//! checks a database. It starts a cluster of real `baton serve` processes
+//! on one database, runs generated workflows from the whole language
+//! against it while a seeded schedule kills, pauses, drains and cuts nodes,
+//! records every side effect in a ledger outside Baton's database, and
+//! checks the history against a reference interpreter and the cluster's
+//! promises (DESIGN.md). A seed reproduces a run.
+//!
+//! # Layout
+//! - `workload`: the generator, the seeded random source and the reference interpreter
+//! - `faults`: the fault kinds and their schedule
+//! - `ledger`: the side-effect recorder on loopback
+//! - `proxy`: the TCP proxy between a node and its database
+//! - `check`: the rules and the checker
+
+pub mod check;
+pub mod faults;
+pub mod ledger;
+pub mod proxy;
+pub mod workload;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use baton_actors::Store;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{json, Value};
+
+use crate::process::NodeProcess;
+use check::{Driven, Event, History, LogRow, Stored, Violation};
+use faults::{Fault, FaultKind};
+use ledger::Ledger;
+pub use proxy::TcpProxy;
+use workload::{Plan, Rng, Step};
+
+/// What a chaos run does.
+#[derive(Clone, Debug)]
+pub struct ChaosOptions {
+    /// The database (a scratch one: its tables are used as they are);
+    /// `None`: a fresh SQLite file shared by the processes.
+    pub database_url: Option<String>,
+    /// Reproduces the workload and the fault schedule.
+    pub seed: u64,
+    /// How many faults to apply.
+    pub faults: usize,
+    /// How many workflows to run.
+    pub workflows: usize,
+    /// How many nodes.
+    pub nodes: usize,
+    /// `cluster.active_nodes`.
+    pub active_nodes: u32,
+    /// `cluster.heartbeat_interval_ms`.
+    pub interval_ms: u64,
+    /// `cluster.failover_heartbeats`.
+    pub heartbeats: u32,
+    /// The `baton` executable to run as nodes.
+    pub exe: PathBuf,
+    /// Echo the nodes' log lines.
+    pub echo: bool,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct ChaosReport {
+    /// The rules broken, with the execution ids and nodes.
+    pub violations: Vec<Violation>,
+    /// The table printed for the run.
+    pub table: String,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The nodes and the way to reach them.
+struct Cluster {
+    exe: PathBuf,
+    envs: Vec<Vec<(&'static str, String)>>,
+    procs: Vec<Option<NodeProcess>>,
+    echo: bool,
+}
+
+impl Cluster {
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let p = NodeProcess::spawn(&self.exe, &self.envs[i], self.echo)
+            .with_context(|| format!("starting node {i}"))?;
+        self.procs[i] = Some(p);
+        Ok(())
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.procs.iter().flatten().map(|p| p.url.clone()).collect()
+    }
+}
+
+/// An HTTP answer: status and JSON body (`Null` if none).
+type Answer = (u16, Value);
+
+/// Sends a request to any node that answers (not 503, not down), trying
+/// each in turn until `deadline`.
+async fn any_node(
+    cluster: &Rc<RefCell<Cluster>>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    deadline: Duration,
+) -> Option<Answer> {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let start = Instant::now();
+    loop {
+        let urls = cluster.borrow().urls();
+        for url in urls {
+            let req = match method {
+                "POST" => client.post(format!("{url}{path}")),
+                _ => client.get(format!("{url}{path}")),
+            };
+            let sent = match body {
+                Some(b) => req.send_json(b).await,
+                None => req.send().await,
+            };
+            let Ok(mut resp) = sent else { continue };
+            let status = resp.status().as_u16();
+            if status == 503 {
+                continue;
+            }
+            let json = resp
+                .body()
+                .limit(16 << 20)
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            return Some((status, json));
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Drives one execution as a user would: starts it, sends its signals
+/// (some before it waits), answers its interactions (sometimes twice at
+/// once, with different values), cancels some, and waits for its end.
+async fn drive(
+    cluster: Rc<RefCell<Cluster>>,
+    plan: Plan,
+    id: String,
+    mut rng: Rng,
+    deadline: Duration,
+) -> Driven {
+    let signals: Vec<String> = plan.signals();
+    let asks: Vec<String> = plan.asks();
+    let signals_sent: Vec<i64> = (0..signals.len())
+        .map(|i| 100 * (i as i64 + 1) + rng.range(0, 99) as i64)
+        .collect();
+    let mut d = Driven {
+        id: id.clone(),
+        plan: plan.clone(),
+        signals_sent,
+        answers_sent: vec![Vec::new(); asks.len()],
+        cancel_requested: false,
+    };
+    let start_body = json!({"inputs": {}, "execution_id": id});
+    let path = format!("/api/workflows/{}/executions", plan.id);
+    if any_node(&cluster, "POST", &path, Some(&start_body), deadline)
+        .await
+        .is_none()
+    {
+        return d;
+    }
+    let early = rng.chance(30);
+    let mut sent = vec![false; signals.len()];
+    if early {
+        for (i, name) in signals.iter().enumerate() {
+            let body = json!({"payload": d.signals_sent[i]});
+            let p = format!("/api/executions/{id}/signals/{name}");
+            sent[i] = matches!(
+                any_node(&cluster, "POST", &p, Some(&body), deadline).await,
+                Some((202, _))
+            );
+        }
+    }
+    let cancel_at = rng
+        .chance(8)
+        .then(|| Instant::now() + Duration::from_millis(rng.range(100, 3000)));
+    let began = Instant::now();
+    while began.elapsed() < deadline {
+        if let Some(at) = cancel_at {
+            if !d.cancel_requested && Instant::now() >= at {
+                let p = format!("/api/executions/{id}/cancel");
+                if any_node(&cluster, "POST", &p, Some(&json!({})), deadline)
+                    .await
+                    .is_some()
+                {
+                    d.cancel_requested = true;
+                }
+            }
+        }
+        let Some((200, e)) = any_node(
+            &cluster,
+            "GET",
+            &format!("/api/executions/{id}"),
+            None,
+            deadline,
+        )
+        .await
+        else {
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let state = e["state"].as_str().unwrap_or("");
+        if matches!(state, "completed" | "failed" | "canceled") {
+            return d;
+        }
+        let waiting = &e["waiting_for"];
+        match waiting["kind"].as_str() {
+            Some("signal") => {
+                let name = waiting["name"].as_str().unwrap_or("");
+                if let Some(i) = signals.iter().position(|s| s == name) {
+                    if !sent[i] {
+                        let body = json!({"payload": d.signals_sent[i]});
+                        let p = format!("/api/executions/{id}/signals/{name}");
+                        sent[i] = any_node(&cluster, "POST", &p, Some(&body), deadline)
+                            .await
+                            .is_some();
+                    }
+                }
+            }
+            Some("interaction") if waiting["answered"] != json!(true) => {
+                // Which interaction: the current item is `i{n}`, step n.
+                let item = e["current_item"].as_str().unwrap_or("");
+                let step: Option<usize> = item.strip_prefix('i').and_then(|n| n.parse().ok());
+                let ask = step.and_then(|n| match plan.steps.get(n) {
+                    Some(Step::Ask(a)) => Some(*a),
+                    _ => None,
+                });
+                if let Some(a) = ask {
+                    let var = format!("ans{a}");
+                    let p = format!("/api/executions/{id}/interaction");
+                    let base = 1000 * a as i64;
+                    let v1 = base + rng.range(0, 499) as i64;
+                    let b1 = json!({"inputs": {var.clone(): v1}});
+                    if rng.chance(30) {
+                        // A double click: two different answers at once.
+                        let v2 = base + 500 + rng.range(0, 499) as i64;
+                        let b2 = json!({"inputs": {var.clone(): v2}});
+                        d.answers_sent[a - 1].extend([v1, v2]);
+                        let _ = futures::join!(
+                            any_node(&cluster, "POST", &p, Some(&b1), deadline),
+                            any_node(&cluster, "POST", &p, Some(&b2), deadline)
+                        );
+                    } else {
+                        d.answers_sent[a - 1].push(v1);
+                        let _ = any_node(&cluster, "POST", &p, Some(&b1), deadline).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        actix_rt::time::sleep(Duration::from_millis(150)).await;
+    }
+    d
+}
+
+/// Applies one fault and waits it out; returns it as applied.
+async fn apply(
+    cluster: &Rc<RefCell<Cluster>>,
+    proxies: &[TcpProxy],
+    kind: FaultKind,
+    node: usize,
+    lasts: Duration,
+) -> anyhow::Result<Option<Fault>> {
+    let up = cluster.borrow().procs[node].is_some();
+    if !up {
+        return Ok(None);
+    }
+    let from = Instant::now();
+    match kind {
+        FaultKind::Kill => {
+            if let Some(p) = cluster.borrow_mut().procs[node].as_mut() {
+                p.kill9();
+            }
+            cluster.borrow_mut().procs[node] = None;
+            actix_rt::time::sleep(lasts).await;
+            cluster.borrow_mut().spawn(node)?;
+        }
+        FaultKind::Term => {
+            if let Some(p) = cluster.borrow().procs[node].as_ref() {
+                p.signal("TERM");
+            }
+            // Wait for the drain and the exit without blocking the runtime.
+            let exited = Instant::now();
+            loop {
+                let done = cluster.borrow_mut().procs[node]
+                    .as_mut()
+                    .is_none_or(|p| p.child.try_wait().ok().flatten().is_some());
+                if done || exited.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                actix_rt::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Some(p) = cluster.borrow_mut().procs[node].as_mut() {
+                p.kill9();
+            }
+            cluster.borrow_mut().procs[node] = None;
+            actix_rt::time::sleep(lasts).await;
+            cluster.borrow_mut().spawn(node)?;
+        }
+        FaultKind::Pause => {
+            if let Some(p) = cluster.borrow().procs[node].as_ref() {
+                p.signal("STOP");
+            }
+            actix_rt::time::sleep(lasts).await;
+            if let Some(p) = cluster.borrow().procs[node].as_ref() {
+                p.signal("CONT");
+            }
+        }
+        FaultKind::Cut | FaultKind::Stall => {
+            let Some(proxy) = proxies.get(node) else {
+                return Ok(None);
+            };
+            if kind == FaultKind::Cut {
+                proxy.cut();
+            } else {
+                proxy.stall();
+            }
+            actix_rt::time::sleep(lasts).await;
+            proxy.restore();
+        }
+    }
+    Ok(Some(Fault {
+        kind,
+        node,
+        from,
+        until: Instant::now(),
+    }))
+}
+
+/// Runs the cluster, the workload and the faults; checks the history.
+pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
+    let mut rng = Rng::new(opts.seed);
+    let (url, _tmp) = match &opts.database_url {
+        Some(u) => (u.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!(
+                "baton-chaos-{}-{}",
+                opts.seed,
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&d)?;
+            (
+                format!("sqlite://{}?mode=rwc", d.join("chaos.db").display()),
+                Some(TempDir(d)),
+            )
+        }
+    };
+    let sqlite = url.starts_with("sqlite:");
+    let store = Store::connect(&url, 4).await.context("connecting")?;
+    store.migrate().await.context("migrating")?;
+    let ledger = Ledger::start()?;
+    let mut proxies = Vec::new();
+    if !sqlite {
+        for _ in 0..opts.nodes {
+            proxies.push(TcpProxy::start(&url).await?);
+        }
+    }
+    let names: Vec<String> = (0..opts.nodes).map(|i| format!("chaos{i}")).collect();
+    let envs = (0..opts.nodes)
+        .map(|i| {
+            vec![
+                (
+                    "BATON_DATABASE__URL",
+                    proxies.get(i).map_or(url.clone(), |p| p.url.clone()),
+                ),
+                ("BATON_NODE__ID", names[i].clone()),
+                ("BATON_CLUSTER__ENABLED", "true".into()),
+                ("BATON_CLUSTER__ACTIVE_NODES", opts.active_nodes.to_string()),
+                (
+                    "BATON_CLUSTER__HEARTBEAT_INTERVAL_MS",
+                    opts.interval_ms.to_string(),
+                ),
+                (
+                    "BATON_CLUSTER__FAILOVER_HEARTBEATS",
+                    opts.heartbeats.to_string(),
+                ),
+            ]
+        })
+        .collect();
+    let cluster = Rc::new(RefCell::new(Cluster {
+        exe: opts.exe.clone(),
+        envs,
+        procs: (0..opts.nodes).map(|_| None).collect(),
+        echo: opts.echo,
+    }));
+    for i in 0..opts.nodes {
+        cluster.borrow_mut().spawn(i)?;
+    }
+    let timeout = Duration::from_millis(opts.interval_ms * u64::from(opts.heartbeats));
+    let long = Duration::from_secs(60);
+
+    // Definitions: the children, then one generated workflow per kind of run.
+    let plans: Vec<Plan> = (0..opts.workflows)
+        .map(|i| Plan::generate(format!("chaos-{}-{i}", opts.seed), &mut rng))
+        .collect();
+    for def in workload::children(&ledger.url)
+        .into_iter()
+        .chain(plans.iter().map(|p| p.definition(&ledger.url)))
+    {
+        match any_node(&cluster, "POST", "/api/workflows", Some(&def), long).await {
+            Some((201 | 409, _)) => {}
+            other => anyhow::bail!("importing {}: {other:?}", def["id"]),
+        }
+    }
+
+    // The sampler: the most nodes active at once.
+    let max_active = Rc::new(RefCell::new(0usize));
+    let sampling = Rc::new(RefCell::new(true));
+    {
+        let (store, max_active, sampling) = (store.clone(), max_active.clone(), sampling.clone());
+        actix_rt::spawn(async move {
+            while *sampling.borrow() {
+                if let Ok((nodes, _)) = store.nodes().await {
+                    let active = nodes
+                        .iter()
+                        .filter(|n| n.role == "active" && n.state == "RUNNING")
+                        .count();
+                    let mut m = max_active.borrow_mut();
+                    *m = (*m).max(active);
+                }
+                actix_rt::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+
+    // The faults, on their own schedule.
+    let applied: Rc<RefCell<Vec<Fault>>> = Rc::default();
+    let fault_task = {
+        let (cluster, applied) = (cluster.clone(), applied.clone());
+        let mut frng = Rng::new(opts.seed.wrapping_mul(31).wrapping_add(7));
+        let (n, nodes, with_proxies) = (opts.faults, opts.nodes, !proxies.is_empty());
+        let proxies = Rc::new(proxies);
+        actix_rt::spawn(async move {
+            for _ in 0..n {
+                let gap = Duration::from_millis(frng.range(500, 2500));
+                actix_rt::time::sleep(gap).await;
+                let (kind, node) = faults::draw(&mut frng, nodes, with_proxies);
+                let lasts = faults::duration(kind, timeout, &mut frng);
+                match apply(&cluster, &proxies, kind, node, lasts).await {
+                    Ok(Some(f)) => applied.borrow_mut().push(f),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("chaos: fault {kind:?} on node {node}: {e:#}"),
+                }
+            }
+        })
+    };
+
+    // The workload: executions started at a steady rate, each driven.
+    let deadline = Duration::from_secs(120) + timeout * (opts.faults as u32 * 4);
+    let mut drivers = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let id = format!("x{}-{i}", opts.seed);
+        let r = Rng::new(opts.seed ^ (i as u64).wrapping_mul(0x9E37));
+        drivers.push(actix_rt::spawn(drive(
+            cluster.clone(),
+            plan.clone(),
+            id,
+            r,
+            deadline,
+        )));
+        actix_rt::time::sleep(Duration::from_millis(rng.range(20, 120))).await;
+    }
+    let _ = fault_task.await;
+    let mut driven = Vec::new();
+    for d in drivers {
+        if let Ok(d) = d.await {
+            driven.push(d);
+        }
+    }
+    *sampling.borrow_mut() = false;
+
+    // Collect the history from the database and the ledger.
+    let ids: Vec<String> = driven.iter().map(|d| d.id.clone()).collect();
+    let _ = ids;
+    let (stored, log, events) = history_from(&store).await?;
+    let faults_applied = applied.borrow().clone();
+    let h = History {
+        nodes: names.clone(),
+        timeout,
+        active_nodes: opts.active_nodes,
+        max_active: *max_active.borrow(),
+        driven,
+        stored,
+        log,
+        events,
+        ledger: ledger.entries(),
+        faults: faults_applied,
+    };
+    let (violations, reruns) = check::check(&h);
+    let table = table(opts, &url, &h, &violations, &reruns);
+
+    for p in cluster.borrow_mut().procs.iter_mut().flatten() {
+        p.signal("TERM");
+    }
+    for p in cluster.borrow_mut().procs.iter_mut().flatten() {
+        let _ = p.child.wait();
+    }
+    ledger.stop().await;
+    store.db().close().await;
+    Ok(ChaosReport { violations, table })
+}
+
+/// Reads executions, the item log and cluster events, with their database
+/// times mapped onto this process's monotonic clock.
+async fn history_from(
+    store: &Store,
+) -> anyhow::Result<(HashMap<String, Stored>, Vec<LogRow>, Vec<Event>)> {
+    let now_db = store.db_now_ms().await?;
+    let now = Instant::now();
+    let at = move |ms: i64| -> Instant {
+        let ago = Duration::from_millis((now_db - ms).max(0) as u64);
+        now.checked_sub(ago).unwrap_or(now)
+    };
+    let backend = store.backend();
+    let rows = store
+        .db()
+        .run(move |c| async move {
+            let q = |sql: &str| Statement::from_string(backend, sql.to_owned());
+            let ex = c
+                .query_all_raw(q("SELECT id, workflow_id, state, inputs, variables, outputs, error FROM executions"))
+                .await?;
+            let log = c
+                .query_all_raw(q("SELECT execution_id, step, event, node, time FROM item_log"))
+                .await?;
+            let ev = c
+                .query_all_raw(q("SELECT kind, node_id, time FROM cluster_events"))
+                .await?;
+            Ok((ex, log, ev))
+        })
+        .await?;
+    let (ex, log, ev) = rows;
+    let parse = |t: Option<String>| -> Value {
+        t.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let mut stored = HashMap::new();
+    for r in ex {
+        let id: String = r.try_get("", "id")?;
+        stored.insert(
+            id.clone(),
+            Stored {
+                id,
+                workflow: r.try_get("", "workflow_id")?,
+                state: r.try_get("", "state")?,
+                inputs: parse(r.try_get("", "inputs")?),
+                variables: parse(r.try_get("", "variables")?),
+                outputs: parse(r.try_get("", "outputs")?),
+                error: r.try_get("", "error")?,
+            },
+        );
+    }
+    let mut rows = Vec::new();
+    for r in log {
+        rows.push(LogRow {
+            execution: r.try_get("", "execution_id")?,
+            step: r.try_get("", "step")?,
+            event: r.try_get("", "event")?,
+            node: r.try_get("", "node")?,
+            at: at(r.try_get("", "time")?),
+        });
+    }
+    let mut events = Vec::new();
+    for r in ev {
+        events.push(Event {
+            kind: r.try_get("", "kind")?,
+            node: r.try_get("", "node_id")?,
+            at: at(r.try_get("", "time")?),
+        });
+    }
+    Ok((stored, rows, events))
+}
+
+fn table(
+    opts: &ChaosOptions,
+    url: &str,
+    h: &History,
+    violations: &[Violation],
+    reruns: &check::Reruns,
+) -> String {
+    let backend = url.split(':').next().unwrap_or("?");
+    let mut out = format!(
+        "chaos: seed {}, {backend}, {} nodes (active_nodes {}), heartbeat {} ms x {}\n",
+        opts.seed, opts.nodes, opts.active_nodes, opts.interval_ms, opts.heartbeats
+    );
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &h.faults {
+        *by_kind.entry(f.kind.name()).or_default() += 1;
+    }
+    out.push_str(&format!("faults: {}", h.faults.len()));
+    for (k, n) in &by_kind {
+        out.push_str(&format!(", {k} {n}"));
+    }
+    let failovers = h.events.iter().filter(|e| e.kind == "failover").count();
+    out.push_str(&format!("; failover events {failovers}\n"));
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &h.driven {
+        let s = h.stored.get(&d.id).map_or("missing", |s| s.state.as_str());
+        *states.entry(s).or_default() += 1;
+    }
+    out.push_str(&format!("workflows: {}", h.driven.len()));
+    for (s, n) in &states {
+        out.push_str(&format!(", {s} {n}"));
+    }
+    out.push_str(&format!(
+        "; executions stored (children included) {}\n",
+        h.stored.len()
+    ));
+    let completed = h.log.iter().filter(|l| l.event == "completed").count();
+    let rerun: usize = reruns.values().sum();
+    out.push_str(&format!(
+        "items: {completed} completed, {} side effects in the ledger, {rerun} re-run",
+        h.ledger.len()
+    ));
+    for (why, n) in reruns {
+        out.push_str(&format!(", {n} after {why}"));
+    }
+    out.push_str(&format!("\nmost active nodes at once: {}\n", h.max_active));
+    out.push_str(&format!("violations: {}\n", violations.len()));
+    for v in violations {
+        out.push_str(&format!(
+            "  [seed {}] {}: {}\n",
+            opts.seed, v.rule, v.detail
+        ));
+    }
+    out
+}
