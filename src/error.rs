@@ -261,6 +261,7 @@ impl From<EngineError> for ApiError {
             EngineError::WorkflowNotFound(id) => {
                 ApiError::NotFound(format!("workflow {id} not found"))
             }
+            EngineError::NodeNotFound(id) => ApiError::NotFound(format!("node {id} not found")),
             EngineError::ExecutionNotFound(id) => {
                 ApiError::NotFound(format!("execution {id} not found"))
             }

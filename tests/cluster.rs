@@ -367,11 +367,15 @@ async fn race(b: Backend) {
     };
     for round in 0..5 {
         let victim = format!("victim{round}");
-        s1.join_cluster(reg(&victim), 60_000)
+        s1.join_cluster(reg(&victim), 60_000, None)
             .await
             .expect("victim joins");
-        s1.join_cluster(reg("d1"), 60_000).await.expect("d1 joins");
-        s2.join_cluster(reg("d2"), 60_000).await.expect("d2 joins");
+        s1.join_cluster(reg("d1"), 60_000, None)
+            .await
+            .expect("d1 joins");
+        s2.join_cluster(reg("d2"), 60_000, None)
+            .await
+            .expect("d2 joins");
         for i in 0..3 {
             s1.create_execution(NewExecution {
                 id: format!("r{round}-{i}"),

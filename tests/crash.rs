@@ -120,8 +120,15 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
     let http = Http::new(&first.url);
     import_slow_steps(&http).await;
     let id = start(&http, "slow-steps", json!({"ms": 1000})).await;
-    eventually("s1 started", Duration::from_secs(30), || async {
-        logs(&http, &id).await.iter().any(|l| l["item"] == "s1")
+    // Running, not only recorded as started: its run has claimed the row
+    // (the item starts right after the claim).
+    let s = store(&db).await;
+    eventually("s1 runs", Duration::from_secs(30), || async {
+        s.execution(&id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.run_token >= 1 && r.current_item.as_deref() == Some("s1"))
     })
     .await;
     let status = first.terminate().expect("terminate");

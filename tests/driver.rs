@@ -12,9 +12,21 @@ use baton_actors::messages::NodeState;
 use baton_actors::supervisor::{FenceNow, GetChildren, QueryState, Rejoin};
 use serde_json::json;
 
+use crate::on_all_backends;
 use crate::util::*;
 
+on_all_backends!(
+    a_second_standalone_process_with_the_same_node_id_fences_the_first,
+    a_cancel_reaches_an_execution_running_on_another_node,
+    a_standalone_node_recovers_a_stranded_row_without_a_restart,
+    a_second_process_with_the_same_node_id_waits_for_the_first,
+);
+
 async fn node(db: &TestDb, id: &str, active_nodes: u32) -> NodeHandle {
+    node_with(db, id, active_nodes, 100).await
+}
+
+async fn node_with(db: &TestDb, id: &str, active_nodes: u32, interval_ms: u64) -> NodeHandle {
     let mut config = Config::default();
     config.database.url = db.url.clone();
     config.http.listen = "127.0.0.1:0".into();
@@ -22,7 +34,7 @@ async fn node(db: &TestDb, id: &str, active_nodes: u32) -> NodeHandle {
     config.node.id = Some(id.to_owned());
     config.cluster.enabled = true;
     config.cluster.active_nodes = active_nodes;
-    config.cluster.heartbeat_interval_ms = 100;
+    config.cluster.heartbeat_interval_ms = interval_ms;
     config.cluster.failover_heartbeats = 5;
     Node::builder()
         .config(config)
@@ -76,15 +88,21 @@ async fn messages_drive_heartbeat_fencing_takeover_and_rejoin() {
         .await
         .expect("fence");
     assert_eq!(state(&a).await, NodeState::Fenced);
-    assert_eq!(
-        a.supervisor()
-            .send(QueryState)
-            .await
-            .expect("query")
-            .running,
-        0,
-        "a fenced node runs nothing"
-    );
+    // Its actors stop at once (an actor still claiming its row ends when
+    // the claim answers, writing nothing more).
+    eventually(
+        "a fenced node runs nothing",
+        Duration::from_secs(5),
+        || async {
+            a.supervisor()
+                .send(QueryState)
+                .await
+                .expect("query")
+                .running
+                == 0
+        },
+    )
+    .await;
     wait_state(&b, NodeState::Running).await;
     let e = wait_final(&Http::new(&b.url()), &id, Duration::from_secs(30)).await;
     assert_eq!(
@@ -157,4 +175,135 @@ async fn two_active_nodes_each_run_what_they_accept_and_share_a_dead_nodes_work(
     for n in [a, b, c] {
         n.stop().await;
     }
+}
+
+/// Issue 7 item 8: a cancel sent to a node that does not run the execution
+/// (two active nodes; the execution runs on the other) is carried out by
+/// the owner, not refused with "cancel it there".
+async fn a_cancel_reaches_an_execution_running_on_another_node(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let a = node(&db, "ca", 2).await;
+    wait_state(&a, NodeState::Running).await;
+    let b = node(&db, "cb", 2).await;
+    wait_state(&b, NodeState::Running).await;
+    let ha = Http::new(&a.url());
+    import(&ha, &json!({"id": "long-nap", "start": "s", "items": {
+        "s": {"type": "action", "action": "sleep", "inputs": {"ms": "20000"}, "next": "e"}, "e": {"type": "end"}}}))
+    .await;
+    let id = start(&ha, "long-nap", json!({})).await;
+    let hb = Http::new(&b.url());
+    let r = hb
+        .post(&format!("/api/executions/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(r.status, 202, "handed to its owner: {}", r.text);
+    let e = wait_final(&hb, &id, Duration::from_secs(10)).await;
+    assert_eq!(
+        (e["state"].clone(), e["owner_node"].clone()),
+        (json!("canceled"), json!("ca"))
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Issue 7 item 5: a row left `running` with no actor on a standalone node
+/// (an outage longer than the checkpoint retries, a failed wake) is picked
+/// up again by the periodic rescan, without a restart.
+async fn a_standalone_node_recovers_a_stranded_row_without_a_restart(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let n = start_node(&db, |_| {}).await;
+    let http = Http::new(&n.url());
+    import(
+        &http,
+        &json!({"id": "quick", "variables": {"x": 0}, "start": "a", "items": {
+        "a": {"type": "task", "script": "x = 41 + 1;", "next": "e"}, "e": {"type": "end"}}}),
+    )
+    .await;
+    // A row that is `running` and owned by this node, with no actor.
+    let created = n
+        .store()
+        .create_execution(baton_actors::store::NewExecution {
+            id: "stranded".into(),
+            workflow_id: "quick".into(),
+            workflow_version: 1,
+            parent_id: None,
+            inputs: json!({}),
+            variables: json!({"x": 0}),
+            start_item: "a".into(),
+            owner_node: n.node_id().to_owned(),
+        })
+        .await
+        .expect("create");
+    assert!(matches!(
+        created,
+        baton_actors::store::StartOutcome::Created(_)
+    ));
+    let e = wait_final(&http, "stranded", Duration::from_secs(10)).await;
+    assert_eq!(
+        (e["state"].clone(), e["variables"]["x"].clone()),
+        (json!("completed"), json!(42))
+    );
+    n.stop().await;
+}
+
+/// Issue 7 item 6: a second process with the same node id (a restarted
+/// pod while the old one still runs) must not join while the first one's
+/// lease is valid; the first keeps running, and the second joins once the
+/// first has left.
+async fn a_second_process_with_the_same_node_id_waits_for_the_first(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    // 300 ms x 5: the test runs beside others; no self-fencing on jitter.
+    let first = node_with(&db, "twin", 1, 300).await;
+    wait_state(&first, NodeState::Running).await;
+    let second = node_with(&db, "twin", 1, 300).await;
+    // For two failover timeouts, the first stays active and the second
+    // stays out.
+    let until = std::time::Instant::now() + Duration::from_millis(3000);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            state(&first).await,
+            NodeState::Running,
+            "the first keeps its lease"
+        );
+        assert_eq!(
+            state(&second).await,
+            NodeState::Starting,
+            "the second is refused"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.stop().await;
+    wait_state(&second, NodeState::Running).await;
+    second.stop().await;
+}
+
+/// Issue 7 item 6, standalone: a second process with the same node id on
+/// the same database takes the node over (it claims every unfinished
+/// execution under new epochs); the first one sees the node's epoch move on
+/// at its next rescan and fences itself instead of fighting for the rows.
+async fn a_second_standalone_process_with_the_same_node_id_fences_the_first(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let first = start_node(&db, |c| c.node.id = Some("solo".into())).await;
+    let http = Http::new(&first.url());
+    import(
+        &http,
+        &json!({"id": "naps", "start": "s1", "items": {
+        "s1": {"type": "action", "action": "sleep", "inputs": {"ms": "400"}, "next": "s2"},
+        "s2": {"type": "action", "action": "sleep", "inputs": {"ms": "400"}, "next": "s3"},
+        "s3": {"type": "action", "action": "sleep", "inputs": {"ms": "400"}, "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "naps", json!({})).await;
+    let second = start_node(&db, |c| c.node.id = Some("solo".into())).await;
+    eventually(
+        "the first fences itself",
+        Duration::from_secs(10),
+        || async { first.state() == NodeState::Fenced },
+    )
+    .await;
+    let e = wait_final(&Http::new(&second.url()), &id, Duration::from_secs(30)).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    assert_eq!(second.state(), NodeState::Running);
+    first.stop().await;
+    second.stop().await;
 }

@@ -309,11 +309,13 @@ async fn fenced_write_refused_after_epoch_bump_stops_the_actor(b: Backend) {
     let changed = bumped
         .db()
         .run(move |c| async move {
+            // What a takeover does: another owner, a new epoch.
             let r = execution::Entity::update_many()
                 .col_expr(
                     execution::Column::OwnerEpoch,
                     Expr::col(execution::Column::OwnerEpoch).add(1),
                 )
+                .col_expr(execution::Column::OwnerNode, Expr::value("elsewhere"))
                 .filter(execution::Column::Id.eq(eid))
                 .exec(&c)
                 .await?;

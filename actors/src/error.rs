@@ -83,6 +83,9 @@ pub enum EngineError {
     /// No execution with this id.
     #[error("execution {0} not found")]
     ExecutionNotFound(String),
+    /// No cluster node with this id.
+    #[error("node {0} not found")]
+    NodeNotFound(String),
     /// The inputs of a start request do not fit the definition.
     #[error("invalid inputs")]
     InvalidInputs(Vec<crate::workflow::Problem>),

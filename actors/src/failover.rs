@@ -15,8 +15,10 @@ use actix::{
     WrapFuture,
 };
 
-use crate::messages::{NodeState, Rescan};
+use crate::error::EngineError;
+use crate::messages::{FenceSelf, NodeState, Rescan};
 use crate::status::StatusCell;
+use crate::store::node_state;
 use crate::store::{Store, Takeover};
 
 /// Cluster timing and size.
@@ -48,6 +50,7 @@ pub struct FailoverDetectorActor {
     timing: ClusterTiming,
     status: Arc<StatusCell>,
     rescan: Recipient<Rescan>,
+    fence: Recipient<FenceSelf>,
     busy: bool,
 }
 
@@ -59,6 +62,7 @@ impl FailoverDetectorActor {
         timing: ClusterTiming,
         status: Arc<StatusCell>,
         rescan: Recipient<Rescan>,
+        fence: Recipient<FenceSelf>,
     ) -> Self {
         FailoverDetectorActor {
             store,
@@ -66,7 +70,22 @@ impl FailoverDetectorActor {
             timing,
             status,
             rescan,
+            fence,
             busy: false,
+        }
+    }
+
+    /// After a takeover this node won: run what it now owns, or, if it
+    /// evicted itself, fence.
+    fn after_takeover(&self, victim: &str, promoted: &[String]) {
+        if victim == self.node_id {
+            self.fence.do_send(FenceSelf {
+                reason: "evicted by an operator".into(),
+            });
+        } else {
+            self.rescan.do_send(Rescan {
+                promoted: promoted.contains(&self.node_id),
+            });
         }
     }
 
@@ -148,5 +167,62 @@ impl Handler<ScanPeers> for FailoverDetectorActor {
 
     fn handle(&mut self, _: ScanPeers, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.scan())
+    }
+}
+
+/// An operator evicts a node (`POST /api/cluster/nodes/{id}/fence`): the
+/// same one-transaction takeover a detector makes of a dead node, without
+/// the staleness check (DESIGN.md invariant 6).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Takeover, EngineError>")]
+pub struct Evict {
+    /// The node to evict.
+    pub node: String,
+}
+
+impl Handler<Evict> for FailoverDetectorActor {
+    type Result = ResponseActFuture<Self, Result<Takeover, EngineError>>;
+
+    fn handle(&mut self, msg: Evict, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let me = self.node_id.clone();
+        let timing = self.timing;
+        let victim = msg.node;
+        let fut = async move {
+            let row = store
+                .node(&victim)
+                .await?
+                .ok_or_else(|| EngineError::NodeNotFound(victim.clone()))?;
+            if node_state::GONE.contains(&row.state.as_str()) {
+                return Err(EngineError::Conflict(format!(
+                    "node {victim} is already {}",
+                    row.state
+                )));
+            }
+            let timeout_ms = timing.timeout.as_millis() as i64;
+            let outcome = store
+                .take_over(
+                    &me,
+                    &victim,
+                    row.epoch,
+                    timeout_ms,
+                    timing.active_nodes,
+                    true,
+                )
+                .await?;
+            Ok((victim, outcome))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, _| {
+            let (victim, outcome) = result?;
+            match &outcome {
+                Takeover::Won { promoted, .. } => act.after_takeover(&victim, promoted),
+                Takeover::Lost => {
+                    return Err(EngineError::Conflict(format!(
+                        "node {victim} changed while being evicted; look again"
+                    )))
+                }
+            }
+            Ok(outcome)
+        }))
     }
 }

@@ -66,9 +66,13 @@ impl HeartbeatActor {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let status = self.status.raw();
         if status.epoch != self.epoch_seen {
-            // (Re)joined under a new epoch: the clock starts again.
+            // (Re)joined under a new epoch: the clock starts again, from
+            // when the join was sent (the lease it set), not from now.
             self.epoch_seen = status.epoch;
-            self.last_ok_sent = Instant::now();
+            self.last_ok_sent = status
+                .lease_until
+                .and_then(|u| u.checked_sub(self.fence_after))
+                .unwrap_or_else(Instant::now);
         }
         // A stopping node heartbeats on until it has handed its executions
         // off (DESIGN.md invariant 11): a drain is not a failure.

@@ -430,6 +430,7 @@ pub async fn rehydrate(opts: &FailoverOptions) -> anyhow::Result<(i64, u64)> {
                 fingerprint,
             },
             60_000,
+            None,
         )
         .await?;
     eprintln!("creating {} executions owned by {ghost}", opts.rehydrate);

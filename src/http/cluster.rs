@@ -1,8 +1,8 @@
 //! `/api/cluster`: the cluster's settings, its nodes and its events.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use baton_actors::store::{node_state, Takeover};
-use baton_actors::supervisor::{FenceNow, Rejoin};
+use baton_actors::store::Takeover;
+use baton_actors::supervisor::{EvictNode, Rejoin};
 use serde::{Deserialize, Serialize};
 
 use super::{iso, parse_query, AppState};
@@ -134,45 +134,15 @@ pub(crate) async fn fence(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let c = &state.config.cluster;
-    if !c.enabled {
-        return Err(ApiError::Conflict(
-            "this node is standalone: there is no cluster to evict a node from".into(),
-        ));
-    }
-    let row = state
-        .store
-        .node(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("node {id} not found")))?;
-    if node_state::GONE.contains(&row.state.as_str()) {
-        return Err(ApiError::Conflict(format!(
-            "node {id} is already {}",
-            row.state
-        )));
-    }
+    // The detector's takeover path, forced: one transaction, the active
+    // count enforced inside it (DESIGN.md invariant 6).
     let outcome = state
-        .store
-        .take_over(
-            &state.node_id,
-            &id,
-            row.epoch,
-            c.failover_timeout_ms() as i64,
-            c.active_nodes,
-            true,
-        )
-        .await?;
+        .supervisor
+        .send(EvictNode { id: id.to_string() })
+        .await
+        .map_err(baton_actors::EngineError::from)??;
     match outcome {
         Takeover::Won { moved, promoted } => {
-            if *id == state.node_id {
-                state.supervisor.do_send(FenceNow {
-                    reason: "evicted by an operator".into(),
-                });
-            } else {
-                state.supervisor.do_send(baton_actors::messages::Rescan {
-                    promoted: promoted.contains(&state.node_id),
-                });
-            }
             let moved: Vec<serde_json::Value> = moved
                 .into_iter()
                 .map(|(n, k)| serde_json::json!({"node": n, "executions": k}))

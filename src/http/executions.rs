@@ -3,7 +3,7 @@
 use actix_web::{get, post, web, HttpResponse};
 use baton_actors::store::entities::{execution, item_log};
 use baton_actors::store::INTERACTION;
-use baton_actors::supervisor::{CancelExecution, ResumeFailed, WakeDue};
+use baton_actors::supervisor::{AnswerInteraction, CancelExecution, DeliverSignal, ResumeFailed};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -174,10 +174,12 @@ pub(crate) async fn logs(
     Ok(HttpResponse::Ok().json(rows.into_iter().map(LogView::from).collect::<Vec<_>>()))
 }
 
-/// Cancels an execution (idempotent); answers the execution afterwards.
+/// Cancels an execution (idempotent); answers the execution afterwards:
+/// 200 when it is canceled (or had finished), 202 when the cancel was
+/// handed to the node that runs it and is not done yet.
 #[utoipa::path(post, path = "/api/executions/{eid}/cancel", tag = "executions",
     params(("eid" = String, Path, description = "Execution id")),
-    responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ExecutionView), (status = 202, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/api/executions/{eid}/cancel")]
 pub(crate) async fn cancel(
     state: web::Data<AppState>,
@@ -190,7 +192,13 @@ pub(crate) async fn cancel(
         })
         .await
         .map_err(baton_actors::EngineError::from)??;
-    Ok(HttpResponse::Ok().json(ExecutionView::from_row(row)?))
+    let pending = !FINISHED.contains(&row.state.as_str());
+    let view = ExecutionView::from_row(row)?;
+    Ok(if pending {
+        HttpResponse::Accepted().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
 }
 
 /// The body of a resume request.
@@ -215,11 +223,7 @@ pub(crate) async fn resume(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = super::read_body(payload, state.config.http.max_body_bytes).await?;
-    let request: ResumeRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ResumeRequest::default()
-    } else {
-        super::parse_json(&body)?
-    };
+    let request: ResumeRequest = super::json_or_default(&body)?;
     let row = state
         .supervisor
         .send(ResumeFailed {
@@ -265,27 +269,16 @@ pub(crate) async fn deliver_signal(
         ));
     }
     let body = super::read_body(payload, state.config.http.max_body_bytes).await?;
-    let request: SignalRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        SignalRequest::default()
-    } else {
-        super::parse_json(&body)?
-    };
-    let row = load(&state, &eid).await?;
-    if FINISHED.contains(&row.state.as_str()) {
-        return Err(ApiError::Conflict(format!(
-            "execution {eid} is {}; it takes no more signals",
-            row.state
-        )));
-    }
-    state
-        .store
-        .insert_signal(&eid, &name, &request.payload)
-        .await?;
-    let waiting =
-        row.state == "waiting-signal" && row.wait_signal.as_deref() == Some(name.as_str());
-    if waiting && row.owner_node.as_deref() == Some(state.node_id.as_str()) {
-        state.supervisor.do_send(WakeDue);
-    }
+    let request: SignalRequest = super::json_or_default(&body)?;
+    let waiting = state
+        .supervisor
+        .send(DeliverSignal {
+            id: eid.clone(),
+            name: name.clone(),
+            payload: request.payload,
+        })
+        .await
+        .map_err(baton_actors::EngineError::from)??;
     Ok(HttpResponse::Accepted()
         .json(serde_json::json!({ "execution": eid, "signal": name, "waiting": waiting })))
 }
@@ -370,16 +363,18 @@ pub(crate) async fn interaction(
     // Taken once, for the item it was meant for: refused if another
     // answer won, the execution moved on, or the timeout passed.
     let taken = state
-        .store
-        .answer_interaction(&eid, row.step, &Value::Object(request.inputs))
-        .await?;
+        .supervisor
+        .send(AnswerInteraction {
+            id: eid.to_string(),
+            step: row.step,
+            answer: Value::Object(request.inputs),
+        })
+        .await
+        .map_err(baton_actors::EngineError::from)??;
     if !taken {
         return Err(ApiError::Conflict(format!(
             "execution {eid} is no longer waiting for this interaction (answered already, moved on, or timed out)"
         )));
-    }
-    if row.owner_node.as_deref() == Some(state.node_id.as_str()) {
-        state.supervisor.do_send(WakeDue);
     }
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "execution": *eid, "answered": true })))
 }

@@ -103,6 +103,16 @@ pub(crate) async fn read_body(
 }
 
 /// Parses a JSON body into `T`, naming the field at fault.
+/// [`parse_json`], or the type's default when the body is empty (or only
+/// whitespace): for requests whose every field is optional.
+pub(crate) fn json_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(bytes)
+    }
+}
+
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {

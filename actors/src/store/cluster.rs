@@ -98,14 +98,20 @@ async fn promote(
     let open = (active_nodes as usize).saturating_sub(active);
     let mut promoted = Vec::new();
     for c in candidates.into_iter().take(open) {
-        node::Entity::update_many()
+        // Still a live standby at the epoch read: a node that fenced itself
+        // meanwhile (its fence is serialized by the same lock) is skipped.
+        let r = node::Entity::update_many()
             .col_expr(node::Column::Role, Expr::value("active"))
             .col_expr(node::Column::State, Expr::value(node_state::RUNNING))
             .filter(node::Column::Id.eq(c.id.as_str()))
             .filter(node::Column::Epoch.eq(c.epoch))
+            .filter(node::Column::State.eq(node_state::STANDBY))
+            .filter(Expr::col(node::Column::LastHeartbeat).gte(stale_sql(backend, timeout_ms)))
             .exec(txn)
             .await?;
-        promoted.push(c.id.clone());
+        if r.rows_affected == 1 {
+            promoted.push(c.id.clone());
+        }
     }
     Ok(promoted)
 }
@@ -203,10 +209,17 @@ impl Store {
     /// fencing out any earlier incarnation of this node still running
     /// somewhere; as a standby it owns them only until an active node
     /// adopts them (or it is promoted and runs them itself).
+    ///
+    /// A live row of the same id whose epoch is not `previous_epoch` (this
+    /// process's own last epoch) belongs to another process still holding
+    /// a valid lease (a restarted pod while the old one runs): the join is
+    /// refused until that lease runs out, so two processes never write as
+    /// one node.
     pub async fn join_cluster(
         &self,
         reg: NodeRegistration,
         timeout_ms: i64,
+        previous_epoch: Option<i64>,
     ) -> Result<i64, StoreError> {
         let backend = self.backend();
         self.db()
@@ -215,6 +228,15 @@ impl Store {
                 lock_step(&txn).await?;
                 for peer in live_nodes(&txn, backend, timeout_ms).await? {
                     if peer.id == reg.id {
+                        let ours = previous_epoch == Some(peer.epoch);
+                        let holding = matches!(peer.state.as_str(), node_state::RUNNING | node_state::STANDBY);
+                        if holding && !ours {
+                            txn.rollback().await?;
+                            return Err(StoreError::Conflict(format!(
+                                "refusing to join: node id {} is in use by another live process (epoch {}, its lease may still be valid); waiting for it to stop or time out",
+                                reg.id, peer.epoch
+                            )));
+                        }
                         continue;
                     }
                     if let Some((key, ours, theirs)) = fingerprint_difference(&reg.fingerprint, &peer.fingerprint) {
@@ -328,14 +350,22 @@ impl Store {
                     txn.rollback().await?;
                     return Ok(Takeover::Lost);
                 }
-                node::Entity::update_many()
+                // The staleness condition again in the UPDATE, and its row
+                // count checked: a heartbeat committed since the read wins.
+                let mut declare = node::Entity::update_many()
                     .col_expr(node::Column::State, Expr::value(node_state::FAILED))
                     .col_expr(node::Column::Role, Expr::value("standby"))
                     .col_expr(node::Column::Epoch, Expr::col(node::Column::Epoch).add(1))
                     .filter(node::Column::Id.eq(victim.as_str()))
                     .filter(node::Column::Epoch.eq(seen_epoch))
-                    .exec(&txn)
-                    .await?;
+                    .filter(node::Column::State.is_not_in(node_state::GONE));
+                if !forced {
+                    declare = declare.filter(Expr::col(node::Column::LastHeartbeat).lt(stale_sql(backend, timeout_ms)));
+                }
+                if declare.exec(&txn).await?.rows_affected != 1 {
+                    txn.rollback().await?;
+                    return Ok(Takeover::Lost);
+                }
                 let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
                 let moved = move_executions(&txn, backend, &victim, timeout_ms).await?;
                 let what = if forced { "evicted by an operator" } else { "missed its heartbeats" };
@@ -496,18 +526,24 @@ impl Store {
             .await
     }
 
-    /// Marks this node fenced (best effort: the database may be away).
+    /// Marks this node fenced (best effort: the database may be away),
+    /// serialized with promotions and takeovers by the cluster lock, so a
+    /// promotion never acts on a row that is being fenced.
     pub async fn mark_fenced(&self, me: &str, epoch: i64) -> Result<(), StoreError> {
         let me = me.to_owned();
         self.db()
             .run(move |c| async move {
+                let txn = c.begin().await?;
+                lock_step(&txn).await?;
                 node::Entity::update_many()
                     .col_expr(node::Column::State, Expr::value(node_state::FENCED))
+                    .col_expr(node::Column::Role, Expr::value("standby"))
                     .filter(node::Column::Id.eq(me))
                     .filter(node::Column::Epoch.eq(epoch))
                     .filter(node::Column::State.is_not_in(node_state::GONE))
-                    .exec(&c)
+                    .exec(&txn)
                     .await?;
+                txn.commit().await?;
                 Ok(())
             })
             .await

@@ -29,7 +29,7 @@ pub use executions::{
     Checkpoint, ExecutionFilter, Fence, LogEntry, NewExecution, StartOutcome, Wait,
 };
 pub use nodes::NodeRegistration;
-pub use signals::{ANSWER, CHILD_DONE, INTERACTION};
+pub use signals::{ANSWER, CANCEL, CHILD_DONE, INTERACTION};
 pub use workflows::WorkflowSummary;
 
 use baton_migrations::{Migrator, MigratorTrait};

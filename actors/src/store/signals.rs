@@ -42,6 +42,10 @@ pub(super) async fn consume(
     Ok(())
 }
 
+/// The signal name of a cancel requested by a node that does not run the
+/// execution; its owner's periodic scan carries it out.
+pub const CANCEL: &str = "__cancel";
+
 /// The signal name a finished child sends its parent.
 pub const CHILD_DONE: &str = "__child";
 
@@ -128,6 +132,48 @@ impl Store {
                 txn.execute(&insert).await?;
                 txn.commit().await?;
                 Ok(true)
+            })
+            .await
+    }
+
+    /// Asks the owner of a running execution to cancel it (from a node
+    /// that does not run it): a `__cancel` signal, once.
+    pub async fn request_cancel(&self, execution_id: &str) -> Result<(), StoreError> {
+        if !self
+            .pending_signal_ids(execution_id, CANCEL)
+            .await?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        self.insert_signal(execution_id, CANCEL, &Value::Null).await
+    }
+
+    /// `node`'s unfinished executions with a cancel requested.
+    pub async fn cancel_requested(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        let node = node.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let ids: Vec<String> = signal::Entity::find()
+                    .filter(signal::Column::Name.eq(CANCEL))
+                    .filter(signal::Column::ConsumedAt.is_null())
+                    .all(&c)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.execution_id)
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(execution::Entity::find()
+                    .filter(execution::Column::Id.is_in(ids))
+                    .filter(execution::Column::OwnerNode.eq(node))
+                    .filter(execution::Column::State.is_in(state::UNFINISHED))
+                    .all(&c)
+                    .await?
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect())
             })
             .await
     }

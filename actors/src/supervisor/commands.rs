@@ -146,11 +146,10 @@ impl Handler<CancelExecution> for NodeSupervisor {
             let parked = row.state == state::WAITING || row.state == state::WAITING_SIGNAL;
             let mine = row.owner_node.as_deref() == Some(node.as_str());
             if !mine && !parked && row.state != state::FAILED {
-                return Err(EngineError::Conflict(format!(
-                    "execution {} is running on node {}; cancel it there",
-                    row.id,
-                    row.owner_node.as_deref().unwrap_or("(none)")
-                )));
+                // Running on another node: ask its owner, whose periodic
+                // rescan cancels it (accepted; the row says when it is done).
+                store.request_cancel(&row.id).await?;
+                return Ok(row);
             }
             // No actor runs it (parked and failed executions hold none on
             // any node): a write fenced by the owner and epoch just read,
@@ -363,5 +362,127 @@ impl Handler<Shutdown> for NodeSupervisor {
             }
         };
         Box::pin(fut.into_actor(self))
+    }
+}
+
+/// An operator evicts a node: handed to this node's failover detector, so
+/// an eviction and a detected failure share one takeover path.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<crate::store::Takeover, EngineError>")]
+pub struct EvictNode {
+    /// The node to evict.
+    pub id: String,
+}
+
+impl Handler<EvictNode> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<crate::store::Takeover, EngineError>>;
+
+    fn handle(&mut self, msg: EvictNode, _: &mut Context<Self>) -> Self::Result {
+        let detector = self.detector.clone();
+        Box::pin(
+            async move {
+                let Some(detector) = detector else {
+                    return Err(EngineError::Conflict(
+                        "this node is standalone: there is no cluster to evict a node from".into(),
+                    ));
+                };
+                detector
+                    .send(crate::failover::Evict { node: msg.id })
+                    .await?
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+/// Delivers a named signal to an execution (kept until awaited) and wakes
+/// it at once if this node owns it and it waits for that signal.
+/// Resolves to whether the execution was waiting for it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, EngineError>")]
+pub struct DeliverSignal {
+    /// The execution.
+    pub id: String,
+    /// The signal's name.
+    pub name: String,
+    /// Its payload.
+    pub payload: Value,
+}
+
+impl Handler<DeliverSignal> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<bool, EngineError>>;
+
+    fn handle(&mut self, msg: DeliverSignal, _: &mut Context<Self>) -> Self::Result {
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            let row = store
+                .execution(&msg.id)
+                .await?
+                .ok_or_else(|| EngineError::ExecutionNotFound(msg.id.clone()))?;
+            if !state::UNFINISHED.contains(&row.state.as_str()) {
+                return Err(EngineError::Conflict(format!(
+                    "execution {} is {}; it takes no more signals",
+                    row.id, row.state
+                )));
+            }
+            store
+                .insert_signal(&msg.id, &msg.name, &msg.payload)
+                .await?;
+            let waiting = row.state == state::WAITING_SIGNAL
+                && row.wait_signal.as_deref() == Some(msg.name.as_str());
+            Ok((
+                waiting,
+                waiting && row.owner_node.as_deref() == Some(node.as_str()),
+            ))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, ctx| {
+            let (waiting, wake_here) = result?;
+            if wake_here {
+                act.wake_due(ctx);
+            }
+            Ok(waiting)
+        }))
+    }
+}
+
+/// Takes an answer to the interaction an execution waits on at `step`,
+/// once (DESIGN.md invariant 13), and wakes it if this node owns it.
+/// Resolves to whether the answer was taken.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, EngineError>")]
+pub struct AnswerInteraction {
+    /// The execution.
+    pub id: String,
+    /// The step of the interaction item the answer was validated for.
+    pub step: i64,
+    /// The answer.
+    pub answer: Value,
+}
+
+impl Handler<AnswerInteraction> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, Result<bool, EngineError>>;
+
+    fn handle(&mut self, msg: AnswerInteraction, _: &mut Context<Self>) -> Self::Result {
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            let taken = store
+                .answer_interaction(&msg.id, msg.step, &msg.answer)
+                .await?;
+            let mine = taken
+                && store
+                    .execution(&msg.id)
+                    .await?
+                    .is_some_and(|r| r.owner_node.as_deref() == Some(node.as_str()));
+            Ok::<_, EngineError>((taken, mine))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, ctx| {
+            let (taken, mine) = result?;
+            if mine {
+                act.wake_due(ctx);
+            }
+            Ok(taken)
+        }))
     }
 }

@@ -19,11 +19,16 @@ impl NodeSupervisor {
             fingerprint: self.cfg.fingerprint.clone(),
         };
         let timeout_ms = timing.timeout.as_millis() as i64;
-        let fut = async move { store.join_cluster(reg, timeout_ms).await };
+        // This process's own last epoch: a live row at any other epoch is
+        // another process with the same node id.
+        let previous = Some(self.cfg.status.raw().epoch).filter(|e| *e > 0);
+        // The lease counts from before the join was sent (invariant 5).
+        let sent = std::time::Instant::now();
+        let fut = async move { store.join_cluster(reg, timeout_ms, previous).await };
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
             Ok(epoch) => {
                 tracing::info!(node = %act.cfg.node_id, epoch, "joined the cluster as standby");
-                let lease = std::time::Instant::now() + timing.timeout.saturating_sub(timing.interval);
+                let lease = sent + timing.timeout.saturating_sub(timing.interval);
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Standby;
                     s.role = "standby";

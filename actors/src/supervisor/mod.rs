@@ -119,7 +119,9 @@ impl NodeSupervisor {
         row: execution::Model,
         kind: StartKind,
     ) {
-        if self.running.contains_key(&row.id) {
+        // A fenced, stopping, starting or standby node starts no actor
+        // (the lease-checked state: a node past its lease is fenced).
+        if self.running.contains_key(&row.id) || self.cfg.status.get().state != NodeState::Running {
             return;
         }
         let id = row.id.clone();
@@ -153,6 +155,11 @@ impl Actor for NodeSupervisor {
         // Parked executions hold no actor and no timer task: one scan per
         // node wakes those that are due (invariant 8).
         ctx.run_interval(recovery::WAKE_SCAN_EVERY, |act, ctx| act.wake_due(ctx));
+        // Rows left `running` with no actor (a store outage longer than the
+        // checkpoint retries, a failed wake or child start) and cancels
+        // asked for by other nodes are picked up by a periodic rescan, in
+        // standalone and cluster mode alike.
+        ctx.run_interval(recovery::RESCAN_EVERY, |act, ctx| act.rescan(ctx));
         match self.cfg.cluster {
             None => self.recover(ctx),
             Some(timing) => {
@@ -177,6 +184,7 @@ impl Actor for NodeSupervisor {
                         self.cfg.node_id.clone(),
                         timing,
                         status,
+                        ctx.address().recipient(),
                         ctx.address().recipient(),
                     )
                     .start(),
@@ -244,6 +252,9 @@ mod commands;
 mod membership;
 mod recovery;
 
-pub use commands::{CancelExecution, ResumeFailed, Shutdown, StartExecution};
+pub use commands::{
+    AnswerInteraction, CancelExecution, DeliverSignal, EvictNode, ResumeFailed, Shutdown,
+    StartExecution,
+};
 pub use membership::{FenceNow, Rejoin};
 pub use recovery::WakeDue;

@@ -60,13 +60,13 @@ impl NodeSupervisor {
         ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok((epoch, resumed)) => {
                 tracing::info!(node = %act.cfg.node_id, epoch, resumed = resumed.len(), "node running");
-                for (def, row) in resumed {
-                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
-                }
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Running;
                     s.epoch = epoch;
                 });
+                for (def, row) in resumed {
+                    act.spawn_execution(ctx, def, row, StartKind::Recovered);
+                }
             }
             Err(e) => {
                 tracing::error!(node = %act.cfg.node_id, error = %e, "start-up recovery failed; retrying in 1 s");
@@ -75,6 +75,9 @@ impl NodeSupervisor {
         }));
     }
 }
+/// How often a running node looks for running executions it owns with no
+/// actor, and for cancels other nodes asked for.
+pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// How often a running node looks for parked executions that are due.
 pub(super) const WAKE_SCAN_EVERY: Duration = Duration::from_millis(100);
 /// Most executions woken by one scan.
@@ -158,22 +161,52 @@ impl NodeSupervisor {
             .chain(self.pending.iter())
             .cloned()
             .collect();
+        let standalone_epoch = self
+            .cfg
+            .cluster
+            .is_none()
+            .then(|| self.cfg.status.raw().epoch);
         let fut = async move {
+            // Standalone: another process that registered with this node id
+            // moved the node's epoch on; this one must stop writing.
+            if let Some(mine) = standalone_epoch {
+                if let Some(row) = store.node(&node).await? {
+                    if row.epoch != mine {
+                        return Err(EngineError::Conflict(format!(
+                            "another process registered as node {node} (epoch {} after this one's {mine})",
+                            row.epoch
+                        )));
+                    }
+                }
+            }
+            // Cancels asked for by other nodes first: those are canceled,
+            // not started.
+            let cancels: HashSet<String> =
+                store.cancel_requested(&node).await?.into_iter().collect();
             let rows = store.owned_running(&node).await?;
             let mut out = Vec::new();
-            for row in rows.into_iter().filter(|r| !known.contains(&r.id)) {
+            for row in rows
+                .into_iter()
+                .filter(|r| !known.contains(&r.id) && !cancels.contains(&r.id))
+            {
                 let def = cache
                     .get(&store, &row.workflow_id, row.workflow_version)
                     .await?;
                 out.push((def, row));
             }
-            Ok::<_, EngineError>(out)
+            Ok::<_, EngineError>((out, cancels))
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.rescanning = false;
             if std::mem::take(&mut act.rescan_again) {
                 ctx.notify(Rescan { promoted: false });
             }
+            let result = result.map(|(rows, cancels)| {
+                for id in cancels {
+                    ctx.notify(super::CancelExecution { id });
+                }
+                rows
+            });
             act.rescanned(ctx, result)
         }));
     }
@@ -198,6 +231,14 @@ impl NodeSupervisor {
                     }
                     act.spawn_execution(ctx, def, row, StartKind::Recovered);
                 }
+            }
+            Err(EngineError::Conflict(reason)) if act.cfg.cluster.is_none() => {
+                tracing::error!(node = %act.cfg.node_id, %reason, "fencing this node: stopping every execution");
+                act.cfg.status.update(|s| {
+                    s.state = NodeState::Fenced;
+                    s.role = "standby";
+                });
+                act.stop_all_now();
             }
             Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "rescan failed"),
         }
