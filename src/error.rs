@@ -33,9 +33,10 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
-    /// The method is not allowed on this path.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// The method is not allowed on this path; the methods that are, for
+    /// the `Allow` header (`GET, PUT`).
+    #[error("method not allowed here; allowed: {0}")]
+    MethodNotAllowed(String),
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -85,7 +86,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PreconditionFailed(_) => "precondition_failed",
             ApiError::PreconditionRequired(_) => "precondition_required",
@@ -122,7 +123,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
@@ -144,6 +145,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unavailable { .. }) {
             resp.insert_header(("Retry-After", "1"));
+        }
+        if let ApiError::MethodNotAllowed(allow) = self {
+            resp.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
         }
         resp.json(json!({ "error": { "code": self.code(), "message": self.to_string(), "details": details } }))
     }

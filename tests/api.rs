@@ -582,3 +582,99 @@ async fn every_example_workflow_imports_and_runs() {
     );
     node.stop().await;
 }
+
+/// What schemathesis (`.ci/schemathesis.sh`) found, each answered as the
+/// OpenAPI document says.
+#[actix_rt::test]
+async fn schemathesis_findings_are_answered_as_documented() {
+    let (_db, node, http) = node().await;
+    // A method the path does not take: 405 with `Allow`, not 404.
+    for (method, path, allow) in [
+        ("TRACE", "/api/cluster", "GET"),
+        ("DELETE", "/api/workflows", "GET, POST"),
+        ("PATCH", "/api/workflows/order", "GET, PUT, DELETE"),
+        ("GET", "/api/executions/e1/cancel", "POST"),
+    ] {
+        let r = http.request(method, path, &[], None).await;
+        assert_eq!(
+            (r.status, error_code(&r), r.header("allow").as_deref()),
+            (405, "method_not_allowed", Some(allow)),
+            "{method} {path}: {}",
+            r.text
+        );
+    }
+    let r = http.request("TRACE", "/api/nothing", &[], None).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = http.get("/api/workflows/").await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // A start body that is an array was read as a struct, field by field
+    // (`[]` started an execution with no inputs).
+    let plain = json!({"id": "plain", "start": "e", "items": {"e": {"type": "end"}}});
+    assert_eq!(http.post("/api/workflows", &plain).await.status, 201);
+    for body in ["[]", "[{}, \"x\"]", " [ ] "] {
+        let r = http
+            .request(
+                "POST",
+                "/api/workflows/plain/executions",
+                &[],
+                Some(body.as_bytes().to_vec()),
+            )
+            .await;
+        assert_eq!(
+            (
+                r.status,
+                error_code(&r),
+                r.json["error"]["details"][0]["path"].as_str()
+            ),
+            (400, "invalid_body", Some("$")),
+            "{body}: {}",
+            r.text
+        );
+    }
+    // The body is optional: none, or `null`, starts with no inputs.
+    for body in [None, Some(b"null".to_vec())] {
+        let r = http
+            .request("POST", "/api/workflows/plain/executions", &[], body)
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+    }
+
+    // The document states the limits the server enforces.
+    let doc = http.get("/api/openapi.json").await.json;
+    for (path, method) in [
+        ("/api/cluster/events", "get"),
+        ("/api/workflows/{id}/executions", "get"),
+    ] {
+        let limit = doc["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "limit"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (&json!(1), &json!(1000)),
+            "{method} {path}: {limit}"
+        );
+    }
+    let start = &doc["paths"]["/api/workflows/{id}/executions"]["post"]["requestBody"];
+    assert_ne!(start["required"], json!(true), "{start}");
+    let eid = &doc["components"]["schemas"]["StartRequest"]["properties"]["execution_id"];
+    assert!(eid["pattern"].is_string(), "{eid}");
+    // Definitions have their schema: what import, get and replace exchange.
+    let def = json!({"$ref": "#/components/schemas/Definition"});
+    let ops = &doc["paths"];
+    assert_eq!(
+        ops["/api/workflows"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+        def
+    );
+    assert_eq!(
+        ops["/api/workflows/{id}"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"],
+        def
+    );
+    let schema = &doc["components"]["schemas"]["Definition"];
+    assert_eq!(schema["required"], json!(["id", "start", "items"]));
+    assert!(doc["components"]["schemas"]["DefinitionItem"].is_object());
+    node.stop().await;
+}

@@ -92,7 +92,7 @@ struct EventsQuery {
 
 /// Cluster events, newest first.
 #[utoipa::path(get, path = "/api/cluster/events", tag = "cluster",
-    params(("limit" = Option<u64>, Query, description = "At most this many (1 to 1000, default 100)")),
+    params(("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "At most this many (1 to 1000, default 100)")),
     responses((status = 200, body = Vec<EventView>), (status = 400, body = ErrorBody)))]
 #[get("/api/cluster/events")]
 pub(crate) async fn events(

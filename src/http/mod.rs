@@ -27,6 +27,7 @@ use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use baton_actors::status::StatusCell;
 use baton_actors::workflow::script::ScriptPool;
+use baton_actors::workflow::ROOT_PATH;
 use baton_actors::{ActionRegistry, NodeSupervisor, Store};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -75,8 +76,12 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .service(openapi::document);
 }
 
-/// The answer for a path no route matches.
+/// The answer for a request no route takes: 405 with `Allow` when the
+/// path is one of the API's with another method, else 404.
 pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if let Some(allow) = openapi::allowed_methods(req.path()) {
+        return Err(ApiError::MethodNotAllowed(allow));
+    }
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),
@@ -114,14 +119,27 @@ pub(crate) fn json_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Re
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every request body is an object: serde would read a struct from an
+    // array too, field by field in order (`[]` gave every default).
+    if bytes.trim_ascii_start().starts_with(b"[") {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            ROOT_PATH,
+            "the body must be a JSON object, not an array",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request("invalid_json", "", format!("invalid JSON: {inner}"))
+            ApiError::bad_request("invalid_json", ROOT_PATH, format!("invalid JSON: {inner}"))
         } else {
-            let path = if path == "." { String::new() } else { path };
+            let path = if path == "." {
+                ROOT_PATH.to_owned()
+            } else {
+                path
+            };
             ApiError::bad_request("invalid_body", &path, inner.to_string())
         }
     })?;

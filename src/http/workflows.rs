@@ -260,6 +260,7 @@ pub(crate) struct StartRequest {
     inputs: serde_json::Value,
     /// A caller-chosen id; repeating it starts nothing new.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     execution_id: Option<String>,
 }
 
@@ -270,7 +271,7 @@ fn empty_object() -> serde_json::Value {
 /// Starts an execution of the workflow's current version.
 #[utoipa::path(post, path = "/api/workflows/{id}/executions", tag = "executions",
     params(("id" = String, Path, description = "Workflow id")),
-    request_body = StartRequest,
+    request_body(content = Option<StartRequest>, description = "Optional: an empty body starts with no inputs"),
     responses((status = 202, description = "Started (or already started with this execution_id)", body = ExecutionView),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
@@ -282,14 +283,16 @@ pub(crate) async fn start(
 ) -> Result<HttpResponse, ApiError> {
     require_running(&state)?;
     let body = read_body(payload, state.config.http.max_body_bytes).await?;
-    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        StartRequest {
-            inputs: empty_object(),
-            execution_id: None,
-        }
-    } else {
-        parse_json(&body)?
-    };
+    // No body, or `null`, starts with no inputs (the body is optional).
+    let request: StartRequest =
+        if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
+            StartRequest {
+                inputs: empty_object(),
+                execution_id: None,
+            }
+        } else {
+            parse_json(&body)?
+        };
     if let Some(eid) = &request.execution_id {
         if eid.is_empty()
             || eid.len() > 64
@@ -332,7 +335,7 @@ struct ListQuery {
 #[utoipa::path(get, path = "/api/workflows/{id}/executions", tag = "executions",
     params(("id" = String, Path, description = "Workflow id"),
            ("state" = Option<String>, Query, description = "Only this state"),
-           ("limit" = Option<u64>, Query, description = "At most this many (1 to 1000, default 100)"),
+           ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "At most this many (1 to 1000, default 100)"),
            ("after" = Option<String>, Query, description = "Continue after this execution id")),
     responses((status = 200, body = Vec<ExecutionView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/workflows/{id}/executions")]

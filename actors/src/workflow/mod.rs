@@ -9,6 +9,8 @@
 //! - `script`: the QuickJS script pool (a `SyncArbiter`, one runtime per thread)
 
 mod cache;
+#[cfg(test)]
+mod fuzz;
 mod model;
 mod parse;
 mod raw;
@@ -16,5 +18,8 @@ pub mod script;
 
 pub use cache::{DefinitionCache, SUPPORTED_ITEM_TYPES};
 pub use model::{Definition, Item, ItemKind, Retry, ValueType};
-pub use parse::{check_inputs, parse_definition, ParseOptions, Parsed, Problem, SourceFormat};
+pub use parse::{
+    check_inputs, join_path, parse_definition, ParseOptions, Parsed, Problem, SourceFormat,
+    ROOT_PATH,
+};
 pub use raw::Raw;

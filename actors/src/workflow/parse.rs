@@ -16,7 +16,11 @@ use super::script::ScriptRef;
 /// One thing wrong with a definition or a request, and where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// Where: a dotted path such as `items.check.then`.
+    /// Where: a dotted path such as `items.check.then`; a key that is empty
+    /// or holds `.` or `[` is written as a JSON string in brackets
+    /// (`variables["a.b"]`), an array element by its index (`x[2]`), and the
+    /// whole document is [`ROOT_PATH`]. Definition problems always name a
+    /// path that exists in the document, or the missing key.
     pub path: String,
     /// What is wrong.
     pub message: String,
@@ -28,6 +32,23 @@ impl Problem {
         Problem {
             path: path.into(),
             message: message.into(),
+        }
+    }
+}
+
+/// The path of the whole document, for a problem that is not inside it
+/// (the text does not parse, or is not an object).
+pub const ROOT_PATH: &str = "$";
+
+/// `path` extended by the object key `key` (see [`Problem::path`]).
+pub fn join_path(path: &str, key: &str) -> String {
+    let plain = !key.is_empty() && !key.contains(['.', '[']);
+    match (path.is_empty() || path == ROOT_PATH, plain) {
+        (true, true) => key.to_owned(),
+        (false, true) => format!("{path}.{key}"),
+        (root, false) => {
+            let quoted = serde_json::to_string(key).unwrap_or_else(|_| format!("{key:?}"));
+            format!("{}[{quoted}]", if root { "" } else { path })
         }
     }
 }
@@ -73,12 +94,21 @@ pub struct Parsed {
 
 /// Parses and checks a definition's structure.
 pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'_>) -> Parsed {
-    let raw: Result<Raw, String> = match format {
+    let raw: Result<Raw, Problem> = match format {
         SourceFormat::Json => {
-            serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))
+            let mut de = serde_json::Deserializer::from_slice(text);
+            serde_path_to_error::deserialize(&mut de)
+                .map_err(|e| unparsed("invalid JSON", e))
+                .and_then(|raw| {
+                    // Text after the document.
+                    de.end()
+                        .map(|()| raw)
+                        .map_err(|e| Problem::new(ROOT_PATH, format!("invalid JSON: {e}")))
+                })
         }
         SourceFormat::Yaml => {
-            serde_yaml::from_slice(text).map_err(|e| format!("invalid YAML: {e}"))
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_slice(text))
+                .map_err(|e| unparsed("invalid YAML", e))
         }
     };
     let mut p = Parser {
@@ -88,8 +118,8 @@ pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'
     };
     let definition = match raw {
         Ok(raw) => p.definition(&raw),
-        Err(e) => {
-            p.problems.push(Problem::new("", e));
+        Err(problem) => {
+            p.problems.push(problem);
             None
         }
     };
@@ -105,6 +135,24 @@ pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'
     }
 }
 
+/// A document that does not parse, at the place where parsing stopped: the
+/// deepest key read so far (it exists in the text), or the whole document.
+fn unparsed<E: std::fmt::Display>(what: &str, e: serde_path_to_error::Error<E>) -> Problem {
+    use serde_path_to_error::Segment;
+    let mut path = String::new();
+    for segment in e.path().iter() {
+        match segment {
+            Segment::Map { key } => path = join_path(&path, key),
+            Segment::Seq { index } => path = format!("{path}[{index}]"),
+            Segment::Enum { .. } | Segment::Unknown => break,
+        }
+    }
+    if path.is_empty() {
+        path = ROOT_PATH.to_owned();
+    }
+    Problem::new(path, format!("{what}: {}", e.inner()))
+}
+
 /// Checks a start request's inputs against the declared ones: every
 /// declared input present with its type, nothing undeclared.
 pub fn check_inputs(def: &Definition, inputs: &Value) -> Vec<Problem> {
@@ -118,11 +166,11 @@ pub fn check_inputs(def: &Definition, inputs: &Value) -> Vec<Problem> {
     for (name, ty) in &def.inputs {
         match map.get(name) {
             None => problems.push(Problem::new(
-                format!("inputs.{name}"),
+                join_path("inputs", name),
                 format!("missing (declared as {})", ty.name()),
             )),
             Some(v) if !ty.accepts(v) => problems.push(Problem::new(
-                format!("inputs.{name}"),
+                join_path("inputs", name),
                 format!("expected {}, got {}", ty.name(), json_type(v)),
             )),
             Some(_) => {}
@@ -131,7 +179,7 @@ pub fn check_inputs(def: &Definition, inputs: &Value) -> Vec<Problem> {
     for name in map.keys() {
         if !def.inputs.contains_key(name) {
             problems.push(Problem::new(
-                format!("inputs.{name}"),
+                join_path("inputs", name),
                 format!("not an input of workflow {}", def.id),
             ));
         }
@@ -241,16 +289,16 @@ impl<'r> Fields<'r> {
             .map(|(_, v)| v)
     }
     fn at(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        join_path(&self.path, key)
     }
 }
 
 impl Parser<'_> {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let mut path = path.into();
+        if path.is_empty() {
+            path = ROOT_PATH.to_owned();
+        }
         self.problems.push(Problem::new(path, message));
     }
 
@@ -260,12 +308,7 @@ impl Parser<'_> {
                 let mut seen = BTreeSet::new();
                 for (k, _) in entries {
                     if !seen.insert(k.as_str()) {
-                        let at = if path.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{path}.{k}")
-                        };
-                        self.problem(at, "duplicate key");
+                        self.problem(join_path(path, k), "duplicate key");
                     }
                 }
                 Some(Fields {
@@ -484,7 +527,7 @@ impl Parser<'_> {
             for (field, target) in item.kind.targets() {
                 if !exists(target) {
                     dangling.push(Problem::new(
-                        format!("items.{id}.{field}"),
+                        join_path(&join_path("items", id), field),
                         format!("no item `{target}`"),
                     ));
                 }
@@ -492,7 +535,7 @@ impl Parser<'_> {
             if let Some(t) = &item.on_error {
                 if !exists(t) {
                     dangling.push(Problem::new(
-                        format!("items.{id}.on_error"),
+                        join_path(&join_path("items", id), "on_error"),
                         format!("no item `{t}`"),
                     ));
                 }
@@ -521,7 +564,7 @@ impl Parser<'_> {
             }
             for id in items.keys() {
                 if !seen.contains(id) {
-                    self.problem(format!("items.{id}"), "unreachable from the start item");
+                    self.problem(join_path("items", id), "unreachable from the start item");
                 }
             }
         }
@@ -564,13 +607,13 @@ impl Parser<'_> {
                         }),
                         Some(_) => {
                             self.problem(
-                                format!("{rpath}.max_attempts"),
+                                join_path(&rpath, "max_attempts"),
                                 "must be between 1 and 1000",
                             );
                             None
                         }
                         None => {
-                            self.problem(format!("{rpath}.max_attempts"), "missing");
+                            self.problem(join_path(&rpath, "max_attempts"), "missing");
                             None
                         }
                     }
@@ -578,7 +621,7 @@ impl Parser<'_> {
             }
         };
         let ty = ty?;
-        let at = |k: &str| format!("{path}.{k}");
+        let at = |k: &str| join_path(path, k);
         let kind = match ty.as_str() {
             "task" => {
                 let script = self.string(&mut f, "script", true);
@@ -615,9 +658,9 @@ impl Parser<'_> {
                     }
                 }
                 for (k, e) in &inputs {
-                    self.script(format!("{path}.inputs.{k}"), e, true);
+                    self.script(join_path(&at("inputs"), k), e, true);
                 }
-                self.check_variables(&format!("{path}.outputs"), outputs.keys());
+                self.check_variables(&at("outputs"), outputs.keys());
                 Some(ItemKind::Action {
                     action: action?,
                     inputs,
@@ -632,9 +675,9 @@ impl Parser<'_> {
                 let is_async = self.boolean(&mut f, "async");
                 let next = self.string(&mut f, "next", true);
                 for (k, e) in &inputs {
-                    self.script(format!("{path}.inputs.{k}"), e, true);
+                    self.script(join_path(&at("inputs"), k), e, true);
                 }
-                self.check_variables(&format!("{path}.outputs"), outputs.keys());
+                self.check_variables(&at("outputs"), outputs.keys());
                 Some(ItemKind::Workflow {
                     workflow: workflow?,
                     inputs,
@@ -652,9 +695,9 @@ impl Parser<'_> {
                 let parallel = self.boolean(&mut f, "parallel");
                 let next = self.string(&mut f, "next", true);
                 for (k, e) in &inputs {
-                    self.script(format!("{path}.inputs.{k}"), e, true);
+                    self.script(join_path(&at("inputs"), k), e, true);
                 }
-                self.check_variables(&format!("{path}.collect"), collect.keys());
+                self.check_variables(&at("collect"), collect.keys());
                 Some(ItemKind::Foreach {
                     over: over?,
                     element: element?,
@@ -686,7 +729,12 @@ impl Parser<'_> {
                 let store = self.string(&mut f, "store", false);
                 let timeout_ms = self.uint(&mut f, "timeout_ms");
                 let next = self.string(&mut f, "next", true);
-                self.check_variables(&at("store"), store.iter());
+                if store.as_deref().is_some_and(|s| !is_identifier(s)) {
+                    self.problem(
+                        at("store"),
+                        "must name a variable (a JavaScript identifier)",
+                    );
+                }
                 Some(ItemKind::Signal {
                     name: name?,
                     store,
@@ -745,7 +793,7 @@ impl Parser<'_> {
         for n in names {
             if !is_identifier(n) {
                 self.problem(
-                    format!("{path}.{n}"),
+                    join_path(path, n),
                     "must name a variable (a JavaScript identifier)",
                 );
             }
@@ -849,6 +897,91 @@ mod tests {
         let problems = check_inputs(&d, &serde_json::json!({"n": "1", "x": 0}));
         let got: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(got, ["inputs.n", "inputs.tags", "inputs.x"]);
+    }
+
+    // Found by `fuzz::mutated_definitions_never_panic_and_every_problem_has_a_path`:
+    // the problem named `items.s.store.<the store's value>`, which is not
+    // in the document.
+    #[test]
+    fn a_signal_store_that_is_not_a_variable_is_reported_at_store() {
+        let p = parse(
+            r#"{"id":"w","start":"s","items":{
+            "s":{"type":"signal","name":"go","store":"a.b","next":"e"},"e":{"type":"end"}}}"#,
+        );
+        let bad: Vec<&Problem> = p
+            .problems
+            .iter()
+            .filter(|p| p.message.contains("must name a variable"))
+            .collect();
+        assert_eq!(bad.len(), 1, "{:?}", p.problems);
+        assert_eq!(bad[0].path, "items.s.store");
+    }
+
+    // Found by `fuzz::mutated_definitions_never_panic_and_every_problem_has_a_path`:
+    // without serde_json's `float_roundtrip`, a number read back from the
+    // canonical form (what the store keeps) could differ in its last digit.
+    #[test]
+    fn numbers_keep_their_exact_value_through_the_canonical_form() {
+        for n in [
+            "-1.5738605634979003e299",
+            "-1.5738605634979005e299",
+            "1.7976931348623157e308",
+            "5e-324",
+            "0.30000000000000004",
+        ] {
+            let text = format!(
+                r#"{{"id":"w","variables":{{"x":{n}}},"start":"e","items":{{"e":{{"type":"end"}}}}}}"#
+            );
+            let d = parse(&text).definition.unwrap();
+            let again = parse(&d.to_json_string()).definition.unwrap();
+            assert_eq!(again.variables["x"], d.variables["x"], "{n}");
+            let exact: f64 = n.parse().unwrap();
+            assert_eq!(d.variables["x"].as_f64(), Some(exact), "{n}");
+        }
+    }
+
+    // Pathless problems (the property in `fuzz` requires a path that is in
+    // the document): text that does not parse and a root that is not an
+    // object had the path "", and keys that are empty or dotted gave paths
+    // naming another place (`items.a.b` for the item `a.b`).
+    #[test]
+    fn every_problem_names_a_place_in_the_document() {
+        let at = |text: &str| paths(&parse(text));
+        assert_eq!(at(""), ["$"]);
+        assert_eq!(at("[1, 2]"), ["$"]);
+        assert_eq!(at(r#"{"id": "w"} trailing"#), ["$"]);
+        assert_eq!(
+            at(r#"{"id": "w", "items": {"a": {"type": "end",}}}"#),
+            ["items.a"]
+        );
+        assert_eq!(
+            at(r#"{"variables": {"x": [1, 1e999]}}"#),
+            ["variables.x[1]"]
+        );
+        let got = at(
+            r#"{"": 1, "id": "w", "start": "a.b", "items": {"a.b": {"type": "end"}, "": {"type": "end"}}}"#,
+        );
+        for want in [r#"[""]"#, r#"items[""]"#] {
+            assert!(
+                got.contains(&want.to_owned()),
+                "{want} missing from {got:?}"
+            );
+        }
+        assert!(!got.iter().any(|p| p.starts_with("items.a")), "{got:?}");
+        let yaml = |text: &str| {
+            let opts = ParseOptions {
+                known_action: &|_| true,
+                supported_types: &["end"],
+            };
+            paths(&parse_definition(
+                text.as_bytes(),
+                SourceFormat::Yaml,
+                &opts,
+            ))
+        };
+        assert_eq!(yaml("id: [unclosed"), ["id"]);
+        assert_eq!(yaml("variables:\n  x: .nan\n"), ["variables.x"]);
+        assert_eq!(yaml("items: !custom {a: 1}\n"), ["items"]);
     }
 
     #[test]

@@ -438,7 +438,7 @@ impl ScriptWorker {
 
     fn compile(&mut self, scripts: Vec<ScriptRef>) -> Vec<(String, String)> {
         let Ok(context) = new_context(&self.rt) else {
-            return vec![(String::new(), "script engine unavailable".into())];
+            return unchecked(&scripts, "the script engine is unavailable");
         };
         self.arm();
         let problems = context.with(|ctx| {
@@ -464,6 +464,16 @@ impl ScriptWorker {
         self.deadline.set(None);
         problems
     }
+}
+
+/// The problem for scripts that could not be checked at all, named at the
+/// first script's path (every problem names a path).
+fn unchecked(scripts: &[ScriptRef], why: &str) -> Vec<(String, String)> {
+    scripts
+        .first()
+        .map(|s| (s.path.clone(), format!("cannot check this script: {why}")))
+        .into_iter()
+        .collect()
 }
 
 /// What a script threw.
@@ -568,23 +578,34 @@ impl ScriptPool {
         if scripts.is_empty() {
             return Vec::new();
         }
+        let first = unchecked(&scripts, "the script engine is unavailable");
         match self.addr.send(Compile(scripts)).await {
             Ok(p) => p,
-            Err(e) => vec![(String::new(), format!("script engine unavailable: {e}"))],
+            Err(_) => first,
         }
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests_support {
+pub(super) mod tests_support {
+    pub(crate) use super::ScriptWorker;
     use super::*;
     pub(super) fn worker() -> ScriptWorker {
+        worker_with_timeout(2000)
+    }
+    pub(crate) fn worker_with_timeout(timeout_ms: u64) -> ScriptWorker {
         ScriptWorker::new(ScriptLimits {
-            timeout_ms: 2000,
+            timeout_ms,
             memory_limit_mb: 32,
         })
         .unwrap()
+    }
+    pub(crate) fn evaluate(w: &mut ScriptWorker, msg: Evaluate) -> Result<Evaluated, ScriptError> {
+        w.evaluate(msg)
+    }
+    pub(crate) fn compile(w: &mut ScriptWorker, scripts: Vec<ScriptRef>) -> Vec<(String, String)> {
+        w.compile(scripts)
     }
     pub(super) fn run(
         w: &mut ScriptWorker,
