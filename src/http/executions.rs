@@ -224,7 +224,7 @@ pub(crate) struct ResumeRequest {
 /// Runs a failed execution again from its failed item (409 unless failed).
 #[utoipa::path(post, path = "/api/executions/{eid}/resume", tag = "executions",
     params(("eid" = String, Path, description = "Execution id")),
-    request_body = ResumeRequest,
+    request_body(content = Option<ResumeRequest>, description = "optional: no body resumes with the variables as they are"),
     responses((status = 202, body = ExecutionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/api/executions/{eid}/resume")]
 pub(crate) async fn resume(
@@ -260,7 +260,7 @@ pub(crate) struct SignalRequest {
 /// when this node owns it and it waits.
 #[utoipa::path(post, path = "/api/executions/{eid}/signals/{name}", tag = "executions",
     params(("eid" = String, Path, description = "Execution id"), ("name" = String, Path, description = "Signal name")),
-    request_body = SignalRequest,
+    request_body(content = Option<SignalRequest>, description = "optional: no body delivers a null payload"),
     responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/api/executions/{eid}/signals/{name}")]
 pub(crate) async fn deliver_signal(
