@@ -45,9 +45,27 @@ enum Command {
         /// Reproduces a run; default: one drawn from the clock (printed).
         #[arg(long)]
         seed: Option<u64>,
-        /// How many faults.
+        /// How many faults, drawn at random (unless a mix is given).
         #[arg(long, default_value_t = 20)]
         faults: usize,
+        /// Exactly this many kill -9 (and restart); with the other mix options, replaces --faults.
+        #[arg(long)]
+        kills: Option<usize>,
+        /// Exactly this many SIGSTOP past the failover timeout, then SIGCONT.
+        #[arg(long)]
+        pauses: Option<usize>,
+        /// Exactly this many SIGTERM drains (and restart).
+        #[arg(long)]
+        terms: Option<usize>,
+        /// Exactly this many connection cuts (servers only).
+        #[arg(long)]
+        cuts: Option<usize>,
+        /// Exactly this many connection stalls (servers only).
+        #[arg(long)]
+        stalls: Option<usize>,
+        /// Run the last node with its wall clock this many seconds off (libfaketime).
+        #[arg(long, allow_hyphen_values = true)]
+        skew_secs: Option<i64>,
         /// How many workflows.
         #[arg(long, default_value_t = 60)]
         workflows: usize,
@@ -315,6 +333,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url,
             seed,
             faults,
+            kills,
+            pauses,
+            terms,
+            cuts,
+            stalls,
+            skew_secs,
             workflows,
             nodes,
             active_nodes,
@@ -330,10 +354,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     % 1_000_000
             });
             eprintln!("baton chaos: seed {seed}");
+            use baton::chaos::faults::FaultKind;
+            let mix: Vec<(FaultKind, usize)> = [
+                (FaultKind::Kill, kills),
+                (FaultKind::Pause, pauses),
+                (FaultKind::Term, terms),
+                (FaultKind::Cut, cuts),
+                (FaultKind::Stall, stalls),
+            ]
+            .into_iter()
+            .filter_map(|(k, n)| n.map(|n| (k, n)))
+            .collect();
             let opts = baton::chaos::ChaosOptions {
                 database_url,
                 seed,
                 faults,
+                mix,
+                skew_secs,
                 workflows,
                 nodes,
                 active_nodes,

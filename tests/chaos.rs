@@ -15,6 +15,8 @@ fn opts(db: &TestDb, seed: u64, active_nodes: u32) -> ChaosOptions {
         database_url: Some(db.url.clone()),
         seed,
         faults: 6,
+        mix: Vec::new(),
+        skew_secs: Some(3600),
         workflows: 25,
         nodes: 3,
         active_nodes,

@@ -54,7 +54,7 @@ pub struct Fault {
     pub until: Instant,
 }
 
-/// Draws the next fault: a kind (cuts only where there are proxies) and a node.
+/// Draws a fault at random: a kind (cuts only where there are proxies) and a node.
 pub fn draw(rng: &mut Rng, nodes: usize, proxies: bool) -> (FaultKind, usize) {
     let kinds: &[FaultKind] = if proxies {
         &[

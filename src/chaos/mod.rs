@@ -45,8 +45,13 @@ pub struct ChaosOptions {
     pub database_url: Option<String>,
     /// Reproduces the workload and the fault schedule.
     pub seed: u64,
-    /// How many faults to apply.
+    /// How many faults to apply (drawn at random), unless `mix` is set.
     pub faults: usize,
+    /// Exactly these faults, in a seeded random order (overrides `faults`).
+    pub mix: Vec<(FaultKind, usize)>,
+    /// Run the last node with its wall clock this many seconds off
+    /// (libfaketime), if the library is installed.
+    pub skew_secs: Option<i64>,
     /// How many workflows to run.
     pub workflows: usize,
     /// How many nodes.
@@ -71,6 +76,9 @@ pub struct ChaosReport {
     /// The table printed for the run.
     pub table: String,
 }
+
+/// libfaketime, for the clock-skewed node.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 struct TempDir(PathBuf);
 
@@ -376,9 +384,19 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         }
     }
     let names: Vec<String> = (0..opts.nodes).map(|i| format!("chaos{i}")).collect();
+    // On SQLite the "database clock" is each process's own (DESIGN.md):
+    // a skewed node there is a misconfiguration, not a fault to survive.
+    let skew = opts
+        .skew_secs
+        .filter(|_| !sqlite && std::path::Path::new(FAKETIME_LIB).exists());
+    if opts.skew_secs.is_some() && skew.is_none() {
+        eprintln!(
+            "chaos: no clock skew (SQLite shares the host clock, or {FAKETIME_LIB} is missing)"
+        );
+    }
     let envs = (0..opts.nodes)
         .map(|i| {
-            vec![
+            let mut env = vec![
                 (
                     "BATON_DATABASE__URL",
                     proxies.get(i).map_or(url.clone(), |p| p.url.clone()),
@@ -394,7 +412,13 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                     "BATON_CLUSTER__FAILOVER_HEARTBEATS",
                     opts.heartbeats.to_string(),
                 ),
-            ]
+            ];
+            if let Some(secs) = skew.filter(|_| i + 1 == opts.nodes) {
+                env.push(("LD_PRELOAD", FAKETIME_LIB.into()));
+                env.push(("FAKETIME", format!("{secs:+}")));
+                env.push(("DONT_FAKE_MONOTONIC", "1".into()));
+            }
+            env
         })
         .collect();
     let cluster = Rc::new(RefCell::new(Cluster {
@@ -443,18 +467,37 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         });
     }
 
-    // The faults, on their own schedule.
+    // The faults, on their own schedule: drawn at random, or exactly the
+    // mix asked for in a seeded order.
     let applied: Rc<RefCell<Vec<Fault>>> = Rc::default();
+    let mut frng = Rng::new(opts.seed.wrapping_mul(31).wrapping_add(7));
+    let with_proxies = !proxies.is_empty();
+    let schedule: Vec<FaultKind> = if opts.mix.is_empty() {
+        (0..opts.faults)
+            .map(|_| faults::draw(&mut frng, opts.nodes, with_proxies).0)
+            .collect()
+    } else {
+        let mut all: Vec<FaultKind> = opts
+            .mix
+            .iter()
+            .filter(|(k, _)| with_proxies || !matches!(k, FaultKind::Cut | FaultKind::Stall))
+            .flat_map(|(k, n)| std::iter::repeat_n(*k, *n))
+            .collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, frng.range(0, i as u64) as usize);
+        }
+        all
+    };
+    let fault_count = schedule.len();
     let fault_task = {
         let (cluster, applied) = (cluster.clone(), applied.clone());
-        let mut frng = Rng::new(opts.seed.wrapping_mul(31).wrapping_add(7));
-        let (n, nodes, with_proxies) = (opts.faults, opts.nodes, !proxies.is_empty());
+        let nodes = opts.nodes;
         let proxies = Rc::new(proxies);
         actix_rt::spawn(async move {
-            for _ in 0..n {
+            for kind in schedule {
                 let gap = Duration::from_millis(frng.range(500, 2500));
                 actix_rt::time::sleep(gap).await;
-                let (kind, node) = faults::draw(&mut frng, nodes, with_proxies);
+                let node = frng.range(0, nodes as u64 - 1) as usize;
                 let lasts = faults::duration(kind, timeout, &mut frng);
                 match apply(&cluster, &proxies, kind, node, lasts).await {
                     Ok(Some(f)) => applied.borrow_mut().push(f),
@@ -465,8 +508,13 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         })
     };
 
-    // The workload: executions started at a steady rate, each driven.
-    let deadline = Duration::from_secs(120) + timeout * (opts.faults as u32 * 4);
+    // The workload: executions started at a steady rate spread over the
+    // fault schedule (about 3 failover timeouts and 1.5 s a fault), each
+    // driven by its own client.
+    let span = timeout * 3 + Duration::from_millis(1500);
+    let pace = (span * fault_count as u32 / opts.workflows.max(1) as u32)
+        .clamp(Duration::from_millis(20), Duration::from_millis(1000));
+    let deadline = Duration::from_secs(120) + timeout * 4;
     let mut drivers = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         let id = format!("x{}-{i}", opts.seed);
@@ -478,7 +526,8 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
             r,
             deadline,
         )));
-        actix_rt::time::sleep(Duration::from_millis(rng.range(20, 120))).await;
+        let jitter = Duration::from_millis(rng.range(0, 40));
+        actix_rt::time::sleep(pace + jitter).await;
     }
     let _ = fault_task.await;
     let mut driven = Vec::new();
@@ -599,8 +648,16 @@ fn table(
 ) -> String {
     let backend = url.split(':').next().unwrap_or("?");
     let mut out = format!(
-        "chaos: seed {}, {backend}, {} nodes (active_nodes {}), heartbeat {} ms x {}\n",
-        opts.seed, opts.nodes, opts.active_nodes, opts.interval_ms, opts.heartbeats
+        "chaos: seed {}, {backend}, {} nodes (active_nodes {}), heartbeat {} ms x {}{}\n",
+        opts.seed,
+        opts.nodes,
+        opts.active_nodes,
+        opts.interval_ms,
+        opts.heartbeats,
+        match opts.skew_secs.filter(|_| !url.starts_with("sqlite:")) {
+            Some(s) => format!(", last node's clock {s:+} s"),
+            None => String::new(),
+        }
     );
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &h.faults {

@@ -106,7 +106,10 @@ impl Plan {
     /// Draws a workflow of 3 to 8 steps.
     pub fn generate(id: String, rng: &mut Rng) -> Plan {
         let n = rng.range(3, 8) as usize;
-        let mut steps = Vec::with_capacity(n + 1);
+        let mut steps = Vec::with_capacity(n + 2);
+        // `acc` is a variable and the output: a task sets both, so one comes
+        // first (an output no item ever set is null, and fails the end).
+        steps.push(Step::Calc(rng.range(1, 50) as i64));
         let (mut signals, mut asks) = (0, 0);
         for _ in 0..n {
             let k = rng.range(1, 50) as i64;
