@@ -53,12 +53,15 @@ impl Ledger {
                         if let Ok(mut v) = data.lock() {
                             v.push(e);
                         }
+                        // Answer late: a fault is likelier to land between
+                        // the side effect and its item's checkpoint.
+                        actix_rt::time::sleep(std::time::Duration::from_millis(150)).await;
                         HttpResponse::Ok().json(serde_json::json!({ "ok": true }))
                     },
                 ),
             )
         })
-        .workers(1)
+        .workers(2)
         .disable_signals()
         .bind("127.0.0.1:0")?;
         let addr = server

@@ -447,20 +447,39 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         }
     }
 
-    // The sampler: the most nodes active at once.
+    // The sampler: the most nodes active at once. A node is active while
+    // its row says active and RUNNING and its heartbeat is within the
+    // failover timeout: past that it has fenced itself (its lease ends one
+    // interval earlier) and is dead to the cluster, even before a takeover
+    // marks its row.
     let max_active = Rc::new(RefCell::new(0usize));
+    let active_seen: Rc<RefCell<Vec<String>>> = Rc::default();
     let sampling = Rc::new(RefCell::new(true));
     {
-        let (store, max_active, sampling) = (store.clone(), max_active.clone(), sampling.clone());
+        let (store, max_active, sampling, seen) = (
+            store.clone(),
+            max_active.clone(),
+            sampling.clone(),
+            active_seen.clone(),
+        );
+        let timeout_ms = (opts.interval_ms * u64::from(opts.heartbeats)) as i64;
         actix_rt::spawn(async move {
             while *sampling.borrow() {
-                if let Ok((nodes, _)) = store.nodes().await {
-                    let active = nodes
+                if let Ok((nodes, now)) = store.nodes().await {
+                    let active: Vec<String> = nodes
                         .iter()
-                        .filter(|n| n.role == "active" && n.state == "RUNNING")
-                        .count();
+                        .filter(|n| {
+                            n.role == "active"
+                                && n.state == "RUNNING"
+                                && now - n.last_heartbeat < timeout_ms
+                        })
+                        .map(|n| format!("{} (heartbeat {} ms ago)", n.id, now - n.last_heartbeat))
+                        .collect();
                     let mut m = max_active.borrow_mut();
-                    *m = (*m).max(active);
+                    if active.len() > *m {
+                        *m = active.len();
+                        *seen.borrow_mut() = active;
+                    }
                 }
                 actix_rt::time::sleep(Duration::from_millis(50)).await;
             }
@@ -555,7 +574,14 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         ledger: ledger.entries(),
         faults: faults_applied,
     };
-    let (violations, reruns) = check::check(&h);
+    let (mut violations, reruns) = check::check(&h);
+    for v in violations
+        .iter_mut()
+        .filter(|v| v.rule == "never more active nodes than configured")
+    {
+        v.detail
+            .push_str(&format!(": {}", active_seen.borrow().join(", ")));
+    }
     let table = table(opts, &url, &h, &violations, &reruns);
 
     for p in cluster.borrow_mut().procs.iter_mut().flatten() {
