@@ -243,6 +243,14 @@ fn sqlx_reason(e: &sea_orm::SqlxError) -> Option<&'static str> {
                 })
             {
                 Some("the server closed the connection")
+            } else if db
+                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                .is_some()
+                && matches!(code, "5" | "6" | "261" | "517")
+            {
+                // SQLITE_BUSY / SQLITE_LOCKED: another process holds the
+                // file's write lock (nodes sharing one SQLite file); retry.
+                Some("the database is busy")
             } else {
                 lost_connection_text(db.message())
             }

@@ -14,6 +14,7 @@ on_all_backends!(
     a_parent_waits_for_its_child_and_takes_its_outputs,
     foreach_collects_outputs_in_element_order,
     a_canceled_parked_child_ends_its_waiting_parent,
+    a_retried_child_item_starts_a_new_child,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -357,5 +358,48 @@ async fn a_canceled_parked_child_ends_its_waiting_parent(b: Backend) {
             .contains("canceled"),
         "{e}"
     );
+    node.stop().await;
+}
+
+/// Issue 7 item 12: a retried `workflow` item starts a new child; before,
+/// the retry found the failed child under the same id and failed at once.
+async fn a_retried_child_item_starts_a_new_child(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "fails-first", "inputs": {"n": "number"}, "start": "a", "items": {
+        "a": {"type": "task", "script": "if (n < 1) throw new Error('not yet');", "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    // The parent's retry runs the child again with `tries`, counted up by
+    // the attempt: the first child fails, the second one succeeds.
+    import(
+        &http,
+        &json!({"id": "retries-child", "start": "call", "items": {
+        "call": {"type": "workflow", "workflow": "fails-first", "inputs": {"n": "ctx.attempt - 1"},
+                 "retry": {"max_attempts": 2, "backoff_ms": 0}, "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "retries-child", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    let children: Vec<(String, String)> = node
+        .store()
+        .executions(baton_actors::store::ExecutionFilter {
+            workflow_id: Some("fails-first".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("children")
+        .into_iter()
+        .filter(|c| c.parent_id.as_deref() == Some(id.as_str()))
+        .map(|c| (c.id, c.state))
+        .collect();
+    assert_eq!(children.len(), 2, "a new child for the retry: {children:?}");
     node.stop().await;
 }

@@ -121,3 +121,44 @@ async fn outage(b: Backend) {
     }
     node.stop().await;
 }
+
+/// Found by `baton chaos` (seed 2026, three processes on one SQLite file,
+/// 2,000 imports): a write that finds the file's write lock held past the
+/// busy timeout answered 500 with SQLite's text. It is the same kind of
+/// outage as a lost server: 503 `database_unavailable` with `Retry-After`.
+#[actix_rt::test]
+async fn a_locked_sqlite_file_answers_503_not_500() {
+    use sea_orm::{ConnectionTrait, Database};
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    // Another process (here: another connection) holds the write lock.
+    let other = Database::connect(&db.url).await.expect("connect");
+    other
+        .execute_unprepared("BEGIN IMMEDIATE")
+        .await
+        .expect("lock");
+    let r = http
+        .post(
+            "/api/workflows",
+            &json!({"id": "w", "start": "e", "items": {"e": {"type": "end"}}}),
+        )
+        .await;
+    let _ = other.execute_unprepared("ROLLBACK").await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(
+        r.json["error"]["code"], "database_unavailable",
+        "{}",
+        r.text
+    );
+    assert!(r.header("retry-after").is_some());
+    // Free again: the same request goes through.
+    let r = http
+        .post(
+            "/api/workflows",
+            &json!({"id": "w", "start": "e", "items": {"e": {"type": "end"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    node.stop().await;
+}

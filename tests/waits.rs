@@ -15,6 +15,7 @@ on_all_backends!(
     signals_wake_waiting_executions_and_are_kept_until_awaited,
     a_double_click_answers_one_interaction_once,
     a_late_answer_is_refused_not_kept,
+    a_retried_wait_waits_again,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -411,6 +412,40 @@ async fn a_late_answer_is_refused_not_kept(b: Backend) {
         (e["state"].clone(), e["variables"]["a"].clone()),
         (json!("completed"), json!(0)),
         "the late answer was not kept: {e}"
+    );
+    node.stop().await;
+}
+
+/// Issue 7 item 12: a retried wait waits again, its deadline starting
+/// over; before, the retry kept the first attempt's deadline and timed out
+/// at once.
+async fn a_retried_wait_waits_again(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &json!({"id": "patient", "start": "w", "items": {
+        "w": {"type": "signal", "name": "never", "timeout_ms": 400, "retry": {"max_attempts": 2, "backoff_ms": 0}, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let id = start(&http, "patient", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "failed", "{e}");
+    let log = node.store().item_log(&id).await.expect("log");
+    let failures: Vec<i64> = log
+        .iter()
+        .filter(|l| l.event == "failed")
+        .map(|l| l.time)
+        .collect();
+    let first_start = log.iter().find(|l| l.event == "started").map(|l| l.time);
+    assert_eq!(failures.len(), 2, "{log:?}");
+    let first_start = first_start.expect("started");
+    assert!(
+        failures[0] - first_start >= 350,
+        "the first attempt waited its timeout: {log:?}"
+    );
+    assert!(
+        failures[1] - failures[0] >= 350,
+        "the retry waited a whole timeout again, not none: {log:?}"
     );
     node.stop().await;
 }

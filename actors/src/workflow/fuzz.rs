@@ -737,6 +737,7 @@ fn evaluate(code: Code, globals: &[Value]) -> Result<super::script::Evaluated, S
                     item: "i".into(),
                     attempt: 1,
                     idempotency_key: "e/i".into(),
+                    node: "n".into(),
                 },
             },
         )
