@@ -23,6 +23,7 @@ use crate::on_all_backends;
 use crate::util::*;
 
 on_all_backends!(
+    an_execution_is_created_only_under_the_nodes_current_epoch,
     a_stale_row_starts_no_second_run,
     of_two_claims_from_one_read_exactly_one_wins,
 );
@@ -109,6 +110,7 @@ async fn a_stale_row_starts_no_second_run(b: Backend) {
         definition,
         row: stale,
         node: node.node_id().to_owned(),
+        node_epoch: 0,
         kind: StartKind::Recovered,
         max_item_starts: 10,
         max_depth: 8,
@@ -179,6 +181,7 @@ async fn of_two_claims_from_one_read_exactly_one_wins(b: Backend) {
             variables: json!({}),
             start_item: "a".into(),
             owner_node: "n1".into(),
+            node_epoch: None,
         })
         .await
         .expect("create");
@@ -236,4 +239,54 @@ async fn of_two_claims_from_one_read_exactly_one_wins(b: Backend) {
         )
         .await
         .expect("the winner writes");
+}
+
+/// Issue 7 item 11: an execution is created under the owner node's
+/// current epoch: a node whose row moved on (declared dead, or another
+/// process registered with its id) creates nothing, in the same
+/// transaction that would have created it.
+async fn an_execution_is_created_only_under_the_nodes_current_epoch(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "w", "start": "e", "items": {"e": {"type": "end"}}}),
+    )
+    .await;
+    let store = node.store().clone();
+    let me = store
+        .node(node.node_id())
+        .await
+        .expect("read")
+        .expect("row");
+    let new = |id: &str, epoch: i64| NewExecution {
+        id: id.into(),
+        workflow_id: "w".into(),
+        workflow_version: 1,
+        parent_id: None,
+        inputs: json!({}),
+        variables: json!({}),
+        start_item: "e".into(),
+        owner_node: me.id.clone(),
+        node_epoch: Some(epoch),
+    };
+    let refused = store
+        .create_execution(new("stale-epoch", me.epoch - 1))
+        .await;
+    assert!(
+        matches!(refused, Err(baton_actors::StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert!(store
+        .execution("stale-epoch")
+        .await
+        .expect("read")
+        .is_none());
+    let created = store
+        .create_execution(new("current-epoch", me.epoch))
+        .await
+        .expect("created at the current epoch");
+    assert!(matches!(created, StartOutcome::Created(_)));
+    node.stop().await;
 }

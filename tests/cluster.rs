@@ -386,6 +386,7 @@ async fn race(b: Backend) {
                 variables: json!({}),
                 start_item: "a".into(),
                 owner_node: victim.clone(),
+                node_epoch: None,
             })
             .await
             .expect("create");

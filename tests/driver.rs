@@ -230,6 +230,7 @@ async fn a_standalone_node_recovers_a_stranded_row_without_a_restart(b: Backend)
             variables: json!({"x": 0}),
             start_item: "a".into(),
             owner_node: n.node_id().to_owned(),
+            node_epoch: None,
         })
         .await
         .expect("create");

@@ -446,6 +446,7 @@ pub async fn rehydrate(opts: &FailoverOptions) -> anyhow::Result<(i64, u64)> {
                 variables: json!({}),
                 start_item: "s0".into(),
                 owner_node: ghost.clone(),
+                node_epoch: None,
             })
         });
         for r in futures::future::join_all(batch).await {

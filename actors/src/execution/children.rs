@@ -258,6 +258,7 @@ impl Run {
                 variables: Value::Object(def.variables.clone()),
                 start_item: def.start.clone(),
                 owner_node: self.fence.node.clone(),
+                node_epoch: Some(self.node_epoch),
             })
             .await
             .map_err(|e| fail(e.to_string()))?;

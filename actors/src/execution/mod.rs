@@ -91,6 +91,9 @@ pub struct ExecutionSetup {
     pub row: execution::Model,
     /// This node's id.
     pub node: String,
+    /// This node's epoch: children are created only while the node's row
+    /// is still running at it.
+    pub node_epoch: i64,
     /// How this run starts.
     pub kind: StartKind,
     /// Starts of one item without a completion after which the execution

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 
-use super::entities::{execution, item_log};
+use super::entities::{execution, item_log, node};
 use super::{is_unique_violation, state, ExecutionState, Store};
 use crate::error::StoreError;
 
@@ -110,6 +110,11 @@ pub struct NewExecution {
     pub start_item: String,
     /// The node that accepted it and owns it.
     pub owner_node: String,
+    /// The owner node's epoch when it accepted it: the node's row must
+    /// still be `RUNNING` at that epoch when the execution is created (a
+    /// node declared dead or restarted since creates nothing). `None`:
+    /// unchecked (tools and tests).
+    pub node_epoch: Option<i64>,
 }
 
 /// The result of [`Store::create_execution`].
@@ -141,7 +146,9 @@ fn to_text(v: &Value) -> String {
 impl Store {
     /// Inserts a new execution, owned by `new.owner_node` at epoch 1, with
     /// its first item recorded as started (attempt 1) in the same
-    /// transaction. An existing id returns the stored execution unchanged.
+    /// transaction, if the owner node is still running at `new.node_epoch`
+    /// ([`StoreError::Conflict`] otherwise). An existing id returns the
+    /// stored execution unchanged.
     pub async fn create_execution(&self, new: NewExecution) -> Result<StartOutcome, StoreError> {
         let backend = self.backend();
         let id = new.id.clone();
@@ -150,6 +157,21 @@ impl Store {
             .run(move |c| async move {
                 let now = Store::now_expr(backend);
                 let txn = c.begin().await?;
+                if let Some(epoch) = new.node_epoch {
+                    let live = node::Entity::find()
+                        .filter(node::Column::Id.eq(new.owner_node.as_str()))
+                        .filter(node::Column::Epoch.eq(epoch))
+                        .filter(node::Column::State.eq(super::node_state::RUNNING))
+                        .one(&txn)
+                        .await?;
+                    if live.is_none() {
+                        txn.rollback().await?;
+                        return Err(StoreError::Conflict(format!(
+                            "node {} is no longer running at epoch {epoch}; it starts nothing",
+                            new.owner_node
+                        )));
+                    }
+                }
                 let insert = Query::insert()
                     .into_table(execution::Entity)
                     .columns([

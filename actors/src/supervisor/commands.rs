@@ -60,6 +60,7 @@ impl Handler<StartExecution> for NodeSupervisor {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let fresh = self.pending.insert(id.clone());
         // The lease-checked view: a node past its heartbeat lease takes no work.
+        let node_epoch = self.cfg.status.raw().epoch;
         let state = self.cfg.status.get().state;
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
@@ -91,8 +92,15 @@ impl Handler<StartExecution> for NodeSupervisor {
                     variables: Value::Object(def.variables.clone()),
                     start_item: def.start.clone(),
                     owner_node: node,
+                    node_epoch: Some(node_epoch),
                 })
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    // The node was declared dead or restarted since: it is
+                    // not accepting work, whatever its status cell says.
+                    crate::error::StoreError::Conflict(m) => EngineError::NotAccepting(m),
+                    other => other.into(),
+                })?;
             Ok((def, summary.version, outcome))
         };
         Box::pin(fut.into_actor(self).map(move |result, act, ctx| {

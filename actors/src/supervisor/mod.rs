@@ -149,6 +149,7 @@ impl NodeSupervisor {
             definition: def,
             row,
             node: self.cfg.node_id.clone(),
+            node_epoch: self.cfg.status.raw().epoch,
             kind,
             max_item_starts: self.cfg.max_item_starts,
             max_depth: self.cfg.max_depth,
