@@ -417,16 +417,7 @@ impl Run {
     }
 }
 
-pub(super) fn type_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
+pub(super) use crate::workflow::json_type as type_of;
 
 impl From<crate::workflow::script::ScriptError> for ItemFailure {
     fn from(e: crate::workflow::script::ScriptError) -> ItemFailure {

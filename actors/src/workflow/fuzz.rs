@@ -250,17 +250,7 @@ fn resolves(doc: &Doc, segs: &[Seg]) -> bool {
 fn opts_all() -> ParseOptions<'static> {
     ParseOptions {
         known_action: &|n| n == "log" || n == "sleep",
-        supported_types: &[
-            "task",
-            "decision",
-            "action",
-            "workflow",
-            "foreach",
-            "timer",
-            "signal",
-            "interaction",
-            "end",
-        ],
+        supported_types: super::SUPPORTED_ITEM_TYPES,
     }
 }
 

@@ -19,7 +19,7 @@ pub mod script;
 pub use cache::{DefinitionCache, SUPPORTED_ITEM_TYPES};
 pub use model::{Definition, Item, ItemKind, Retry, ValueType};
 pub use parse::{
-    check_inputs, join_path, parse_definition, ParseOptions, Parsed, Problem, SourceFormat,
-    ROOT_PATH,
+    check_inputs, join_path, json_type, parse_definition, ParseOptions, Parsed, Problem,
+    SourceFormat, ROOT_PATH,
 };
 pub use raw::Raw;

@@ -187,7 +187,8 @@ pub fn check_inputs(def: &Definition, inputs: &Value) -> Vec<Problem> {
     problems
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// The JSON type of a value, as problems and errors name it.
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
