@@ -32,6 +32,7 @@ impl Run {
             message: format!("action `{action}` failed: {message}"),
             name: None,
             logs: logs.clone(),
+            transient: false,
         })?;
         let pairs = mapping.iter().map(|(var, field)| {
             let v = match field.as_str() {

@@ -26,7 +26,7 @@ pub(super) struct Foreach<'a> {
 }
 
 fn store_err(e: crate::error::StoreError) -> ItemFailure {
-    ItemFailure::new(e.to_string())
+    ItemFailure::store("", &e)
 }
 
 fn outputs_of(row: Option<&execution::Model>) -> Value {
@@ -206,7 +206,7 @@ impl Run {
                 .store
                 .execution(&id)
                 .await
-                .map_err(|e| ItemFailure::new(format!("cannot read execution {id}: {e}")))?
+                .map_err(|e| ItemFailure::store(&format!("cannot read execution {id}"), &e))?
                 .and_then(|r| r.parent_id);
         }
         Ok(depth)
@@ -231,13 +231,13 @@ impl Run {
             .store
             .workflow_summary(workflow)
             .await
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| ItemFailure::store("", &e))?
             .ok_or_else(|| fail(format!("no workflow `{workflow}`")))?;
         let def = self
             .definitions
             .get(&self.store, &summary.id, summary.version)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| ItemFailure::engine(&e))?;
         let inputs = Value::Object(inputs);
         let problems = crate::workflow::check_inputs(&def, &inputs);
         if !problems.is_empty() {
@@ -261,7 +261,7 @@ impl Run {
                 node_epoch: Some(self.node_epoch),
             })
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| ItemFailure::store("", &e))?;
         if let crate::store::StartOutcome::Created(row) = outcome {
             self.starter.do_send(StartChild { row });
         }

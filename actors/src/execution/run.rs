@@ -4,7 +4,7 @@
 //! their families and does nothing else per kind.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use futures::future::abortable;
@@ -43,6 +43,9 @@ pub(super) struct ItemFailure {
     /// script threw one.
     pub(super) name: Option<String>,
     pub(super) logs: Vec<String>,
+    /// The store failed (connection, lock, outage), not the item: the
+    /// item runs again after a pause instead of failing.
+    pub(super) transient: bool,
 }
 
 impl ItemFailure {
@@ -51,6 +54,30 @@ impl ItemFailure {
             message: message.into(),
             name: None,
             logs: Vec::new(),
+            transient: false,
+        }
+    }
+
+    /// A store error met while running an item: transient unless it is
+    /// about the data (missing rows, conflicts, corruption).
+    pub(super) fn store(context: &str, e: &StoreError) -> ItemFailure {
+        let mut f = ItemFailure::new(if context.is_empty() {
+            e.to_string()
+        } else {
+            format!("{context}: {e}")
+        });
+        f.transient = matches!(
+            e,
+            StoreError::Db(_) | StoreError::RuntimeGone | StoreError::CommitUnknown(_)
+        );
+        f
+    }
+
+    /// The same for an engine error (a definition load).
+    pub(super) fn engine(e: &crate::error::EngineError) -> ItemFailure {
+        match e {
+            crate::error::EngineError::Store(s) => ItemFailure::store("", s),
+            other => ItemFailure::new(other.to_string()),
         }
     }
 }
@@ -157,6 +184,10 @@ impl Run {
                 return Ok(outcome);
             }
         }
+        // Store failures inside items (a lock, an outage) pause and run the
+        // item again; only a long outage stops the run (the node retries
+        // the execution later).
+        let mut store_failures = 0u32;
         loop {
             if control.cancel.get() {
                 return self.cancel().await;
@@ -184,7 +215,20 @@ impl Run {
                 Err(_aborted) => continue,
             };
             let next = match result {
-                Ok(done) => self.complete(done).await?,
+                Err(failure) if failure.transient => {
+                    store_failures += 1;
+                    if store_failures >= 8 {
+                        return Err(RunOutcome::StoreFailed(failure.message));
+                    }
+                    tracing::warn!(execution = %self.fence.execution, item = %self.item, error = %failure.message, "store failure inside an item; running it again");
+                    let pause = Duration::from_millis(50u64 << store_failures.min(5));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Ok(done) => {
+                    store_failures = 0;
+                    self.complete(done).await?
+                }
                 Err(failure) => self.item_failed(&item, failure, control).await?,
             };
             if let Some(outcome) = next {
@@ -402,7 +446,7 @@ impl Run {
         self.store
             .db_now_ms()
             .await
-            .map_err(|e| ItemFailure::new(format!("cannot read the database clock: {e}")))
+            .map_err(|e| ItemFailure::store("cannot read the database clock", &e))
     }
 
     /// Done, with nothing assigned.
@@ -427,6 +471,7 @@ impl From<crate::workflow::script::ScriptError> for ItemFailure {
                 message,
                 name: Some(name),
                 logs: Vec::new(),
+                transient: false,
             },
             other => ItemFailure::new(other.to_string()),
         }

@@ -107,7 +107,7 @@ impl Run {
             .store
             .pending_signal(&self.fence.execution, take)
             .await
-            .map_err(|e| ItemFailure::new(format!("cannot read signals: {e}")))?;
+            .map_err(|e| ItemFailure::store("cannot read signals", &e))?;
         if let Some(sig) = pending {
             let payload: Value = serde_json::from_str(&sig.payload).unwrap_or(Value::Null);
             let mut done = self.advance(next, pairs(payload), Vec::new());

@@ -157,21 +157,6 @@ impl Store {
             .run(move |c| async move {
                 let now = Store::now_expr(backend);
                 let txn = c.begin().await?;
-                if let Some(epoch) = new.node_epoch {
-                    let live = node::Entity::find()
-                        .filter(node::Column::Id.eq(new.owner_node.as_str()))
-                        .filter(node::Column::Epoch.eq(epoch))
-                        .filter(node::Column::State.eq(super::node_state::RUNNING))
-                        .one(&txn)
-                        .await?;
-                    if live.is_none() {
-                        txn.rollback().await?;
-                        return Err(StoreError::Conflict(format!(
-                            "node {} is no longer running at epoch {epoch}; it starts nothing",
-                            new.owner_node
-                        )));
-                    }
-                }
                 let insert = Query::insert()
                     .into_table(execution::Entity)
                     .columns([
@@ -225,6 +210,25 @@ impl Store {
                     }
                     Err(e) => return Err(e.into()),
                 };
+                // After the write, not before: on SQLite a transaction that
+                // reads first and then writes can fail at once (SQLITE_BUSY_SNAPSHOT)
+                // when another process writes in between; one that writes
+                // first waits for the lock.
+                if let Some(epoch) = new.node_epoch {
+                    let live = node::Entity::find()
+                        .filter(node::Column::Id.eq(new.owner_node.as_str()))
+                        .filter(node::Column::Epoch.eq(epoch))
+                        .filter(node::Column::State.eq(super::node_state::RUNNING))
+                        .one(&txn)
+                        .await?;
+                    if live.is_none() {
+                        txn.rollback().await?;
+                        return Err(StoreError::Conflict(format!(
+                            "node {} is no longer running at epoch {epoch}; it starts nothing",
+                            new.owner_node
+                        )));
+                    }
+                }
                 let row = match returned {
                     Some(r) => Some(execution::Model::from_query_result(&r, "")?),
                     None => None,
