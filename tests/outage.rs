@@ -76,13 +76,21 @@ async fn outage(b: Backend) {
     // The server closes every connection and refuses new ones.
     proxy.cut();
     for path in &paths {
+        // The 503 seen is the one checked (a request already holding a
+        // connection when the cut came may still have been answered).
+        let seen: std::cell::RefCell<Option<Resp>> = std::cell::RefCell::new(None);
         eventually(&format!("GET {path} answers 503"), LONG, || async {
             let r = timed_get(&http, path).await;
             assert_ne!(r.status, 500, "{path}: {}", r.text);
-            r.status == 503
+            let unavailable = r.status == 503;
+            if unavailable {
+                *seen.borrow_mut() = Some(r);
+            }
+            unavailable
         })
         .await;
-        assert_unavailable(&timed_get(&http, path).await, path, &proxy.url);
+        let r = seen.borrow_mut().take().expect("a 503");
+        assert_unavailable(&r, path, &proxy.url);
     }
     proxy.restore();
     for path in &paths {
