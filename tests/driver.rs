@@ -308,3 +308,56 @@ async fn a_second_standalone_process_with_the_same_node_id_fences_the_first(b: B
     first.stop().await;
     second.stop().await;
 }
+
+/// Issue 7 item 10: the lease a join gives counts from when the join was
+/// sent, not from when its answer came back. The join is held up for
+/// 1.5 s (another transaction holds the cluster lock, PostgreSQL); the
+/// lease (800 ms at 200 ms x 5) must end before the hold did: counted from
+/// the answer, it would end 800 ms after it.
+#[actix_rt::test]
+async fn the_lease_after_a_slow_join_counts_from_when_it_was_sent() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let Some(db) = TestDb::create(Backend::Postgres) else {
+        return;
+    };
+    // The schema first (a node migrates at start; this one would wait on
+    // the held lock only in its join).
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let other = Database::connect(&db.url).await.expect("connect");
+    let txn = other.begin().await.expect("begin");
+    txn.execute_unprepared("UPDATE cluster_lock SET counter = counter + 1 WHERE id = 1")
+        .await
+        .expect("hold the cluster lock");
+    let hold = Duration::from_millis(1500);
+    let release = actix_rt::spawn(async move {
+        actix_rt::time::sleep(hold).await;
+        let released = std::time::Instant::now();
+        txn.commit().await.expect("release");
+        released
+    });
+    let n = node_with(&db, "slowjoin", 1, 200).await;
+    let released = release.await.expect("released");
+    eventually("the join answered", Duration::from_secs(10), || async {
+        n.supervisor()
+            .send(QueryState)
+            .await
+            .expect("query")
+            .lease_until
+            .is_some()
+    })
+    .await;
+    let lease = n
+        .supervisor()
+        .send(QueryState)
+        .await
+        .expect("query")
+        .lease_until
+        .expect("lease");
+    assert!(
+        lease < released,
+        "the lease ends {:?} after the join's answer could come; it must count from the send",
+        lease.saturating_duration_since(released)
+    );
+    n.stop().await;
+}
