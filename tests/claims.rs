@@ -22,6 +22,11 @@ use serde_json::json;
 use crate::on_all_backends;
 use crate::util::*;
 
+#[actix_rt::test]
+async fn postgres_a_heartbeat_that_commits_during_a_takeover_wins_it() {
+    a_heartbeat_that_commits_during_a_takeover_wins_it().await
+}
+
 on_all_backends!(
     an_execution_is_created_only_under_the_nodes_current_epoch,
     a_stale_row_starts_no_second_run,
@@ -289,4 +294,75 @@ async fn an_execution_is_created_only_under_the_nodes_current_epoch(b: Backend) 
         .expect("created at the current epoch");
     assert!(matches!(created, StartOutcome::Created(_)));
     node.stop().await;
+}
+
+/// Issue 7 item 9: `take_over` repeats the staleness condition in its
+/// `UPDATE` and checks the row count. A victim read as stale whose
+/// heartbeat commits while the takeover waits on its row is alive, and
+/// the takeover loses (PostgreSQL re-checks the `WHERE` on the row as
+/// committed). Before, it was declared dead on the stale read.
+async fn a_heartbeat_that_commits_during_a_takeover_wins_it() {
+    use baton_actors::store::{NodeRegistration, Takeover};
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let Some(db) = TestDb::create(Backend::Postgres) else {
+        return;
+    };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let reg = |id: &str| NodeRegistration {
+        id: id.into(),
+        address: format!("http://{id}"),
+        role: "standby".into(),
+        state: "STANDBY".into(),
+        fingerprint: "{}".into(),
+    };
+    store
+        .join_cluster(reg("me"), 60_000, None)
+        .await
+        .expect("join");
+    let epoch = store
+        .join_cluster(reg("victim"), 60_000, None)
+        .await
+        .expect("join");
+    let other = Database::connect(&db.url).await.expect("connect");
+    other
+        .execute_unprepared(
+            "UPDATE nodes SET last_heartbeat = last_heartbeat - 60000 WHERE id = 'victim'",
+        )
+        .await
+        .expect("make it stale");
+    // Its heartbeat is being written, not yet committed: the row is locked.
+    let txn = other.begin().await.expect("begin");
+    txn.execute_unprepared(&format!(
+        "UPDATE nodes SET last_heartbeat = {} WHERE id = 'victim'",
+        baton_actors::Store::now_sql(sea_orm::DbBackend::Postgres)
+    ))
+    .await
+    .expect("heartbeat");
+    let s = store.clone();
+    let takeover =
+        actix_rt::spawn(async move { s.take_over("me", "victim", epoch, 1000, 1, false).await });
+    let watcher = Database::connect(&db.url).await.expect("connect");
+    eventually("the takeover waits on the victim's row", LONG, || async {
+        watcher
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT COUNT(*)::BIGINT AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<i64>("", "n").ok())
+            .is_some_and(|n| n >= 1)
+    })
+    .await;
+    txn.commit().await.expect("the heartbeat commits");
+    let outcome = takeover.await.expect("join").expect("takeover");
+    assert_eq!(
+        outcome,
+        Takeover::Lost,
+        "a node whose heartbeat committed is alive"
+    );
+    let row = store.node("victim").await.expect("read").expect("row");
+    assert_ne!(row.state, "FAILED");
 }
