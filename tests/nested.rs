@@ -15,6 +15,7 @@ on_all_backends!(
     foreach_collects_outputs_in_element_order,
     a_canceled_parked_child_ends_its_waiting_parent,
     a_retried_child_item_starts_a_new_child,
+    a_retried_foreach_starts_new_children,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -401,5 +402,52 @@ async fn a_retried_child_item_starts_a_new_child(b: Backend) {
         .map(|c| (c.id, c.state))
         .collect();
     assert_eq!(children.len(), 2, "a new child for the retry: {children:?}");
+    node.stop().await;
+}
+
+/// Issue 7 item 12, foreach: a retried `foreach` starts new children (its
+/// failed ones keep their ids, the retry's get new ones).
+async fn a_retried_foreach_starts_new_children(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "fails-first", "inputs": {"n": "number"}, "start": "a", "items": {
+        "a": {"type": "task", "script": "if (n < 1) throw new Error('not yet');", "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    import(
+        &http,
+        &json!({"id": "retries-each", "variables": {"xs": [1, 2]}, "start": "each", "items": {
+        "each": {"type": "foreach", "over": "xs", "as": "x", "workflow": "fails-first",
+                 "inputs": {"n": "ctx.attempt - 1"}, "parallel": true,
+                 "retry": {"max_attempts": 2, "backoff_ms": 0}, "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "retries-each", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    let children: Vec<(String, String)> = node
+        .store()
+        .executions(baton_actors::store::ExecutionFilter {
+            workflow_id: Some("fails-first".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("children")
+        .into_iter()
+        .filter(|c| c.parent_id.as_deref() == Some(id.as_str()))
+        .map(|c| (c.id, c.state))
+        .collect();
+    let completed = children.iter().filter(|(_, s)| s == "completed").count();
+    assert_eq!(
+        (children.len(), completed),
+        (4, 2),
+        "two failed, two new for the retry: {children:?}"
+    );
     node.stop().await;
 }
