@@ -388,19 +388,7 @@ async fn a_retried_child_item_starts_a_new_child(b: Backend) {
     let id = start(&http, "retries-child", json!({})).await;
     let e = wait_final(&http, &id, LONG).await;
     assert_eq!(e["state"], "completed", "{e}");
-    let children: Vec<(String, String)> = node
-        .store()
-        .executions(baton_actors::store::ExecutionFilter {
-            workflow_id: Some("fails-first".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("children")
-        .into_iter()
-        .filter(|c| c.parent_id.as_deref() == Some(id.as_str()))
-        .map(|c| (c.id, c.state))
-        .collect();
+    let children = children_of(&node, &id, "fails-first").await;
     assert_eq!(children.len(), 2, "a new child for the retry: {children:?}");
     node.stop().await;
 }
@@ -430,19 +418,7 @@ async fn a_retried_foreach_starts_new_children(b: Backend) {
     let id = start(&http, "retries-each", json!({})).await;
     let e = wait_final(&http, &id, LONG).await;
     assert_eq!(e["state"], "completed", "{e}");
-    let children: Vec<(String, String)> = node
-        .store()
-        .executions(baton_actors::store::ExecutionFilter {
-            workflow_id: Some("fails-first".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("children")
-        .into_iter()
-        .filter(|c| c.parent_id.as_deref() == Some(id.as_str()))
-        .map(|c| (c.id, c.state))
-        .collect();
+    let children = children_of(&node, &id, "fails-first").await;
     let completed = children.iter().filter(|(_, s)| s == "completed").count();
     assert_eq!(
         (children.len(), completed),
@@ -450,4 +426,24 @@ async fn a_retried_foreach_starts_new_children(b: Backend) {
         "two failed, two new for the retry: {children:?}"
     );
     node.stop().await;
+}
+
+/// The children of `parent` running `workflow`: (id, state).
+async fn children_of(
+    node: &baton::NodeHandle,
+    parent: &str,
+    workflow: &str,
+) -> Vec<(String, String)> {
+    node.store()
+        .executions(baton_actors::store::ExecutionFilter {
+            workflow_id: Some(workflow.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("children")
+        .into_iter()
+        .filter(|c| c.parent_id.as_deref() == Some(parent))
+        .map(|c| (c.id, c.state))
+        .collect()
 }

@@ -558,8 +558,6 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     *sampling.borrow_mut() = false;
 
     // Collect the history from the database and the ledger.
-    let ids: Vec<String> = driven.iter().map(|d| d.id.clone()).collect();
-    let _ = ids;
     let (stored, log, events) = history_from(&store).await?;
     let faults_applied = applied.borrow().clone();
     let h = History {
