@@ -612,6 +612,22 @@ async fn schemathesis_findings_are_answered_as_documented() {
     // (`[]` started an execution with no inputs).
     let plain = json!({"id": "plain", "start": "e", "items": {"e": {"type": "end"}}});
     assert_eq!(http.post("/api/workflows", &plain).await.status, 201);
+    // A form feed is not JSON whitespace: not an empty body (schemathesis,
+    // a random seed in CI, started an execution with it).
+    let r = http
+        .request(
+            "POST",
+            "/api/workflows/plain/executions",
+            &[],
+            Some(b"\x0c".to_vec()),
+        )
+        .await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (400, "invalid_json"),
+        "{}",
+        r.text
+    );
     for body in ["[]", "[{}, \"x\"]", " [ ] "] {
         let r = http
             .request(

@@ -108,10 +108,18 @@ pub(crate) async fn read_body(
 }
 
 /// Parses a JSON body into `T`, naming the field at fault.
+/// True when `bytes` is empty or only JSON whitespace (space, tab, CR,
+/// LF; not form feed, which `u8::is_ascii_whitespace` also accepts).
+pub(crate) fn is_blank(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
 /// [`parse_json`], or the type's default when the body is empty (or only
 /// whitespace): for requests whose every field is optional.
 pub(crate) fn json_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if is_blank(bytes) {
         Ok(T::default())
     } else {
         parse_json(bytes)

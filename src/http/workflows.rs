@@ -284,15 +284,16 @@ pub(crate) async fn start(
     require_running(&state)?;
     let body = read_body(payload, state.config.http.max_body_bytes).await?;
     // No body, or `null`, starts with no inputs (the body is optional).
-    let request: StartRequest =
-        if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
-            StartRequest {
-                inputs: empty_object(),
-                execution_id: None,
-            }
-        } else {
-            parse_json(&body)?
-        };
+    let request: StartRequest = if super::is_blank(&body)
+        || serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_null())
+    {
+        StartRequest {
+            inputs: empty_object(),
+            execution_id: None,
+        }
+    } else {
+        parse_json(&body)?
+    };
     if let Some(eid) = &request.execution_id {
         if eid.is_empty()
             || eid.len() > 64
