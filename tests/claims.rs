@@ -22,9 +22,16 @@ use serde_json::json;
 use crate::on_all_backends;
 use crate::util::*;
 
+// SQLite cannot hold a row lock while another writer waits on it: the
+// whole file is one lock, so the interleaving does not exist there.
 #[actix_rt::test]
 async fn postgres_a_heartbeat_that_commits_during_a_takeover_wins_it() {
-    a_heartbeat_that_commits_during_a_takeover_wins_it().await
+    a_heartbeat_that_commits_during_a_takeover_wins_it(Backend::Postgres).await
+}
+
+#[actix_rt::test]
+async fn mysql_a_heartbeat_that_commits_during_a_takeover_wins_it() {
+    a_heartbeat_that_commits_during_a_takeover_wins_it(Backend::Mysql).await
 }
 
 on_all_backends!(
@@ -301,11 +308,24 @@ async fn an_execution_is_created_only_under_the_nodes_current_epoch(b: Backend) 
 /// heartbeat commits while the takeover waits on its row is alive, and
 /// the takeover loses (PostgreSQL re-checks the `WHERE` on the row as
 /// committed). Before, it was declared dead on the stale read.
-async fn a_heartbeat_that_commits_during_a_takeover_wins_it() {
+async fn a_heartbeat_that_commits_during_a_takeover_wins_it(b: Backend) {
     use baton_actors::store::{NodeRegistration, Takeover};
-    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
-    let Some(db) = TestDb::create(Backend::Postgres) else {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, TransactionTrait};
+    let Some(db) = TestDb::create(b) else {
         return;
+    };
+    let (backend, lock_waits) = match b {
+        Backend::Postgres => (
+            DbBackend::Postgres,
+            "SELECT COUNT(*)::BIGINT AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ),
+        Backend::Mysql => (
+            DbBackend::MySql,
+            "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM information_schema.INNODB_TRX \
+             WHERE trx_state = 'LOCK WAIT'",
+        ),
+        Backend::Sqlite => unreachable!("no row locks on SQLite"),
     };
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
@@ -335,7 +355,7 @@ async fn a_heartbeat_that_commits_during_a_takeover_wins_it() {
     let txn = other.begin().await.expect("begin");
     txn.execute_unprepared(&format!(
         "UPDATE nodes SET last_heartbeat = {} WHERE id = 'victim'",
-        baton_actors::Store::now_sql(sea_orm::DbBackend::Postgres)
+        baton_actors::Store::now_sql(backend)
     ))
     .await
     .expect("heartbeat");
@@ -345,10 +365,7 @@ async fn a_heartbeat_that_commits_during_a_takeover_wins_it() {
     let watcher = Database::connect(&db.url).await.expect("connect");
     eventually("the takeover waits on the victim's row", LONG, || async {
         watcher
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT COUNT(*)::BIGINT AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            ))
+            .query_one_raw(sea_orm::Statement::from_string(backend, lock_waits))
             .await
             .ok()
             .flatten()

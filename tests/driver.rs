@@ -15,6 +15,8 @@ use serde_json::json;
 use crate::on_all_backends;
 use crate::util::*;
 
+const LONG: Duration = Duration::from_secs(30);
+
 on_all_backends!(
     a_second_standalone_process_with_the_same_node_id_fences_the_first,
     a_cancel_reaches_an_execution_running_on_another_node,
@@ -311,13 +313,23 @@ async fn a_second_standalone_process_with_the_same_node_id_fences_the_first(b: B
 
 /// Issue 7 item 10: the lease a join gives counts from when the join was
 /// sent, not from when its answer came back. The join is held up for
-/// 1.5 s (another transaction holds the cluster lock, PostgreSQL); the
+/// 1.5 s (another transaction holds the cluster lock: PostgreSQL and
+/// MariaDB, SQLite has no row lock to hold apart from the file); the
 /// lease (800 ms at 200 ms x 5) must end before the hold did: counted from
 /// the answer, it would end 800 ms after it.
 #[actix_rt::test]
-async fn the_lease_after_a_slow_join_counts_from_when_it_was_sent() {
+async fn postgres_the_lease_after_a_slow_join_counts_from_when_it_was_sent() {
+    the_lease_after_a_slow_join_counts_from_when_it_was_sent(Backend::Postgres).await
+}
+
+#[actix_rt::test]
+async fn mysql_the_lease_after_a_slow_join_counts_from_when_it_was_sent() {
+    the_lease_after_a_slow_join_counts_from_when_it_was_sent(Backend::Mysql).await
+}
+
+async fn the_lease_after_a_slow_join_counts_from_when_it_was_sent(b: Backend) {
     use sea_orm::{ConnectionTrait, Database, TransactionTrait};
-    let Some(db) = TestDb::create(Backend::Postgres) else {
+    let Some(db) = TestDb::create(b) else {
         return;
     };
     // The schema first (a node migrates at start; this one would wait on
@@ -360,4 +372,141 @@ async fn the_lease_after_a_slow_join_counts_from_when_it_was_sent() {
         lease.saturating_duration_since(released)
     );
     n.stop().await;
+}
+
+/// Issue 7 item 11: a stopping node starts no run. A parked execution
+/// whose timer falls due while the node drains is woken by a scan that
+/// began before the stop (its wake write held up by another transaction's
+/// row lock until the node is `STOPPING`); the woken row must be left for
+/// the next owner, not run by a node that is handing off. Without the
+/// guard in `spawn_execution` the draining node runs the next item.
+/// PostgreSQL and MariaDB: SQLite has no row lock to hold the write.
+#[actix_rt::test]
+async fn postgres_a_stopping_node_starts_no_run() {
+    a_stopping_node_starts_no_run(Backend::Postgres).await
+}
+
+#[actix_rt::test]
+async fn mysql_a_stopping_node_starts_no_run() {
+    a_stopping_node_starts_no_run(Backend::Mysql).await
+}
+
+async fn a_stopping_node_starts_no_run(b: Backend) {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
+    let Some(db) = TestDb::create(b) else {
+        return;
+    };
+    let (backend, lock_waits) = match b {
+        Backend::Postgres => (
+            DbBackend::Postgres,
+            "SELECT COUNT(*)::BIGINT AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ),
+        // An autocommit UPDATE waiting on a row lock is not listed in
+        // INNODB_TRX by MariaDB; its thread shows it.
+        _ => (
+            DbBackend::MySql,
+            "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM information_schema.PROCESSLIST \
+             WHERE DB = DATABASE() AND STATE = 'Updating' AND TIME >= 1 \
+             AND INFO LIKE 'UPDATE `executions` SET `state`%'",
+        ),
+    };
+    let node_id = unique("guard-");
+    let id_for = node_id.clone();
+    let node = start_node(&db, move |c| c.node.id = Some(id_for)).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "nap", "start": "t", "items": {
+            "t": {"type": "timer", "for_ms": 1500, "next": "after"},
+            "after": {"type": "task", "script": "1;", "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    import(
+        &http,
+        &json!({"id": "long", "start": "s", "items": {
+            "s": {"type": "action", "action": "sleep", "inputs": {"ms": "5000"}, "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let nap = start(&http, "nap", json!({})).await;
+    let store = node.store().clone();
+    let parked = |want: &'static str| {
+        let (store, nap) = (store.clone(), nap.clone());
+        move || {
+            let (store, nap) = (store.clone(), nap.clone());
+            async move {
+                store
+                    .execution(&nap)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.state == want)
+            }
+        }
+    };
+    eventually("the timer parks", LONG, parked("waiting")).await;
+    // Hold the parked row: the wake scan's write waits on it.
+    let other = Database::connect(&db.url).await.expect("connect");
+    let txn = other.begin().await.expect("begin");
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        match backend {
+            DbBackend::Postgres => "SELECT id FROM executions WHERE id = $1 FOR UPDATE",
+            _ => "SELECT id FROM executions WHERE id = ? FOR UPDATE",
+        },
+        [nap.clone().into()],
+    ))
+    .await
+    .expect("lock the row");
+    // Something to drain, so the stop lasts past the wake.
+    let long = start(&http, "long", json!({})).await;
+    let watcher = Database::connect(&db.url).await.expect("connect");
+    eventually("the wake waits on the held row", LONG, || async {
+        watcher
+            .query_one_raw(Statement::from_string(backend, lock_waits))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<i64>("", "n").ok())
+            .is_some_and(|n| n >= 1)
+    })
+    .await;
+    let sup = node.supervisor().clone();
+    let stopping = actix_rt::spawn(node.stop_with_grace(Duration::from_secs(10)));
+    eventually("the node is stopping", LONG, || async {
+        sup.send(QueryState)
+            .await
+            .is_ok_and(|s| s.state == NodeState::Stopping)
+    })
+    .await;
+    txn.commit().await.expect("release the row");
+    stopping.await.expect("stopped");
+    // The node's own pool closed with it.
+    let log = store_of(&db).await.item_log(&nap).await.expect("log");
+    assert!(
+        !log.iter().any(|r| r.item == "after"),
+        "a stopping node ran the woken execution: {log:?}"
+    );
+
+    // Nothing is lost: the node's next start runs it, once.
+    let id_for = node_id.clone();
+    let again = start_node(&db, move |c| c.node.id = Some(id_for)).await;
+    let http = Http::new(&again.url());
+    for id in [&nap, &long] {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+    }
+    let log = again.store().item_log(&nap).await.expect("log");
+    let starts = log
+        .iter()
+        .filter(|r| r.item == "after" && (r.event == "started" || r.event == "resumed"))
+        .count();
+    assert_eq!(starts, 1, "{log:?}");
+    again.stop().await;
+}
+
+async fn store_of(db: &TestDb) -> baton_actors::Store {
+    crate::util::store(db).await
 }

@@ -25,7 +25,7 @@ pub struct TestDb {
     dir: Option<std::path::PathBuf>,
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
         .chars()
         .take(40)
