@@ -254,6 +254,7 @@ impl Config {
         overrides: &[(String, String)],
     ) -> Result<Config, ConfigError> {
         let mut table = toml::Table::new();
+        // Where each key (and each section) came from, for the errors.
         let mut origins: Vec<(String, String)> = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -264,11 +265,15 @@ impl Config {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
+            let at = |section: &str, key: Option<&str>| match line_of(&text, section, key) {
+                Some(n) => format!("file {} line {n}", path.display()),
+                None => format!("file {}", path.display()),
+            };
             for (section, v) in &table {
+                origins.push((section.clone(), at(section, None)));
                 if let Some(t) = v.as_table() {
                     for k in t.keys() {
-                        origins
-                            .push((format!("{section}.{k}"), format!("file {}", path.display())));
+                        origins.push((format!("{section}.{k}"), at(section, Some(k))));
                     }
                 }
             }
@@ -297,30 +302,18 @@ impl Config {
             origins.push((key.clone(), "command-line flag".into()));
         }
         let origin_of = |key: &str| {
-            origins
-                .iter()
-                .rev()
-                .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(key))
+            let section = key.split('.').next().unwrap_or(key);
+            let find = |want: &str| origins.iter().rev().find(|(k, _)| k == want);
+            find(key)
+                .or_else(|| find(section))
                 .map(|(_, o)| o.clone())
                 .unwrap_or_else(|| "configuration".into())
         };
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                let inner = inner.lines().last().unwrap_or_default().trim().to_owned();
-                let key = match inner.split('`').nth(1) {
-                    Some(field) if inner.starts_with("unknown field") => {
-                        if path == "." {
-                            field.to_owned()
-                        } else {
-                            format!("{path}.{field}")
-                        }
-                    }
-                    _ => path,
-                };
-                let origin = origin_of(&key);
-                key_error(&key, &origin, inner)
+                let (key, message) = explain(&path, &e.into_inner().to_string());
+                key_error(&key, &origin_of(&key), message)
             })?;
         config.check(&origin_of)?;
         Ok(config)
@@ -499,6 +492,68 @@ impl Config {
     }
 }
 
+/// The key at fault and the reason, from a deserializer's path and
+/// message. The message's own location lines (`in \`cluster\``) are
+/// dropped: the key says where.
+fn explain(path: &str, raw: &str) -> (String, String) {
+    let message = raw
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("in `"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next());
+    let Some(field) = unknown else {
+        let key = if path == "." {
+            String::new()
+        } else {
+            path.to_owned()
+        };
+        return (key, message);
+    };
+    let key = if path == "." || path == field {
+        field.to_owned()
+    } else if path.ends_with(&format!(".{field}")) {
+        path.to_owned()
+    } else {
+        format!("{path}.{field}")
+    };
+    if !key.contains('.') {
+        return (
+            key,
+            format!(
+                "unknown section `{field}` (expected one of {})",
+                SECTIONS.join(", ")
+            ),
+        );
+    }
+    (key, message)
+}
+
+/// The 1-based line of `[section]` (no key) or of `key = ...` inside it.
+fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().to_owned();
+            if key.is_none() && current == section {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if let Some(k) = key {
+            let name = t.split('=').next().unwrap_or("").trim().trim_matches('"');
+            if current == section && t.contains('=') && name == k {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
 /// Sets `section.key` in `table` to `raw`, read as a TOML value when it is
 /// one (`1000`, `true`, `[...]`) and as text otherwise.
 fn set(table: &mut toml::Table, dotted: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
@@ -552,6 +607,62 @@ mod tests {
         assert_eq!(c.cluster.failover_timeout_ms(), 5000);
         assert_eq!(c.scripts.timeout_ms, 5000);
         assert_eq!(c.scripts.memory_limit_mb, 64);
+    }
+
+    fn file_error(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("baton-cfg-err-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let e = Config::load(Some(&path), Vec::new(), &[])
+            .unwrap_err()
+            .to_string();
+        e.replace(&path.display().to_string(), name)
+    }
+
+    #[test]
+    fn every_config_error_names_key_source_and_reason() {
+        // An unknown key from the environment: the variable and the keys it could be.
+        let e = Config::load(None, env(&[("BATON_CLUSTER__HEARTBEAT_MS", "5")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`cluster.heartbeat_ms`"), "{e}");
+        assert!(
+            e.contains("environment variable BATON_CLUSTER__HEARTBEAT_MS"),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `heartbeat_ms`"), "{e}");
+        assert!(e.contains("heartbeat_interval_ms"), "{e}");
+        // A value of the wrong type: the file, its line, the type wanted.
+        let e = file_error(
+            "t.toml",
+            "[cluster]\nenabled = true\nheartbeat_interval_ms = \"fast\"\n",
+        );
+        assert!(e.contains("`cluster.heartbeat_interval_ms`"), "{e}");
+        assert!(e.contains("file t.toml line 3"), "{e}");
+        assert!(e.contains("invalid type: string \"fast\""), "{e}");
+        assert!(!e.contains("in `"), "{e}");
+        // A misspelled section: named once, with the file and line.
+        let e = file_error("s.toml", "# comment\n[clustr]\nenabled = true\n");
+        assert!(
+            e.contains("config key `clustr` (file s.toml line 2)"),
+            "{e}"
+        );
+        assert!(e.contains("unknown section `clustr`"), "{e}");
+        assert!(e.contains("cluster"), "{e}");
+        // An unknown key in a known section.
+        let e = file_error("k.toml", "[cluster]\nenabled = true\nfoo = 1\n");
+        assert!(e.contains("`cluster.foo` (file k.toml line 3)"), "{e}");
+        assert!(e.contains("unknown field `foo`, expected one of"), "{e}");
+        // A bad value caught by validation, from a flag.
+        let e = Config::load(
+            None,
+            Vec::new(),
+            &[("http.listen".into(), "\"nowhere\"".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`http.listen` (command-line flag)"), "{e}");
     }
 
     #[test]

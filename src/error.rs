@@ -177,7 +177,9 @@ impl From<StoreError> for ApiError {
                 code: "database_unavailable",
                 message: "the database connection broke while committing; try again later".into(),
             },
-            StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+            StoreError::Corrupt { .. } | StoreError::Unusable(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ on_all_backends!(
     a_cancel_reaches_an_execution_running_on_another_node,
     a_standalone_node_recovers_a_stranded_row_without_a_restart,
     a_second_process_with_the_same_node_id_waits_for_the_first,
+    a_graceful_stop_between_items_hands_the_next_one_off_as_attempt_1,
 );
 
 async fn node(db: &TestDb, id: &str, active_nodes: u32) -> NodeHandle {
@@ -509,4 +510,73 @@ async fn a_stopping_node_starts_no_run(b: Backend) {
 
 async fn store_of(db: &TestDb) -> baton_actors::Store {
     crate::util::store(db).await
+}
+
+/// Issue 11 item 13: a graceful stop lets the running item finish, and the
+/// next item, whose start was recorded with that completion but which
+/// never began, is handed off: the next owner runs it as attempt 1 (no
+/// `resumed`, no attempt 2), and the log says `handed-off`, not `started`,
+/// for the node that stopped.
+async fn a_graceful_stop_between_items_hands_the_next_one_off_as_attempt_1(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node_id = unique("handoff-");
+    let id_for = node_id.clone();
+    let node = start_node(&db, move |c| c.node.id = Some(id_for)).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "two", "start": "a", "items": {
+            "a": {"type": "action", "action": "sleep", "inputs": {"ms": "700"}, "next": "b"},
+            "b": {"type": "task", "script": "seen = ctx.attempt;", "next": "e"},
+            "e": {"type": "end"}},
+            "variables": {"seen": 0}, "outputs": {"seen": "number"}}),
+    )
+    .await;
+    let id = start(&http, "two", json!({})).await;
+    let store = node.store().clone();
+    // `a`'s start is recorded when the execution is created; it has begun
+    // when the node counts an item started.
+    let metrics = node.metrics();
+    eventually("item a runs", LONG, || async {
+        metrics
+            .items_started
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    })
+    .await;
+    // A grace longer than the item: it finishes, then the run stops.
+    node.stop_with_grace(Duration::from_secs(10)).await;
+    let log = store_of(&db).await.item_log(&id).await.expect("log");
+    assert!(
+        log.iter().any(|r| r.item == "a" && r.event == "completed"),
+        "the running item finished within the grace: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.item == "b" && r.event == "handed-off" && r.attempt == 1),
+        "the next item is recorded as handed off: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|r| r.item == "b" && r.event == "started"),
+        "b never began on the stopping node: {log:?}"
+    );
+
+    let id_for = node_id.clone();
+    let again = start_node(&db, move |c| c.node.id = Some(id_for)).await;
+    let http = Http::new(&again.url());
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    assert_eq!(e["variables"]["seen"], 1, "b ran as attempt 1: {e}");
+    let log = again.store().item_log(&id).await.expect("log");
+    let b_records: Vec<_> = log
+        .iter()
+        .filter(|r| r.item == "b")
+        .map(|r| (r.event.as_str(), r.attempt))
+        .collect();
+    assert_eq!(
+        b_records,
+        [("handed-off", 1), ("started", 1), ("completed", 1)],
+        "{log:?}"
+    );
+    again.stop().await;
 }

@@ -110,7 +110,9 @@ impl ActionRegistry {
                 Some(other) => other.to_string(),
                 None => Value::Object(call.inputs.clone()).to_string(),
             };
-            tracing::info!(execution = %call.execution_id, item = %call.item, "{message}");
+            // The node's log gets at most LOG_LINE_MAX bytes of it (the
+            // item log and the action's output keep it whole).
+            tracing::info!(execution = %call.execution_id, item = %call.item, "{}", capped(&message, LOG_LINE_MAX));
             call.log(message.clone());
             Ok(json!({ "message": message }))
         });
@@ -163,5 +165,40 @@ impl ActionRegistry {
                 "no action named `{name}` is registered on this node"
             )),
         }
+    }
+}
+
+/// Most bytes of a `log` action's message written to the node's log.
+pub const LOG_LINE_MAX: usize = 8 * 1024;
+
+/// `text`, cut to at most `max` bytes (at a character boundary) with a
+/// note of how much was left out.
+pub fn capped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}... [cut: {} of {} bytes shown]",
+        &text[..end],
+        end,
+        text.len()
+    ))
+}
+
+#[cfg(test)]
+mod capped_tests {
+    use super::capped;
+
+    #[test]
+    fn long_log_lines_are_cut_and_say_so() {
+        assert_eq!(capped("short", 10), "short");
+        let long = "é".repeat(10); // 20 bytes
+        let c = capped(&long, 7);
+        assert!(c.starts_with("ééé..."), "{c}");
+        assert!(c.ends_with("[cut: 6 of 20 bytes shown]"), "{c}");
     }
 }

@@ -69,6 +69,13 @@ impl Db {
     /// writers of one process queue in the pool instead of spinning on
     /// `SQLITE_BUSY`; several processes may share the file.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        if let Some(dir) = missing_sqlite_dir(url) {
+            return Err(StoreError::Unusable(format!(
+                "the directory {} of the SQLite file does not exist \
+                 (SQLite creates the file, not its directory): create it or choose another path",
+                dir.display()
+            )));
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("baton-db")
@@ -176,5 +183,39 @@ impl Db {
     pub async fn close(&self) {
         let conn = self.conn.clone();
         let _ = self.handle.spawn(async move { conn.close().await }).await;
+    }
+}
+
+/// The directory a SQLite URL's file would live in, when it does not exist
+/// (`sqlite:///var/lib/baton/x.db` without `/var/lib/baton`).
+pub fn missing_sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" || rest.contains("mode=memory") {
+        return None;
+    }
+    let dir = std::path::Path::new(path).parent()?;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return None;
+    }
+    Some(dir.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_sqlite_dir;
+
+    #[test]
+    fn a_sqlite_file_in_a_missing_directory_is_named() {
+        let d = missing_sqlite_dir("sqlite:///nonexistent-baton-dir/sub/c.db?mode=rwc");
+        assert_eq!(
+            d.as_deref(),
+            Some(std::path::Path::new("/nonexistent-baton-dir/sub"))
+        );
+        assert_eq!(missing_sqlite_dir("sqlite://baton.db?mode=rwc"), None);
+        assert_eq!(missing_sqlite_dir("sqlite::memory:"), None);
+        assert_eq!(missing_sqlite_dir("sqlite:///tmp/x.db"), None);
+        assert_eq!(missing_sqlite_dir("postgres://h/db"), None);
     }
 }

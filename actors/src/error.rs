@@ -62,6 +62,10 @@ pub enum StoreError {
     /// The database runtime has shut down.
     #[error("the database runtime has shut down")]
     RuntimeGone,
+    /// The database URL cannot work as given (a SQLite file in a directory
+    /// that does not exist): the message says what to change.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl StoreError {

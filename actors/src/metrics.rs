@@ -109,6 +109,8 @@ impl Histogram {
 /// Counters of one node's engine.
 #[derive(Debug, Default)]
 pub struct EngineMetrics {
+    /// Item attempts begun on this node.
+    pub items_started: AtomicU64,
     /// Items whose completion was checkpointed.
     pub items_completed: AtomicU64,
     /// Item attempts that failed.
@@ -136,7 +138,8 @@ impl EngineMetrics {
     /// Appends the metrics in Prometheus text format.
     pub fn render_prometheus(&self, out: &mut String, node: &str) {
         let labels = format!("node=\"{node}\"");
-        let counters: [(&str, &AtomicU64); 6] = [
+        let counters: [(&str, &AtomicU64); 7] = [
+            ("baton_items_started_total", &self.items_started),
             ("baton_items_completed_total", &self.items_completed),
             ("baton_items_failed_total", &self.items_failed),
             (

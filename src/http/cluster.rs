@@ -25,9 +25,12 @@ pub(crate) struct NodeView {
     role: String,
     state: String,
     epoch: i64,
-    last_heartbeat: String,
-    /// Age of the last heartbeat by the database clock.
-    heartbeat_age_ms: i64,
+    /// When it last wrote its heartbeat; `null` in standalone mode, where
+    /// nodes write none.
+    last_heartbeat: Option<String>,
+    /// Age of the last heartbeat by the database clock; `null` in
+    /// standalone mode.
+    heartbeat_age_ms: Option<i64>,
     /// Unfinished executions it owns.
     executions: i64,
 }
@@ -60,8 +63,8 @@ pub(crate) async fn status(state: web::Data<AppState>) -> Result<HttpResponse, A
             .into_iter()
             .map(|n| NodeView {
                 executions: owned.get(&n.id).copied().unwrap_or(0),
-                heartbeat_age_ms: (now - n.last_heartbeat).max(0),
-                last_heartbeat: iso(n.last_heartbeat),
+                heartbeat_age_ms: c.enabled.then(|| (now - n.last_heartbeat).max(0)),
+                last_heartbeat: c.enabled.then(|| iso(n.last_heartbeat)),
                 id: n.id,
                 address: n.address,
                 role: n.role,

@@ -110,10 +110,19 @@ impl Run {
                 self.fence.node, self.fence.epoch
             ),
         };
-        let logs = vec![
-            self.log(&self.item, self.step, self.attempt, "resumed", Some(msg)),
-            self.log(&self.item, self.step, self.attempt, "started", None),
-        ];
+        let logs = if self.attempt == 1 {
+            // Handed off before it began: this is its first run.
+            let msg = format!(
+                "handed off by the node that stopped before it began; started on node {} (epoch {})",
+                self.fence.node, self.fence.epoch
+            );
+            vec![self.log(&self.item, self.step, 1, "started", Some(msg))]
+        } else {
+            vec![
+                self.log(&self.item, self.step, self.attempt, "resumed", Some(msg)),
+                self.log(&self.item, self.step, self.attempt, "started", None),
+            ]
+        };
         self.write(Checkpoint {
             attempt: Some(self.attempt),
             logs,
@@ -121,6 +130,35 @@ impl Run {
         })
         .await?;
         Ok(None)
+    }
+
+    /// A graceful stop between items: an item whose start is recorded but
+    /// that has not begun here goes back to the next owner as the same
+    /// attempt (the log says `handed-off`, not a later `resumed`). A
+    /// failed hand-off leaves the row as it was: the next owner then runs
+    /// the item as attempt + 1, as after a crash.
+    pub(super) async fn hand_off(&self) -> RunOutcome {
+        if !self.not_begun {
+            return RunOutcome::Stopped;
+        }
+        let message = format!(
+            "not begun: node {} stopped before it and handed it off",
+            self.fence.node
+        );
+        match self
+            .store
+            .hand_off(&self.fence, self.step, self.attempt, message)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(execution = %self.fence.execution, "hand-off refused: the run no longer holds the row")
+            }
+            Err(e) => {
+                tracing::warn!(execution = %self.fence.execution, error = %e, "hand-off not written; the next owner runs the item again")
+            }
+        }
+        RunOutcome::Stopped
     }
 
     /// A drain reached its bound with this item still running: the item is
@@ -217,6 +255,7 @@ impl Run {
         self.step = next_step;
         self.attempt = 1;
         self.item_retries = 0;
+        self.not_begun = true;
         Ok(())
     }
 
@@ -338,6 +377,7 @@ impl Run {
             self.attempt = next_attempt;
             self.item_retries += 1;
             self.wait_until = None;
+            self.not_begun = true;
             if due.is_some() {
                 return Ok(Some(RunOutcome::Parked));
             }

@@ -110,6 +110,10 @@ pub(super) struct Run {
     pub(super) wait_until: Option<i64>,
     pub(super) metrics: Arc<EngineMetrics>,
     pub(super) item_started: Instant,
+    /// The current item's start is recorded but it has not begun here: a
+    /// graceful stop now hands it off (`Run::hand_off`) instead of leaving
+    /// it to look interrupted.
+    pub(super) not_begun: bool,
 }
 
 fn object(what: &str, text: &str) -> Result<Map<String, Value>, StoreError> {
@@ -166,6 +170,8 @@ impl Run {
             parent: row.parent_id.clone(),
             metrics: s.metrics,
             item_started: Instant::now(),
+            // A woken run's item (a wait) began before it parked.
+            not_begun: s.kind != StartKind::Woken,
         })
     }
 
@@ -193,7 +199,7 @@ impl Run {
                 return self.cancel().await;
             }
             if control.stop.get() {
-                return Ok(RunOutcome::Stopped);
+                return Ok(self.hand_off().await);
             }
             let Some(item) = self.def.items.get(&self.item).cloned() else {
                 let msg = format!(
@@ -203,6 +209,8 @@ impl Run {
                 return self.fail(msg, Vec::new()).await;
             };
             self.item_started = Instant::now();
+            self.not_begun = false;
+            EngineMetrics::inc(&self.metrics.items_started);
             let (fut, handle) = abortable(self.run_item(&item));
             *control.current.borrow_mut() = Some(handle);
             let result = fut.await;

@@ -274,6 +274,59 @@ impl Store {
         self.batcher().submit(fence.clone(), cp).await
     }
 
+    /// Hands an item that has not begun back to the next owner, as a
+    /// graceful stop does between items: the row's attempt goes back one
+    /// (the next owner's run is this attempt again, not a retry) and this
+    /// node's `started`/`resumed` records of it become `handed-off`, in one
+    /// transaction fenced like any write of the run. `false`: the fence no
+    /// longer holds and nothing was written.
+    pub async fn hand_off(
+        &self,
+        fence: &Fence,
+        step: i64,
+        attempt: i32,
+        message: String,
+    ) -> Result<bool, StoreError> {
+        let fence = fence.clone();
+        self.db()
+            .run(move |c| async move {
+                let txn = c.begin().await?;
+                let moved = execution::Entity::update_many()
+                    .col_expr(execution::Column::Attempt, Expr::value(attempt - 1))
+                    .col_expr(
+                        execution::Column::UpdatedAt,
+                        Store::now_expr(txn.get_database_backend()),
+                    )
+                    .filter(execution::Column::Id.eq(fence.execution.as_str()))
+                    .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
+                    .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
+                    .apply_if(fence.run, |q, run| {
+                        q.filter(execution::Column::RunToken.eq(run))
+                    })
+                    .filter(execution::Column::State.eq(state::RUNNING))
+                    .filter(execution::Column::Step.eq(step))
+                    .filter(execution::Column::Attempt.eq(attempt))
+                    .exec(&txn)
+                    .await?;
+                if moved.rows_affected != 1 {
+                    txn.rollback().await?;
+                    return Ok(false);
+                }
+                item_log::Entity::update_many()
+                    .col_expr(item_log::Column::Event, Expr::value("handed-off"))
+                    .col_expr(item_log::Column::Message, Expr::value(message))
+                    .filter(item_log::Column::ExecutionId.eq(fence.execution.as_str()))
+                    .filter(item_log::Column::Step.eq(step))
+                    .filter(item_log::Column::Attempt.eq(attempt))
+                    .filter(item_log::Column::Event.is_in(["started", "resumed"]))
+                    .exec(&txn)
+                    .await?;
+                txn.commit().await?;
+                Ok(true)
+            })
+            .await
+    }
+
     /// Claims a run of a `running` execution (DESIGN.md invariant 10): a
     /// compare-and-set that moves the row's run token forward only if the
     /// row still has the owner, epoch, token, step and attempt that were

@@ -488,6 +488,7 @@ impl Parser<'_> {
         // Every item id, including those whose own fields are broken, so
         // that references to them are not reported as dangling.
         let mut ids = BTreeSet::new();
+        let mut broken_targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
         match f.get("items") {
             None => self.problem("items", "missing"),
             Some(raw) => {
@@ -501,8 +502,22 @@ impl Parser<'_> {
                         if !is_valid_id(k) {
                             self.problem(path.clone(), "item ids are 1 to 128 characters of letters, digits, `_`, `.` and `-`");
                         }
-                        if let Some(item) = self.item(&path, v) {
-                            items.insert(k.clone(), item);
+                        match self.item(&path, v) {
+                            Some(item) => {
+                                items.insert(k.clone(), item);
+                            }
+                            // A broken item's targets are unknown: any id
+                            // one of its fields names counts as reached, so
+                            // reachability can still be checked.
+                            None => {
+                                if let Raw::Object(fields) = v {
+                                    let named = fields.iter().filter_map(|(_, v)| match v {
+                                        Raw::String(t) => Some(t.clone()),
+                                        _ => None,
+                                    });
+                                    broken_targets.insert(k.clone(), named.collect::<Vec<_>>());
+                                }
+                            }
                         }
                     }
                 }
@@ -512,7 +527,6 @@ impl Parser<'_> {
 
         // Targets must exist; every item must be reachable from the start.
         let exists = |t: &str| ids.contains(t);
-        let all_built = items.len() == ids.len();
         if let Some(s) = &start {
             if !items.is_empty() && !exists(s) {
                 self.problem("start", format!("no item `{s}`"));
@@ -543,9 +557,8 @@ impl Parser<'_> {
             }
         }
         self.problems.extend(dangling);
-        // Reachability needs every item's targets; skip it while some item
-        // is itself broken rather than report false "unreachable"s.
-        if let Some(s) = start.as_deref().filter(|s| exists(s) && all_built) {
+        // Reachability, with a broken item reaching whatever it names.
+        if let Some(s) = start.as_deref().filter(|s| exists(s)) {
             let mut seen = BTreeSet::from([s.to_owned()]);
             let mut queue = VecDeque::from([s.to_owned()]);
             if let Some(e) = on_error.as_deref().filter(|e| exists(e)) {
@@ -554,9 +567,18 @@ impl Parser<'_> {
                 }
             }
             while let Some(id) = queue.pop_front() {
-                let Some(item) = items.get(&id) else { continue };
-                let mut next: Vec<&str> = item.kind.targets().into_iter().map(|(_, t)| t).collect();
-                next.extend(item.on_error.as_deref());
+                let next: Vec<&str> = match items.get(&id) {
+                    Some(item) => {
+                        let mut next: Vec<&str> =
+                            item.kind.targets().into_iter().map(|(_, t)| t).collect();
+                        next.extend(item.on_error.as_deref());
+                        next
+                    }
+                    None => broken_targets
+                        .get(&id)
+                        .map(|t| t.iter().map(String::as_str).collect())
+                        .unwrap_or_default(),
+                };
                 for t in next {
                     if exists(t) && seen.insert(t.to_owned()) {
                         queue.push_back(t.to_owned());
@@ -623,154 +645,28 @@ impl Parser<'_> {
         };
         let ty = ty?;
         let at = |k: &str| join_path(path, k);
-        let kind = match ty.as_str() {
-            "task" => {
-                let script = self.string(&mut f, "script", true);
-                let next = self.string(&mut f, "next", true);
-                if let Some(s) = &script {
-                    self.script(at("script"), s, false);
-                }
-                Some(ItemKind::Task {
-                    script: script?,
-                    next: next?,
-                })
-            }
-            "decision" => {
-                let condition = self.string(&mut f, "condition", true);
-                let then = self.string(&mut f, "then", true);
-                let otherwise = self.string(&mut f, "else", true);
-                if let Some(c) = &condition {
-                    self.script(at("condition"), c, true);
-                }
-                Some(ItemKind::Decision {
-                    condition: condition?,
-                    then: then?,
-                    otherwise: otherwise?,
-                })
-            }
-            "action" => {
-                let action = self.string(&mut f, "action", true);
-                let inputs = self.string_map(&mut f, "inputs");
-                let outputs = self.string_map(&mut f, "outputs");
-                let next = self.string(&mut f, "next", true);
-                if let Some(a) = &action {
-                    if !(self.opts.known_action)(a) {
-                        self.problem(at("action"), format!("no action named `{a}` is registered"));
-                    }
-                }
-                for (k, e) in &inputs {
-                    self.script(join_path(&at("inputs"), k), e, true);
-                }
-                self.check_variables(&at("outputs"), outputs.keys());
-                Some(ItemKind::Action {
-                    action: action?,
-                    inputs,
-                    outputs,
-                    next: next?,
-                })
-            }
-            "workflow" => {
-                let workflow = self.string(&mut f, "workflow", true);
-                let inputs = self.string_map(&mut f, "inputs");
-                let outputs = self.string_map(&mut f, "outputs");
-                let is_async = self.boolean(&mut f, "async");
-                let next = self.string(&mut f, "next", true);
-                for (k, e) in &inputs {
-                    self.script(join_path(&at("inputs"), k), e, true);
-                }
-                self.check_variables(&at("outputs"), outputs.keys());
-                Some(ItemKind::Workflow {
-                    workflow: workflow?,
-                    inputs,
-                    outputs,
-                    is_async,
-                    next: next?,
-                })
-            }
-            "foreach" => {
-                let over = self.string(&mut f, "over", true);
-                let element = self.string(&mut f, "as", true);
-                let workflow = self.string(&mut f, "workflow", true);
-                let inputs = self.string_map(&mut f, "inputs");
-                let collect = self.string_map(&mut f, "collect");
-                let parallel = self.boolean(&mut f, "parallel");
-                let next = self.string(&mut f, "next", true);
-                for (k, e) in &inputs {
-                    self.script(join_path(&at("inputs"), k), e, true);
-                }
-                self.check_variables(&at("collect"), collect.keys());
-                Some(ItemKind::Foreach {
-                    over: over?,
-                    element: element?,
-                    workflow: workflow?,
-                    inputs,
-                    collect,
-                    parallel,
-                    next: next?,
-                })
-            }
-            "timer" => {
-                let for_ms = self.uint(&mut f, "for_ms");
-                let until = self.string(&mut f, "until", false);
-                let next = self.string(&mut f, "next", true);
-                match (&for_ms, &until) {
-                    (Some(_), Some(_)) => self.problem(path, "give `for_ms` or `until`, not both"),
-                    (None, None) => self.problem(path, "needs `for_ms` or `until`"),
-                    (None, Some(u)) => self.script(at("until"), u, true),
-                    _ => {}
-                }
-                Some(ItemKind::Timer {
-                    for_ms,
-                    until,
-                    next: next?,
-                })
-            }
-            "signal" => {
-                let name = self.string(&mut f, "name", true);
-                let store = self.string(&mut f, "store", false);
-                let timeout_ms = self.uint(&mut f, "timeout_ms");
-                let next = self.string(&mut f, "next", true);
-                if store.as_deref().is_some_and(|s| !is_identifier(s)) {
-                    self.problem(
-                        at("store"),
-                        "must name a variable (a JavaScript identifier)",
-                    );
-                }
-                Some(ItemKind::Signal {
-                    name: name?,
-                    store,
-                    timeout_ms,
-                    next: next?,
-                })
-            }
-            "interaction" => {
-                let inputs = self.types(&mut f, "inputs");
-                let timeout_ms = self.uint(&mut f, "timeout_ms");
-                let next = self.string(&mut f, "next", true);
-                Some(ItemKind::Interaction {
-                    inputs,
-                    timeout_ms,
-                    next: next?,
-                })
-            }
-            "end" => {
-                let fail = self.string(&mut f, "fail", false);
-                if let Some(e) = &fail {
-                    self.script(at("fail"), e, true);
-                }
-                if on_error.is_some() {
-                    self.problem(at("on_error"), "an `end` item cannot have `on_error`");
-                }
-                Some(ItemKind::End { fail })
-            }
-            other => {
-                self.problem(
-                    at("type"),
-                    format!("unknown item type `{other}` (expected task, decision, action, workflow, foreach, timer, signal, interaction or end)"),
-                );
-                return None;
-            }
-        };
+        const TYPES: [&str; 9] = [
+            "task",
+            "decision",
+            "action",
+            "workflow",
+            "foreach",
+            "timer",
+            "signal",
+            "interaction",
+            "end",
+        ];
+        if !TYPES.contains(&ty.as_str()) {
+            self.problem(
+                at("type"),
+                format!("unknown item type `{ty}` (expected task, decision, action, workflow, foreach, timer, signal, interaction or end)"),
+            );
+            return None;
+        }
+        // The kind's own fields; a missing one ends only `kind`, so the
+        // unknown fields of the item are still reported (`nxt` beside a
+        // missing `next`).
+        let kind = self.kind(path, &ty, &mut f);
         if let Some(k) = &kind {
             if !self.opts.supported_types.contains(&k.type_name()) {
                 self.problem(
@@ -788,6 +684,153 @@ impl Parser<'_> {
             on_error,
             retry,
         })
+    }
+
+    fn kind(&mut self, path: &str, ty: &str, f: &mut Fields<'_>) -> Option<ItemKind> {
+        let at = |k: &str| join_path(path, k);
+        let f = f;
+        match ty {
+            "task" => {
+                let script = self.string(f, "script", true);
+                let next = self.string(f, "next", true);
+                if let Some(s) = &script {
+                    self.script(at("script"), s, false);
+                }
+                Some(ItemKind::Task {
+                    script: script?,
+                    next: next?,
+                })
+            }
+            "decision" => {
+                let condition = self.string(f, "condition", true);
+                let then = self.string(f, "then", true);
+                let otherwise = self.string(f, "else", true);
+                if let Some(c) = &condition {
+                    self.script(at("condition"), c, true);
+                }
+                Some(ItemKind::Decision {
+                    condition: condition?,
+                    then: then?,
+                    otherwise: otherwise?,
+                })
+            }
+            "action" => {
+                let action = self.string(f, "action", true);
+                let inputs = self.string_map(f, "inputs");
+                let outputs = self.string_map(f, "outputs");
+                let next = self.string(f, "next", true);
+                if let Some(a) = &action {
+                    if !(self.opts.known_action)(a) {
+                        self.problem(at("action"), format!("no action named `{a}` is registered"));
+                    }
+                }
+                for (k, e) in &inputs {
+                    self.script(join_path(&at("inputs"), k), e, true);
+                }
+                self.check_variables(&at("outputs"), outputs.keys());
+                Some(ItemKind::Action {
+                    action: action?,
+                    inputs,
+                    outputs,
+                    next: next?,
+                })
+            }
+            "workflow" => {
+                let workflow = self.string(f, "workflow", true);
+                let inputs = self.string_map(f, "inputs");
+                let outputs = self.string_map(f, "outputs");
+                let is_async = self.boolean(f, "async");
+                let next = self.string(f, "next", true);
+                for (k, e) in &inputs {
+                    self.script(join_path(&at("inputs"), k), e, true);
+                }
+                self.check_variables(&at("outputs"), outputs.keys());
+                Some(ItemKind::Workflow {
+                    workflow: workflow?,
+                    inputs,
+                    outputs,
+                    is_async,
+                    next: next?,
+                })
+            }
+            "foreach" => {
+                let over = self.string(f, "over", true);
+                let element = self.string(f, "as", true);
+                let workflow = self.string(f, "workflow", true);
+                let inputs = self.string_map(f, "inputs");
+                let collect = self.string_map(f, "collect");
+                let parallel = self.boolean(f, "parallel");
+                let next = self.string(f, "next", true);
+                for (k, e) in &inputs {
+                    self.script(join_path(&at("inputs"), k), e, true);
+                }
+                self.check_variables(&at("collect"), collect.keys());
+                Some(ItemKind::Foreach {
+                    over: over?,
+                    element: element?,
+                    workflow: workflow?,
+                    inputs,
+                    collect,
+                    parallel,
+                    next: next?,
+                })
+            }
+            "timer" => {
+                let for_ms = self.uint(f, "for_ms");
+                let until = self.string(f, "until", false);
+                let next = self.string(f, "next", true);
+                match (&for_ms, &until) {
+                    (Some(_), Some(_)) => self.problem(path, "give `for_ms` or `until`, not both"),
+                    (None, None) => self.problem(path, "needs `for_ms` or `until`"),
+                    (None, Some(u)) => self.script(at("until"), u, true),
+                    _ => {}
+                }
+                Some(ItemKind::Timer {
+                    for_ms,
+                    until,
+                    next: next?,
+                })
+            }
+            "signal" => {
+                let name = self.string(f, "name", true);
+                let store = self.string(f, "store", false);
+                let timeout_ms = self.uint(f, "timeout_ms");
+                let next = self.string(f, "next", true);
+                if store.as_deref().is_some_and(|s| !is_identifier(s)) {
+                    self.problem(
+                        at("store"),
+                        "must name a variable (a JavaScript identifier)",
+                    );
+                }
+                Some(ItemKind::Signal {
+                    name: name?,
+                    store,
+                    timeout_ms,
+                    next: next?,
+                })
+            }
+            "interaction" => {
+                let inputs = self.types(f, "inputs");
+                let timeout_ms = self.uint(f, "timeout_ms");
+                let next = self.string(f, "next", true);
+                Some(ItemKind::Interaction {
+                    inputs,
+                    timeout_ms,
+                    next: next?,
+                })
+            }
+            "end" => {
+                let fail = self.string(f, "fail", false);
+                if let Some(e) = &fail {
+                    self.script(at("fail"), e, true);
+                }
+                if f.get("on_error").is_some() {
+                    self.problem(at("on_error"), "an `end` item cannot have `on_error`");
+                }
+                Some(ItemKind::End { fail })
+            }
+            _ => None,
+        }
     }
 
     fn check_variables<'s>(&mut self, path: &str, names: impl Iterator<Item = &'s String>) {
@@ -871,6 +914,46 @@ mod tests {
             );
         }
         assert!(p.definition.is_none());
+    }
+
+    /// Every problem at once (issue 11 item 9): an unknown field beside the
+    /// missing one it was meant to be, a dangling `next` and an unreachable
+    /// item are all reported, each with its path, even though other items
+    /// are broken.
+    #[test]
+    fn one_of_each_problem_is_reported_together() {
+        let p = parse(
+            r#"{"id":"w","start":"a","items":{
+            "a":{"type":"task","script":"1;","nxt":"done"},
+            "b":{"type":"task","script":"1;","next":"nowhere"},
+            "c":{"type":"decision","condition":"true","then":"e"},
+            "lost":{"type":"end"},
+            "e":{"type":"end"}}}"#,
+        );
+        let got = paths(&p);
+        for want in [
+            "items.a.nxt",
+            "items.a.next",
+            "items.b.next",
+            "items.c.else",
+            "items.lost",
+        ] {
+            assert!(
+                got.contains(&want.to_owned()),
+                "{want} missing from {got:?}"
+            );
+        }
+        let lost = p.problems.iter().find(|x| x.path == "items.lost").unwrap();
+        assert!(lost.message.contains("unreachable"), "{lost:?}");
+        let dangling = p
+            .problems
+            .iter()
+            .find(|x| x.path == "items.b.next")
+            .unwrap();
+        assert!(
+            dangling.message.contains("no item `nowhere`"),
+            "{dangling:?}"
+        );
     }
 
     #[test]

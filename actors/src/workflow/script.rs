@@ -480,7 +480,7 @@ fn unchecked(scripts: &[ScriptRef], why: &str) -> Vec<(String, String)> {
 enum Thrown {
     /// An `Error` (or any object with a string `message`).
     Error { name: String, message: String },
-    /// Anything else, as JSON text.
+    /// Anything else: a string as it is, other values as JSON text.
     Other(String),
 }
 
@@ -497,6 +497,11 @@ fn thrown(ctx: &Ctx<'_>) -> Thrown {
                 message,
             };
         }
+    }
+    // A thrown string is the message itself (`throw 'no stock'`), not its
+    // JSON text.
+    if let Some(text) = v.as_string().and_then(|s| s.to_string().ok()) {
+        return Thrown::Other(text);
     }
     Thrown::Other(match ctx.json_stringify(v.clone()) {
         Ok(Some(s)) => s.to_string().unwrap_or_else(|_| "exception".into()),
@@ -681,6 +686,20 @@ mod tests {
         );
         // Declaring the same `let` again is not a redeclaration.
         run(&mut w, "let local = 9;", vec![]).unwrap();
+    }
+
+    #[test]
+    fn a_thrown_string_is_the_message_and_other_values_their_json() {
+        let mut w = worker();
+        let e = run(&mut w, "throw 'a plain string';", vec![]).unwrap_err();
+        assert_eq!(e.to_string(), "a plain string");
+        let e = run(&mut w, "throw {code: 7};", vec![]).unwrap_err();
+        assert_eq!(e.to_string(), r#"{"code":7}"#);
+        let e = run(&mut w, "throw new TypeError('bad');", vec![]).unwrap_err();
+        assert!(
+            matches!(e, ScriptError::Thrown { ref name, ref message } if name == "TypeError" && message == "bad"),
+            "{e:?}"
+        );
     }
 
     #[test]
