@@ -9,7 +9,6 @@
 //! every file of `examples/workflows/` that is not there yet, and runs until
 //! Ctrl-C.
 
-use anyhow::Context as _;
 use baton::{Config, Node};
 
 #[actix_web::main]
@@ -20,20 +19,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(None, std::env::vars(), &[])?;
     let node = Node::builder().config(config).start().await?;
     let client = baton::client::Client::new(&node.url(), None);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/workflows");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {dir}"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    for file in files {
-        match client.import(&file).await {
-            Ok(def) => println!("imported {} from {}", def["id"], file.display()),
-            Err(e) if e.to_string().starts_with("409") => {
-                println!("already there: {}", file.display())
-            }
-            Err(e) => println!("could not import {}: {e}", file.display()),
-        }
+    for line in baton::demo::import_examples(&client).await {
+        println!("{line}");
     }
     println!(
         "\nBaton node {} is running on {}",

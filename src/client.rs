@@ -41,6 +41,22 @@ impl Client {
         content_type: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<(u16, Value)> {
+        let a = self.request(method, path, content_type, body, None).await?;
+        if a.status >= 400 {
+            bail!(a.error_text());
+        }
+        Ok((a.status, a.value))
+    }
+
+    /// One request; any status is an answer (the caller decides).
+    async fn request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+        if_match: Option<&str>,
+    ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.base);
         let mut req = self
             .http
@@ -49,12 +65,20 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
         }
+        if let Some(tag) = if_match {
+            req = req.insert_header(("If-Match", tag));
+        }
         let mut resp = match body {
             Some(b) => req.send_body(b).await,
             None => req.send().await,
         }
         .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
         let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = resp
             .body()
             .limit(64 * 1024 * 1024)
@@ -66,23 +90,11 @@ impl Client {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        if status >= 400 {
-            let msg = value
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| value.to_string());
-            let mut text = format!("{status}: {msg}");
-            if let Some(details) = value.pointer("/error/details").and_then(Value::as_array) {
-                for d in details {
-                    let path = d.get("path").and_then(Value::as_str).unwrap_or_default();
-                    let m = d.get("message").and_then(Value::as_str).unwrap_or_default();
-                    text.push_str(&format!("\n  {path}: {m}"));
-                }
-            }
-            bail!(text);
-        }
-        Ok((status, value))
+        Ok(Answer {
+            status,
+            etag,
+            value,
+        })
     }
 
     /// GET a path.
@@ -96,14 +108,89 @@ impl Client {
     /// Imports a definition file (`.json`, `.yaml` or `.yml`).
     pub async fn import(&self, file: &Path) -> anyhow::Result<Value> {
         let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let ct = match file.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => "application/yaml",
-            _ => "application/json",
-        };
+        let ct = content_type_of(file);
         Ok(self
             .send(awc::http::Method::POST, "/api/workflows", ct, Some(body))
             .await?
             .1)
+    }
+
+    /// Imports a definition; `Ok(None)` when its id is already stored.
+    pub async fn import_new(&self, name: &str, body: &[u8]) -> anyhow::Result<Option<Value>> {
+        let ct = content_type_of(Path::new(name));
+        let a = self
+            .request(
+                awc::http::Method::POST,
+                "/api/workflows",
+                ct,
+                Some(body.to_vec()),
+                None,
+            )
+            .await?;
+        match a.status {
+            409 => Ok(None),
+            s if s >= 400 => bail!(a.error_text()),
+            _ => Ok(Some(a.value)),
+        }
+    }
+
+    /// Imports a definition file, or replaces the stored definition of the
+    /// same id with it (a new version, `If-Match` its current ETag).
+    pub async fn import_or_replace(&self, file: &Path) -> anyhow::Result<Value> {
+        let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let ct = content_type_of(file);
+        let first = self
+            .request(
+                awc::http::Method::POST,
+                "/api/workflows",
+                ct,
+                Some(body.clone()),
+                None,
+            )
+            .await?;
+        if first.status != 409 {
+            if first.status >= 400 {
+                bail!(first.error_text());
+            }
+            return Ok(first.value);
+        }
+        let id = definition_id(&body, ct)
+            .with_context(|| format!("reading the id of {}", file.display()))?;
+        let path = format!("/api/workflows/{id}");
+        // A concurrent replace between the read and the write answers 412:
+        // read the new version and try again.
+        for _ in 0..5 {
+            let current = self
+                .request(
+                    awc::http::Method::GET,
+                    &path,
+                    "application/json",
+                    None,
+                    None,
+                )
+                .await?;
+            if current.status >= 400 {
+                bail!(current.error_text());
+            }
+            let tag = current
+                .etag
+                .ok_or_else(|| anyhow!("{path} answered without an ETag"))?;
+            let put = self
+                .request(
+                    awc::http::Method::PUT,
+                    &path,
+                    ct,
+                    Some(body.clone()),
+                    Some(&tag),
+                )
+                .await?;
+            match put.status {
+                412 => continue,
+                s if s >= 400 => bail!(put.error_text()),
+                _ => return Ok(put.value),
+            }
+        }
+        bail!("{path} kept changing while it was being replaced; try again")
     }
 
     /// Starts an execution; with `wait`, polls until it ends.
@@ -145,6 +232,54 @@ impl Client {
     }
 }
 
+/// One answer: status, `ETag`, body.
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    value: Value,
+}
+
+impl Answer {
+    /// `409: workflow order already exists`, then each detail on its line.
+    fn error_text(&self) -> String {
+        let value = &self.value;
+        let msg = value
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        let mut text = format!("{}: {msg}", self.status);
+        if let Some(details) = value.pointer("/error/details").and_then(Value::as_array) {
+            for d in details {
+                let path = d.get("path").and_then(Value::as_str).unwrap_or_default();
+                let m = d.get("message").and_then(Value::as_str).unwrap_or_default();
+                text.push_str(&format!("\n  {path}: {m}"));
+            }
+        }
+        text
+    }
+}
+
+fn content_type_of(file: &Path) -> &'static str {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => "application/yaml",
+        _ => "application/json",
+    }
+}
+
+/// The `id` of a definition document.
+fn definition_id(body: &[u8], content_type: &str) -> anyhow::Result<String> {
+    let doc: Value = if content_type == "application/yaml" {
+        serde_yaml::from_slice(body)?
+    } else {
+        serde_json::from_slice(body)?
+    };
+    doc.get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("the definition has no string `id`"))
+}
+
 /// Formats `GET /api/cluster` as a table.
 pub fn cluster_table(v: &Value) -> String {
     let mut out = String::new();
@@ -169,7 +304,9 @@ pub fn cluster_table(v: &Value) -> String {
     {
         let text = |k: &str| match n.get(k) {
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
+            // A standalone node writes no heartbeat: no age to show.
+            Some(Value::Null) => "-".to_owned(),
+            None => String::new(),
             Some(other) => other.to_string(),
         };
         out.push_str(&format!(

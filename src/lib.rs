@@ -44,6 +44,7 @@ pub mod bench;
 pub mod chaos;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod error;
 mod http;
 pub mod node;

@@ -23,9 +23,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node until SIGINT/SIGTERM.
-    Serve(ConfigArgs),
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Import the example workflows (examples/workflows/, built into
+        /// the binary) that are not stored yet.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Apply the schema migrations and exit.
-    Migrate(ConfigArgs),
+    Migrate(MigrateArgs),
     /// Workflow definitions and executions (HTTP client).
     Workflow {
         #[command(subcommand)]
@@ -111,6 +118,16 @@ struct ConfigArgs {
     node_id: Option<String>,
 }
 
+#[derive(Args)]
+struct MigrateArgs {
+    /// TOML configuration file (its `database.url` is used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides database.url.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
 impl ConfigArgs {
     fn load(&self) -> anyhow::Result<Config> {
         let mut overrides = Vec::new();
@@ -145,16 +162,26 @@ struct ClientArgs {
 enum WorkflowCommand {
     /// Import a definition file (JSON or YAML).
     Import {
+        /// The definition file: `.json`, or `.yaml`/`.yml`.
         file: PathBuf,
+        /// Replace the stored definition of the same id (a new version,
+        /// through its ETag) instead of refusing with 409.
+        #[arg(long)]
+        replace: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Start an execution.
     Run {
+        /// The workflow's id (`baton workflow list` shows them).
         id: String,
-        /// An input, `name=value` (value read as JSON when it parses, else text).
+        /// An input, `name=value`; the value is read as JSON when it
+        /// parses (`n=7` is a number, `ok=true` a boolean), else as text.
         #[arg(long = "input", value_name = "NAME=VALUE")]
         inputs: Vec<String>,
+        /// An input whose value is always text (`--input-str code=042`).
+        #[arg(long = "input-str", value_name = "NAME=VALUE")]
+        text_inputs: Vec<String>,
         /// A caller-chosen execution id (repeating it starts nothing new).
         #[arg(long)]
         execution_id: Option<String>,
@@ -240,41 +267,125 @@ fn init_tracing() {
         .init();
 }
 
-fn parse_inputs(pairs: &[String]) -> anyhow::Result<Value> {
+fn parse_inputs(pairs: &[String], text: &[String]) -> anyhow::Result<Value> {
     let mut map = serde_json::Map::new();
-    for p in pairs {
+    for (p, as_text) in pairs
+        .iter()
+        .map(|p| (p, false))
+        .chain(text.iter().map(|p| (p, true)))
+    {
+        let flag = if as_text { "--input-str" } else { "--input" };
         let Some((k, v)) = p.split_once('=') else {
-            bail!("--input `{p}`: expected NAME=VALUE");
+            bail!("{flag} `{p}`: expected NAME=VALUE");
         };
-        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        let value = if as_text {
+            Value::String(v.to_owned())
+        } else {
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+        };
         map.insert(k.to_owned(), value);
     }
     Ok(Value::Object(map))
+}
+
+/// A server's refusal of `--input` values, with the hint that a value read
+/// as JSON (`who=42` is a number) can be sent as text with `--input-str`.
+fn hint_inputs(e: anyhow::Error, inputs: &[String]) -> anyhow::Error {
+    let text = e.to_string();
+    let typed: Vec<&str> = inputs
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .filter(|(k, v)| {
+            serde_json::from_str::<Value>(v).is_ok_and(|j| !j.is_string())
+                && text.contains(&format!("inputs.{k}: expected string"))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    if typed.is_empty() {
+        return e;
+    }
+    let names = typed.join(", ");
+    e.context(format!(
+        "--input reads a value as JSON when it parses, so {names} was not sent as text; \
+         send it with --input-str NAME=VALUE (or quote it: --input {}='\"...\"')",
+        typed[0]
+    ))
+}
+
+/// An error and its causes, each once: a cause whose text its wrapper
+/// already shows is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the command
+/// quietly, as other Unix tools do, instead of a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("baton: writing to stdout: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = actix_rt::System::new().block_on(run(cli));
     if let Err(e) = result {
-        eprintln!("baton: {e:#}");
+        // The anyhow chain, each cause once (`{:#}` would print a cause
+        // whose text its wrapper already includes a second time).
+        eprintln!("baton: {}", report(&e));
         std::process::exit(1);
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => {
-            let config = args.load()?;
+        Command::Serve { config, demo } => {
+            let config = config.load()?;
+            if demo && !config.auth.tokens.is_empty() {
+                bail!("--demo imports over the node's own API, which [auth] tokens close; run the demo without tokens");
+            }
             init_tracing();
             let node = Node::builder().config(config).start().await?;
             eprintln!("baton: node {} listening on {}", node.node_id(), node.url());
+            if demo {
+                let client = Client::new(&node.url(), None);
+                for line in baton::demo::import_examples(&client).await {
+                    eprintln!("baton: {line}");
+                }
+                eprintln!(
+                    "baton: try `baton workflow run order --input n=7 --input who=ann --wait` \
+                     (BATON_SERVER={} when not the default)",
+                    node.url()
+                );
+            }
             wait_for_signal().await?;
             eprintln!("baton: stopping (graceful)");
             node.stop().await;
             Ok(())
         }
         Command::Migrate(args) => {
-            let config = args.load()?;
+            let mut overrides = Vec::new();
+            if let Some(v) = &args.database_url {
+                overrides.push(("database.url".to_owned(), format!("{v:?}")));
+            }
+            let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
             init_tracing();
             let store = baton_actors::Store::connect(&config.database.url, 2).await?;
             store.migrate().await.context("applying migrations")?;
@@ -282,24 +393,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Workflow { command } => match command {
-            WorkflowCommand::Import { file, client } => {
+            WorkflowCommand::Import {
+                file,
+                replace,
+                client,
+            } => {
                 let c = Client::new(&client.server, client.token);
-                let v = c.import(&file).await?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                let v = if replace {
+                    c.import_or_replace(&file).await?
+                } else {
+                    c.import(&file).await?
+                };
+                emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
                 Ok(())
             }
             WorkflowCommand::Run {
                 id,
                 inputs,
+                text_inputs,
                 execution_id,
                 wait,
                 client,
             } => {
                 let c = Client::new(&client.server, client.token);
                 let v = c
-                    .run(&id, parse_inputs(&inputs)?, execution_id, wait)
-                    .await?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                    .run(
+                        &id,
+                        parse_inputs(&inputs, &text_inputs)?,
+                        execution_id,
+                        wait,
+                    )
+                    .await
+                    .map_err(|e| hint_inputs(e, &inputs))?;
+                emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
                 if wait && v.get("state").and_then(Value::as_str) != Some("completed") {
                     bail!(
                         "execution ended {}",
@@ -312,12 +438,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let c = Client::new(&client.server, client.token);
                 let v = c.get("/api/workflows").await?;
                 for w in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<32} v{:<5} {}",
+                    emit(&format!(
+                        "{:<32} v{:<5} {}\n",
                         w["id"].as_str().unwrap_or(""),
                         w["version"],
                         w["name"].as_str().unwrap_or("")
-                    );
+                    ));
                 }
                 Ok(())
             }
@@ -326,7 +452,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ClusterCommand::Status { client },
         } => {
             let c = Client::new(&client.server, client.token);
-            print!("{}", cluster_table(&c.get("/api/cluster").await?));
+            emit(&cluster_table(&c.get("/api/cluster").await?));
             Ok(())
         }
         Command::Chaos {
@@ -380,7 +506,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 echo,
             };
             let report = baton::chaos::run(&opts).await?;
-            print!("{}", report.table);
+            emit(&report.table);
             if !report.violations.is_empty() {
                 std::process::exit(1);
             }

@@ -21,8 +21,19 @@ impl NodeProcess {
     /// sets `BATON_HTTP__LISTEN`) and waits until it listens. Its log lines
     /// are echoed to stderr when `echo` is set.
     pub fn spawn(exe: &Path, env: &[(&str, String)], echo: bool) -> std::io::Result<NodeProcess> {
+        Self::spawn_with(exe, &[], env, echo)
+    }
+
+    /// [`NodeProcess::spawn`] with more arguments for `serve` (`--demo`).
+    pub fn spawn_with(
+        exe: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        echo: bool,
+    ) -> std::io::Result<NodeProcess> {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
+            .args(args)
             .env("BATON_HTTP__LISTEN", "127.0.0.1:0")
             .env("BATON_LOG", "warn");
         for (k, v) in env {

@@ -169,3 +169,169 @@ async fn migrate_applies_the_schema_and_exits() {
     let s = store(&db).await;
     assert!(s.workflows().await.expect("schema exists").is_empty());
 }
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Issue 11 items 6, 8, 10 and 15: help lists what a verb takes; errors
+/// name the missing directory, the config file and line, and each cause
+/// once.
+#[actix_rt::test]
+async fn help_and_errors_say_what_a_newcomer_needs() {
+    let help = text(&baton(&["migrate", "--help"], &[]).stdout);
+    assert!(help.contains("--database-url"), "{help}");
+    assert!(
+        !help.contains("--listen") && !help.contains("--node-id"),
+        "{help}"
+    );
+    let help = text(&baton(&["workflow", "import", "--help"], &[]).stdout);
+    assert!(
+        help.contains("The definition file") && help.contains("--replace"),
+        "{help}"
+    );
+    let help = text(&baton(&["workflow", "run", "--help"], &[]).stdout);
+    assert!(
+        help.contains("The workflow's id") && help.contains("--input-str"),
+        "{help}"
+    );
+
+    // A SQLite file in a directory that does not exist: the directory, once.
+    let missing = format!("/tmp/baton-missing-{}/sub", uuid::Uuid::new_v4().simple());
+    let out = baton(
+        &[
+            "migrate",
+            "--database-url",
+            &format!("sqlite://{missing}/c.db?mode=rwc"),
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("the directory {missing} ")), "{err}");
+    assert!(!err.contains("unable to open database file"), "{err}");
+
+    // An address in use: the OS error once, not twice.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = held.local_addr().expect("addr").to_string();
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let out = baton(
+        &["serve", "--listen", &addr, "--database-url", &db.url],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+
+    // A misspelled section in a file: the section, the file and its line.
+    let dir = std::env::temp_dir().join(format!("baton-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("c.toml");
+    std::fs::write(
+        &file,
+        "[cluster]\nenabled = false\n\n[clustr]\nenabled = true\n",
+    )
+    .expect("write");
+    let out = baton(
+        &["migrate", "--config", file.to_str().unwrap_or_default()],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "config key `clustr` (file {} line 4)",
+            file.display()
+        )) && err.contains("unknown section `clustr`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 11 items 11 and 15: a closed pipe ends a client verb quietly; a
+/// value `--input` read as a number where text is declared gets a hint.
+#[actix_rt::test]
+async fn client_output_can_be_piped_and_input_types_are_explained() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = serve(&[("BATON_DATABASE__URL", db.url.clone())]);
+    let http = Http::new(&node.url);
+    import(
+        &http,
+        &serde_json::json!({"id": "big", "outputs": {"s": "string"}, "variables": {"s": ""},
+            "start": "t", "items": {
+            "t": {"type": "task", "script": "s = 'x'.repeat(400000);", "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} workflow run big --wait --server {} | head -c 10 >/dev/null",
+            env!("CARGO_BIN_EXE_baton"),
+            node.url
+        ))
+        .output()
+        .expect("bash");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status.code());
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+
+    let file = format!(
+        "{}/examples/workflows/greet.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = baton(&["workflow", "import", &file, "--server", &node.url], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = baton(
+        &[
+            "workflow", "run", "greet", "--input", "who=42", "--server", &node.url,
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("inputs.who") && err.contains("--input-str"),
+        "{err}"
+    );
+    let out = baton(
+        &[
+            "workflow",
+            "run",
+            "greet",
+            "--input-str",
+            "who=42",
+            "--wait",
+            "--server",
+            &node.url,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(e["outputs"]["message"], "Hello, 42!");
+
+    // --replace: a new version through the ETag, where a plain import is a 409.
+    let out = baton(&["workflow", "import", &file, "--server", &node.url], &[]);
+    assert!(!out.status.success() && text(&out.stderr).contains("409"));
+    let out = baton(
+        &[
+            "workflow",
+            "import",
+            &file,
+            "--replace",
+            "--server",
+            &node.url,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = text(&baton(&["workflow", "list", "--server", &node.url], &[]).stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("greet") && l.contains("v2")),
+        "{list}"
+    );
+}

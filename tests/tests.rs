@@ -23,5 +23,6 @@ mod engine;
 mod http_action;
 mod nested;
 mod outage;
+mod readme;
 mod scripts;
 mod waits;
