@@ -32,6 +32,42 @@ pub fn unique(prefix: &str) -> String {
         .collect()
 }
 
+/// Ends every MariaDB session connected to database `name`.
+fn kill_mysql_sessions(admin_url: &str, name: &str) -> Result<(), String> {
+    let (url, name) = (admin_url.to_owned(), name.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            use sea_orm::ConnectionTrait;
+            let db = sea_orm::Database::connect(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let rows = db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::MySql,
+                    format!(
+                        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
+                         WHERE DB = '{name}' AND ID <> CONNECTION_ID()"
+                    ),
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+            for r in rows {
+                if let Ok(id) = r.try_get::<i64>("", "id") {
+                    let _ = db.execute_unprepared(&format!("KILL {id}")).await;
+                }
+            }
+            db.close().await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "admin thread panicked".to_owned())?
+}
+
 fn run_admin(admin_url: &str, sql: &str) -> Result<(), String> {
     let (url, sql) = (admin_url.to_owned(), sql.to_owned());
     std::thread::spawn(move || {
@@ -110,6 +146,13 @@ impl Drop for TestDb {
                 Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
                 _ => format!("DROP DATABASE IF EXISTS {}", self.name),
             };
+            // MariaDB has no WITH (FORCE): a connection a failed test left
+            // in a transaction would hold the drop forever. End them first.
+            if self.backend == Backend::Mysql {
+                if let Err(e) = kill_mysql_sessions(admin, &self.name) {
+                    eprintln!("warning: could not end the sessions of {}: {e}", self.name);
+                }
+            }
             if let Err(e) = run_admin(admin, &sql) {
                 eprintln!("warning: could not drop test database {}: {e}", self.name);
             }
