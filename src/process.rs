@@ -103,3 +103,35 @@ impl Drop for NodeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// libfaketime's multithreaded library (`libfaketimeMT.so.1`), wherever
+/// this system's packages put it: `BATON_FAKETIME_LIB` if set, else
+/// `<libdir>/faketime/` or `<libdir>/<multiarch triple>/faketime/` under
+/// the usual library directories. `None` when it is not installed.
+pub fn faketime_lib() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    const NAME: &str = "libfaketimeMT.so.1";
+    if let Some(p) = std::env::var_os("BATON_FAKETIME_LIB") {
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p);
+    }
+    for root in ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64"] {
+        let direct = Path::new(root).join("faketime").join(NAME);
+        if direct.exists() {
+            return Some(direct);
+        }
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("faketime").join(NAME))
+            .filter(|p| p.exists())
+            .collect();
+        found.sort();
+        if let Some(p) = found.into_iter().next() {
+            return Some(p);
+        }
+    }
+    None
+}

@@ -5,9 +5,10 @@
 //! A monitor checks throughout that the number of active nodes never
 //! exceeds `cluster.active_nodes`.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_actors::store::{NewExecution, NodeRegistration, Takeover};
@@ -89,6 +90,18 @@ mod mysql {
     async fn racing_detectors_exactly_one_wins() {
         super::race(Backend::Mysql).await
     }
+    #[actix_rt::test]
+    async fn a_paused_zombie_fences_itself_and_writes_nothing() {
+        super::zombie(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn sigterm_hands_executions_over_without_waiting_for_the_timeout() {
+        super::graceful(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn a_node_cut_from_the_database_fences_itself_and_rejoins() {
+        super::cut(Backend::Mysql).await
+    }
 }
 
 const INTERVAL_MS: u64 = 200;
@@ -117,43 +130,76 @@ async fn health(url: &str) -> (u16, String) {
 /// Polls the nodes table every 25 ms until dropped, recording the most
 /// active nodes ever seen at once.
 struct ActiveMonitor {
-    max: Rc<Cell<usize>>,
-    stop: Rc<Cell<bool>>,
+    max: Arc<AtomicUsize>,
+    samples: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ActiveMonitor {
+    /// Samples the nodes table every 25 ms from a thread of its own (with
+    /// its own runtime and connection), so it keeps sampling while the
+    /// test blocks in `serve()`, `terminate()` or `kill9()`.
     async fn start(db: &TestDb) -> ActiveMonitor {
-        let s = store(db).await;
-        let (max, stop) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
-        let (m, st) = (max.clone(), stop.clone());
-        actix_rt::spawn(async move {
-            while !st.get() {
-                if let Ok((nodes, _)) = s.nodes().await {
-                    let active = nodes
-                        .iter()
-                        .filter(|n| n.role == "active" && n.state == "RUNNING")
-                        .count();
-                    m.set(m.get().max(active));
+        let url = db.url.clone();
+        let max = Arc::new(AtomicUsize::new(0));
+        let samples = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, n, st) = (max.clone(), samples.clone(), stop.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("monitor runtime");
+            rt.block_on(async move {
+                let s = baton_actors::Store::connect(&url, 1)
+                    .await
+                    .expect("monitor connects");
+                let _ = ready_tx.send(());
+                while !st.load(Ordering::Relaxed) {
+                    if let Ok((nodes, _)) = s.nodes().await {
+                        let active = nodes
+                            .iter()
+                            .filter(|n| n.role == "active" && n.state == "RUNNING")
+                            .count();
+                        m.fetch_max(active, Ordering::Relaxed);
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                 }
-                actix_rt::time::sleep(Duration::from_millis(25)).await;
-            }
+                s.db().close().await;
+            });
         });
-        ActiveMonitor { max, stop }
+        ready_rx.recv().expect("the monitor started");
+        ActiveMonitor {
+            max,
+            samples,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn assert_never_exceeded(&self, limit: usize) {
+        let max = self.max.load(Ordering::Relaxed);
         assert!(
-            self.max.get() <= limit,
-            "{} nodes were active at once (limit {limit})",
-            self.max.get()
+            max <= limit,
+            "{max} nodes were active at once (limit {limit})"
         );
-        assert!(self.max.get() >= 1, "the monitor saw an active node");
+        assert!(max >= 1, "the monitor saw an active node");
+        assert!(
+            self.samples.load(Ordering::Relaxed) >= 10,
+            "the monitor sampled"
+        );
     }
 }
 
 impl Drop for ActiveMonitor {
     fn drop(&mut self) {
-        self.stop.set(true);
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -175,32 +221,49 @@ async fn logs(http: &Http, id: &str) -> Vec<Value> {
 
 /// Each step has exactly one completion record; only `reran` steps (at
 /// most one per execution) started more than once.
-fn assert_exactly_once(id: &str, log: &[Value]) -> usize {
-    let mut by_step: HashMap<i64, (usize, usize)> = HashMap::new();
+/// Checks an execution's item log: every step `1..=steps` is present with
+/// exactly one `completed` record, and at most `max_reruns` steps were
+/// started more than once (a `resumed` record or a second `started`).
+/// Returns how many were. A kill may re-run only the item that was
+/// running (1 per execution); a graceful stop none at all.
+fn assert_runs(id: &str, log: &[Value], steps: i64, max_reruns: usize) -> usize {
+    let mut by_step: HashMap<i64, (usize, usize, usize)> = HashMap::new();
     for l in log {
         let e = by_step.entry(l["step"].as_i64().unwrap_or(-1)).or_default();
         match l["event"].as_str() {
             Some("started") => e.0 += 1,
             Some("completed") => e.1 += 1,
+            Some("resumed") => e.2 += 1,
             _ => {}
         }
     }
-    let mut reran = 0;
-    for (step, (started, completed)) in &by_step {
+    for step in 1..=steps {
+        let (_, completed, _) = by_step.get(&step).copied().unwrap_or_default();
         assert_eq!(
-            *completed, 1,
-            "{id} step {step}: one completion record: {log:?}"
+            completed, 1,
+            "{id} step {step}: exactly one completion record: {log:?}"
         );
-        if *started > 1 {
-            reran += 1;
-        }
     }
+    let mut steps_seen: Vec<i64> = by_step.keys().copied().collect();
+    steps_seen.sort_unstable();
+    assert_eq!(
+        steps_seen,
+        (1..=steps).collect::<Vec<_>>(),
+        "{id}: every step and no other: {log:?}"
+    );
+    let reran = by_step
+        .values()
+        .filter(|(started, _, resumed)| *started > 1 || *resumed > 0)
+        .count();
     assert!(
-        reran <= 1,
-        "{id}: only the item running at the failure ran again: {log:?}"
+        reran <= max_reruns,
+        "{id}: {reran} item(s) ran again, at most {max_reruns} may: {log:?}"
     );
     reran
 }
+
+/// Steps of `slow-steps` (three sleeps, three counters, the end).
+const SLOW_STEPS: i64 = 7;
 
 async fn kill_active(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
@@ -254,7 +317,7 @@ async fn kill_active(b: Backend) {
             (json!("completed"), json!(3)),
             "{e}"
         );
-        reran += assert_exactly_once(id, &logs(&http, id).await);
+        reran += assert_runs(id, &logs(&http, id).await, SLOW_STEPS, 1);
     }
     eprintln!("{b:?}: {reran} item(s) ran twice");
     let c = http.get("/api/cluster").await.json;
@@ -339,7 +402,7 @@ async fn zombie(b: Backend) {
         let e = wait_final(&http2, id, LONG).await;
         assert_eq!(e["state"], "completed", "{e}");
         let log = logs(&http2, id).await;
-        assert_exactly_once(id, &log);
+        assert_runs(id, &log, SLOW_STEPS, 1);
         // Nothing from z1 after z2's first record: the zombie's writes were refused.
         if let Some(first_z2) = log.iter().position(|l| l["node"] == "z2") {
             assert!(
@@ -498,7 +561,9 @@ async fn graceful(b: Backend) {
     for id in &ids {
         let e = wait_final(&http2, id, LONG).await;
         assert_eq!(e["state"], "completed", "{e}");
-        assert_exactly_once(id, &logs(&http2, id).await);
+        // The items finish within the drain (300 ms < 600 ms), and the
+        // next item of each is handed off, not resumed: nothing runs twice.
+        assert_runs(id, &logs(&http2, id).await, SLOW_STEPS, 0);
     }
     let events = http2.get("/api/cluster/events").await.json;
     assert!(
@@ -575,7 +640,7 @@ async fn drain(b: Backend) {
             .is_some_and(|m| m.starts_with("interrupted"))),
         "the interrupted item is recorded: {log:?}"
     );
-    assert_exactly_once(&id, &log);
+    assert_runs(&id, &log, 2, 1);
     let events = http2.get("/api/cluster/events").await.json;
     let events = events.as_array().cloned().unwrap_or_default();
     assert!(
@@ -620,7 +685,7 @@ async fn cut(b: Backend) {
     for id in &ids {
         let e = wait_final(&http2, id, LONG).await;
         assert_eq!(e["state"], "completed", "{e}");
-        assert_exactly_once(id, &logs(&http2, id).await);
+        assert_runs(id, &logs(&http2, id).await, SLOW_STEPS, 1);
     }
     proxy.restore();
     eventually("c1 rejoins as a standby by itself", LONG, || async {
@@ -717,8 +782,6 @@ async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
     .await;
 }
 
-const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-
 /// Invariants 3 and 4: liveness is judged on the database server's clock
 /// only. Two of three nodes run with wall clocks an hour off (libfaketime);
 /// nobody is declared dead while all heartbeat, a pause shorter than the
@@ -726,14 +789,20 @@ const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.
 /// the usual time. (SQLite has no server: its clock is each process's, so
 /// this runs on PostgreSQL and MariaDB.)
 async fn skew(b: Backend) {
-    if !std::path::Path::new(FAKETIME_LIB).exists() {
-        eprintln!("SKIPPED: {FAKETIME_LIB} is missing (apt-get install faketime)");
+    let Some(lib) = baton::process::faketime_lib() else {
+        // CI installs libfaketime and sets this: there, a missing library
+        // fails the test instead of skipping it.
+        assert!(
+            std::env::var_os("BATON_REQUIRE_FAKETIME").is_none(),
+            "libfaketime is not installed (apt-get install faketime) and BATON_REQUIRE_FAKETIME is set"
+        );
+        println!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
         return;
-    }
+    };
     let Some(db) = TestDb::create(b) else { return };
     let skewed = |id: &str, offset: &str| {
         let mut env = node_env(&db, id);
-        env.push(("LD_PRELOAD", FAKETIME_LIB.into()));
+        env.push(("LD_PRELOAD", lib.display().to_string()));
         env.push(("FAKETIME", offset.into()));
         env.push(("DONT_FAKE_MONOTONIC", "1".into()));
         env
@@ -780,5 +849,33 @@ async fn skew(b: Backend) {
         killed.elapsed()
     );
     assert!(killed.elapsed() < Duration::from_secs(5));
+    // The skew took effect: a script on the new active node reads its
+    // wall clock an hour off the test's (+3600 on k2, -3600 on k3).
+    let (url, offset_ms) = if health(&n2.url).await.0 == 200 {
+        (n2.url.clone(), 3_600_000i64)
+    } else {
+        (n3.url.clone(), -3_600_000)
+    };
+    let http = Http::new(&url);
+    import(
+        &http,
+        &json!({"id": "clock", "outputs": {"t": "number"}, "variables": {"t": 0},
+            "start": "read", "items": {
+            "read": {"type": "task", "script": "t = Date.now();", "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "clock", json!({})).await;
+    let e = wait_final(&http, &id, LONG).await;
+    let node_ms = e["outputs"]["t"].as_i64().expect("a time");
+    let test_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let off = node_ms - test_ms;
+    assert!(
+        (off - offset_ms).abs() < 60_000,
+        "the node's clock is {off} ms off the test's; libfaketime should make it {offset_ms}"
+    );
     monitor.assert_never_exceeded(1);
 }

@@ -533,7 +533,6 @@ async fn a_graceful_stop_between_items_hands_the_next_one_off_as_attempt_1(b: Ba
     )
     .await;
     let id = start(&http, "two", json!({})).await;
-    let store = node.store().clone();
     // `a`'s start is recorded when the execution is created; it has begun
     // when the node counts an item started.
     let metrics = node.metrics();

@@ -78,7 +78,6 @@ pub struct ChaosReport {
 }
 
 /// libfaketime, for the clock-skewed node.
-const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 struct TempDir(PathBuf);
 
@@ -386,12 +385,11 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let names: Vec<String> = (0..opts.nodes).map(|i| format!("chaos{i}")).collect();
     // On SQLite the "database clock" is each process's own (DESIGN.md):
     // a skewed node there is a misconfiguration, not a fault to survive.
-    let skew = opts
-        .skew_secs
-        .filter(|_| !sqlite && std::path::Path::new(FAKETIME_LIB).exists());
+    let faketime = crate::process::faketime_lib();
+    let skew = opts.skew_secs.filter(|_| !sqlite && faketime.is_some());
     if opts.skew_secs.is_some() && skew.is_none() {
         eprintln!(
-            "chaos: no clock skew (SQLite shares the host clock, or {FAKETIME_LIB} is missing)"
+            "chaos: no clock skew (SQLite shares the host clock, or libfaketime is not installed)"
         );
     }
     let envs = (0..opts.nodes)
@@ -413,8 +411,8 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                     opts.heartbeats.to_string(),
                 ),
             ];
-            if let Some(secs) = skew.filter(|_| i + 1 == opts.nodes) {
-                env.push(("LD_PRELOAD", FAKETIME_LIB.into()));
+            if let (Some(secs), Some(lib)) = (skew.filter(|_| i + 1 == opts.nodes), &faketime) {
+                env.push(("LD_PRELOAD", lib.display().to_string()));
                 env.push(("FAKETIME", format!("{secs:+}")));
                 env.push(("DONT_FAKE_MONOTONIC", "1".into()));
             }
