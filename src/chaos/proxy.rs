@@ -1,8 +1,11 @@
 //! A TCP proxy on loopback between one node and its database, for cutting
 //! and stalling the connection: `cut` drops every connection and refuses
 //! new ones; `stall` drops them and holds new ones unanswered (a database
-//! host gone silent); `restore` lets traffic through again. Used by the
-//! chaos checker and by the tests.
+//! host gone silent); `freeze` keeps every connection open but forwards
+//! nothing, new ones held unanswered too (a network partition: reads hang,
+//! nothing is reset); `restore` lets traffic through again (frozen
+//! connections are then dropped). Used by the chaos checker and by the
+//! tests.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +18,7 @@ pub struct TcpProxy {
     pub url: String,
     open: Arc<AtomicBool>,
     silent: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
 }
 
@@ -36,7 +40,13 @@ impl TcpProxy {
         let open = Arc::new(AtomicBool::new(true));
         let silent = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
-        let (o, s, g) = (open.clone(), silent.clone(), generation.clone());
+        let frozen = Arc::new(AtomicBool::new(false));
+        let (o, s, g, f) = (
+            open.clone(),
+            silent.clone(),
+            generation.clone(),
+            frozen.clone(),
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -62,7 +72,7 @@ impl TcpProxy {
                         }
                         continue;
                     }
-                    let (o, g, upstream) = (o.clone(), g.clone(), upstream.clone());
+                    let (o, g, f, upstream) = (o.clone(), g.clone(), f.clone(), upstream.clone());
                     tokio::spawn(async move {
                         let mut inbound = inbound;
                         let born = g.load(Ordering::SeqCst);
@@ -72,11 +82,18 @@ impl TcpProxy {
                         };
                         let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
                         let watch = async {
-                            while o.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born {
+                            while !f.load(Ordering::SeqCst)
+                                && o.load(Ordering::SeqCst)
+                                && g.load(Ordering::SeqCst) == born
+                            {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
                         };
                         tokio::select! { _ = copy => {}, _ = watch => {} }
+                        // Frozen: both sockets stay open, silent, until restored.
+                        while f.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                     });
                 }
             });
@@ -85,6 +102,7 @@ impl TcpProxy {
             url: format!("{scheme}://{userinfo}{addr}/{path}"),
             open,
             silent,
+            frozen,
             generation,
         })
     }
@@ -105,8 +123,17 @@ impl TcpProxy {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Keeps every connection open but forwards nothing (new ones are
+    /// held unanswered): what a network partition looks like.
+    pub fn freeze(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+        self.frozen.store(true, Ordering::SeqCst);
+        self.open.store(false, Ordering::SeqCst);
+    }
+
     /// Lets traffic through again.
     pub fn restore(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
         self.open.store(true, Ordering::SeqCst);
     }
 }
