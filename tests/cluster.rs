@@ -19,6 +19,10 @@ use crate::util::*;
 mod sqlite {
     use super::*;
     #[actix_rt::test]
+    async fn two_active_nodes_share_the_work_and_a_dead_ones_moves_to_the_other() {
+        super::two_active(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
     async fn sigterm_during_a_long_item_drains_without_a_failover() {
         super::drain(Backend::Sqlite).await
     }
@@ -42,6 +46,10 @@ mod sqlite {
 
 mod postgres {
     use super::*;
+    #[actix_rt::test]
+    async fn two_active_nodes_share_the_work_and_a_dead_ones_moves_to_the_other() {
+        super::two_active(Backend::Postgres).await
+    }
     #[actix_rt::test]
     async fn sigterm_during_a_long_item_drains_without_a_failover() {
         super::drain(Backend::Postgres).await
@@ -78,6 +86,10 @@ mod postgres {
 
 mod mysql {
     use super::*;
+    #[actix_rt::test]
+    async fn two_active_nodes_share_the_work_and_a_dead_ones_moves_to_the_other() {
+        super::two_active(Backend::Mysql).await
+    }
     #[actix_rt::test]
     async fn sigterm_during_a_long_item_drains_without_a_failover() {
         super::drain(Backend::Mysql).await
@@ -802,6 +814,20 @@ async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
             r.text
         );
     }
+    // Writes too: a start, an import, a signal are refused, nothing stored.
+    import(&Http::new(&n1.url), &json!({"id": "w", "start": "e", "items": {"e": {"type": "end"}}})).await;
+    for (path, body) in [
+        ("/api/workflows/w/executions", json!({"execution_id": "on-standby"})),
+        ("/api/workflows", json!({"id": "w2", "start": "e", "items": {"e": {"type": "end"}}})),
+        ("/api/executions/on-standby/signals/go", json!({})),
+    ] {
+        let r = http.post(path, &body).await;
+        assert_eq!(r.status, 503, "POST {path}: {}", r.text);
+        assert_eq!(r.json["error"]["code"], "standby", "POST {path}: {}", r.text);
+    }
+    let s = store(&db).await;
+    assert!(s.execution("on-standby").await.expect("read").is_none());
+    assert!(s.workflow("w2").await.expect("read").is_none());
     assert_eq!(http.get("/health/liveness").await.status, 200);
     assert_eq!(http.get("/metrics").await.status, 200);
     let c = http.get("/api/cluster").await;
@@ -822,9 +848,19 @@ async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
     assert_eq!(r.json["promoted"], json!(["a2"]));
     wait_active(&n2.url).await;
     eventually("the evicted node fences itself", LONG, || async {
-        health(&n1.url).await.0 != 200
+        health(&n1.url).await.1 == "FENCED"
     })
     .await;
+    // The operator's restart of the fenced node: it rejoins as a standby.
+    let r = Http::new(&n1.url)
+        .request("POST", "/api/cluster/nodes/a1/restart", &[], None)
+        .await;
+    assert!(r.status < 300, "restart of a fenced node: {} {}", r.status, r.text);
+    eventually("a1 rejoins as a standby", LONG, || async {
+        health(&n1.url).await.1 == "STANDBY"
+    })
+    .await;
+    assert_eq!(health(&n2.url).await.0, 200, "a2 stays active");
 }
 
 /// Invariants 3 and 4: liveness is judged on the database server's clock
@@ -927,4 +963,51 @@ async fn skew(b: Backend) {
         "the node's clock is {off} ms off the test's; libfaketime should make it {offset_ms}"
     );
     monitor.assert_never_exceeded(1);
+}
+
+/// Issue 12 item 9: `active_nodes = 2` with real processes. Both nodes
+/// take work (each owns what it accepted); a kill -9 of one moves its
+/// unfinished executions to the other, which completes them; no more than
+/// two nodes are ever active.
+async fn two_active(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let env = |id: &str| {
+        let mut e = node_env(&db, id);
+        e[3].1 = "2".into();
+        e
+    };
+    let mut n1 = serve(&env("t1"));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = serve(&env("t2"));
+    wait_active(&n2.url).await;
+    let (h1, h2) = (Http::new(&n1.url), Http::new(&n2.url));
+    import_slow_steps(&h1).await;
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        let h = if i % 2 == 0 { &h1 } else { &h2 };
+        ids.push(start(h, "slow-steps", json!({"ms": 250})).await);
+    }
+    let s = store(&db).await;
+    let mut on_t1 = Vec::new();
+    for id in &ids {
+        let row = s.execution(id).await.expect("read").expect("row");
+        if row.owner_node.as_deref() == Some("t1") {
+            on_t1.push(id.clone());
+        }
+    }
+    assert_eq!(on_t1.len(), 8, "each node owns what it accepted");
+    n1.kill9();
+    let killed = Instant::now();
+    for id in &ids {
+        let e = wait_final(&h2, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+        assert_runs(id, &logs(&h2, id).await, SLOW_STEPS, 1);
+    }
+    eprintln!("{b:?}: t1's executions completed on t2 {:?} after the kill", killed.elapsed());
+    for id in &on_t1 {
+        let row = s.execution(id).await.expect("read").expect("row");
+        assert_eq!(row.owner_node.as_deref(), Some("t2"), "{id} moved to t2");
+    }
+    monitor.assert_never_exceeded(2);
 }
