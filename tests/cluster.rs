@@ -449,11 +449,18 @@ async fn zombie(b: Backend) {
     monitor.assert_never_exceeded(1);
 }
 
+/// Racing detectors (issue 12 item 2): in each round, four detectors, each
+/// on a thread of its own with its own runtime and connection, released
+/// together by a barrier, try to take over the same stale victim, while a
+/// fifth thread samples the nodes table as fast as it can. Exactly one
+/// wins each round, the victim is failed once, its executions move once,
+/// and no sample ever shows more active nodes than configured (1).
 async fn race(b: Backend) {
+    const DETECTORS: usize = 4;
+    const ROUNDS: usize = 8;
     let Some(db) = TestDb::create(b) else { return };
     let s1 = store(&db).await;
     s1.migrate().await.expect("migrate");
-    let s2 = store(&db).await;
     let reg = |id: &str| NodeRegistration {
         id: id.into(),
         address: format!("http://{id}"),
@@ -461,17 +468,17 @@ async fn race(b: Backend) {
         state: "STANDBY".into(),
         fingerprint: "{}".into(),
     };
-    for round in 0..5 {
+    let detectors: Vec<String> = (1..=DETECTORS).map(|i| format!("d{i}")).collect();
+    for round in 0..ROUNDS {
         let victim = format!("victim{round}");
         s1.join_cluster(reg(&victim), 60_000, None)
             .await
             .expect("victim joins");
-        s1.join_cluster(reg("d1"), 60_000, None)
-            .await
-            .expect("d1 joins");
-        s2.join_cluster(reg("d2"), 60_000, None)
-            .await
-            .expect("d2 joins");
+        for d in &detectors {
+            s1.join_cluster(reg(d), 60_000, None)
+                .await
+                .expect("detector joins");
+        }
         for i in 0..3 {
             s1.create_execution(NewExecution {
                 id: format!("r{round}-{i}"),
@@ -488,8 +495,8 @@ async fn race(b: Backend) {
             .expect("create");
         }
         let epoch = s1.node(&victim).await.expect("read").expect("row").epoch;
-        // The victim's last heartbeat is ancient by the database clock;
-        // both detectors see it stale and race for it.
+        // The victim's last heartbeat is ancient by the database clock:
+        // every detector sees it stale.
         let v = victim.clone();
         s1.db()
             .run(move |c| async move {
@@ -507,20 +514,86 @@ async fn race(b: Backend) {
             })
             .await
             .expect("age the victim");
-        let (a, b2) = futures::join!(
-            s1.take_over("d1", &victim, epoch, 60_000, 1, false),
-            s2.take_over("d2", &victim, epoch, 60_000, 1, false)
-        );
-        let (a, b2) = (a.expect("d1 takeover"), b2.expect("d2 takeover"));
-        let winners: Vec<&str> = [("d1", &a), ("d2", &b2)]
+
+        let barrier = Arc::new(std::sync::Barrier::new(DETECTORS + 1));
+        let racing = Arc::new(AtomicBool::new(true));
+        let most_active = Arc::new(AtomicUsize::new(0));
+        let sampler = {
+            let (url, barrier, racing, most) = (
+                db.url.clone(),
+                barrier.clone(),
+                racing.clone(),
+                most_active.clone(),
+            );
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let s = baton_actors::Store::connect(&url, 1)
+                        .await
+                        .expect("connect");
+                    barrier.wait();
+                    let mut samples = 0;
+                    while racing.load(Ordering::SeqCst) || samples == 0 {
+                        if let Ok((nodes, _)) = s.nodes().await {
+                            let active = nodes
+                                .iter()
+                                .filter(|n| n.role == "active" && n.state == "RUNNING")
+                                .count();
+                            most.fetch_max(active, Ordering::SeqCst);
+                            samples += 1;
+                        }
+                    }
+                    s.db().close().await;
+                    samples
+                })
+            })
+        };
+        let racers: Vec<_> = detectors
+            .iter()
+            .map(|d| {
+                let (url, d, victim, barrier) =
+                    (db.url.clone(), d.clone(), victim.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        let s = baton_actors::Store::connect(&url, 1)
+                            .await
+                            .expect("connect");
+                        // All connected: released together with the sampler.
+                        barrier.wait();
+                        let outcome = s.take_over(&d, &victim, epoch, 60_000, 1, false).await;
+                        s.db().close().await;
+                        (d, outcome.expect("takeover"))
+                    })
+                })
+            })
+            .collect();
+        let outcomes: Vec<(String, Takeover)> = racers
+            .into_iter()
+            .map(|t| t.join().expect("racer"))
+            .collect();
+        racing.store(false, Ordering::SeqCst);
+        let samples = sampler.join().expect("sampler");
+        let winners: Vec<&str> = outcomes
             .iter()
             .filter(|(_, t)| matches!(t, Takeover::Won { .. }))
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n.as_str())
             .collect();
         assert_eq!(
             winners.len(),
             1,
-            "round {round}: exactly one winner: {a:?} {b2:?}"
+            "round {round}: exactly one winner: {outcomes:?}"
+        );
+        assert!(
+            most_active.load(Ordering::SeqCst) <= 1,
+            "round {round}: {} nodes active at once during the race ({samples} samples)",
+            most_active.load(Ordering::SeqCst)
         );
         let row = s1.node(&victim).await.expect("read").expect("row");
         assert_eq!(
@@ -541,19 +614,13 @@ async fn race(b: Backend) {
             );
             assert_eq!(e.owner_epoch, 2, "moved exactly once");
         }
-        // Reset for the next round: detectors back to standby.
-        for d in ["d1", "d2"] {
+        // Reset for the next round: detectors leave.
+        for d in &detectors {
             let n = s1.node(d).await.expect("read").expect("row");
             s1.leave_cluster(d, n.epoch, 60_000, 0)
                 .await
                 .expect("leave");
         }
-        let (nodes, _) = s1.nodes().await.expect("nodes");
-        let active = nodes
-            .iter()
-            .filter(|n| n.role == "active" && n.state == "RUNNING")
-            .count();
-        assert!(active <= 1);
     }
 }
 
@@ -815,15 +882,29 @@ async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
         );
     }
     // Writes too: a start, an import, a signal are refused, nothing stored.
-    import(&Http::new(&n1.url), &json!({"id": "w", "start": "e", "items": {"e": {"type": "end"}}})).await;
+    import(
+        &Http::new(&n1.url),
+        &json!({"id": "w", "start": "e", "items": {"e": {"type": "end"}}}),
+    )
+    .await;
     for (path, body) in [
-        ("/api/workflows/w/executions", json!({"execution_id": "on-standby"})),
-        ("/api/workflows", json!({"id": "w2", "start": "e", "items": {"e": {"type": "end"}}})),
+        (
+            "/api/workflows/w/executions",
+            json!({"execution_id": "on-standby"}),
+        ),
+        (
+            "/api/workflows",
+            json!({"id": "w2", "start": "e", "items": {"e": {"type": "end"}}}),
+        ),
         ("/api/executions/on-standby/signals/go", json!({})),
     ] {
         let r = http.post(path, &body).await;
         assert_eq!(r.status, 503, "POST {path}: {}", r.text);
-        assert_eq!(r.json["error"]["code"], "standby", "POST {path}: {}", r.text);
+        assert_eq!(
+            r.json["error"]["code"], "standby",
+            "POST {path}: {}",
+            r.text
+        );
     }
     let s = store(&db).await;
     assert!(s.execution("on-standby").await.expect("read").is_none());
@@ -855,7 +936,12 @@ async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
     let r = Http::new(&n1.url)
         .request("POST", "/api/cluster/nodes/a1/restart", &[], None)
         .await;
-    assert!(r.status < 300, "restart of a fenced node: {} {}", r.status, r.text);
+    assert!(
+        r.status < 300,
+        "restart of a fenced node: {} {}",
+        r.status,
+        r.text
+    );
     eventually("a1 rejoins as a standby", LONG, || async {
         health(&n1.url).await.1 == "STANDBY"
     })
@@ -1004,7 +1090,10 @@ async fn two_active(b: Backend) {
         assert_eq!(e["state"], "completed", "{e}");
         assert_runs(id, &logs(&h2, id).await, SLOW_STEPS, 1);
     }
-    eprintln!("{b:?}: t1's executions completed on t2 {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "{b:?}: t1's executions completed on t2 {:?} after the kill",
+        killed.elapsed()
+    );
     for id in &on_t1 {
         let row = s.execution(id).await.expect("read").expect("row");
         assert_eq!(row.owner_node.as_deref(), Some("t2"), "{id} moved to t2");
