@@ -19,6 +19,14 @@ use crate::util::*;
 mod sqlite {
     use super::*;
     #[actix_rt::test]
+    async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
+        super::a_node_with_other_cluster_settings_is_refused_naming_the_key(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
+    async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
+        super::a_standby_answers_503_with_retry_after_and_the_active_nodes(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
     async fn two_active_nodes_share_the_work_and_a_dead_ones_moves_to_the_other() {
         super::two_active(Backend::Sqlite).await
     }
@@ -46,6 +54,14 @@ mod sqlite {
 
 mod postgres {
     use super::*;
+    #[actix_rt::test]
+    async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
+        super::a_node_with_other_cluster_settings_is_refused_naming_the_key(Backend::Postgres).await
+    }
+    #[actix_rt::test]
+    async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
+        super::a_standby_answers_503_with_retry_after_and_the_active_nodes(Backend::Postgres).await
+    }
     #[actix_rt::test]
     async fn two_active_nodes_share_the_work_and_a_dead_ones_moves_to_the_other() {
         super::two_active(Backend::Postgres).await
@@ -86,6 +102,14 @@ mod postgres {
 
 mod mysql {
     use super::*;
+    #[actix_rt::test]
+    async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
+        super::a_node_with_other_cluster_settings_is_refused_naming_the_key(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
+        super::a_standby_answers_503_with_retry_after_and_the_active_nodes(Backend::Mysql).await
+    }
     #[actix_rt::test]
     async fn two_active_nodes_share_the_work_and_a_dead_ones_moves_to_the_other() {
         super::two_active(Backend::Mysql).await
@@ -819,9 +843,8 @@ async fn cut(b: Backend, how: Partition) {
     monitor.assert_never_exceeded(1);
 }
 
-#[actix_rt::test]
-async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+async fn a_node_with_other_cluster_settings_is_refused_naming_the_key(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
     let n1 = serve(&node_env(&db, "s1"));
     wait_active(&n1.url).await;
     let mut env = node_env(&db, "s2");
@@ -853,9 +876,8 @@ async fn a_node_with_other_cluster_settings_is_refused_naming_the_key() {
         "{err}"
     );
 }
-#[actix_rt::test]
-async fn a_standby_answers_503_with_retry_after_and_the_active_nodes() {
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+async fn a_standby_answers_503_with_retry_after_and_the_active_nodes(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
     let n1 = serve(&node_env(&db, "a1"));
     wait_active(&n1.url).await;
     let n2 = serve(&node_env(&db, "a2"));

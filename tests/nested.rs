@@ -16,6 +16,8 @@ on_all_backends!(
     a_canceled_parked_child_ends_its_waiting_parent,
     a_retried_child_item_starts_a_new_child,
     a_retried_foreach_starts_new_children,
+    kill_dash_nine_mid_parallel_foreach_reruns_no_completed_element,
+    kill_dash_nine_mid_child_workflow_finishes_parent_and_child_once,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -194,9 +196,8 @@ async fn async_children_run_on_their_own_and_cancel_follows_the_parent() {
     node.stop().await;
 }
 
-#[actix_rt::test]
-async fn kill_dash_nine_mid_parallel_foreach_reruns_no_completed_element() {
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+async fn kill_dash_nine_mid_parallel_foreach_reruns_no_completed_element(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
     let env = [
         ("BATON_DATABASE__URL", db.url.clone()),
         ("BATON_NODE__ID", "fanout".to_owned()),
@@ -254,9 +255,8 @@ async fn kill_dash_nine_mid_parallel_foreach_reruns_no_completed_element() {
     }
 }
 
-#[actix_rt::test]
-async fn kill_dash_nine_mid_child_workflow_finishes_parent_and_child_once() {
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+async fn kill_dash_nine_mid_child_workflow_finishes_parent_and_child_once(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
     let env = [
         ("BATON_DATABASE__URL", db.url.clone()),
         ("BATON_NODE__ID", "nest".to_owned()),

@@ -16,6 +16,8 @@ on_all_backends!(
     a_double_click_answers_one_interaction_once,
     a_late_answer_is_refused_not_kept,
     a_retried_wait_waits_again,
+    a_timer_survives_kill_dash_nine_and_fires_once_after_its_time,
+    a_signal_sent_while_the_owner_is_down_is_delivered_after_takeover,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -235,11 +237,10 @@ async fn interaction_answers_are_checked() {
 /// time (2 s for a 1.5 s timer), so the timer must fire as soon as the
 /// node is back (within a stated margin), where a timer restarted from
 /// zero would fire 1.5 s later.
-#[actix_rt::test]
-async fn a_timer_survives_kill_dash_nine_and_fires_once_after_its_time() {
+async fn a_timer_survives_kill_dash_nine_and_fires_once_after_its_time(b: Backend) {
     /// The wake scan (100 ms) and the recovery, with room for a busy machine.
     const MARGIN: Duration = Duration::from_millis(700);
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let Some(db) = TestDb::create(b) else { return };
     let env = [
         ("BATON_DATABASE__URL", db.url.clone()),
         ("BATON_NODE__ID", "sleeper".to_owned()),
@@ -287,9 +288,8 @@ async fn a_timer_survives_kill_dash_nine_and_fires_once_after_its_time() {
 
 /// A signal sent while the execution's node is down (to another active
 /// node) is delivered once that node's executions are taken over.
-#[actix_rt::test]
-async fn a_signal_sent_while_the_owner_is_down_is_delivered_after_takeover() {
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+async fn a_signal_sent_while_the_owner_is_down_is_delivered_after_takeover(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
     let env = |id: &str| {
         vec![
             ("BATON_DATABASE__URL", db.url.clone()),
