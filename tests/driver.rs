@@ -23,6 +23,7 @@ on_all_backends!(
     a_standalone_node_recovers_a_stranded_row_without_a_restart,
     a_second_process_with_the_same_node_id_waits_for_the_first,
     a_graceful_stop_between_items_hands_the_next_one_off_as_attempt_1,
+    an_active_node_adopts_executions_whose_owner_is_not_active,
 );
 
 async fn node(db: &TestDb, id: &str, active_nodes: u32) -> NodeHandle {
@@ -578,4 +579,78 @@ async fn a_graceful_stop_between_items_hands_the_next_one_off_as_attempt_1(b: Ba
         "{log:?}"
     );
     again.stop().await;
+}
+
+/// Issue 12 item 9: orphan adoption. Unfinished executions owned by a node
+/// that is not a running active node (one that left, a standby, one never
+/// registered) are adopted by the active node under a new epoch and run to
+/// the end; an execution of the active node itself is not touched.
+async fn an_active_node_adopts_executions_whose_owner_is_not_active(b: Backend) {
+    use baton_actors::store::{NewExecution, NodeRegistration};
+    let Some(db) = TestDb::create(b) else { return };
+    let n = node(&db, "adopter", 1).await;
+    wait_state(&n, NodeState::Running).await;
+    let http = Http::new(&n.url());
+    import(
+        &http,
+        &json!({"id": "w", "start": "a", "variables": {"done": false},
+            "items": {"a": {"type": "task", "script": "done = true;", "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let s = store_of(&db).await;
+    // A standby that registered (with the cluster's settings), and a node
+    // that never did.
+    let fingerprint = s
+        .node("adopter")
+        .await
+        .expect("read")
+        .expect("row")
+        .fingerprint;
+    s.join_cluster(
+        NodeRegistration {
+            id: "bystander".into(),
+            address: "http://bystander".into(),
+            role: "standby".into(),
+            state: "STANDBY".into(),
+            fingerprint,
+        },
+        60_000,
+        None,
+    )
+    .await
+    .expect("join");
+    for (id, owner) in [("orphan-standby", "bystander"), ("orphan-ghost", "ghost")] {
+        s.create_execution(NewExecution {
+            id: id.into(),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            parent_id: None,
+            inputs: json!({}),
+            variables: json!({"done": false}),
+            start_item: "a".into(),
+            owner_node: owner.into(),
+            node_epoch: None,
+        })
+        .await
+        .expect("create");
+    }
+    for id in ["orphan-standby", "orphan-ghost"] {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+        assert_eq!(e["variables"]["done"], true, "{e}");
+        let row = s.execution(id).await.expect("read").expect("row");
+        assert_eq!(row.owner_node.as_deref(), Some("adopter"));
+        assert_eq!(row.owner_epoch, 2, "adopted once, under a new epoch");
+    }
+    let events = http.get("/api/cluster/events").await.json;
+    assert!(
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "adopt" && e["node_id"] == "adopter"),
+        "{events}"
+    );
+    n.stop().await;
 }
