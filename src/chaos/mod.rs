@@ -77,8 +77,6 @@ pub struct ChaosReport {
     pub table: String,
 }
 
-/// libfaketime, for the clock-skewed node.
-
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {

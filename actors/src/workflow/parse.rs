@@ -688,7 +688,6 @@ impl Parser<'_> {
 
     fn kind(&mut self, path: &str, ty: &str, f: &mut Fields<'_>) -> Option<ItemKind> {
         let at = |k: &str| join_path(path, k);
-        let f = f;
         match ty {
             "task" => {
                 let script = self.string(f, "script", true);
