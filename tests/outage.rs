@@ -20,6 +20,10 @@ mod postgres {
     async fn a_database_outage_answers_503_database_unavailable_and_recovers() {
         super::outage(Backend::Postgres).await
     }
+    #[actix_rt::test]
+    async fn executions_outlive_an_outage_longer_than_their_retries() {
+        super::long_outage(Backend::Postgres).await
+    }
 }
 
 mod mysql {
@@ -27,6 +31,10 @@ mod mysql {
     #[actix_rt::test]
     async fn a_database_outage_answers_503_database_unavailable_and_recovers() {
         super::outage(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn executions_outlive_an_outage_longer_than_their_retries() {
+        super::long_outage(Backend::Mysql).await
     }
 }
 
@@ -168,5 +176,44 @@ async fn a_locked_sqlite_file_answers_503_not_500() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    node.stop().await;
+}
+
+/// Issue 12 item 9, the README's "database hiccups" in standalone mode: the
+/// database stays away longer than a checkpoint's retries (about 7 s), so
+/// the running executions' actors give up; once it is back, the node's
+/// rescan runs them again, without a restart, and each completes with
+/// every step once.
+async fn long_outage(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let proxy = TcpProxy::start(&db.url).await.expect("proxy");
+    let node = start_node(&db, |c| c.database.url = proxy.url.clone()).await;
+    let http = Http::new(&node.url());
+    import_slow_steps(&http).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(start(&http, "slow-steps", json!({"ms": 300})).await);
+    }
+    proxy.cut();
+    // A deliberate outage, past the retries (not a wait for a condition).
+    actix_rt::time::sleep(Duration::from_secs(10)).await;
+    proxy.restore();
+    for id in &ids {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(
+            (e["state"].clone(), e["outputs"]["count"].clone()),
+            (json!("completed"), json!(3)),
+            "{e}"
+        );
+        let log = http.get(&format!("/api/executions/{id}/logs")).await.json;
+        let log = log.as_array().cloned().unwrap_or_default();
+        for step in 1..=7 {
+            let done = log
+                .iter()
+                .filter(|l| l["step"] == step && l["event"] == "completed")
+                .count();
+            assert_eq!(done, 1, "{id} step {step} completed once: {log:?}");
+        }
+    }
     node.stop().await;
 }
