@@ -27,6 +27,27 @@ pub struct NodeStatus {
     pub lease_until: Option<std::time::Instant>,
 }
 
+/// How long a committed heartbeat lets a node act: the failover timeout
+/// less one interval, so that a node fences itself before any peer can
+/// declare it dead (DESIGN.md invariant 5).
+pub fn lease_length(
+    timeout: std::time::Duration,
+    interval: std::time::Duration,
+) -> std::time::Duration {
+    timeout.saturating_sub(interval)
+}
+
+/// The lease a write (a heartbeat or a join) gives: counted from when it
+/// was *sent*, not from when its answer came, since the database stamped
+/// it somewhere in between.
+pub fn lease_from(
+    sent: std::time::Instant,
+    timeout: std::time::Duration,
+    interval: std::time::Duration,
+) -> std::time::Instant {
+    sent + lease_length(timeout, interval)
+}
+
 impl Default for StatusCell {
     fn default() -> Self {
         StatusCell(RwLock::new(NodeStatus {
@@ -75,5 +96,54 @@ impl StatusCell {
             Ok(mut s) => f(&mut s),
             Err(p) => f(&mut p.into_inner()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_lease_is_the_timeout_less_one_interval_from_the_send() {
+        let (timeout, interval) = (Duration::from_millis(1000), Duration::from_millis(200));
+        assert_eq!(lease_length(timeout, interval), Duration::from_millis(800));
+        assert_eq!(
+            lease_length(interval, timeout),
+            Duration::ZERO,
+            "never negative"
+        );
+        let sent = Instant::now();
+        assert_eq!(
+            lease_from(sent, timeout, interval),
+            sent + Duration::from_millis(800)
+        );
+    }
+
+    #[test]
+    fn a_node_past_its_lease_reads_fenced_and_renewals_only_move_forward() {
+        let cell = StatusCell::default();
+        cell.update(|s| {
+            s.state = NodeState::Running;
+            s.role = NodeRole::Active;
+        });
+        let now = Instant::now();
+        cell.renew_lease(now + Duration::from_secs(60));
+        assert_eq!(cell.get().state, NodeState::Running);
+        // An older renewal (a slow heartbeat answering late) does not
+        // shorten the lease.
+        cell.renew_lease(now);
+        assert_eq!(cell.get().state, NodeState::Running);
+        // Past the lease: fenced in the checked view, as set in the raw one.
+        cell.update(|s| s.lease_until = now.checked_sub(Duration::from_millis(1)));
+        let seen = cell.get();
+        assert_eq!(
+            (seen.state, seen.role),
+            (NodeState::Fenced, NodeRole::Standby)
+        );
+        assert_eq!(cell.raw().state, NodeState::Running);
+        // A stopping node is not turned into a fenced one by the check.
+        cell.update(|s| s.state = NodeState::Stopping);
+        assert_eq!(cell.get().state, NodeState::Stopping);
     }
 }

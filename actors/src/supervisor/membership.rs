@@ -29,7 +29,7 @@ impl NodeSupervisor {
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
             Ok(epoch) => {
                 tracing::info!(node = %act.cfg.node_id, epoch, "joined the cluster as standby");
-                let lease = sent + timing.timeout.saturating_sub(timing.interval);
+                let lease = crate::status::lease_from(sent, timing.timeout, timing.interval);
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Standby;
                     s.role = NodeRole::Standby;

@@ -182,7 +182,7 @@ impl Actor for NodeSupervisor {
             Some(timing) => {
                 self.cfg.status.update(|s| s.role = NodeRole::Standby);
                 let status = self.cfg.status.clone();
-                let fence_after = timing.timeout.saturating_sub(timing.interval);
+                let fence_after = crate::status::lease_length(timing.timeout, timing.interval);
                 self.heartbeat = Some(
                     HeartbeatActor::new(
                         self.cfg.store.clone(),
