@@ -42,7 +42,8 @@ pub const ROOT_PATH: &str = "$";
 
 /// `path` extended by the object key `key` (see [`Problem::path`]).
 pub fn join_path(path: &str, key: &str) -> String {
-    let plain = !key.is_empty() && !key.contains(['.', '[']);
+    // A key spelled like the root (`$`) is quoted, or it would read as the root.
+    let plain = !key.is_empty() && key != ROOT_PATH && !key.contains(['.', '[']);
     match (path.is_empty() || path == ROOT_PATH, plain) {
         (true, true) => key.to_owned(),
         (false, true) => format!("{path}.{key}"),
@@ -952,6 +953,20 @@ mod tests {
         assert!(
             dangling.message.contains("no item `nowhere`"),
             "{dangling:?}"
+        );
+    }
+
+    /// Found by the fuzzer in CI: a key named `$` read as the root, so the
+    /// problem inside it named a path the document does not have.
+    #[test]
+    fn a_key_named_like_the_root_is_quoted_in_paths() {
+        assert_eq!(join_path(ROOT_PATH, "$"), "[\"$\"]");
+        assert_eq!(join_path(&join_path(ROOT_PATH, "$"), "id"), "[\"$\"].id");
+        let p = parse(r#"{"$":{"id":{"id":1e999}}}"#);
+        assert!(
+            p.problems.iter().all(|x| x.path != "id.id"),
+            "{:?}",
+            p.problems
         );
     }
 
