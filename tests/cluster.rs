@@ -159,7 +159,7 @@ const SELF_FENCE_BY: Duration = TIMEOUT.saturating_sub(INTERVAL);
 const TAKEOVER_BY: Duration = TIMEOUT.checked_add(INTERVAL).expect("small");
 /// The only slack the cluster tests allow over those promises: the tests'
 /// own polling (20 ms health checks through HTTP) and a busy 2-core machine.
-const MARGIN: Duration = Duration::from_millis(1200);
+const MARGIN: Duration = Duration::from_millis(600);
 const LONG: Duration = Duration::from_secs(60);
 
 fn node_env(db: &TestDb, id: &str) -> Vec<(&'static str, String)> {
