@@ -38,6 +38,7 @@ on_all_backends!(
     an_execution_is_created_only_under_the_nodes_current_epoch,
     a_stale_row_starts_no_second_run,
     of_two_claims_from_one_read_exactly_one_wins,
+    a_write_under_a_stale_fence_writes_nothing,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -383,4 +384,133 @@ async fn a_heartbeat_that_commits_during_a_takeover_wins_it(b: Backend) {
     );
     let row = store.node("victim").await.expect("read").expect("row");
     assert_ne!(row.state, "FAILED");
+}
+
+/// The store's fenced writes (issue 12 item 9): a checkpoint is written
+/// only by the owner node, at its epoch, under the run's token, on an
+/// unfinished execution. Each stale part alone refuses the whole write
+/// (`OwnershipLost`): the row and the item log stay as they were.
+async fn a_write_under_a_stale_fence_writes_nothing(b: Backend) {
+    use baton_actors::store::ExecutionState;
+    use baton_actors::store::{Checkpoint, LogEntry};
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let StartOutcome::Created(row) = store
+        .create_execution(NewExecution {
+            id: "fenced".into(),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            parent_id: None,
+            inputs: json!({}),
+            variables: json!({"n": 0}),
+            start_item: "a".into(),
+            owner_node: "n1".into(),
+            node_epoch: None,
+        })
+        .await
+        .expect("create")
+    else {
+        panic!("created")
+    };
+    let base = Fence {
+        execution: row.id.clone(),
+        node: "n1".into(),
+        epoch: row.owner_epoch,
+        run: None,
+    };
+    let token = store
+        .claim_run(&base, row.run_token, row.step, row.attempt)
+        .await
+        .expect("claim")
+        .expect("won");
+    let fence = Fence {
+        run: Some(token),
+        ..base
+    };
+    let write = |n: i64| Checkpoint {
+        variables: Some(json!({ "n": n })),
+        logs: vec![LogEntry {
+            item: "a".into(),
+            step: 1,
+            attempt: 1,
+            event: "log",
+            message: Some(format!("write {n}")),
+        }],
+        ..Default::default()
+    };
+    let stale = [
+        (
+            "another node",
+            Fence {
+                node: "n2".into(),
+                ..fence.clone()
+            },
+        ),
+        (
+            "an old epoch",
+            Fence {
+                epoch: fence.epoch - 1,
+                ..fence.clone()
+            },
+        ),
+        (
+            "a newer epoch",
+            Fence {
+                epoch: fence.epoch + 1,
+                ..fence.clone()
+            },
+        ),
+        (
+            "an old run",
+            Fence {
+                run: Some(token - 1),
+                ..fence.clone()
+            },
+        ),
+    ];
+    for (what, f) in &stale {
+        let r = store.checkpoint(f, write(99)).await;
+        assert!(r.is_err_and(|e| e.is_ownership_lost()), "{what}: refused");
+    }
+    let now = store.execution("fenced").await.expect("read").expect("row");
+    assert_eq!(
+        now.variables,
+        json!({"n": 0}).to_string(),
+        "nothing written"
+    );
+    assert!(
+        store
+            .item_log("fenced")
+            .await
+            .expect("log")
+            .iter()
+            .all(|l| l.event != "log"),
+        "no log record from a refused write"
+    );
+    // The right fence writes; then the execution ends, and even the right
+    // fence writes nothing more.
+    store
+        .checkpoint(&fence, write(1))
+        .await
+        .expect("the owner writes");
+    store
+        .checkpoint(
+            &fence,
+            Checkpoint {
+                state: Some(ExecutionState::Completed),
+                ended: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("it ends");
+    let r = store.checkpoint(&fence, write(2)).await;
+    assert!(
+        r.is_err_and(|e| e.is_ownership_lost()),
+        "a finished execution is never written again"
+    );
+    let now = store.execution("fenced").await.expect("read").expect("row");
+    assert_eq!(now.variables, json!({"n": 1}).to_string());
+    assert_eq!(now.state, "completed");
 }
