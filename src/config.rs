@@ -278,6 +278,9 @@ impl Config {
                 }
             }
         }
+        // Values read as numbers or booleans from text, kept as text in
+        // case their field is a string.
+        let mut as_text: Vec<(String, String)> = Vec::new();
         let mut env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("BATON_") && k.contains("__"))
@@ -289,16 +292,20 @@ impl Config {
                 continue;
             };
             let dotted = format!("{}.{}", section.to_lowercase(), key.to_lowercase());
-            set(
+            if set(
                 &mut table,
                 &dotted,
                 &value,
                 &format!("environment variable {name}"),
-            )?;
+            )? {
+                as_text.push((dotted.clone(), value.clone()));
+            }
             origins.push((dotted, format!("environment variable {name}")));
         }
         for (key, value) in overrides {
-            set(&mut table, key, value, "command-line flag")?;
+            if set(&mut table, key, value, "command-line flag")? {
+                as_text.push((key.clone(), value.clone()));
+            }
             origins.push((key.clone(), "command-line flag".into()));
         }
         let origin_of = |key: &str| {
@@ -309,12 +316,30 @@ impl Config {
                 .map(|(_, o)| o.clone())
                 .unwrap_or_else(|| "configuration".into())
         };
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let path = e.path().to_string();
-                let (key, message) = explain(&path, &e.into_inner().to_string());
-                key_error(&key, &origin_of(&key), message)
-            })?;
+        let config: Config = loop {
+            match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
+                Ok(c) => break c,
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let (key, message) = explain(&path, &e.into_inner().to_string());
+                    // A string field given `1` by a variable or flag: the text.
+                    if message.contains("expected a string") {
+                        if let Some(i) = as_text.iter().position(|(k, _)| *k == key) {
+                            let (k, raw) = as_text.remove(i);
+                            if let Some((section, field)) = k.split_once('.') {
+                                if let Some(t) =
+                                    table.get_mut(section).and_then(toml::Value::as_table_mut)
+                                {
+                                    t.insert(field.to_owned(), toml::Value::String(raw));
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                    return Err(key_error(&key, &origin_of(&key), message));
+                }
+            }
+        };
         config.check(&origin_of)?;
         Ok(config)
     }
@@ -556,7 +581,16 @@ fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
 
 /// Sets `section.key` in `table` to `raw`, read as a TOML value when it is
 /// one (`1000`, `true`, `[...]`) and as text otherwise.
-fn set(table: &mut toml::Table, dotted: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+///
+/// Returns whether the text was read as a non-string value (`1`, `true`):
+/// if the key turns out to be a string field, the caller puts the text
+/// back (`BATON_NODE__ID=1` is the string "1").
+fn set(
+    table: &mut toml::Table,
+    dotted: &str,
+    raw: &str,
+    origin: &str,
+) -> Result<bool, ConfigError> {
     let Some((section, key)) = dotted.split_once('.') else {
         return Err(key_error(dotted, origin, "expected section.key"));
     };
@@ -574,13 +608,14 @@ fn set(table: &mut toml::Table, dotted: &str, raw: &str, origin: &str) -> Result
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let coerced = !value.is_str();
     let entry = table
         .entry(section.to_owned())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     match entry.as_table_mut() {
         Some(t) => {
             t.insert(key.to_owned(), value);
-            Ok(())
+            Ok(coerced)
         }
         None => Err(key_error(section, origin, "must be a table")),
     }
@@ -663,6 +698,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`http.listen` (command-line flag)"), "{e}");
+    }
+
+    #[test]
+    fn environment_values_are_typed_by_their_field() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("BATON_NODE__ID", "1"),
+                ("BATON_DATABASE__URL", "sqlite://x.db"),
+                ("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "250"),
+                ("BATON_CLUSTER__ENABLED", "true"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.node.id.as_deref(),
+            Some("1"),
+            "a string field keeps the text"
+        );
+        assert_eq!(c.cluster.heartbeat_interval_ms, 250);
+        assert!(c.cluster.enabled);
+        // A number field given text is still an error naming the variable.
+        let e = Config::load(None, env(&[("BATON_CLUSTER__ACTIVE_NODES", "two")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BATON_CLUSTER__ACTIVE_NODES"), "{e}");
     }
 
     #[test]

@@ -257,14 +257,30 @@ struct BenchArgs {
     concurrency: u64,
 }
 
-fn init_tracing() {
+/// Logs to stderr: `BATON_LOG` (or `RUST_LOG`) filters; `BATON_LOG_FORMAT`
+/// is `text` (the default) or `json` (one object per line); colour codes
+/// only when stderr is a terminal.
+fn init_tracing() -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    tracing_subscriber::fmt()
+    let json = match std::env::var("BATON_LOG_FORMAT") {
+        Err(_) => false,
+        Ok(v) if v.eq_ignore_ascii_case("text") || v.is_empty() => false,
+        Ok(v) if v.eq_ignore_ascii_case("json") => true,
+        Ok(v) => bail!("BATON_LOG_FORMAT `{v}`: expected `text` or `json`"),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
 }
 
 fn parse_inputs(pairs: &[String], text: &[String]) -> anyhow::Result<Value> {
@@ -361,7 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if demo && !config.auth.tokens.is_empty() {
                 bail!("--demo imports over the node's own API, which [auth] tokens close; run the demo without tokens");
             }
-            init_tracing();
+            init_tracing()?;
             let node = Node::builder().config(config).start().await?;
             eprintln!("baton: node {} listening on {}", node.node_id(), node.url());
             if demo {
@@ -386,7 +402,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 overrides.push(("database.url".to_owned(), format!("{v:?}")));
             }
             let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-            init_tracing();
+            init_tracing()?;
             let store = baton_actors::Store::connect(&config.database.url, 2).await?;
             store.migrate().await.context("applying migrations")?;
             eprintln!("baton: migrations applied");
@@ -554,7 +570,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             args,
         } => {
             if std::env::var_os("BATON_LOG").is_some() {
-                init_tracing();
+                init_tracing()?;
             }
             let opts = BenchOptions {
                 database_url: args.database_url,

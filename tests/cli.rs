@@ -335,3 +335,71 @@ async fn client_output_can_be_piped_and_input_types_are_explained() {
         "{list}"
     );
 }
+
+/// Issue 9 item 6: log lines carry no colour codes when stderr is not a
+/// terminal, `BATON_LOG_FORMAT=json` gives one JSON object per line, and
+/// a bad format is refused naming the variable.
+#[actix_rt::test]
+async fn logs_are_plain_or_json_off_a_terminal() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let lines_of = |format: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db.url,
+            ])
+            .env("BATON_LOG", "info")
+            .env("BATON_LOG_FORMAT", format)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = line.starts_with("baton: node ");
+            lines.push(line);
+            if done || lines.len() > 200 {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        lines
+    };
+    let text = lines_of("text");
+    assert!(text.iter().any(|l| l.contains("node started")), "{text:?}");
+    assert!(
+        text.iter().all(|l| !l.contains('\u{1b}')),
+        "no colour codes: {text:?}"
+    );
+    let json = lines_of("json");
+    let objects: Vec<serde_json::Value> = json
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["level"] == "INFO" && o["fields"]["message"] == "node started"),
+        "{json:?}"
+    );
+    let out = baton(
+        &["migrate", "--database-url", &db.url],
+        &[("BATON_LOG_FORMAT", "yaml")],
+    );
+    let err = text_of(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("BATON_LOG_FORMAT `yaml`"),
+        "{err}"
+    );
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
