@@ -99,6 +99,11 @@ impl Default for EngineConfig {
 pub struct NodeConfig {
     /// Unique and stable across restarts; default: host name and port.
     pub id: Option<String>,
+    /// The URL peers and clients are told to use for this node (in the
+    /// cluster view and in a standby's 503); default: `http://` and the
+    /// address it listens on. Required in cluster mode when listening on
+    /// an unspecified address (`0.0.0.0`, `[::]`).
+    pub advertise_url: Option<String>,
 }
 
 /// `[http]`: the HTTP API.
@@ -308,11 +313,21 @@ impl Config {
             }
             origins.push((key.clone(), "command-line flag".into()));
         }
+        // The origin of a key, or of the nearest enclosing key that has one
+        // (`auth.tokens[0].sha256` came with `auth.tokens`).
         let origin_of = |key: &str| {
-            let section = key.split('.').next().unwrap_or(key);
-            let find = |want: &str| origins.iter().rev().find(|(k, _)| k == want);
-            find(key)
-                .or_else(|| find(section))
+            let encloses = |k: &str| {
+                key == k
+                    || key
+                        .strip_prefix(k)
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            };
+            // The longest key; among equals the last set (flags over
+            // variables over the file): `max_by_key` keeps the last.
+            origins
+                .iter()
+                .filter(|(k, _)| encloses(k))
+                .max_by_key(|(k, _)| k.len())
                 .map(|(_, o)| o.clone())
                 .unwrap_or_else(|| "configuration".into())
         };
@@ -359,6 +374,33 @@ impl Config {
             return Err(err(
                 "http.listen",
                 format!("{listen} is not a loopback address; listening beyond this host needs [auth] tokens"),
+            ));
+        }
+        if let Some(url) = &self.node.advertise_url {
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .map(|rest| rest.split('/').next().unwrap_or(""))
+                .unwrap_or("");
+            if host.is_empty() || host.starts_with(':') {
+                return Err(err(
+                    "node.advertise_url",
+                    format!("`{url}` is not a URL such as http://baton-a.internal:8280"),
+                ));
+            }
+            if host.starts_with("0.0.0.0") || host.starts_with("[::]") {
+                return Err(err(
+                    "node.advertise_url",
+                    format!("`{url}` is not an address anyone can reach"),
+                ));
+            }
+        } else if self.cluster.enabled && listen.ip().is_unspecified() {
+            return Err(err(
+                "http.listen",
+                format!(
+                    "{listen} listens on every interface, which is no address for peers and clients; \
+                     set node.advertise_url to the URL they should use"
+                ),
             ));
         }
         if self.http.workers == 0 || self.http.workers > 64 {
@@ -698,6 +740,42 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`http.listen` (command-line flag)"), "{e}");
+    }
+
+    #[test]
+    fn advertise_url_is_checked_and_needed_for_a_wildcard_listen_in_a_cluster() {
+        let token = format!("[{{sha256 = \"{}\", role = \"operator\"}}]", "0".repeat(64));
+        let load = |pairs: &[(&str, &str)]| {
+            let mut e = env(pairs);
+            e.push(("BATON_AUTH__TOKENS".into(), token.clone()));
+            Config::load(None, e, &[])
+        };
+        let e = load(&[
+            ("BATON_HTTP__LISTEN", "0.0.0.0:8280"),
+            ("BATON_CLUSTER__ENABLED", "true"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("http.listen") && e.contains("node.advertise_url"),
+            "{e}"
+        );
+        let c = load(&[
+            ("BATON_HTTP__LISTEN", "0.0.0.0:8280"),
+            ("BATON_CLUSTER__ENABLED", "true"),
+            ("BATON_NODE__ADVERTISE_URL", "http://baton-a.internal:8280"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.node.advertise_url.as_deref(),
+            Some("http://baton-a.internal:8280")
+        );
+        for bad in ["baton-a:8280", "http://", "http://0.0.0.0:8280"] {
+            let e = load(&[("BATON_NODE__ADVERTISE_URL", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("node.advertise_url"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -192,7 +192,12 @@ impl NodeBuilder {
         let metrics = Arc::new(EngineMetrics::default());
         let supervisor = NodeSupervisor::new(SupervisorConfig {
             node_id: node_id.clone(),
-            address: format!("http://{addr}"),
+            address: config
+                .node
+                .advertise_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| format!("http://{addr}")),
             store: store.clone(),
             scripts: scripts.clone(),
             actions: self.actions.clone(),

@@ -694,3 +694,21 @@ async fn schemathesis_findings_are_answered_as_documented() {
     assert!(doc["components"]["schemas"]["DefinitionItem"].is_object());
     node.stop().await;
 }
+
+/// Issue 9 item 6: `node.advertise_url` is the address the cluster view
+/// shows for the node (and a standby's 503 names), not the listen address.
+#[actix_rt::test]
+async fn the_advertised_url_is_what_the_cluster_shows() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |c| {
+        c.node.advertise_url = Some("http://baton-a.internal:8280/".into())
+    })
+    .await;
+    let http = Http::new(&node.url());
+    let c = http.get("/api/cluster").await.json;
+    assert_eq!(
+        c["nodes"][0]["address"], "http://baton-a.internal:8280",
+        "{c}"
+    );
+    node.stop().await;
+}
