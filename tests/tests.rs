@@ -17,6 +17,7 @@ mod claims;
 mod cli;
 mod cluster;
 mod crash;
+mod deploy;
 mod driver;
 mod embedded;
 mod engine;
