@@ -270,7 +270,7 @@ fn content_type_of(file: &Path) -> &'static str {
 /// The `id` of a definition document.
 fn definition_id(body: &[u8], content_type: &str) -> anyhow::Result<String> {
     let doc: Value = if content_type == "application/yaml" {
-        serde_yaml::from_slice(body)?
+        serde_yaml_ng::from_slice(body)?
     } else {
         serde_json::from_slice(body)?
     };

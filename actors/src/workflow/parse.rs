@@ -108,7 +108,7 @@ pub fn parse_definition(text: &[u8], format: SourceFormat, opts: &ParseOptions<'
                 })
         }
         SourceFormat::Yaml => {
-            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_slice(text))
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_slice(text))
                 .map_err(|e| unparsed("invalid YAML", e))
         }
     };
