@@ -9,8 +9,6 @@
 //! item's idempotency key (`{execution}/{item}`), stable across retries and
 //! failovers, to make the charge safe to repeat.
 
-use std::time::Duration;
-
 use baton::{Config, Node};
 use serde_json::json;
 
@@ -48,32 +46,19 @@ async fn main() -> anyhow::Result<()> {
             "done": {"type": "end"}
         }
     });
-    let mut r = http
+    let r = http
         .post(format!("{}/api/workflows", node.url()))
         .send_json(&def)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("import: {}", r.status());
-    let started: serde_json::Value = http
-        .post(format!("{}/api/workflows/checkout/executions", node.url()))
-        .send_json(&json!({"inputs": {"amount": 12.5}}))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .json()
+    // Start it in process and await its result (no HTTP round trips).
+    let execution = node
+        .start_execution("checkout", json!({"amount": 12.5}), None)
         .await?;
-    let id = started["id"].as_str().unwrap_or_default().to_owned();
-    loop {
-        r = http
-            .get(format!("{}/api/executions/{id}", node.url()))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let e: serde_json::Value = r.json().await?;
-        if e["state"] != "running" {
-            println!("execution {id}: {} {}", e["state"], e["outputs"]);
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    match execution.result().await {
+        Ok(outputs) => println!("execution {}: completed {outputs}", execution.id()),
+        Err(e) => println!("execution {}: {e}", execution.id()),
     }
     node.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -52,7 +52,7 @@ pub mod process;
 
 pub use baton_actors::ActionCall;
 pub use config::Config;
-pub use node::{Node, NodeBuilder, NodeHandle, StartError};
+pub use node::{ExecutionError, ExecutionHandle, Node, NodeBuilder, NodeHandle, StartError};
 
 /// The OpenAPI document of the HTTP API, as JSON.
 pub fn openapi_json() -> serde_json::Value {

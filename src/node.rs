@@ -16,7 +16,7 @@ use baton_actors::status::StatusCell;
 use baton_actors::supervisor::Shutdown;
 use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
 use baton_actors::{
-    ActionCall, ActionRegistry, NodeSupervisor, Store, StoreError, SupervisorConfig,
+    ActionCall, ActionRegistry, EngineError, NodeSupervisor, Store, StoreError, SupervisorConfig,
 };
 use thiserror::Error;
 
@@ -358,5 +358,91 @@ impl NodeHandle {
     /// Waits until the HTTP server stops.
     pub async fn wait(&mut self) {
         let _ = (&mut self.server_task).await;
+    }
+
+    /// Starts an execution of `workflow`'s current version in process, as
+    /// `POST /api/workflows/{id}/executions` does (the same checks: the
+    /// node must be running, the inputs must fit; a repeated
+    /// `execution_id` starts nothing new). The handle's
+    /// [`ExecutionHandle::result`] waits for its end.
+    pub async fn start_execution(
+        &self,
+        workflow: &str,
+        inputs: serde_json::Value,
+        execution_id: Option<String>,
+    ) -> Result<ExecutionHandle, EngineError> {
+        let (row, _created) = self
+            .supervisor
+            .send(baton_actors::supervisor::StartExecution {
+                workflow_id: workflow.to_owned(),
+                inputs,
+                execution_id,
+            })
+            .await??;
+        Ok(ExecutionHandle {
+            id: row.id,
+            store: self.store.clone(),
+        })
+    }
+}
+
+/// An execution started in process ([`NodeHandle::start_execution`]).
+#[derive(Debug, Clone)]
+pub struct ExecutionHandle {
+    id: String,
+    store: Store,
+}
+
+/// How an execution ended other than `completed`, or why its end could
+/// not be read.
+#[derive(Debug, Error)]
+pub enum ExecutionError {
+    /// It ended `failed`, with this error.
+    #[error("execution failed: {0}")]
+    Failed(String),
+    /// It was canceled.
+    #[error("execution canceled")]
+    Canceled,
+    /// Its row is gone (deleted).
+    #[error("execution {0} not found")]
+    NotFound(String),
+    /// The database could not be read.
+    #[error(transparent)]
+    Store(#[from] baton_actors::StoreError),
+}
+
+impl ExecutionHandle {
+    /// The execution's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Waits until the execution ends, on whichever node runs it (after a
+    /// failover too), and gives its outputs, or how it ended otherwise.
+    pub async fn result(&self) -> Result<serde_json::Value, ExecutionError> {
+        use baton_actors::store::state;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let row = self
+                .store
+                .execution(&self.id)
+                .await?
+                .ok_or_else(|| ExecutionError::NotFound(self.id.clone()))?;
+            match row.state.as_str() {
+                state::COMPLETED => {
+                    let outputs = row
+                        .outputs
+                        .as_deref()
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .unwrap_or(serde_json::Value::Object(Default::default()));
+                    return Ok(outputs);
+                }
+                state::FAILED => return Err(ExecutionError::Failed(row.error.unwrap_or_default())),
+                state::CANCELED => return Err(ExecutionError::Canceled),
+                _ => {}
+            }
+            actix_rt::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
     }
 }

@@ -65,3 +65,53 @@ async fn embedded_node_runs_the_programs_own_actions() {
     assert!(r.text.contains("items.a.action"), "{}", r.text);
     node.stop().await;
 }
+
+/// Issue 9 item 7 (in part): an embedding program starts an execution in
+/// process and awaits its result: the outputs, or how it ended otherwise
+/// (a failure with its error, a cancel); bad inputs are refused at once.
+#[actix_rt::test]
+async fn an_embedded_program_starts_executions_and_awaits_their_results() {
+    use baton::ExecutionError;
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "half", "inputs": {"n": "number"}, "outputs": {"h": "number"},
+            "variables": {"h": 0}, "start": "a", "items": {
+            "a": {"type": "task", "script": "if (n % 2) throw new Error('odd: ' + n); h = n / 2;", "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let done = node
+        .start_execution("half", json!({"n": 42}), Some("half-42".into()))
+        .await
+        .expect("started");
+    assert_eq!(done.id(), "half-42");
+    assert_eq!(done.result().await.expect("completed"), json!({"h": 21}));
+    // The same id again: the same execution, the same result.
+    let again = node
+        .start_execution("half", json!({"n": 42}), Some("half-42".into()))
+        .await
+        .expect("idempotent");
+    assert_eq!(again.result().await.expect("completed"), json!({"h": 21}));
+    let odd = node
+        .start_execution("half", json!({"n": 7}), None)
+        .await
+        .expect("started");
+    match odd.result().await {
+        Err(ExecutionError::Failed(e)) => assert!(e.contains("odd: 7"), "{e}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let bad = node
+        .start_execution("half", json!({"n": "seven"}), None)
+        .await;
+    assert!(
+        bad.as_ref()
+            .is_err_and(|e| e.to_string().contains("invalid inputs")),
+        "{bad:?}"
+    );
+    let missing = node.start_execution("nope", json!({}), None).await;
+    assert!(missing.is_err(), "{missing:?}");
+    node.stop().await;
+}
