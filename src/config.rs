@@ -361,16 +361,30 @@ impl Config {
 
     fn check(&self, origin_of: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let err = |key: &str, msg: String| key_error(key, &origin_of(key), msg);
-        let listen: SocketAddr = self.http.listen.parse().map_err(|_| {
-            err(
-                "http.listen",
-                format!(
-                    "`{}` is not an address such as 127.0.0.1:8280",
-                    self.http.listen
-                ),
-            )
-        })?;
-        if !listen.ip().is_loopback() && self.auth.tokens.is_empty() {
+        // An empty listen address: a worker with no HTTP API (embedded).
+        let listen: Option<SocketAddr> = if self.http.listen.is_empty() {
+            if self.node.id.is_none() {
+                return Err(err(
+                    "node.id",
+                    "must be set when http.listen is empty (the default id uses the HTTP port)"
+                        .into(),
+                ));
+            }
+            None
+        } else {
+            Some(self.http.listen.parse().map_err(|_| {
+                err(
+                    "http.listen",
+                    format!(
+                        "`{}` is not an address such as 127.0.0.1:8280 (or empty for no HTTP API)",
+                        self.http.listen
+                    ),
+                )
+            })?)
+        };
+        if let Some(listen) =
+            listen.filter(|l| !l.ip().is_loopback() && self.auth.tokens.is_empty())
+        {
             return Err(err(
                 "http.listen",
                 format!("{listen} is not a loopback address; listening beyond this host needs [auth] tokens"),
@@ -394,7 +408,9 @@ impl Config {
                     format!("`{url}` is not an address anyone can reach"),
                 ));
             }
-        } else if self.cluster.enabled && listen.ip().is_unspecified() {
+        } else if let Some(listen) =
+            listen.filter(|l| self.cluster.enabled && l.ip().is_unspecified())
+        {
             return Err(err(
                 "http.listen",
                 format!(
@@ -507,8 +523,13 @@ impl Config {
     }
 
     /// The listen address (checked by [`Config::load`]).
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.http.listen.parse().map_err(|_| {
+    /// The address to listen on; `None` when `http.listen` is empty (no
+    /// HTTP API).
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.http.listen.is_empty() {
+            return Ok(None);
+        }
+        self.http.listen.parse().map(Some).map_err(|_| {
             key_error(
                 "http.listen",
                 "configuration",

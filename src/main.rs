@@ -374,12 +374,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, demo } => {
             let config = config.load()?;
+            if demo && config.http.listen.is_empty() {
+                bail!("--demo imports over the node's own API; it needs http.listen");
+            }
             if demo && !config.auth.tokens.is_empty() {
                 bail!("--demo imports over the node's own API, which [auth] tokens close; run the demo without tokens");
             }
             init_tracing()?;
             let node = Node::builder().config(config).start().await?;
-            eprintln!("baton: node {} listening on {}", node.node_id(), node.url());
+            if node.url().is_empty() {
+                eprintln!("baton: node {} running without an HTTP API", node.node_id());
+            } else {
+                eprintln!("baton: node {} listening on {}", node.node_id(), node.url());
+            }
             if demo {
                 let client = Client::new(&node.url(), None);
                 for line in baton::demo::import_examples(&client).await {

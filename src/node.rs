@@ -178,15 +178,23 @@ impl NodeBuilder {
                 memory_limit_mb: config.scripts.memory_limit_mb,
             },
         );
-        let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
-            addr: listen.to_string(),
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: listen.to_string(),
-            source,
-        })?;
-        let node_id = config.node_id(addr.port());
+        // No listen address: a worker with no HTTP API.
+        let listener = match listen {
+            None => None,
+            Some(listen) => {
+                let l = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+                let addr = l.local_addr().map_err(|source| StartError::Bind {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+                Some((l, addr))
+            }
+        };
+        let addr = listener.as_ref().map(|(_, a)| *a);
+        let node_id = config.node_id(addr.map_or(0, |a| a.port()));
         let status = Arc::new(StatusCell::default());
         let definitions = baton_actors::workflow::DefinitionCache::default();
         let metrics = Arc::new(EngineMetrics::default());
@@ -197,7 +205,8 @@ impl NodeBuilder {
                 .advertise_url
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_owned())
-                .unwrap_or_else(|| format!("http://{addr}")),
+                .or_else(|| addr.map(|a| format!("http://{a}")))
+                .unwrap_or_default(),
             store: store.clone(),
             scripts: scripts.clone(),
             actions: self.actions.clone(),
@@ -224,39 +233,46 @@ impl NodeBuilder {
             node_id: node_id.clone(),
             supervisor: supervisor.clone(),
             store: store.clone(),
-            scripts,
-            actions: self.actions,
+            scripts: scripts.clone(),
+            actions: self.actions.clone(),
             status: status.clone(),
             definitions,
             config: config.clone(),
             metrics: metrics.clone(),
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .wrap(middleware::from_fn(http::standby_gate))
-                .wrap(middleware::from_fn(http::auth_check))
-                .configure(http::routes)
-                .default_service(web::to(http::not_found))
-        })
-        .workers(config.http.workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?
-        .run();
-        let server_handle = server.handle();
-        let server_task = actix_rt::spawn(server);
+        let (server_handle, server_task) = match listener {
+            None => (None, None),
+            Some((listener, addr)) => {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .wrap(middleware::from_fn(http::standby_gate))
+                        .wrap(middleware::from_fn(http::auth_check))
+                        .configure(http::routes)
+                        .default_service(web::to(http::not_found))
+                })
+                .workers(config.http.workers)
+                .disable_signals()
+                .shutdown_timeout(5)
+                .listen(listener)
+                .map_err(|source| StartError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?
+                .run();
+                (Some(server.handle()), Some(actix_rt::spawn(server)))
+            }
+        };
 
         // Wait (briefly) for recovery or for joining the cluster.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while status.get().state == NodeState::Starting && std::time::Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
-        tracing::info!(node = %node_id, %addr, "node started");
+        match addr {
+            Some(addr) => tracing::info!(node = %node_id, %addr, "node started"),
+            None => tracing::info!(node = %node_id, "node started (no HTTP API)"),
+        }
         Ok(NodeHandle {
             addr,
             node_id,
@@ -266,6 +282,8 @@ impl NodeBuilder {
             metrics,
             server: server_handle,
             server_task,
+            scripts,
+            actions: self.actions,
             drain,
         })
     }
@@ -280,14 +298,16 @@ fn redact(url: &str) -> String {
 
 /// A running node.
 pub struct NodeHandle {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     node_id: String,
     supervisor: Addr<NodeSupervisor>,
     store: Store,
     status: Arc<StatusCell>,
     metrics: Arc<EngineMetrics>,
-    server: actix_web::dev::ServerHandle,
-    server_task: actix_rt::task::JoinHandle<std::io::Result<()>>,
+    server: Option<actix_web::dev::ServerHandle>,
+    server_task: Option<actix_rt::task::JoinHandle<std::io::Result<()>>>,
+    scripts: ScriptPool,
+    actions: ActionRegistry,
     drain: Duration,
 }
 
@@ -301,14 +321,16 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
-    /// The address the HTTP API listens on.
-    pub fn http_addr(&self) -> SocketAddr {
+    /// The address the HTTP API listens on; `None` for a node started
+    /// with an empty `http.listen` (no HTTP API).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
-    /// The HTTP API's base URL, such as `http://127.0.0.1:8280`.
+    /// The HTTP API's base URL, such as `http://127.0.0.1:8280`; empty
+    /// for a node without an HTTP API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.addr.map(|a| format!("http://{a}")).unwrap_or_default()
     }
 
     /// This node's id.
@@ -350,14 +372,42 @@ impl NodeHandle {
     /// [`NodeHandle::stop`] with a chosen grace period for running items.
     pub async fn stop_with_grace(self, grace: Duration) {
         let _ = self.supervisor.send(Shutdown { grace }).await;
-        self.server.stop(true).await;
-        let _ = self.server_task.await;
+        if let Some(server) = self.server {
+            server.stop(true).await;
+        }
+        if let Some(task) = self.server_task {
+            let _ = task.await;
+        }
         self.store.db().close().await;
     }
 
-    /// Waits until the HTTP server stops.
+    /// Waits until the HTTP server stops (at once for a node without one).
     pub async fn wait(&mut self) {
-        let _ = (&mut self.server_task).await;
+        if let Some(task) = &mut self.server_task {
+            let _ = task.await;
+        }
+    }
+
+    /// Imports a definition in process (JSON, or YAML with `yaml`), with
+    /// the checks of `POST /api/workflows`: every problem at once, each
+    /// with its path; an id already stored is an error (`PUT` replaces).
+    /// Returns the stored version.
+    pub async fn import_definition(
+        &self,
+        body: &[u8],
+        yaml: bool,
+    ) -> Result<i64, crate::error::ApiError> {
+        let format = if yaml {
+            baton_actors::workflow::SourceFormat::Yaml
+        } else {
+            baton_actors::workflow::SourceFormat::Json
+        };
+        let def = http::workflows::validate_definition(&self.actions, &self.scripts, body, format)
+            .await?;
+        Ok(self
+            .store
+            .insert_workflow(&def.id, &def.name, def.to_json_string())
+            .await?)
     }
 
     /// Starts an execution of `workflow`'s current version in process, as

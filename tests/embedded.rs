@@ -115,3 +115,68 @@ async fn an_embedded_program_starts_executions_and_awaits_their_results() {
     assert!(missing.is_err(), "{missing:?}");
     node.stop().await;
 }
+
+/// Issue 9 item 7: a worker with no HTTP API (`http.listen = ""`): the
+/// program imports and starts in process and awaits the result; nothing
+/// listens.
+#[actix_rt::test]
+async fn a_node_without_an_http_api_runs_workflows_in_process() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = start_node(&db, |c| {
+        c.http.listen = String::new();
+        c.node.id = Some("worker-1".into());
+    })
+    .await;
+    assert_eq!(node.http_addr(), None);
+    assert_eq!(node.url(), "");
+    let v = node
+        .import_definition(
+            b"id: twice\ninputs: {n: number}\noutputs: {m: number}\nvariables: {m: 0}\nstart: a\nitems:\n  a: {type: task, script: 'm = n * 2;', next: e}\n  e: {type: end}\n",
+            true,
+        )
+        .await
+        .expect("imported");
+    assert_eq!(v, 1);
+    let again = node.import_definition(br#"{"id": "twice"}"#, false).await;
+    assert!(again.is_err(), "every problem, or the id taken: {again:?}");
+    let bad = node
+        .import_definition(
+            br#"{"id": "b", "start": "a", "items": {"a": {"type": "task", "nxt": "e"}}}"#,
+            false,
+        )
+        .await
+        .expect_err("invalid");
+    assert!(bad.to_string().contains("problem"), "{bad}");
+    let e = node
+        .start_execution("twice", json!({"n": 21}), None)
+        .await
+        .expect("started");
+    assert_eq!(e.result().await.expect("completed"), json!({"m": 42}));
+    node.stop().await;
+}
+
+/// A node without an HTTP API needs its id set (the default uses the port).
+#[test]
+fn an_empty_listen_address_needs_a_node_id() {
+    let e = Config::load(
+        None,
+        vec![("BATON_HTTP__LISTEN".into(), "\"\"".into())],
+        &[],
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        e.contains("node.id") && e.contains("http.listen is empty"),
+        "{e}"
+    );
+    let c = Config::load(
+        None,
+        vec![
+            ("BATON_HTTP__LISTEN".into(), "\"\"".into()),
+            ("BATON_NODE__ID".into(), "w1".into()),
+        ],
+        &[],
+    )
+    .expect("a worker");
+    assert_eq!(c.listen_addr().expect("ok"), None);
+}

@@ -19,7 +19,7 @@ mod health;
 mod metrics;
 pub(crate) mod openapi;
 mod standby;
-mod workflows;
+pub(crate) mod workflows;
 
 use std::sync::Arc;
 

@@ -59,7 +59,18 @@ async fn validate(
     body: &[u8],
     format: SourceFormat,
 ) -> Result<Definition, ApiError> {
-    let actions = state.actions.clone();
+    validate_definition(&state.actions, &state.scripts, body, format).await
+}
+
+/// [`validate`] with its parts: the registered actions and the script pool
+/// (for an in-process import, `NodeHandle::import_definition`).
+pub(crate) async fn validate_definition(
+    actions: &baton_actors::ActionRegistry,
+    scripts: &baton_actors::workflow::script::ScriptPool,
+    body: &[u8],
+    format: SourceFormat,
+) -> Result<Definition, ApiError> {
+    let actions = actions.clone();
     let known = move |name: &str| actions.contains(name);
     let opts = ParseOptions {
         known_action: &known,
@@ -67,7 +78,7 @@ async fn validate(
     };
     let parsed = parse_definition(body, format, &opts);
     let mut problems = parsed.problems;
-    let compiled = state.scripts.compile(parsed.scripts).await;
+    let compiled = scripts.compile(parsed.scripts).await;
     problems.extend(
         compiled
             .into_iter()
