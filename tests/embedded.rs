@@ -113,6 +113,29 @@ async fn an_embedded_program_starts_executions_and_awaits_their_results() {
     );
     let missing = node.start_execution("nope", json!({}), None).await;
     assert!(missing.is_err(), "{missing:?}");
+    // A cancel (here through the supervisor) ends the awaited result too.
+    import(
+        &http,
+        &json!({"id": "long", "start": "s", "items": {
+            "s": {"type": "action", "action": "sleep", "inputs": {"ms": "30000"}, "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let long = node
+        .start_execution("long", json!({}), None)
+        .await
+        .expect("started");
+    let waiting = long.clone();
+    let result = actix_rt::spawn(async move { waiting.result().await });
+    node.supervisor()
+        .send(baton_actors::supervisor::CancelExecution {
+            id: long.id().to_owned(),
+        })
+        .await
+        .expect("mailbox")
+        .expect("canceled");
+    let ended = result.await.expect("joined");
+    assert!(matches!(ended, Err(ExecutionError::Canceled)), "{ended:?}");
     node.stop().await;
 }
 
