@@ -311,24 +311,12 @@ async fn an_execution_is_created_only_under_the_nodes_current_epoch(b: Backend) 
 /// committed). Before, it was declared dead on the stale read.
 async fn a_heartbeat_that_commits_during_a_takeover_wins_it(b: Backend) {
     use baton_actors::store::{NodeRegistration, Takeover};
-    use sea_orm::{ConnectionTrait, Database, DbBackend, TransactionTrait};
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
     let Some(db) = TestDb::create(b) else {
         return;
     };
-    let (backend, lock_waits) = match b {
-        Backend::Postgres => (
-            DbBackend::Postgres,
-            "SELECT COUNT(*)::BIGINT AS n FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        ),
-        Backend::Mysql => (
-            DbBackend::MySql,
-            // This database's sessions only (other tests run beside it).
-            "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM information_schema.PROCESSLIST \
-             WHERE DB = DATABASE() AND COMMAND <> 'Sleep' AND INFO LIKE 'UPDATE `nodes`%'",
-        ),
-        Backend::Sqlite => unreachable!("no row locks on SQLite"),
-    };
+    let watcher = LockWatcher::new(&db, b, "nodes", 0).await;
+    let backend = watcher.backend();
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
     let reg = |id: &str| NodeRegistration {
@@ -364,15 +352,8 @@ async fn a_heartbeat_that_commits_during_a_takeover_wins_it(b: Backend) {
     let s = store.clone();
     let takeover =
         actix_rt::spawn(async move { s.take_over("me", "victim", epoch, 1000, 1, false).await });
-    let watcher = Database::connect(&db.url).await.expect("connect");
-    eventually("the takeover waits on the victim's row", LONG, || async {
-        watcher
-            .query_one_raw(sea_orm::Statement::from_string(backend, lock_waits))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.try_get::<i64>("", "n").ok())
-            .is_some_and(|n| n >= 1)
+    eventually("the takeover waits on the victim's row", LONG, || {
+        watcher.waiting()
     })
     .await;
     txn.commit().await.expect("the heartbeat commits");

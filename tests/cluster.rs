@@ -275,49 +275,6 @@ async fn logs(http: &Http, id: &str) -> Vec<Value> {
 
 /// Each step has exactly one completion record; only `reran` steps (at
 /// most one per execution) started more than once.
-/// Checks an execution's item log: every step `1..=steps` is present with
-/// exactly one `completed` record, and at most `max_reruns` steps were
-/// started more than once (a `resumed` record or a second `started`).
-/// Returns how many were. A kill may re-run only the item that was
-/// running (1 per execution); a graceful stop none at all.
-fn assert_runs(id: &str, log: &[Value], steps: i64, max_reruns: usize) -> usize {
-    let mut by_step: HashMap<i64, (usize, usize, usize)> = HashMap::new();
-    for l in log {
-        let e = by_step.entry(l["step"].as_i64().unwrap_or(-1)).or_default();
-        match l["event"].as_str() {
-            Some("started") => e.0 += 1,
-            Some("completed") => e.1 += 1,
-            Some("resumed") => e.2 += 1,
-            _ => {}
-        }
-    }
-    for step in 1..=steps {
-        let (_, completed, _) = by_step.get(&step).copied().unwrap_or_default();
-        assert_eq!(
-            completed, 1,
-            "{id} step {step}: exactly one completion record: {log:?}"
-        );
-    }
-    let mut steps_seen: Vec<i64> = by_step.keys().copied().collect();
-    steps_seen.sort_unstable();
-    assert_eq!(
-        steps_seen,
-        (1..=steps).collect::<Vec<_>>(),
-        "{id}: every step and no other: {log:?}"
-    );
-    let reran = by_step
-        .values()
-        .filter(|(started, _, resumed)| *started > 1 || *resumed > 0)
-        .count();
-    assert!(
-        reran <= max_reruns,
-        "{id}: {reran} item(s) ran again, at most {max_reruns} may: {log:?}"
-    );
-    reran
-}
-
-/// Steps of `slow-steps` (three sleeps, three counters, the end).
-const SLOW_STEPS: i64 = 7;
 
 async fn kill_active(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };

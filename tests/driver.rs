@@ -398,21 +398,9 @@ async fn a_stopping_node_starts_no_run(b: Backend) {
     let Some(db) = TestDb::create(b) else {
         return;
     };
-    let (backend, lock_waits) = match b {
-        Backend::Postgres => (
-            DbBackend::Postgres,
-            "SELECT COUNT(*)::BIGINT AS n FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        ),
-        // An autocommit UPDATE waiting on a row lock is not listed in
-        // INNODB_TRX by MariaDB; its thread shows it.
-        _ => (
-            DbBackend::MySql,
-            "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM information_schema.PROCESSLIST \
-             WHERE DB = DATABASE() AND STATE = 'Updating' AND TIME >= 1 \
-             AND INFO LIKE 'UPDATE `executions` SET `state`%'",
-        ),
-    };
+    // The wake's UPDATE of the held row, waiting a second or more.
+    let watcher = LockWatcher::new(&db, b, "executions", 1).await;
+    let backend = watcher.backend();
     let node_id = unique("guard-");
     let id_for = node_id.clone();
     let node = start_node(&db, move |c| c.node.id = Some(id_for)).await;
@@ -464,17 +452,7 @@ async fn a_stopping_node_starts_no_run(b: Backend) {
     .expect("lock the row");
     // Something to drain, so the stop lasts past the wake.
     let long = start(&http, "long", json!({})).await;
-    let watcher = Database::connect(&db.url).await.expect("connect");
-    eventually("the wake waits on the held row", LONG, || async {
-        watcher
-            .query_one_raw(Statement::from_string(backend, lock_waits))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.try_get::<i64>("", "n").ok())
-            .is_some_and(|n| n >= 1)
-    })
-    .await;
+    eventually("the wake waits on the held row", LONG, || watcher.waiting()).await;
     let sup = node.supervisor().clone();
     let stopping = actix_rt::spawn(node.stop_with_grace(Duration::from_secs(10)));
     eventually("the node is stopping", LONG, || async {

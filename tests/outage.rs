@@ -207,13 +207,8 @@ async fn long_outage(b: Backend) {
         );
         let log = http.get(&format!("/api/executions/{id}/logs")).await.json;
         let log = log.as_array().cloned().unwrap_or_default();
-        for step in 1..=7 {
-            let done = log
-                .iter()
-                .filter(|l| l["step"] == step && l["event"] == "completed")
-                .count();
-            assert_eq!(done, 1, "{id} step {step} completed once: {log:?}");
-        }
+        // The item running when the database went away may run again.
+        assert_runs(id, &log, SLOW_STEPS, 1);
     }
     node.stop().await;
 }

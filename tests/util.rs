@@ -32,51 +32,20 @@ pub fn unique(prefix: &str) -> String {
         .collect()
 }
 
-/// Ends every MariaDB session connected to database `name`.
-fn kill_mysql_sessions(admin_url: &str, name: &str) -> Result<(), String> {
-    let (url, name) = (admin_url.to_owned(), name.to_owned());
+/// Runs `work` on one admin connection, on a thread and runtime of its own
+/// (it is called from `Drop`, inside or outside a runtime).
+fn with_admin<F, Fut>(admin_url: &str, work: F) -> Result<(), String>
+where
+    F: FnOnce(sea_orm::DatabaseConnection) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), sea_orm::DbErr>>,
+{
+    let url = admin_url.to_owned();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async move {
-            use sea_orm::ConnectionTrait;
-            let db = sea_orm::Database::connect(url)
-                .await
-                .map_err(|e| e.to_string())?;
-            let rows = db
-                .query_all_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::MySql,
-                    format!(
-                        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
-                         WHERE DB = '{name}' AND ID <> CONNECTION_ID()"
-                    ),
-                ))
-                .await
-                .map_err(|e| e.to_string())?;
-            for r in rows {
-                if let Ok(id) = r.try_get::<i64>("", "id") {
-                    let _ = db.execute_unprepared(&format!("KILL {id}")).await;
-                }
-            }
-            db.close().await.map_err(|e| e.to_string())?;
-            Ok(())
-        })
-    })
-    .join()
-    .map_err(|_| "admin thread panicked".to_owned())?
-}
-
-fn run_admin(admin_url: &str, sql: &str) -> Result<(), String> {
-    let (url, sql) = (admin_url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async move {
-            use sea_orm::ConnectionTrait;
             let mut opts = sea_orm::ConnectOptions::new(url);
             opts.max_connections(1)
                 .sqlx_logging(false)
@@ -84,15 +53,43 @@ fn run_admin(admin_url: &str, sql: &str) -> Result<(), String> {
             let db = sea_orm::Database::connect(opts)
                 .await
                 .map_err(|e| e.to_string())?;
-            db.execute_unprepared(&sql)
-                .await
-                .map_err(|e| e.to_string())?;
-            db.close().await.map_err(|e| e.to_string())?;
-            Ok(())
+            work(db.clone()).await.map_err(|e| e.to_string())?;
+            db.close().await.map_err(|e| e.to_string())
         })
     })
     .join()
     .map_err(|_| "admin thread panicked".to_owned())?
+}
+
+/// Ends every MariaDB session connected to database `name`.
+fn kill_mysql_sessions(admin_url: &str, name: &str) -> Result<(), String> {
+    let name = name.to_owned();
+    with_admin(admin_url, |db| async move {
+        use sea_orm::ConnectionTrait;
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::MySql,
+                format!(
+                    "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
+                     WHERE DB = '{name}' AND ID <> CONNECTION_ID()"
+                ),
+            ))
+            .await?;
+        for r in rows {
+            if let Ok(id) = r.try_get::<i64>("", "id") {
+                let _ = db.execute_unprepared(&format!("KILL {id}")).await;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn run_admin(admin_url: &str, sql: &str) -> Result<(), String> {
+    let sql = sql.to_owned();
+    with_admin(admin_url, |db| async move {
+        use sea_orm::ConnectionTrait;
+        db.execute_unprepared(&sql).await.map(|_| ())
+    })
 }
 
 impl TestDb {
@@ -367,3 +364,104 @@ macro_rules! on_all_backends {
 
 /// The database proxy of the chaos checker, for the tests' cuts.
 pub use baton::chaos::TcpProxy;
+
+/// Watches a test database's sessions for an `UPDATE` of one table that
+/// waits on a row lock another transaction holds. PostgreSQL: a session of
+/// this database waiting on a lock. MariaDB: an `UPDATE` of the table in
+/// progress for at least `min_secs` in this database (`INNODB_TRX` is
+/// server-wide, so other tests' waits would count, and it leaves out
+/// autocommit statements). Not for SQLite: it has no row locks.
+pub struct LockWatcher {
+    conn: sea_orm::DatabaseConnection,
+    backend: sea_orm::DbBackend,
+    sql: String,
+}
+
+impl LockWatcher {
+    pub async fn new(db: &TestDb, b: Backend, table: &str, min_secs: u32) -> LockWatcher {
+        let (backend, sql) = match b {
+            Backend::Postgres => (
+                sea_orm::DbBackend::Postgres,
+                "SELECT COUNT(*)::BIGINT AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    .to_owned(),
+            ),
+            Backend::Mysql => (
+                sea_orm::DbBackend::MySql,
+                format!(
+                    "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM information_schema.PROCESSLIST \
+                     WHERE DB = DATABASE() AND COMMAND <> 'Sleep' AND TIME >= {min_secs} \
+                     AND INFO LIKE 'UPDATE `{table}`%'"
+                ),
+            ),
+            Backend::Sqlite => unreachable!("no row locks on SQLite"),
+        };
+        let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+        LockWatcher { conn, backend, sql }
+    }
+
+    /// The dialect, for the test's own statements.
+    pub fn backend(&self) -> sea_orm::DbBackend {
+        self.backend
+    }
+
+    /// Whether such an `UPDATE` waits now.
+    pub async fn waiting(&self) -> bool {
+        use sea_orm::ConnectionTrait;
+        self.conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.backend,
+                self.sql.clone(),
+            ))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<i64>("", "n").ok())
+            .is_some_and(|n| n >= 1)
+    }
+}
+
+/// Checks an execution's item log: every step `1..=steps` is present with
+/// exactly one `completed` record, and at most `max_reruns` steps were
+/// started more than once (a `resumed` record or a second `started`).
+/// Returns how many were. A kill may re-run only the item that was
+/// running (1 per execution); a graceful stop none at all.
+pub fn assert_runs(id: &str, log: &[Value], steps: i64, max_reruns: usize) -> usize {
+    let mut by_step: std::collections::HashMap<i64, (usize, usize, usize)> =
+        std::collections::HashMap::new();
+    for l in log {
+        let e = by_step.entry(l["step"].as_i64().unwrap_or(-1)).or_default();
+        match l["event"].as_str() {
+            Some("started") => e.0 += 1,
+            Some("completed") => e.1 += 1,
+            Some("resumed") => e.2 += 1,
+            _ => {}
+        }
+    }
+    for step in 1..=steps {
+        let (_, completed, _) = by_step.get(&step).copied().unwrap_or_default();
+        assert_eq!(
+            completed, 1,
+            "{id} step {step}: exactly one completion record: {log:?}"
+        );
+    }
+    let mut steps_seen: Vec<i64> = by_step.keys().copied().collect();
+    steps_seen.sort_unstable();
+    assert_eq!(
+        steps_seen,
+        (1..=steps).collect::<Vec<_>>(),
+        "{id}: every step and no other: {log:?}"
+    );
+    let reran = by_step
+        .values()
+        .filter(|(started, _, resumed)| *started > 1 || *resumed > 0)
+        .count();
+    assert!(
+        reran <= max_reruns,
+        "{id}: {reran} item(s) ran again, at most {max_reruns} may: {log:?}"
+    );
+    reran
+}
+
+/// Steps of `slow-steps` (three sleeps, three counters, the end).
+pub const SLOW_STEPS: i64 = 7;

@@ -10,19 +10,9 @@ use super::{parse_definition, Definition, ParseOptions, SourceFormat};
 use crate::error::{EngineError, StoreError};
 use crate::store::Store;
 
-/// The item types this engine runs. The others parse but are refused at
-/// import until the engine runs them.
-pub const SUPPORTED_ITEM_TYPES: &[&str] = &[
-    "task",
-    "decision",
-    "action",
-    "workflow",
-    "foreach",
-    "timer",
-    "signal",
-    "interaction",
-    "end",
-];
+/// The item types this engine runs: today every type of the format. A
+/// type the format has but the engine does not run is refused at import.
+pub const SUPPORTED_ITEM_TYPES: &[&str] = super::parse::ITEM_TYPES;
 
 /// Most definition versions kept; past it the cache starts over.
 const CAPACITY: usize = 1024;

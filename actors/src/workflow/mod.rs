@@ -20,6 +20,6 @@ pub use cache::{DefinitionCache, SUPPORTED_ITEM_TYPES};
 pub use model::{Definition, Item, ItemKind, Retry, ValueType};
 pub use parse::{
     check_inputs, join_path, json_type, parse_definition, ParseOptions, Parsed, Problem,
-    SourceFormat, ROOT_PATH,
+    SourceFormat, ITEM_TYPES, ROOT_PATH,
 };
 pub use raw::Raw;

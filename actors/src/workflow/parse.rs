@@ -40,6 +40,20 @@ impl Problem {
 /// (the text does not parse, or is not an object).
 pub const ROOT_PATH: &str = "$";
 
+/// Every item type the format has (the engine may run fewer:
+/// `SUPPORTED_ITEM_TYPES`).
+pub const ITEM_TYPES: &[&str] = &[
+    "task",
+    "decision",
+    "action",
+    "workflow",
+    "foreach",
+    "timer",
+    "signal",
+    "interaction",
+    "end",
+];
+
 /// `path` extended by the object key `key` (see [`Problem::path`]).
 pub fn join_path(path: &str, key: &str) -> String {
     // A key spelled like the root (`$`) is quoted, or it would read as the root.
@@ -646,21 +660,13 @@ impl Parser<'_> {
         };
         let ty = ty?;
         let at = |k: &str| join_path(path, k);
-        const TYPES: [&str; 9] = [
-            "task",
-            "decision",
-            "action",
-            "workflow",
-            "foreach",
-            "timer",
-            "signal",
-            "interaction",
-            "end",
-        ];
-        if !TYPES.contains(&ty.as_str()) {
+        if !ITEM_TYPES.contains(&ty.as_str()) {
             self.problem(
                 at("type"),
-                format!("unknown item type `{ty}` (expected task, decision, action, workflow, foreach, timer, signal, interaction or end)"),
+                format!(
+                    "unknown item type `{ty}` (expected one of {})",
+                    ITEM_TYPES.join(", ")
+                ),
             );
             return None;
         }
