@@ -273,9 +273,6 @@ async fn logs(http: &Http, id: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Each step has exactly one completion record; only `reran` steps (at
-/// most one per execution) started more than once.
-
 async fn kill_active(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
     let mut n1 = serve(&node_env(&db, "n1"));
