@@ -378,10 +378,7 @@ async fn restart_resumes_only_the_interrupted_item(b: Backend) {
     let http = Http::new(&node.url());
     import(&http, &slow()).await;
     let id = start(&http, "slow", json!({"ms": 1500})).await;
-    eventually("s1 runs", LONG, || async {
-        logs(&http, &id).await.iter().any(|l| l["item"] == "s1")
-    })
-    .await;
+    items_begun(&node, 1).await;
     node.stop_with_grace(Duration::from_millis(1)).await;
 
     let node = start_node(&db, |c| c.node.id = Some("node-a".into())).await;
@@ -578,18 +575,15 @@ async fn an_item_that_keeps_crashing_its_node_fails_after_the_budget(b: Backend)
     let http = Http::new(&node.url());
     import(&http, &slow()).await;
     let id = start(&http, "slow", json!({"ms": 60000})).await;
-    eventually("s1 runs", LONG, || async {
-        logs(&http, &id).await.iter().any(|l| l["item"] == "s1")
-    })
-    .await;
+    // A stop before `s1` has begun hands it off, and a handed-off start is
+    // not a start that crashed: wait until it has begun.
+    items_begun(&node, 1).await;
     node.stop_with_grace(Duration::from_millis(1)).await;
     // Second start of s1: within the budget.
     let node = start_node(&db, budget).await;
     let http = Http::new(&node.url());
-    eventually("s1 runs again", LONG, || async {
-        count(&logs(&http, &id).await, "started", 1) == 2
-    })
-    .await;
+    items_begun(&node, 1).await;
+    assert_eq!(count(&logs(&http, &id).await, "started", 1), 2);
     node.stop_with_grace(Duration::from_millis(1)).await;
     // A third start would exceed it: the execution fails instead.
     let node = start_node(&db, budget).await;

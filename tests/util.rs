@@ -161,6 +161,19 @@ impl Drop for TestDb {
 }
 
 /// A node on `db`, listening on a free loopback port.
+/// Waits until `node` has begun `n` items. An item's start is recorded
+/// (`started` in its log) before it begins: with the execution's creation,
+/// or with the previous item's completion. A stop in between hands the item
+/// off untouched, so a test that means to interrupt a running item waits
+/// for this, not for the log record.
+pub async fn items_begun(node: &NodeHandle, n: u64) {
+    let metrics = node.metrics();
+    eventually(&format!("{n} items begun"), Duration::from_secs(30), || async {
+        metrics.items_started.load(std::sync::atomic::Ordering::Relaxed) >= n
+    })
+    .await;
+}
+
 pub async fn start_node(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> NodeHandle {
     let mut config = Config::default();
     config.database.url = db.url.clone();
