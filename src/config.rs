@@ -67,6 +67,37 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[engine]`
     pub engine: EngineConfig,
+    /// `[retention]`
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: how long finished executions and cluster events are kept.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// `false`: nothing is ever purged.
+    pub enabled: bool,
+    /// Finished executions (with their item log and signals) are purged
+    /// this long after they ended.
+    pub finished_after_ms: u64,
+    /// Cluster events are purged this long after they happened.
+    pub cluster_events_after_ms: u64,
+    /// At most this many executions (and events) per purge transaction.
+    pub batch: u64,
+    /// How often an active node looks for rows to purge.
+    pub interval_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            enabled: true,
+            finished_after_ms: 7 * 24 * 3_600_000,
+            cluster_events_after_ms: 30 * 24 * 3_600_000,
+            batch: 500,
+            interval_ms: 60_000,
+        }
+    }
 }
 
 /// `[engine]`: how executions run.
@@ -245,8 +276,15 @@ pub enum Role {
     Viewer,
 }
 
-const SECTIONS: [&str; 7] = [
-    "node", "http", "database", "cluster", "scripts", "auth", "engine",
+const SECTIONS: [&str; 8] = [
+    "node",
+    "http",
+    "database",
+    "cluster",
+    "scripts",
+    "auth",
+    "engine",
+    "retention",
 ];
 
 impl Config {
@@ -510,6 +548,18 @@ impl Config {
         }
         if !(1..=64).contains(&self.scripts.threads) {
             return Err(err("scripts.threads", "must be between 1 and 64".into()));
+        }
+        if !(1..=100_000).contains(&self.retention.batch) {
+            return Err(err(
+                "retention.batch",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(10..=86_400_000).contains(&self.retention.interval_ms) {
+            return Err(err(
+                "retention.interval_ms",
+                "must be between 10 and 86400000 (one day)".into(),
+            ));
         }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {

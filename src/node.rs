@@ -13,7 +13,7 @@ use baton_actors::failover::ClusterTiming;
 use baton_actors::messages::NodeState;
 use baton_actors::metrics::EngineMetrics;
 use baton_actors::status::StatusCell;
-use baton_actors::supervisor::Shutdown;
+use baton_actors::supervisor::{RetentionPolicy, Shutdown};
 use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
 use baton_actors::{
     ActionCall, ActionRegistry, EngineError, NodeSupervisor, Store, StoreError, SupervisorConfig,
@@ -218,6 +218,12 @@ impl NodeBuilder {
             max_item_starts: config.engine.max_item_starts,
             max_depth: config.engine.max_depth,
             fan_out: config.engine.foreach_parallelism,
+            retention: config.retention.enabled.then(|| RetentionPolicy {
+                finished_after: Duration::from_millis(config.retention.finished_after_ms),
+                events_after: Duration::from_millis(config.retention.cluster_events_after_ms),
+                batch: config.retention.batch,
+                every: Duration::from_millis(config.retention.interval_ms),
+            }),
         })
         .start();
 

@@ -26,4 +26,5 @@ mod nested;
 mod outage;
 mod readme;
 mod scripts;
+mod search;
 mod waits;

@@ -168,9 +168,16 @@ impl Drop for TestDb {
 /// for this, not for the log record.
 pub async fn items_begun(node: &NodeHandle, n: u64) {
     let metrics = node.metrics();
-    eventually(&format!("{n} items begun"), Duration::from_secs(30), || async {
-        metrics.items_started.load(std::sync::atomic::Ordering::Relaxed) >= n
-    })
+    eventually(
+        &format!("{n} items begun"),
+        Duration::from_secs(30),
+        || async {
+            metrics
+                .items_started
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= n
+        },
+    )
     .await;
 }
 

@@ -123,6 +123,10 @@ pub struct EngineMetrics {
     pub executions_canceled: AtomicU64,
     /// Fenced writes refused (ownership lost).
     pub ownership_lost: AtomicU64,
+    /// Finished executions this node purged (retention).
+    pub purged_executions: AtomicU64,
+    /// Cluster events this node purged (retention).
+    pub purged_cluster_events: AtomicU64,
     /// Start of an item to its checkpoint committed.
     pub item_latency: Histogram,
     /// Notified each time an execution of this node ends.
@@ -138,7 +142,7 @@ impl EngineMetrics {
     /// Appends the metrics in Prometheus text format.
     pub fn render_prometheus(&self, out: &mut String, node: &str) {
         let labels = format!("node=\"{node}\"");
-        let counters: [(&str, &AtomicU64); 7] = [
+        let counters: [(&str, &AtomicU64); 9] = [
             ("baton_items_started_total", &self.items_started),
             ("baton_items_completed_total", &self.items_completed),
             ("baton_items_failed_total", &self.items_failed),
@@ -149,6 +153,11 @@ impl EngineMetrics {
             ("baton_executions_failed_total", &self.executions_failed),
             ("baton_executions_canceled_total", &self.executions_canceled),
             ("baton_ownership_lost_total", &self.ownership_lost),
+            ("baton_purged_executions_total", &self.purged_executions),
+            (
+                "baton_purged_cluster_events_total",
+                &self.purged_cluster_events,
+            ),
         ];
         for (name, c) in counters {
             let _ = writeln!(out, "# TYPE {name} counter");

@@ -31,6 +31,9 @@ mod m20261125_000005_create_cluster_events;
 mod m20261125_000006_create_cluster_lock;
 mod m20261125_000007_create_signals;
 mod m20261126_000008_add_run_token;
+mod m20261126_000009_search_and_retention;
+
+pub use m20261126_000009_search_and_retention::RETENTION_LOCK_ROW;
 
 /// The ordered list of Baton's migrations.
 #[derive(Debug)]
@@ -48,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_create_cluster_lock::Migration),
             Box::new(m20261125_000007_create_signals::Migration),
             Box::new(m20261126_000008_add_run_token::Migration),
+            Box::new(m20261126_000009_search_and_retention::Migration),
         ]
     }
 }

@@ -1,13 +1,16 @@
-//! `/api/executions/{eid}`: one execution, its state, its item log, cancel.
+//! `/api/executions`: the search across workflows; one execution, its
+//! state, its item log, cancel, resume, signals, answers and deletion.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use baton_actors::store::entities::{execution, item_log};
-use baton_actors::store::{ExecutionState, ANSWER, INTERACTION};
+use baton_actors::store::{
+    ChildCounts, Deletion, ExecutionFilter, ExecutionState, ANSWER, INTERACTION,
+};
 use baton_actors::supervisor::{AnswerInteraction, CancelExecution, DeliverSignal, ResumeFailed};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{iso, AppState};
+use super::{iso, paging, parse_query, AppState};
 use crate::error::{ApiError, ErrorBody};
 
 /// An execution as the API shows it.
@@ -19,6 +22,11 @@ pub(crate) struct ExecutionView {
     workflow_id: String,
     /// The workflow version it runs.
     workflow_version: i64,
+    /// The execution that started it (a `workflow` or `foreach` item), if any.
+    parent_id: Option<String>,
+    /// How many child executions it started, and how many of them are not finished.
+    #[schema(value_type = Object, example = json!({"total": 3, "unfinished": 1}))]
+    children: ChildCounts,
     /// `running`, `waiting`, `waiting-signal`, `completed`, `failed` or `canceled`.
     state: String,
     /// Its inputs.
@@ -83,8 +91,14 @@ fn is_finished(state: &str) -> bool {
 }
 
 impl ExecutionView {
-    pub(crate) fn from_row(row: execution::Model) -> Result<ExecutionView, ApiError> {
+    /// The view of `row`, given its children counts.
+    pub(crate) fn from_row(
+        row: execution::Model,
+        children: ChildCounts,
+    ) -> Result<ExecutionView, ApiError> {
         Ok(ExecutionView {
+            children,
+            parent_id: row.parent_id.clone(),
             waiting_for: waiting_for(&row.state, row.wait_signal.as_deref(), row.wait_until),
             inputs: json_column("inputs", Some(&row.inputs))?,
             outputs: json_column("outputs", row.outputs.as_deref())?,
@@ -101,6 +115,142 @@ impl ExecutionView {
             ended_at: row.ended_at.map(iso),
             error: row.error,
         })
+    }
+}
+
+/// The view of one row, with its children counted.
+pub(crate) async fn view_of(
+    state: &AppState,
+    row: execution::Model,
+) -> Result<ExecutionView, ApiError> {
+    let counts = state.store.child_counts(vec![row.id.clone()]).await?;
+    let children = counts.get(&row.id).copied().unwrap_or_default();
+    ExecutionView::from_row(row, children)
+}
+
+/// The views of a page of rows, their children counted in one query.
+pub(crate) async fn views_of(
+    state: &AppState,
+    rows: Vec<execution::Model>,
+) -> Result<Vec<ExecutionView>, ApiError> {
+    let counts = state
+        .store
+        .child_counts(rows.iter().map(|r| r.id.clone()).collect())
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let children = counts.get(&r.id).copied().unwrap_or_default();
+            ExecutionView::from_row(r, children)
+        })
+        .collect()
+}
+
+/// The cursor of the page after `rows`, when it was full.
+pub(crate) fn next_cursor(rows: &[execution::Model], limit: u64) -> Option<String> {
+    if (rows.len() as u64) < limit {
+        return None;
+    }
+    rows.last()
+        .map(|r| paging::execution_cursor(r.created_at, &r.id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    workflow: Option<String>,
+    state: Option<String>,
+    parent: Option<String>,
+    node: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    limit: Option<u64>,
+    cursor: Option<String>,
+}
+
+/// A page of a search.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SearchPage {
+    /// The executions, newest first.
+    executions: Vec<ExecutionView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// Searches executions across workflows, newest first. Every filter given
+/// must hold; each is served by an index, so a page costs the same however
+/// many executions are stored.
+#[utoipa::path(get, path = "/api/executions", tag = "executions",
+    params(("workflow" = Option<String>, Query, description = "Only executions of this workflow"),
+           ("state" = Option<String>, Query, description = "Only this state: running, waiting, waiting-signal, completed, failed or canceled"),
+           ("parent" = Option<String>, Query, description = "Only children of this execution"),
+           ("node" = Option<String>, Query, description = "Only executions owned by this node"),
+           ("created_after" = Option<String>, Query, description = "Only those created at or after this RFC 3339 time"),
+           ("created_before" = Option<String>, Query, description = "Only those created before this RFC 3339 time"),
+           ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "At most this many (1 to 1000, default 100)"),
+           ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page")),
+    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody)))]
+#[get("/api/executions")]
+pub(crate) async fn search(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q: SearchQuery = parse_query(&req)?;
+    if let Some(s) = &q.state {
+        paging::state("state", s)?;
+    }
+    let limit = paging::limit(q.limit, 100, 1000)?;
+    let filter = ExecutionFilter {
+        workflow_id: q.workflow,
+        state: q.state,
+        parent_id: q.parent,
+        owner_node: q.node,
+        created_after: q
+            .created_after
+            .as_deref()
+            .map(|t| paging::time("created_after", t))
+            .transpose()?,
+        created_before: q
+            .created_before
+            .as_deref()
+            .map(|t| paging::time("created_before", t))
+            .transpose()?,
+        limit,
+        after: None,
+        below: q.cursor.as_deref().map(paging::execution_key).transpose()?,
+    };
+    let rows = state.store.executions(filter).await?;
+    let next_cursor = next_cursor(&rows, limit);
+    Ok(HttpResponse::Ok().json(SearchPage {
+        executions: views_of(&state, rows).await?,
+        next_cursor,
+    }))
+}
+
+/// Deletes a finished execution with its item log and signals (its
+/// children, if any, stay). 409 while it is unfinished, while its parent
+/// is unfinished (the parent may still read it), or while any of its
+/// children is unfinished.
+#[utoipa::path(delete, path = "/api/executions/{eid}", tag = "executions",
+    params(("eid" = String, Path, description = "Execution id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[delete("/api/executions/{eid}")]
+pub(crate) async fn remove(
+    state: web::Data<AppState>,
+    eid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    match state.store.delete_execution(&eid).await? {
+        Deletion::Deleted => Ok(HttpResponse::NoContent().finish()),
+        Deletion::NotFound => Err(ApiError::NotFound(format!("execution {eid} not found"))),
+        Deletion::Unfinished(s) => Err(ApiError::Conflict(format!(
+            "execution {eid} is {s}; only a finished execution can be deleted (cancel it first)"
+        ))),
+        Deletion::ParentUnfinished(p) => Err(ApiError::Conflict(format!(
+            "execution {eid} is a child of execution {p}, which is not finished and may still read it"
+        ))),
+        Deletion::ChildrenUnfinished(n) => Err(ApiError::Conflict(format!(
+            "execution {eid} has {n} unfinished child execution(s); they must finish first"
+        ))),
     }
 }
 
@@ -154,7 +304,8 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
     eid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(ExecutionView::from_row(load(&state, &eid).await?)?))
+    let row = load(&state, &eid).await?;
+    Ok(HttpResponse::Ok().json(view_of(&state, row).await?))
 }
 
 /// Just the state of an execution.
@@ -170,18 +321,40 @@ pub(crate) async fn get_state(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "state": row.state })))
 }
 
-/// The item log, oldest first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    limit: Option<u64>,
+    cursor: Option<String>,
+}
+
+/// The item log, oldest first, in pages: when more records follow, the
+/// `Baton-Next-Cursor` header gives the `cursor` of the next page.
 #[utoipa::path(get, path = "/api/executions/{eid}/logs", tag = "executions",
-    params(("eid" = String, Path, description = "Execution id")),
-    responses((status = 200, body = Vec<LogView>), (status = 404, body = ErrorBody)))]
+    params(("eid" = String, Path, description = "Execution id"),
+           ("limit" = Option<u64>, Query, minimum = 1, maximum = 10000, description = "At most this many records (1 to 10000, default 1000)"),
+           ("cursor" = Option<String>, Query, description = "The Baton-Next-Cursor of the previous page")),
+    responses((status = 200, body = Vec<LogView>,
+               headers(("Baton-Next-Cursor" = String, description = "The cursor of the next page, when there may be one"))),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/executions/{eid}/logs")]
 pub(crate) async fn logs(
     state: web::Data<AppState>,
     eid: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let q: LogQuery = parse_query(&req)?;
+    let limit = paging::limit(q.limit, 1000, 10_000)?;
+    let after = q.cursor.as_deref().map(paging::log_key).transpose()?;
     load(&state, &eid).await?;
-    let rows = state.store.item_log(&eid).await?;
-    Ok(HttpResponse::Ok().json(rows.into_iter().map(LogView::from).collect::<Vec<_>>()))
+    let rows = state.store.item_log_page(&eid, after, limit).await?;
+    let mut answer = HttpResponse::Ok();
+    if rows.len() as u64 == limit {
+        if let Some(last) = rows.last() {
+            answer.insert_header((paging::NEXT_CURSOR, paging::log_cursor(last.id)));
+        }
+    }
+    Ok(answer.json(rows.into_iter().map(LogView::from).collect::<Vec<_>>()))
 }
 
 /// Cancels an execution (idempotent); answers the execution afterwards:
@@ -203,7 +376,7 @@ pub(crate) async fn cancel(
         .await
         .map_err(baton_actors::EngineError::from)??;
     let pending = !is_finished(&row.state);
-    let view = ExecutionView::from_row(row)?;
+    let view = view_of(&state, row).await?;
     Ok(if pending {
         HttpResponse::Accepted().json(view)
     } else {
@@ -242,7 +415,7 @@ pub(crate) async fn resume(
         })
         .await
         .map_err(baton_actors::EngineError::from)??;
-    Ok(HttpResponse::Accepted().json(ExecutionView::from_row(row)?))
+    Ok(HttpResponse::Accepted().json(view_of(&state, row).await?))
 }
 
 /// The body of a signal.

@@ -5,7 +5,8 @@
 //! # Layout
 //! - `health`: `/api/healthstatus`, `/health/liveness`
 //! - `workflows`: definitions and starting executions
-//! - `executions`: one execution, its state, log and cancel
+//! - `executions`: the search, one execution, its state, log, cancel and deletion
+//! - `paging`: list parameters and cursors
 //! - `cluster`: `/api/cluster`, `/api/cluster/events`
 //! - `metrics`: `/metrics`
 //! - `openapi`: `/api/openapi.json`, generated from the handlers
@@ -18,6 +19,7 @@ mod executions;
 mod health;
 mod metrics;
 pub(crate) mod openapi;
+mod paging;
 mod standby;
 pub(crate) mod workflows;
 
@@ -61,6 +63,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .service(workflows::delete)
         .service(workflows::start)
         .service(workflows::executions)
+        .service(executions::search)
+        .service(executions::remove)
         .service(executions::get)
         .service(executions::get_state)
         .service(executions::logs)

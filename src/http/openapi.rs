@@ -28,6 +28,8 @@ use super::{cluster, executions, health, metrics, workflows};
         workflows::delete,
         workflows::start,
         workflows::executions,
+        executions::search,
+        executions::remove,
         executions::get,
         executions::get_state,
         executions::logs,

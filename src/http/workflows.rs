@@ -3,7 +3,7 @@
 
 use actix_web::http::header;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
-use baton_actors::store::{state as exec_state, ExecutionFilter};
+use baton_actors::store::ExecutionFilter;
 use baton_actors::supervisor::StartExecution;
 use baton_actors::workflow::SUPPORTED_ITEM_TYPES;
 use baton_actors::workflow::{parse_definition, Definition, ParseOptions, Problem, SourceFormat};
@@ -328,7 +328,8 @@ pub(crate) async fn start(
         })
         .await
         .map_err(baton_actors::EngineError::from)??;
-    let view = ExecutionView::from_row(row)?;
+    // Just created (or found by its caller-chosen id): count its children.
+    let view = super::executions::view_of(&state, row).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/api/executions/{}", view.id)))
         .insert_header(("Baton-Created", if created { "true" } else { "false" }))
@@ -341,15 +342,20 @@ struct ListQuery {
     state: Option<String>,
     limit: Option<u64>,
     after: Option<String>,
+    cursor: Option<String>,
 }
 
-/// The workflow's executions, newest first.
+/// The workflow's executions, newest first. When more may follow, the
+/// `Baton-Next-Cursor` header gives the `cursor` of the next page.
 #[utoipa::path(get, path = "/api/workflows/{id}/executions", tag = "executions",
     params(("id" = String, Path, description = "Workflow id"),
            ("state" = Option<String>, Query, description = "Only this state"),
            ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "At most this many (1 to 1000, default 100)"),
-           ("after" = Option<String>, Query, description = "Continue after this execution id")),
-    responses((status = 200, body = Vec<ExecutionView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+           ("cursor" = Option<String>, Query, description = "The Baton-Next-Cursor of the previous page"),
+           ("after" = Option<String>, Query, description = "Continue after this execution id (older form of cursor)")),
+    responses((status = 200, body = Vec<ExecutionView>,
+               headers(("Baton-Next-Cursor" = String, description = "The cursor of the next page, when there may be one"))),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/workflows/{id}/executions")]
 pub(crate) async fn executions(
     state: web::Data<AppState>,
@@ -357,31 +363,22 @@ pub(crate) async fn executions(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q: ListQuery = parse_query(&req)?;
-    const STATES: [&str; 6] = [
-        exec_state::RUNNING,
-        exec_state::WAITING,
-        exec_state::WAITING_SIGNAL,
-        exec_state::COMPLETED,
-        exec_state::FAILED,
-        exec_state::CANCELED,
-    ];
     if let Some(s) = &q.state {
-        if !STATES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "state",
-                format!("`{s}` is not one of {}", STATES.join(", ")),
-            ));
-        }
+        super::paging::state("state", s)?;
     }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
+    let limit = super::paging::limit(q.limit, 100, 1000)?;
+    if q.after.is_some() && q.cursor.is_some() {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "limit",
-            "must be between 1 and 1000",
+            "cursor",
+            "give cursor or after, not both",
         ));
     }
+    let below = q
+        .cursor
+        .as_deref()
+        .map(super::paging::execution_key)
+        .transpose()?;
     if state.store.workflow(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("workflow {id} not found")));
     }
@@ -392,11 +389,14 @@ pub(crate) async fn executions(
             state: q.state,
             limit,
             after: q.after,
+            below,
+            ..Default::default()
         })
         .await?;
-    let views = rows
-        .into_iter()
-        .map(ExecutionView::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(views))
+    let next = super::executions::next_cursor(&rows, limit);
+    let mut answer = HttpResponse::Ok();
+    if let Some(c) = next {
+        answer.insert_header((super::paging::NEXT_CURSOR, c));
+    }
+    Ok(answer.json(super::executions::views_of(&state, rows).await?))
 }

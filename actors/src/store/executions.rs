@@ -5,7 +5,7 @@
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    QueryOrder, QueryTrait, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -124,19 +124,6 @@ pub enum StartOutcome {
     Created(execution::Model),
     /// An execution with that id already existed; nothing was written.
     Existing(execution::Model),
-}
-
-/// Filters for listing executions.
-#[derive(Clone, Debug, Default)]
-pub struct ExecutionFilter {
-    /// Only this workflow's executions.
-    pub workflow_id: Option<String>,
-    /// Only executions in this state.
-    pub state: Option<String>,
-    /// At most this many.
-    pub limit: u64,
-    /// Only those listed after this execution id (newest first).
-    pub after: Option<String>,
 }
 
 fn to_text(v: &Value) -> String {
@@ -435,11 +422,16 @@ impl Store {
                 if let Some(v) = &variables {
                     update = update.col_expr(execution::Column::Variables, Expr::value(to_text(v)));
                 }
+                // Under the retention lock: a purge that found it failed
+                // cannot delete it once it runs again.
+                let txn = c.begin().await?;
+                super::retention::retention_lock(&txn).await?;
                 let r = update
                     .filter(execution::Column::Id.eq(id.as_str()))
                     .filter(execution::Column::State.eq(state::FAILED))
-                    .exec(&c)
+                    .exec(&txn)
                     .await?;
+                txn.commit().await?;
                 Ok(r.rows_affected == 1)
             })
             .await?;
@@ -494,53 +486,6 @@ impl Store {
         let id = id.to_owned();
         self.db()
             .run(move |c| async move { Ok(execution::Entity::find_by_id(id).one(&c).await?) })
-            .await
-    }
-
-    /// Executions, newest first.
-    pub async fn executions(
-        &self,
-        filter: ExecutionFilter,
-    ) -> Result<Vec<execution::Model>, StoreError> {
-        let anchor = match &filter.after {
-            Some(after) => {
-                Some(
-                    self.execution(after)
-                        .await?
-                        .ok_or_else(|| StoreError::NotFound {
-                            kind: "execution",
-                            id: after.clone(),
-                        })?,
-                )
-            }
-            None => None,
-        };
-        self.db()
-            .run(move |c| async move {
-                let mut q = execution::Entity::find();
-                if let Some(w) = &filter.workflow_id {
-                    q = q.filter(execution::Column::WorkflowId.eq(w.as_str()));
-                }
-                if let Some(s) = &filter.state {
-                    q = q.filter(execution::Column::State.eq(s.as_str()));
-                }
-                if let Some(a) = &anchor {
-                    q = q.filter(
-                        Expr::col(execution::Column::CreatedAt)
-                            .lt(a.created_at)
-                            .or(Expr::col(execution::Column::CreatedAt)
-                                .eq(a.created_at)
-                                .and(Expr::col(execution::Column::Id).lt(a.id.as_str()))),
-                    );
-                }
-                let rows = q
-                    .order_by_desc(execution::Column::CreatedAt)
-                    .order_by_desc(execution::Column::Id)
-                    .limit(filter.limit)
-                    .all(&c)
-                    .await?;
-                Ok(rows)
-            })
             .await
     }
 

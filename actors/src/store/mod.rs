@@ -20,20 +20,24 @@
 //! - `signals`: signals and interaction answers, and waking parked executions
 //! - `workflows`: definitions and their versions
 //! - `nodes`: cluster members and cluster events
+//! - `retention`: deleting finished executions, one or in batches
+//! - `search`: executions and item logs in pages, children counts
 
 mod batch;
 pub mod cluster;
 pub mod entities;
 mod executions;
 mod nodes;
+mod retention;
+mod search;
 mod signals;
 mod workflows;
 
 pub use cluster::{fingerprint_difference, node_state, Takeover};
-pub use executions::{
-    Checkpoint, ExecutionFilter, Fence, LogEntry, NewExecution, StartOutcome, Wait,
-};
+pub use executions::{Checkpoint, Fence, LogEntry, NewExecution, StartOutcome, Wait};
 pub use nodes::NodeRegistration;
+pub use retention::{Deletion, Purged};
+pub use search::{ChildCounts, ExecutionFilter, PageKey};
 pub use signals::{ANSWER, CANCEL, CHILD_DONE, INTERACTION};
 pub use workflows::WorkflowSummary;
 

@@ -34,6 +34,7 @@
 //! - `membership`: joining, promotion, fencing and rejoining (cluster mode)
 //! - `recovery`: start-up recovery, rescans, the wake scan, retries after store failures
 //! - `commands`: start, cancel, resume, child start and shutdown
+//! - `retention`: purging finished executions and old cluster events
 
 use crate::messages::NodeRole;
 use std::collections::{HashMap, HashSet};
@@ -85,6 +86,8 @@ pub struct SupervisorConfig {
     pub max_depth: u32,
     /// Children a parallel `foreach` runs at once (`engine.foreach_parallelism`).
     pub fan_out: u32,
+    /// What to purge (`[retention]`); `None`: keep everything.
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// The root actor of a node. See the module documentation.
@@ -100,6 +103,7 @@ pub struct NodeSupervisor {
     rescanning: bool,
     rescan_again: bool,
     waking: bool,
+    purging: bool,
 }
 
 impl NodeSupervisor {
@@ -115,6 +119,7 @@ impl NodeSupervisor {
             rescanning: false,
             rescan_again: false,
             waking: false,
+            purging: false,
         }
     }
 
@@ -177,6 +182,9 @@ impl Actor for NodeSupervisor {
         // asked for by other nodes are picked up by a periodic rescan, in
         // standalone and cluster mode alike.
         ctx.run_interval(recovery::RESCAN_EVERY, |act, ctx| act.rescan(ctx));
+        if let Some(policy) = self.cfg.retention {
+            ctx.run_interval(policy.every, |act, ctx| act.purge(ctx));
+        }
         match self.cfg.cluster {
             None => self.recover(ctx),
             Some(timing) => {
@@ -268,6 +276,7 @@ impl Handler<ExecutionEnded> for NodeSupervisor {
 mod commands;
 mod membership;
 mod recovery;
+mod retention;
 
 pub use commands::{
     AnswerInteraction, CancelExecution, DeliverSignal, EvictNode, ResumeFailed, Shutdown,
@@ -275,3 +284,4 @@ pub use commands::{
 };
 pub use membership::{FenceNow, Rejoin};
 pub use recovery::WakeDue;
+pub use retention::RetentionPolicy;
