@@ -221,6 +221,18 @@ enum BenchScenario {
         #[arg(long, default_value_t = 10_000)]
         timers: usize,
     },
+    /// Time the execution search on a large table (a scratch database).
+    Search {
+        /// Database URL (a scratch database); default: a fresh SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Executions written before timing.
+        #[arg(long, default_value_t = 100_000)]
+        executions: usize,
+        /// Timed requests per filter and page depth.
+        #[arg(long, default_value_t = 50)]
+        requests: usize,
+    },
     /// Kill -9 the active node of a local cluster again and again.
     Failover {
         /// Database URL (a scratch database); default: a fresh SQLite file.
@@ -555,6 +567,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exe: std::env::current_exe()?,
             };
             bench::failover::run(&opts).await
+        }
+        Command::Bench {
+            scenario:
+                Some(BenchScenario::Search {
+                    database_url,
+                    executions,
+                    requests,
+                }),
+            ..
+        } => {
+            let opts = bench::search::SearchOptions {
+                database_url,
+                executions,
+                requests,
+            };
+            bench::search::run(&opts).await
         }
         Command::Bench {
             scenario:

@@ -626,3 +626,38 @@ async fn retention_purges_ten_thousand_old_executions_and_nothing_else(b: Backen
     a.stop().await;
     b2.stop().await;
 }
+
+/// Every search filter is an index range scan on PostgreSQL (the plans
+/// behind `baton bench search`'s figures), on a table large enough for the
+/// planner to choose, and below a cursor. A sort is allowed only over the
+/// rows an index scan bounded (a parent's few children).
+#[actix_rt::test]
+async fn postgres_every_search_is_an_index_scan() {
+    let Some(db) = TestDb::create(Backend::Postgres) else {
+        return;
+    };
+    let node = start_node(&db, |c| c.retention.enabled = false).await;
+    let base = baton::bench::search::seed(node.store(), 20_000)
+        .await
+        .expect("seeded");
+    for (name, _, mut filter) in baton::bench::search::filters() {
+        filter.limit = 100;
+        filter.below = Some(baton_actors::store::PageKey {
+            created_at: base + 10_000,
+            id: "bench-0001".into(),
+        });
+        let plan = baton::bench::search::explain(node.store(), &filter)
+            .await
+            .expect("explain");
+        assert!(plan.contains("Index Scan"), "{name}:\n{plan}");
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{name} scans the table:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Sort") || plan.contains("Bitmap Index Scan"),
+            "{name} sorts what no index bounded:\n{plan}"
+        );
+    }
+    node.stop().await;
+}

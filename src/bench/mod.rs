@@ -8,8 +8,10 @@
 //!   processes, killed again and again.
 //! - [`waits`] (`baton bench waits`): parked executions' memory, signal
 //!   delivery, timer accuracy.
+//! - [`search`] (`baton bench search`): search pages on a large table.
 
 pub mod failover;
+pub mod search;
 pub mod waits;
 
 use std::sync::atomic::Ordering;

@@ -37,7 +37,7 @@ pub use cluster::{fingerprint_difference, node_state, Takeover};
 pub use executions::{Checkpoint, Fence, LogEntry, NewExecution, StartOutcome, Wait};
 pub use nodes::NodeRegistration;
 pub use retention::{Deletion, Purged};
-pub use search::{ChildCounts, ExecutionFilter, PageKey};
+pub use search::{search_sql, ChildCounts, ExecutionFilter, PageKey};
 pub use signals::{ANSWER, CANCEL, CHILD_DONE, INTERACTION};
 pub use workflows::WorkflowSummary;
 

@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select,
+};
 
 use super::entities::{execution, item_log};
 use super::{state, Store};
@@ -67,6 +70,52 @@ struct ChildRow {
     n: i64,
 }
 
+/// The query of a page: the filters, the keyset bound, the order and the
+/// limit.
+fn select(filter: &ExecutionFilter, below: Option<&PageKey>) -> Select<execution::Entity> {
+    let mut q = execution::Entity::find();
+    if let Some(w) = &filter.workflow_id {
+        q = q.filter(execution::Column::WorkflowId.eq(w.as_str()));
+    }
+    if let Some(s) = &filter.state {
+        q = q.filter(execution::Column::State.eq(s.as_str()));
+    }
+    if let Some(p) = &filter.parent_id {
+        q = q.filter(execution::Column::ParentId.eq(p.as_str()));
+    }
+    if let Some(n) = &filter.owner_node {
+        q = q.filter(execution::Column::OwnerNode.eq(n.as_str()));
+    }
+    if let Some(t) = filter.created_after {
+        q = q.filter(execution::Column::CreatedAt.gte(t));
+    }
+    if let Some(t) = filter.created_before {
+        q = q.filter(execution::Column::CreatedAt.lt(t));
+    }
+    if let Some(k) = below {
+        q = q.filter(
+            Expr::col(execution::Column::CreatedAt)
+                .lte(k.created_at)
+                .and(
+                    Expr::col(execution::Column::CreatedAt)
+                        .lt(k.created_at)
+                        .or(Expr::col(execution::Column::Id).lt(k.id.as_str())),
+                ),
+        );
+    }
+    q.order_by_desc(execution::Column::CreatedAt)
+        .order_by_desc(execution::Column::Id)
+        .limit(filter.limit)
+}
+
+/// The SQL of a search page (values inline), for `EXPLAIN` in tests and
+/// benchmarks. `filter.after` is not resolved here: give `below`.
+pub fn search_sql(backend: DbBackend, filter: &ExecutionFilter) -> String {
+    select(filter, filter.below.as_ref())
+        .build(backend)
+        .to_string()
+}
+
 impl Store {
     /// Executions, newest first (by creation time, then id).
     pub async fn executions(
@@ -88,43 +137,7 @@ impl Store {
             });
         }
         self.db()
-            .run(move |c| async move {
-                let mut q = execution::Entity::find();
-                if let Some(w) = &filter.workflow_id {
-                    q = q.filter(execution::Column::WorkflowId.eq(w.as_str()));
-                }
-                if let Some(s) = &filter.state {
-                    q = q.filter(execution::Column::State.eq(s.as_str()));
-                }
-                if let Some(p) = &filter.parent_id {
-                    q = q.filter(execution::Column::ParentId.eq(p.as_str()));
-                }
-                if let Some(n) = &filter.owner_node {
-                    q = q.filter(execution::Column::OwnerNode.eq(n.as_str()));
-                }
-                if let Some(t) = filter.created_after {
-                    q = q.filter(execution::Column::CreatedAt.gte(t));
-                }
-                if let Some(t) = filter.created_before {
-                    q = q.filter(execution::Column::CreatedAt.lt(t));
-                }
-                if let Some(k) = &below {
-                    q = q.filter(
-                        Expr::col(execution::Column::CreatedAt)
-                            .lte(k.created_at)
-                            .and(
-                                Expr::col(execution::Column::CreatedAt)
-                                    .lt(k.created_at)
-                                    .or(Expr::col(execution::Column::Id).lt(k.id.as_str())),
-                            ),
-                    );
-                }
-                Ok(q.order_by_desc(execution::Column::CreatedAt)
-                    .order_by_desc(execution::Column::Id)
-                    .limit(filter.limit)
-                    .all(&c)
-                    .await?)
-            })
+            .run(move |c| async move { Ok(select(&filter, below.as_ref()).all(&c).await?) })
             .await
     }
 
