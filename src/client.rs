@@ -1,11 +1,36 @@
 //! A small HTTP client of Baton's API, behind the CLI's client verbs
-//! (`baton workflow import|run|list`, `baton cluster status`).
+//! (`baton workflow ...`, `baton execution ...`, `baton cluster ...`).
+//!
+//! A server that cannot be reached, or that answers with an error status,
+//! is a [`ClientError`]: the CLI exits 3 on it, apart from its other
+//! failures.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
+
+/// The server could not be asked, or refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer: connection refused, DNS, timeout.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable {
+        /// What was asked.
+        url: String,
+        /// Why there was no answer.
+        reason: String,
+    },
+    /// An answer with an error status (4xx or 5xx).
+    #[error("{text}")]
+    Refused {
+        /// The status.
+        status: u16,
+        /// `409: <message>`, then each detail on its line.
+        text: String,
+    },
+}
 
 /// A client of one node's API.
 #[derive(Clone)]
@@ -43,7 +68,7 @@ impl Client {
     ) -> anyhow::Result<(u16, Value)> {
         let a = self.request(method, path, content_type, body, None).await?;
         if a.status >= 400 {
-            bail!(a.error_text());
+            return Err(a.refused());
         }
         Ok((a.status, a.value))
     }
@@ -72,13 +97,19 @@ impl Client {
             Some(b) => req.send_body(b).await,
             None => req.send().await,
         }
-        .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
+        .map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let etag = header("etag");
+        let next_cursor = header("baton-next-cursor");
         let bytes = resp
             .body()
             .limit(64 * 1024 * 1024)
@@ -93,6 +124,7 @@ impl Client {
         Ok(Answer {
             status,
             etag,
+            next_cursor,
             value,
         })
     }
@@ -129,7 +161,7 @@ impl Client {
             .await?;
         match a.status {
             409 => Ok(None),
-            s if s >= 400 => bail!(a.error_text()),
+            s if s >= 400 => Err(a.refused()),
             _ => Ok(Some(a.value)),
         }
     }
@@ -150,7 +182,7 @@ impl Client {
             .await?;
         if first.status != 409 {
             if first.status >= 400 {
-                bail!(first.error_text());
+                return Err(first.refused());
             }
             return Ok(first.value);
         }
@@ -170,7 +202,7 @@ impl Client {
                 )
                 .await?;
             if current.status >= 400 {
-                bail!(current.error_text());
+                return Err(current.refused());
             }
             let tag = current
                 .etag
@@ -186,7 +218,7 @@ impl Client {
                 .await?;
             match put.status {
                 412 => continue,
-                s if s >= 400 => bail!(put.error_text()),
+                s if s >= 400 => return Err(put.refused()),
                 _ => return Ok(put.value),
             }
         }
@@ -222,24 +254,97 @@ impl Client {
             .and_then(Value::as_str)
             .ok_or_else(|| anyhow!("the answer has no execution id"))?
             .to_owned();
+        self.wait_for(&id, None, |_| {}).await
+    }
+
+    /// Polls an execution every 200 ms until it ends (or `timeout`
+    /// passes: then the execution as last seen), calling `progress` with
+    /// each view read.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+        mut progress: impl FnMut(&Value),
+    ) -> anyhow::Result<Value> {
+        let start = std::time::Instant::now();
         loop {
             let e = self.get(&format!("/api/executions/{id}")).await?;
-            match e.get("state").and_then(Value::as_str) {
-                Some("completed" | "failed" | "canceled") => return Ok(e),
-                _ => actix_rt::time::sleep(Duration::from_millis(200)).await,
+            progress(&e);
+            if matches!(
+                e.get("state").and_then(Value::as_str),
+                Some("completed" | "failed" | "canceled")
+            ) || timeout.is_some_and(|t| start.elapsed() >= t)
+            {
+                return Ok(e);
+            }
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends `method path` with a JSON body (or none) and returns the
+    /// answer's body.
+    pub async fn send_json(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        Ok(self
+            .send(
+                method,
+                path,
+                "application/json",
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await?
+            .1)
+    }
+
+    /// GETs every page of an array route that pages by the
+    /// `Baton-Next-Cursor` header (`path` has a query string already).
+    pub async fn get_all_pages(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let url = match &next {
+                Some(c) => format!("{path}&cursor={c}"),
+                None => path.to_owned(),
+            };
+            let a = self
+                .request(awc::http::Method::GET, &url, "application/json", None, None)
+                .await?;
+            if a.status >= 400 {
+                return Err(a.refused());
+            }
+            match a.value {
+                Value::Array(items) => out.extend(items),
+                other => bail!("{url} answered {other}, not an array"),
+            }
+            match a.next_cursor {
+                Some(c) => next = Some(c),
+                None => return Ok(out),
             }
         }
     }
 }
 
-/// One answer: status, `ETag`, body.
+/// One answer: status, `ETag`, `Baton-Next-Cursor`, body.
 struct Answer {
     status: u16,
     etag: Option<String>,
+    next_cursor: Option<String>,
     value: Value,
 }
 
 impl Answer {
+    fn refused(&self) -> anyhow::Error {
+        ClientError::Refused {
+            status: self.status,
+            text: self.error_text(),
+        }
+        .into()
+    }
+
     /// `409: workflow order already exists`, then each detail on its line.
     fn error_text(&self) -> String {
         let value = &self.value;

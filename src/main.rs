@@ -1,10 +1,17 @@
 //! The `baton` command: `serve`, `migrate`, the client verbs, and `bench`.
+//!
+//! Exit codes: 0 success; 1 an execution waited for did not complete, or
+//! any other failure; 2 a usage error (clap's, or a malformed value such
+//! as `--input x`); 3 the server could not be reached or refused the
+//! request.
+
+mod operator;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use baton::bench::{self, BenchOptions};
-use baton::client::{cluster_table, Client};
+use baton::client::{cluster_table, Client, ClientError};
 use baton::{Config, Node};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
@@ -38,10 +45,22 @@ enum Command {
         #[command(subcommand)]
         command: WorkflowCommand,
     },
+    /// Executions: search, show, logs, cancel, signal, answer, resume,
+    /// delete (HTTP client).
+    Execution {
+        #[command(subcommand)]
+        command: operator::ExecutionCommand,
+    },
     /// The cluster (HTTP client).
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Print a shell completion script: `baton completions bash >
+    /// /etc/bash_completion.d/baton`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Run a cluster of real nodes under a generated workload and a seeded
     /// fault schedule; check the history (exit 1 on any violation).
@@ -158,6 +177,47 @@ struct ClientArgs {
     token: Option<String>,
 }
 
+impl ClientArgs {
+    fn client(&self) -> Client {
+        Client::new(&self.server, self.token.clone())
+    }
+}
+
+/// A malformed value on the command line (exit 2).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The execution waited for did not complete (exit 1).
+#[derive(Debug)]
+struct Ended(String);
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Ended {}
+
+/// The exit code of a failed command (see the module documentation).
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.downcast_ref::<Usage>().is_some()) {
+        2
+    } else if e.chain().any(|c| c.downcast_ref::<ClientError>().is_some()) {
+        3
+    } else {
+        1
+    }
+}
+
 #[derive(Subcommand)]
 enum WorkflowCommand {
     /// Import a definition file (JSON or YAML).
@@ -185,14 +245,15 @@ enum WorkflowCommand {
         /// A caller-chosen execution id (repeating it starts nothing new).
         #[arg(long)]
         execution_id: Option<String>,
-        /// Wait until it ends and print it.
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: operator::WaitArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// List definitions.
     List {
+        #[command(flatten)]
+        output: operator::OutputArg,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -202,6 +263,19 @@ enum WorkflowCommand {
 enum ClusterCommand {
     /// Print the cluster's nodes as a table.
     Status {
+        #[command(flatten)]
+        output: operator::OutputArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the recent cluster events (joins, failovers, fencings),
+    /// newest first.
+    Events {
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        output: operator::OutputArg,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -304,7 +378,7 @@ fn parse_inputs(pairs: &[String], text: &[String]) -> anyhow::Result<Value> {
     {
         let flag = if as_text { "--input-str" } else { "--input" };
         let Some((k, v)) = p.split_once('=') else {
-            bail!("{flag} `{p}`: expected NAME=VALUE");
+            return Err(Usage(format!("{flag} `{p}`: expected NAME=VALUE")).into());
         };
         let value = if as_text {
             Value::String(v.to_owned())
@@ -378,7 +452,7 @@ fn main() {
         // The anyhow chain, each cause once (`{:#}` would print a cause
         // whose text its wrapper already includes a second time).
         eprintln!("baton: {}", report(&e));
-        std::process::exit(1);
+        std::process::exit(exit_code(&e));
     }
 }
 
@@ -450,28 +524,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 wait,
                 client,
             } => {
-                let c = Client::new(&client.server, client.token);
+                let c = client.client();
+                let timeout = wait.timeout()?;
                 let v = c
                     .run(
                         &id,
                         parse_inputs(&inputs, &text_inputs)?,
                         execution_id,
-                        wait,
+                        false,
                     )
                     .await
                     .map_err(|e| hint_inputs(e, &inputs))?;
-                emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
-                if wait && v.get("state").and_then(Value::as_str) != Some("completed") {
-                    bail!(
-                        "execution ended {}",
-                        v.get("state").and_then(Value::as_str).unwrap_or("?")
-                    );
+                if !wait.wait {
+                    emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+                    return Ok(());
                 }
-                Ok(())
+                let eid = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .context("the answer has no execution id")?;
+                operator::wait_and_report(&c, eid, timeout).await
             }
-            WorkflowCommand::List { client } => {
-                let c = Client::new(&client.server, client.token);
+            WorkflowCommand::List { output, client } => {
+                let c = client.client();
                 let v = c.get("/api/workflows").await?;
+                if output.is_json() {
+                    emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+                    return Ok(());
+                }
                 for w in v.as_array().into_iter().flatten() {
                     emit(&format!(
                         "{:<32} v{:<5} {}\n",
@@ -484,10 +564,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Cluster {
-            command: ClusterCommand::Status { client },
+            command: ClusterCommand::Status { output, client },
         } => {
-            let c = Client::new(&client.server, client.token);
-            emit(&cluster_table(&c.get("/api/cluster").await?));
+            let v = client.client().get("/api/cluster").await?;
+            if output.is_json() {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+            } else {
+                emit(&cluster_table(&v));
+            }
+            Ok(())
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Events {
+                    limit,
+                    output,
+                    client,
+                },
+        } => operator::cluster_events(&client.client(), limit, output.output()).await,
+        Command::Execution { command } => operator::execution(command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "baton", &mut out);
+            emit(&String::from_utf8_lossy(&out));
             Ok(())
         }
         Command::Chaos {

@@ -2,6 +2,7 @@
 //! errors, run as the real binary.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -402,4 +403,170 @@ async fn logs_are_plain_or_json_off_a_terminal() {
 
 fn text_of(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// The operator's verbs against a real node, with the exit codes scripts
+/// rely on: 0 done, 1 the execution waited for did not complete, 2 a usage
+/// error, 3 the server unreachable or refusing.
+#[actix_rt::test]
+async fn operator_verbs_drive_executions_and_exit_codes_tell_outcomes_apart() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let node = serve(&[
+        ("BATON_DATABASE__URL", db.url.clone()),
+        ("BATON_NODE__ID", "ops-node".into()),
+    ]);
+    let server = node.url.clone();
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", server.as_str()]);
+        let out = baton(&all, &[]);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let ok = |args: &[&str]| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    for f in ["approval.yaml", "restock.json", "slow-steps.yaml"] {
+        let file = format!("{}/examples/workflows/{f}", env!("CARGO_MANIFEST_DIR"));
+        ok(&["workflow", "import", &file]);
+    }
+
+    // Signal, answer, get, logs, list.
+    ok(&["workflow", "run", "approval", "--execution-id", "ap-1"]);
+    ok(&[
+        "execution",
+        "signal",
+        "ap-1",
+        "approve",
+        "--payload",
+        r#"{"by": "ann"}"#,
+    ]);
+    eventually("ap-1 asks", Duration::from_secs(30), || async {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&["execution", "get", "ap-1", "-o", "json"]))
+                .unwrap_or_default();
+        v["waiting_for"]["kind"] == "interaction"
+    })
+    .await;
+    let (code, _, err) = run(&["execution", "answer", "ap-1", "--input", "amount=five"]);
+    assert_eq!(code, Some(3), "a refused answer: {err}");
+    assert!(err.contains("inputs.amount"), "{err}");
+    ok(&["execution", "answer", "ap-1", "--input", "amount=5"]);
+    eventually("ap-1 completes", Duration::from_secs(30), || async {
+        ok(&["execution", "get", "ap-1"]).contains("completed")
+    })
+    .await;
+    let shown = ok(&["execution", "get", "ap-1"]);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("state") && l.ends_with("completed")),
+        "{shown}"
+    );
+    let logs = ok(&["execution", "logs", "ap-1"]);
+    assert!(
+        logs.starts_with("TIME") && logs.contains("ask-amount"),
+        "{logs}"
+    );
+    let records: serde_json::Value =
+        serde_json::from_str(&ok(&["execution", "logs", "ap-1", "-o", "json"])).expect("JSON");
+    assert!(
+        records.as_array().is_some_and(|r| r.len() >= 8),
+        "{records}"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&ok(&[
+        "execution",
+        "list",
+        "--workflow",
+        "approval",
+        "--state",
+        "completed",
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    assert_eq!(listed[0]["id"], "ap-1", "{listed}");
+    let table = ok(&["execution", "list"]);
+    assert!(table.starts_with("ID") && table.contains("ap-1"), "{table}");
+
+    // A failed run exits 1; a resume with a variable completes it.
+    let (code, out, err) = run(&[
+        "workflow",
+        "run",
+        "restock",
+        "--input",
+        "sku=A-1",
+        "--execution-id",
+        "rs-1",
+        "--wait",
+    ]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("ended failed"), "{err}");
+    let out = ok(&[
+        "execution",
+        "resume",
+        "rs-1",
+        "--variable",
+        "in_stock=true",
+        "--wait",
+    ]);
+    assert!(out.contains("\"completed\""), "{out}");
+
+    // A wait that times out exits 1 and says so, with plain progress lines
+    // off a terminal; cancel, delete, and then the execution is gone (3).
+    let (code, _, err) = run(&[
+        "workflow",
+        "run",
+        "slow-steps",
+        "--input",
+        "ms=60000",
+        "--execution-id",
+        "sl-1",
+        "--wait",
+        "--timeout",
+        "0.5",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("sl-1: running s1") && err.contains("still running"),
+        "{err}"
+    );
+    assert!(!err.contains('\r'), "no live line off a terminal: {err:?}");
+    ok(&["execution", "cancel", "sl-1", "--wait", "--timeout", "10"]);
+    ok(&["execution", "delete", "sl-1"]);
+    let (code, _, err) = run(&["execution", "get", "sl-1"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("404"), "{err}");
+
+    // Cluster events and completions.
+    let events: serde_json::Value =
+        serde_json::from_str(&ok(&["cluster", "events", "-o", "json"])).expect("JSON");
+    assert!(events.is_array(), "{events}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["cluster", "status", "-o", "json"])).expect("JSON");
+    assert_eq!(status["mode"], "standalone");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = baton(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}");
+        assert!(text(&out.stdout).contains("execution"), "{shell}");
+    }
+
+    // Usage errors exit 2; an unreachable server exits 3.
+    for args in [
+        &["execution", "frobnicate"][..],
+        &["execution", "answer", "ap-1", "--input", "amount"],
+        &["execution", "signal", "ap-1", "go", "--payload", "not json"],
+        &["workflow", "run", "approval", "--timeout", "3"],
+        &["execution", "list", "-o", "yaml"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+    }
+    let out = baton(
+        &["execution", "list", "--server", "http://127.0.0.1:1"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot reach"));
 }

@@ -3,6 +3,7 @@
 //! `#>` line under it must match its answer, so the README cannot drift
 //! from the product.
 //!
+//! A command whose comment says `exits N` must exit with N (0 otherwise).
 //! A `#>` line that is JSON matches when the answer contains it (objects:
 //! every key shown, recursively; arrays: every element shown matches some
 //! element); any other `#>` line matches a line of the answer that
@@ -163,7 +164,14 @@ async fn the_readme_sessions_run_as_written() {
                 .output()
                 .expect("bash runs");
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            let problem = if !out.status.success() {
+            // A command whose comment says `exits N` must exit N.
+            let code = step
+                .command
+                .split_once("# exits ")
+                .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<i32>().ok())
+                .unwrap_or(0);
+            let problem = if out.status.code() != Some(code) {
                 Some(format!(
                     "exit {:?}: {}{}",
                     out.status.code(),
