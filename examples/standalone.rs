@@ -18,8 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::load(None, std::env::vars(), &[])?;
     let node = Node::builder().config(config).start().await?;
-    let client = baton::client::Client::new(&node.url(), None);
-    for line in baton::demo::import_examples(&client).await {
+    for line in baton::demo::import_examples(&node).await {
         println!("{line}");
     }
     println!(

@@ -47,12 +47,31 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the node at `base` (`http://127.0.0.1:8280`), with an
-    /// optional bearer token. Must be used inside an actix system.
+    /// A client of the node at `base` (`http://127.0.0.1:8280`, or
+    /// `https://` verified against the system's roots), with an optional
+    /// bearer token. Must be used inside an actix system.
     pub fn new(base: &str, token: Option<String>) -> Client {
+        Client::with_tls(base, token, baton_actors::tls::default_client_config())
+    }
+
+    /// As [`Client::new`], trusting the certificates of `ca_cert` (a PEM
+    /// file) besides the system's roots for `https://` servers.
+    pub fn with_ca(base: &str, token: Option<String>, ca_cert: &Path) -> anyhow::Result<Client> {
+        let tls =
+            baton_actors::tls::client_config("--ca-cert", Some(ca_cert)).map_err(|e| anyhow!(e))?;
+        Ok(Client::with_tls(base, token, tls))
+    }
+
+    fn with_tls(
+        base: &str,
+        token: Option<String>,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Client {
+        baton_actors::tls::install_provider();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             http: awc::Client::builder()
+                .connector(awc::Connector::new().rustls_0_23(tls))
                 .timeout(Duration::from_secs(30))
                 .finish(),
             token,
@@ -110,11 +129,14 @@ impl Client {
         };
         let etag = header("etag");
         let next_cursor = header("baton-next-cursor");
-        let bytes = resp
-            .body()
-            .limit(64 * 1024 * 1024)
-            .await
-            .map_err(|e| anyhow!("reading the answer of {url}: {e}"))?;
+        let bytes =
+            resp.body()
+                .limit(64 * 1024 * 1024)
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.clone(),
+                    reason: format!("reading the answer: {e}"),
+                })?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -145,25 +167,6 @@ impl Client {
             .send(awc::http::Method::POST, "/api/workflows", ct, Some(body))
             .await?
             .1)
-    }
-
-    /// Imports a definition; `Ok(None)` when its id is already stored.
-    pub async fn import_new(&self, name: &str, body: &[u8]) -> anyhow::Result<Option<Value>> {
-        let ct = content_type_of(Path::new(name));
-        let a = self
-            .request(
-                awc::http::Method::POST,
-                "/api/workflows",
-                ct,
-                Some(body.to_vec()),
-                None,
-            )
-            .await?;
-        match a.status {
-            409 => Ok(None),
-            s if s >= 400 => Err(a.refused()),
-            _ => Ok(Some(a.value)),
-        }
     }
 
     /// Imports a definition file, or replaces the stored definition of the

@@ -69,6 +69,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// `[retention]`
     pub retention: RetentionConfig,
+    /// `[actions]`
+    pub actions: ActionsConfig,
 }
 
 /// `[retention]`: how long finished executions and cluster events are kept.
@@ -147,6 +149,11 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// A PEM certificate chain; with `tls_key`, the API is served over
+    /// HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -155,8 +162,35 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8280".into(),
             workers: 2,
             max_body_bytes: 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
         }
     }
+}
+
+impl HttpConfig {
+    /// True when the API is served over HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// `[actions]`: the built-in actions.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionsConfig {
+    /// PEM certificates the `http` action trusts besides the system's
+    /// roots (a private CA).
+    pub http_tls_ca: Option<PathBuf>,
 }
 
 /// `[database]`: the shared database.
@@ -276,7 +310,7 @@ pub enum Role {
     Viewer,
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "node",
     "http",
     "database",
@@ -285,6 +319,7 @@ const SECTIONS: [&str; 8] = [
     "auth",
     "engine",
     "retention",
+    "actions",
 ];
 
 impl Config {
@@ -549,11 +584,36 @@ impl Config {
         if !(1..=64).contains(&self.scripts.threads) {
             return Err(err("scripts.threads", "must be between 1 and 64".into()));
         }
-        if !(1..=100_000).contains(&self.retention.batch) {
-            return Err(err(
-                "retention.batch",
-                "must be between 1 and 100000".into(),
-            ));
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(err("http.tls_key", "must be set with http.tls_cert".into()))
+            }
+            (None, Some(_)) => {
+                return Err(err("http.tls_cert", "must be set with http.tls_key".into()))
+            }
+            (Some(cert), Some(key)) => {
+                if let Err(e) = baton_actors::tls::server_config(cert, key) {
+                    let key = if e.starts_with("http.tls_cert") {
+                        "http.tls_cert"
+                    } else {
+                        "http.tls_key"
+                    };
+                    let message = e.strip_prefix(&format!("{key}: ")).unwrap_or(&e);
+                    return Err(err(key, message.to_owned()));
+                }
+            }
+        }
+        if let Some(ca) = &self.actions.http_tls_ca {
+            baton_actors::tls::client_config("actions.http_tls_ca", Some(ca)).map_err(|e| {
+                let message = e.strip_prefix("actions.http_tls_ca: ").unwrap_or(&e);
+                err("actions.http_tls_ca", message.to_owned())
+            })?;
+        }
+        // Each id of a batch is a bind parameter, twice in one statement:
+        // PostgreSQL and MySQL take at most 65535.
+        if !(1..=10_000).contains(&self.retention.batch) {
+            return Err(err("retention.batch", "must be between 1 and 10000".into()));
         }
         if !(10..=86_400_000).contains(&self.retention.interval_ms) {
             return Err(err(

@@ -1,7 +1,8 @@
 //! The example workflows of `examples/workflows/`, built into the binary
 //! for `baton serve --demo`.
 
-use crate::client::Client;
+use crate::error::ApiError;
+use crate::node::NodeHandle;
 
 /// Every file of `examples/workflows/`, by name (a test checks this list
 /// against the directory).
@@ -40,14 +41,18 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Imports every example not stored yet; one line per file saying what
-/// happened (a definition already stored is kept as it is).
-pub async fn import_examples(client: &Client) -> Vec<String> {
+/// Imports every example not stored yet, in process (so that a node with
+/// `[auth]` tokens or HTTPS imports them as well); one line per file saying
+/// what happened (a definition already stored is kept as it is).
+pub async fn import_examples(node: &NodeHandle) -> Vec<String> {
     let mut lines = Vec::new();
     for (name, text) in EXAMPLES {
-        let line = match client.import_new(name, text.as_bytes()).await {
-            Ok(Some(def)) => format!("imported {} from examples/workflows/{name}", def["id"]),
-            Ok(None) => format!("kept the stored definition of examples/workflows/{name}"),
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        let line = match node.import_definition(text.as_bytes(), yaml).await {
+            Ok(_) => format!("imported examples/workflows/{name}"),
+            Err(ApiError::Conflict(_)) => {
+                format!("kept the stored definition of examples/workflows/{name}")
+            }
             Err(e) => format!("could not import examples/workflows/{name}: {e}"),
         };
         lines.push(line);

@@ -175,11 +175,19 @@ struct ClientArgs {
     /// A bearer token.
     #[arg(long, env = "BATON_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A PEM file of CA certificates to trust for an `https://` server,
+    /// besides the system's roots.
+    #[arg(long, env = "BATON_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl ClientArgs {
-    fn client(&self) -> Client {
-        Client::new(&self.server, self.token.clone())
+    fn client(&self) -> anyhow::Result<Client> {
+        match &self.ca_cert {
+            None => Ok(Client::new(&self.server, self.token.clone())),
+            Some(ca) => Client::with_ca(&self.server, self.token.clone(), ca)
+                .map_err(|e| Usage(e.to_string()).into()),
+        }
     }
 }
 
@@ -272,7 +280,7 @@ enum ClusterCommand {
     /// newest first.
     Events {
         /// At most this many (1 to 1000).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         #[command(flatten)]
         output: operator::OutputArg,
@@ -460,12 +468,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, demo } => {
             let config = config.load()?;
-            if demo && config.http.listen.is_empty() {
-                bail!("--demo imports over the node's own API; it needs http.listen");
-            }
-            if demo && !config.auth.tokens.is_empty() {
-                bail!("--demo imports over the node's own API, which [auth] tokens close; run the demo without tokens");
-            }
             init_tracing()?;
             let node = Node::builder().config(config).start().await?;
             if node.url().is_empty() {
@@ -474,8 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("baton: node {} listening on {}", node.node_id(), node.url());
             }
             if demo {
-                let client = Client::new(&node.url(), None);
-                for line in baton::demo::import_examples(&client).await {
+                for line in baton::demo::import_examples(&node).await {
                     eprintln!("baton: {line}");
                 }
                 eprintln!(
@@ -507,7 +508,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 replace,
                 client,
             } => {
-                let c = Client::new(&client.server, client.token);
+                let c = client.client()?;
                 let v = if replace {
                     c.import_or_replace(&file).await?
                 } else {
@@ -524,7 +525,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 wait,
                 client,
             } => {
-                let c = client.client();
+                let c = client.client()?;
                 let timeout = wait.timeout()?;
                 let v = c
                     .run(
@@ -546,7 +547,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 operator::wait_and_report(&c, eid, timeout).await
             }
             WorkflowCommand::List { output, client } => {
-                let c = client.client();
+                let c = client.client()?;
                 let v = c.get("/api/workflows").await?;
                 if output.is_json() {
                     emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
@@ -566,7 +567,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster {
             command: ClusterCommand::Status { output, client },
         } => {
-            let v = client.client().get("/api/cluster").await?;
+            let v = client.client()?.get("/api/cluster").await?;
             if output.is_json() {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
             } else {
@@ -581,7 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     output,
                     client,
                 },
-        } => operator::cluster_events(&client.client(), limit, output.output()).await,
+        } => operator::cluster_events(&client.client()?, limit, output.output()).await,
         Command::Execution { command } => operator::execution(command).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;

@@ -48,6 +48,9 @@ pub enum StartError {
     /// The cluster's nodes have other `[cluster]` or `[scripts]` settings.
     #[error("{0}")]
     Refused(String),
+    /// A TLS certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Refuses to start a standalone node on a database that a running
@@ -149,9 +152,29 @@ impl NodeBuilder {
     /// script threads, the supervisor (which resumes this node's unfinished
     /// executions) and the HTTP server. Returns once the HTTP server
     /// listens; `/api/healthstatus` turns 200 when recovery is done.
-    pub async fn start(self) -> Result<NodeHandle, StartError> {
+    pub async fn start(mut self) -> Result<NodeHandle, StartError> {
+        baton_actors::tls::install_provider();
         let config = self.config;
         let listen = config.listen_addr()?;
+        // TLS first: a bad certificate stops the node before it joins.
+        let server_tls = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(baton_actors::tls::server_config(cert, key).map_err(StartError::Tls)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(StartError::Tls(
+                    "http.tls_cert and http.tls_key must be set together".into(),
+                ))
+            }
+        };
+        if let Some(ca) = &config.actions.http_tls_ca {
+            self.actions.set_http_tls(
+                baton_actors::tls::client_config("actions.http_tls_ca", Some(ca))
+                    .map_err(StartError::Tls)?,
+            );
+        }
+        let scheme = config.http.scheme();
         let url_shown = redact(&config.database.url);
         let db_err = |source| StartError::Database {
             url: url_shown.clone(),
@@ -205,7 +228,7 @@ impl NodeBuilder {
                 .advertise_url
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_owned())
-                .or_else(|| addr.map(|a| format!("http://{a}")))
+                .or_else(|| addr.map(|a| format!("{scheme}://{a}")))
                 .unwrap_or_default(),
             store: store.clone(),
             scripts: scripts.clone(),
@@ -259,8 +282,12 @@ impl NodeBuilder {
                 })
                 .workers(config.http.workers)
                 .disable_signals()
-                .shutdown_timeout(5)
-                .listen(listener)
+                .shutdown_timeout(5);
+                // With a certificate: HTTPS only on this listener.
+                let server = match server_tls {
+                    Some(tls) => server.listen_rustls_0_23(listener, tls),
+                    None => server.listen(listener),
+                }
                 .map_err(|source| StartError::Bind {
                     addr: addr.to_string(),
                     source,
@@ -281,6 +308,7 @@ impl NodeBuilder {
         }
         Ok(NodeHandle {
             addr,
+            scheme,
             node_id,
             supervisor,
             store,
@@ -305,6 +333,7 @@ fn redact(url: &str) -> String {
 /// A running node.
 pub struct NodeHandle {
     addr: Option<SocketAddr>,
+    scheme: &'static str,
     node_id: String,
     supervisor: Addr<NodeSupervisor>,
     store: Store,
@@ -333,10 +362,13 @@ impl NodeHandle {
         self.addr
     }
 
-    /// The HTTP API's base URL, such as `http://127.0.0.1:8280`; empty
-    /// for a node without an HTTP API.
+    /// The HTTP API's base URL, such as `http://127.0.0.1:8280`
+    /// (`https://` with `http.tls_cert`); empty for a node without an HTTP
+    /// API.
     pub fn url(&self) -> String {
-        self.addr.map(|a| format!("http://{a}")).unwrap_or_default()
+        self.addr
+            .map(|a| format!("{}://{a}", self.scheme))
+            .unwrap_or_default()
     }
 
     /// This node's id.

@@ -42,7 +42,8 @@ impl OutputArg {
 
 #[derive(Args)]
 pub(crate) struct WaitArgs {
-    /// Wait until the execution ends; exit 1 unless it completed.
+    /// Wait until the execution ends (`run` and `resume` exit 1 unless it
+    /// completed; `cancel` exits 0 once it has ended in any way).
     #[arg(long)]
     pub(crate) wait: bool,
     /// With --wait: give up after this many seconds (exit 1, the execution
@@ -72,9 +73,8 @@ pub(crate) enum ExecutionCommand {
         /// Only executions of this workflow.
         #[arg(long)]
         workflow: Option<String>,
-        /// Only this state: running, waiting, waiting-signal, completed,
-        /// failed or canceled.
-        #[arg(long)]
+        /// Only this state.
+        #[arg(long, value_parser = ["running", "waiting", "waiting-signal", "completed", "failed", "canceled"])]
         state: Option<String>,
         /// Only children of this execution.
         #[arg(long)]
@@ -108,7 +108,9 @@ pub(crate) enum ExecutionCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Cancel an execution (and its unfinished children).
+    /// Cancel an execution (and its unfinished children); with --wait,
+    /// exits 0 once it has ended (canceled, or completed or failed before
+    /// the cancel took).
     Cancel {
         /// The execution id.
         id: String,
@@ -321,7 +323,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
             output,
             client,
         } => {
-            let c = client.client();
+            let c = client.client()?;
             let filters = query(&[
                 ("workflow", &workflow),
                 ("state", &state),
@@ -373,7 +375,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
         }
         ExecutionCommand::Get { id, output, client } => {
             let e = client
-                .client()
+                .client()?
                 .get(&format!("/api/executions/{}", seg(&id)))
                 .await?;
             emit(&match output.output {
@@ -384,7 +386,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
         }
         ExecutionCommand::Logs { id, output, client } => {
             let records = client
-                .client()
+                .client()?
                 .get_all_pages(&format!("/api/executions/{}/logs?limit=1000", seg(&id)))
                 .await?;
             if output.output == Output::Json {
@@ -414,7 +416,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ExecutionCommand::Cancel { id, wait, client } => {
-            let c = client.client();
+            let c = client.client()?;
             let timeout = wait.timeout()?;
             let e = c
                 .send_json(
@@ -454,7 +456,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
                 })?,
             };
             let v = client
-                .client()
+                .client()?
                 .send_json(
                     Method::POST,
                     &format!("/api/executions/{}/signals/{}", seg(&id), seg(&name)),
@@ -472,7 +474,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
         } => {
             let answer = parse_inputs(&inputs, &text_inputs)?;
             let v = client
-                .client()
+                .client()?
                 .send_json(
                     Method::POST,
                     &format!("/api/executions/{}/interaction", seg(&id)),
@@ -488,7 +490,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
             wait,
             client,
         } => {
-            let c = client.client();
+            let c = client.client()?;
             let timeout = wait.timeout()?;
             let vars = parse_inputs(&variables, &[])
                 .map_err(|e| crate::Usage(e.to_string().replace("--input", "--variable")))?;
@@ -512,7 +514,7 @@ pub(crate) async fn execution(command: ExecutionCommand) -> anyhow::Result<()> {
         }
         ExecutionCommand::Delete { id, client } => {
             client
-                .client()
+                .client()?
                 .send_json(
                     Method::DELETE,
                     &format!("/api/executions/{}", seg(&id)),

@@ -32,10 +32,21 @@ fn have(tool: &str) -> bool {
 fn the_example_node_configs_load_and_agree_on_the_cluster() {
     let mut ids = Vec::new();
     let mut fingerprints = Vec::new();
+    // The files name /etc/baton/tls/...; the test's own certificates
+    // stand in for them (a flag overrides a file's key).
+    let certs = crate::tls::certs();
+    let tls = [
+        ("http.tls_cert".to_owned(), format!("{:?}", certs.cert)),
+        ("http.tls_key".to_owned(), format!("{:?}", certs.key)),
+    ];
     for n in ["a", "b", "c"] {
         let path = deploy(&format!("node-{n}.toml"));
-        let c = Config::load(Some(&path), Vec::new(), &[])
+        let c = Config::load(Some(&path), Vec::new(), &tls)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(c.http.tls(), "HTTPS");
+        assert!(c.database.url.contains("sslmode=verify-full"));
+        let advertised = c.node.advertise_url.as_deref().unwrap_or_default();
+        assert!(advertised.starts_with("https://"), "{advertised}");
         assert!(c.cluster.enabled);
         assert!(c.node.advertise_url.is_some(), "a wildcard listen needs it");
         ids.push(c.node.id.clone());

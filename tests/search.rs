@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use baton_actors::store::entities::{execution, item_log, signal};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter};
 use serde_json::{json, Value};
 
 use crate::on_all_backends;
@@ -48,6 +48,22 @@ async fn setup(http: &Http) {
         &json!({"id": "fan", "variables": {"xs": [1, 2]}, "start": "each", "items": {
             "each": {"type": "foreach", "over": "xs", "as": "x", "workflow": "maybe",
                      "inputs": {"x": "x"}, "parallel": true, "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    // Fails when x is 2; a foreach over [1, 2] of it fails its parent.
+    import(
+        http,
+        &json!({"id": "fail-on-2", "inputs": {"x": "number"}, "start": "d", "items": {
+            "d": {"type": "decision", "condition": "x == 2", "then": "bad", "else": "e"},
+            "bad": {"type": "end", "fail": "'two'"}, "e": {"type": "end"}}}),
+    )
+    .await;
+    import(
+        http,
+        &json!({"id": "fan-fails", "variables": {"xs": [1, 2]}, "start": "each", "items": {
+            "each": {"type": "foreach", "over": "xs", "as": "x", "workflow": "fail-on-2",
+                     "inputs": {"x": "x"}, "next": "e"},
             "e": {"type": "end"}}}),
     )
     .await;
@@ -384,6 +400,27 @@ async fn only_a_finished_execution_outside_a_running_family_is_deleted(b: Backen
             .status,
         200
     );
+
+    // A failed parent may be resumed, which runs its foreach again and
+    // reads its children: they stay while it is failed.
+    let parent = start(&http, "fan-fails", json!({})).await;
+    assert_eq!(wait_final(&http, &parent, LONG).await["state"], "failed");
+    let ok_kid = http
+        .get(&format!("/api/executions?parent={parent}&state=completed"))
+        .await
+        .json["executions"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let r = del(ok_kid.clone()).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains(&parent), "{}", r.text);
+    assert_eq!(
+        del(parent).await.status,
+        204,
+        "a failed parent with finished children goes"
+    );
+    assert_eq!(del(ok_kid).await.status, 204);
     node.stop().await;
 }
 
@@ -534,12 +571,30 @@ async fn retention_purges_ten_thousand_old_executions_and_nothing_else(b: Backen
             None,
         ),
         row("recent".into(), "completed", None, Some(now)),
+        // A failed parent may be resumed and read its children again.
+        row("failed-parent".into(), "failed", None, Some(now)),
+        row(
+            "child-of-failed".into(),
+            "completed",
+            Some("failed-parent".into()),
+            Some(old),
+        ),
     ];
     let kept: Vec<String> = keep.iter().map(|r| r.id.clone().unwrap()).collect();
+    // A signal sent to an execution that is gone.
+    let orphan = signal::ActiveModel {
+        execution_id: Set("deleted-long-ago".into()),
+        name: Set("late".into()),
+        payload: Set("null".into()),
+        created_at: Set(old),
+        consumed_at: Set(None),
+        ..Default::default()
+    };
     store
         .db()
         .run(move |c| async move {
             execution::Entity::insert_many(keep).exec(&c).await?;
+            signal::Entity::insert(orphan).exec(&c).await?;
             Ok(())
         })
         .await
@@ -593,7 +648,11 @@ async fn retention_purges_ten_thousand_old_executions_and_nothing_else(b: Backen
                 .count(&c)
                 .await?;
             let s = signal::Entity::find()
-                .filter(signal::Column::ExecutionId.like("old-%"))
+                .filter(
+                    signal::Column::ExecutionId
+                        .like("old-%")
+                        .or(signal::Column::ExecutionId.eq("deleted-long-ago")),
+                )
                 .count(&c)
                 .await?;
             Ok((e, l, s))

@@ -27,4 +27,5 @@ mod outage;
 mod readme;
 mod scripts;
 mod search;
+mod tls;
 mod waits;

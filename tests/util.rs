@@ -238,6 +238,29 @@ impl Http {
         }
     }
 
+    /// A client of an `https://` node whose certificate `ca` (a PEM file)
+    /// signed.
+    pub fn with_ca(base: &str, ca: &std::path::Path) -> Http {
+        let tls = baton_actors::tls::client_config("test CA", Some(ca)).expect("test CA");
+        Http {
+            base: base.to_owned(),
+            client: awc::Client::builder()
+                .connector(awc::Connector::new().rustls_0_23(tls))
+                .timeout(Duration::from_secs(30))
+                .finish(),
+        }
+    }
+
+    /// The request as sent, or why it could not be (TLS, connection).
+    pub async fn try_get(&self, path: &str) -> Result<u16, String> {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn request(
         &self,
         method: &str,

@@ -81,6 +81,9 @@ type ActionFn = Arc<dyn Fn(ActionCall) -> BoxFuture<'static, ActionResult> + Sen
 #[derive(Clone)]
 pub struct ActionRegistry {
     actions: BTreeMap<String, ActionFn>,
+    /// The `http` action's TLS: the system's roots, plus a private CA
+    /// when configured (`actions.http_tls_ca`).
+    http_tls: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for ActionRegistry {
@@ -103,6 +106,7 @@ impl ActionRegistry {
     pub fn with_builtins() -> ActionRegistry {
         let mut r = ActionRegistry {
             actions: BTreeMap::new(),
+            http_tls: crate::tls::default_client_config(),
         };
         r.register("log", |call: ActionCall| async move {
             let message = match call.input("message") {
@@ -135,6 +139,17 @@ impl ActionRegistry {
             Ok(json!({ "slept_ms": ms as u64 }))
         });
         r
+    }
+
+    /// The TLS configuration of the `http` action.
+    pub fn http_tls(&self) -> &Arc<rustls::ClientConfig> {
+        &self.http_tls
+    }
+
+    /// Sets the TLS configuration of the `http` action (see
+    /// [`crate::tls::client_config`]).
+    pub fn set_http_tls(&mut self, config: Arc<rustls::ClientConfig>) {
+        self.http_tls = config;
     }
 
     /// Registers (or replaces) an action.

@@ -10,7 +10,14 @@
 //! `allow_error_status` is true. Every request carries the item's stable
 //! `Idempotency-Key` (`{execution}/{item}`) and `Baton-Attempt`, so the
 //! receiver can deduplicate an at-least-once retry.
+//!
+//! `https://` URLs are verified against the system's trust roots plus the
+//! node's `actions.http_tls_ca`. Each arbiter thread keeps one pooled
+//! client per TLS configuration, shared by every call made on it, so
+//! connections (and TLS sessions) are reused across items and executions.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
@@ -22,15 +29,38 @@ pub const NAME: &str = "http";
 
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Performs the request described by `call.inputs`.
-pub async fn call(call: &ActionCall) -> Result<Value, String> {
+thread_local! {
+    /// This thread's clients, by TLS configuration.
+    static CLIENTS: RefCell<Vec<(Arc<rustls::ClientConfig>, awc::Client)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's pooled client for `tls`.
+fn client(tls: &Arc<rustls::ClientConfig>) -> awc::Client {
+    CLIENTS.with(|clients| {
+        let mut clients = clients.borrow_mut();
+        if let Some((_, c)) = clients.iter().find(|(t, _)| Arc::ptr_eq(t, tls)) {
+            return c.clone();
+        }
+        let c = awc::Client::builder()
+            .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+            .disable_timeout()
+            .finish();
+        clients.push((tls.clone(), c.clone()));
+        c
+    })
+}
+
+/// Performs the request described by `call.inputs`, verifying `https://`
+/// servers with `tls`.
+pub async fn call(call: &ActionCall, tls: &Arc<rustls::ClientConfig>) -> Result<Value, String> {
     let input = |k: &str| call.inputs.get(k);
     let url = input("url")
         .and_then(Value::as_str)
         .ok_or("http needs input `url`, a string")?;
-    if !url.starts_with("http://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(format!(
-            "http: `{url}`: only http:// URLs are supported by this build (no TLS client compiled in)"
+            "http: `{url}`: only http:// and https:// URLs are supported"
         ));
     }
     let method = input("method")
@@ -49,11 +79,9 @@ pub async fn call(call: &ActionCall) -> Result<Value, String> {
     let allow_error_status = input("allow_error_status")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_millis(timeout))
-        .finish();
-    let mut req = client
+    let mut req = client(tls)
         .request(method, url)
+        .timeout(Duration::from_millis(timeout))
         .insert_header(("Idempotency-Key", call.idempotency_key.as_str()))
         .insert_header(("Baton-Attempt", call.attempt.to_string()));
     match input("headers") {

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 pub mod workflow;
 
 pub use actions::{ActionCall, ActionRegistry};

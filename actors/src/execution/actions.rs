@@ -23,7 +23,7 @@ impl Run {
         let (params, mut logs) = self.expressions(inputs, None).await?;
         let call = ActionCall::new(&self.fence.execution, &self.item, self.attempt, params);
         let result = if action == crate::http_action::NAME {
-            crate::http_action::call(&call).await
+            crate::http_action::call(&call, self.actions.http_tls()).await
         } else {
             self.actions.call(action, call.clone()).await
         };

@@ -3,9 +3,15 @@
 //!
 //! What may be deleted: a finished execution (`completed`, `failed`,
 //! `canceled`) none of whose children is unfinished and whose parent, if
-//! it still exists, is finished. A waiting parent reads its children's
-//! rows, and a parent that finds a child missing starts it again: deleting
-//! the child of a running parent would run that child twice.
+//! it still exists, is `completed` or `canceled`. A waiting parent reads
+//! its children's rows, and a parent that finds a child missing starts it
+//! again: deleting the child of a running parent would run that child
+//! twice. A `failed` parent counts as running here: a resume runs its
+//! failed `workflow` or `foreach` item again, which reads the same
+//! children.
+//!
+//! Signals whose execution is gone (sent in the moment before a deletion,
+//! or by a child to a deleted parent) are purged too.
 //!
 //! Every deletion, and every reopening of a failed execution
 //! ([`Store::reopen_failed`]), first updates the retention row of
@@ -33,7 +39,8 @@ pub enum Deletion {
     NotFound,
     /// It is not finished (its state).
     Unfinished(String),
-    /// Its parent (this id) is not finished and may still read it.
+    /// Its parent (this id) is unfinished or failed (a resume runs it
+    /// again) and may still read it.
     ParentUnfinished(String),
     /// This many of its children are not finished.
     ChildrenUnfinished(u64),
@@ -54,13 +61,28 @@ pub struct Purged {
 
 const FINISHED: [&str; 3] = [state::COMPLETED, state::FAILED, state::CANCELED];
 
+/// The states of a parent that may still read its children.
+const PARENT_READS: [&str; 4] = [
+    state::RUNNING,
+    state::WAITING,
+    state::WAITING_SIGNAL,
+    state::FAILED,
+];
+
 /// Takes the retention lock; must be the first statement of the
-/// transaction.
+/// transaction. A missing lock row (a schema not made by the migrations)
+/// is an error, not a lock silently not taken.
 pub(super) async fn retention_lock(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
-    txn.execute_unprepared(&format!(
-        "UPDATE cluster_lock SET counter = counter + 1 WHERE id = {RETENTION_LOCK_ROW}"
-    ))
-    .await?;
+    let locked = txn
+        .execute_unprepared(&format!(
+            "UPDATE cluster_lock SET counter = counter + 1 WHERE id = {RETENTION_LOCK_ROW}"
+        ))
+        .await?;
+    if locked.rows_affected() != 1 {
+        return Err(sea_orm::DbErr::Custom(format!(
+            "row {RETENTION_LOCK_ROW} of cluster_lock is missing; run `baton migrate`"
+        )));
+    }
     Ok(())
 }
 
@@ -131,7 +153,7 @@ impl Store {
                     let p = execution::Entity::find_by_id(parent.as_str())
                         .one(&txn)
                         .await?;
-                    if p.is_some_and(|p| state::UNFINISHED.contains(&p.state.as_str())) {
+                    if p.is_some_and(|p| PARENT_READS.contains(&p.state.as_str())) {
                         txn.rollback().await?;
                         return Ok(Deletion::ParentUnfinished(parent.clone()));
                     }
@@ -182,11 +204,12 @@ impl Store {
                      AND NOT EXISTS (SELECT 1 FROM executions c \
                          WHERE c.parent_id = e.id AND c.state IN ({unfinished})) \
                      AND NOT EXISTS (SELECT 1 FROM executions p \
-                         WHERE p.id = e.parent_id AND p.state IN ({unfinished})) \
+                         WHERE p.id = e.parent_id AND p.state IN ({parent_reads})) \
                      ORDER BY e.ended_at LIMIT {batch}",
                     cutoff = age(finished_after_ms),
                     finished = quoted(&FINISHED),
                     unfinished = quoted(&state::UNFINISHED),
+                    parent_reads = quoted(&PARENT_READS),
                 );
                 let ids: Vec<String> = txn
                     .query_all_raw(Statement::from_string(backend, sql))
@@ -211,6 +234,26 @@ impl Store {
                 if !events.is_empty() {
                     purged.cluster_events = cluster_event::Entity::delete_many()
                         .filter(cluster_event::Column::Id.is_in(events))
+                        .exec(&txn)
+                        .await?
+                        .rows_affected;
+                }
+                let orphans: Vec<i64> = txn
+                    .query_all_raw(Statement::from_string(
+                        backend,
+                        format!(
+                            "SELECT s.id FROM signals s WHERE NOT EXISTS \
+                             (SELECT 1 FROM executions e WHERE e.id = s.execution_id) \
+                             ORDER BY s.id LIMIT {batch}"
+                        ),
+                    ))
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<i64>("", "id"))
+                    .collect::<Result<_, _>>()?;
+                if !orphans.is_empty() {
+                    purged.signals += signal::Entity::delete_many()
+                        .filter(signal::Column::Id.is_in(orphans))
                         .exec(&txn)
                         .await?
                         .rows_affected;

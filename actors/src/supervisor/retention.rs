@@ -25,8 +25,16 @@ pub struct RetentionPolicy {
     pub every: Duration,
 }
 
-/// Between two full batches: other writers get the tables back.
+/// Between two full batches the purge waits at least as long as the last
+/// batch took (it holds the tables at most half the time), and at least
+/// this long.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
+
+/// On SQLite a batch holds the whole file, and a writer that found it
+/// locked retries only after its busy handler's sleep (up to 100 ms): the
+/// pause must outlast that, or back-to-back batches starve the other
+/// nodes' heartbeats until they fence themselves.
+const BETWEEN_BATCHES_SQLITE: Duration = Duration::from_millis(250);
 
 impl NodeSupervisor {
     /// Purges until a batch comes back short (or the node stops running).
@@ -42,8 +50,14 @@ impl NodeSupervisor {
         let status = self.cfg.status.clone();
         let metrics = self.cfg.metrics.clone();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let least = if store.backend() == sea_orm::DbBackend::Sqlite {
+            BETWEEN_BATCHES_SQLITE
+        } else {
+            BETWEEN_BATCHES
+        };
         let fut = async move {
             loop {
+                let began = std::time::Instant::now();
                 let p = store
                     .purge(
                         ms(policy.finished_after),
@@ -70,7 +84,7 @@ impl NodeSupervisor {
                 if !full || status.get().state != NodeState::Running {
                     return Ok::<_, crate::error::StoreError>(());
                 }
-                tokio::time::sleep(BETWEEN_BATCHES).await;
+                tokio::time::sleep(began.elapsed().max(least)).await;
             }
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, _| {
