@@ -57,5 +57,5 @@ pub use node::{ExecutionError, ExecutionHandle, Node, NodeBuilder, NodeHandle, S
 /// The OpenAPI document of the HTTP API, as JSON.
 pub fn openapi_json() -> serde_json::Value {
     use utoipa::OpenApi;
-    serde_json::to_value(http::openapi::ApiDoc::openapi()).unwrap_or_default()
+    serde_json::to_value(http::ApiDoc::openapi()).unwrap_or_default()
 }

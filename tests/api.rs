@@ -612,22 +612,25 @@ async fn schemathesis_findings_are_answered_as_documented() {
     // (`[]` started an execution with no inputs).
     let plain = json!({"id": "plain", "start": "e", "items": {"e": {"type": "end"}}});
     assert_eq!(http.post("/api/workflows", &plain).await.status, 201);
-    // A form feed is not JSON whitespace: not an empty body (schemathesis,
-    // a random seed in CI, started an execution with it).
-    let r = http
-        .request(
-            "POST",
-            "/api/workflows/plain/executions",
-            &[],
-            Some(b"\x0c".to_vec()),
-        )
-        .await;
-    assert_eq!(
-        (r.status, error_code(&r)),
-        (400, "invalid_json"),
-        "{}",
-        r.text
-    );
+    // A body of whitespace is not an empty body, nor JSON (schemathesis,
+    // a random seed in CI, started executions with a form feed and with a
+    // space).
+    for body in [&b"\x0c"[..], b" ", b"\n"] {
+        let r = http
+            .request(
+                "POST",
+                "/api/workflows/plain/executions",
+                &[],
+                Some(body.to_vec()),
+            )
+            .await;
+        assert_eq!(
+            (r.status, error_code(&r)),
+            (400, "invalid_json"),
+            "{body:?}: {}",
+            r.text
+        );
+    }
     for body in ["[]", "[{}, \"x\"]", " [ ] "] {
         let r = http
             .request(
@@ -691,7 +694,93 @@ async fn schemathesis_findings_are_answered_as_documented() {
     );
     let schema = &doc["components"]["schemas"]["Definition"];
     assert_eq!(schema["required"], json!(["id", "start", "items"]));
-    assert!(doc["components"]["schemas"]["DefinitionItem"].is_object());
+    // Items are a tagged union: one schema per type, with its own fields.
+    let variants = doc["components"]["schemas"]["DefinitionItem"]["oneOf"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(variants.len(), 9, "one per item type");
+    // Every item of every example fits the variant of its type.
+    for (name, text) in baton::demo::EXAMPLES {
+        let def: Value = if name.ends_with(".json") {
+            serde_json::from_str(text).expect("JSON")
+        } else {
+            serde_yaml_ng::from_str(text).expect("YAML")
+        };
+        for (id, item) in def["items"].as_object().expect("items") {
+            let v = variants
+                .iter()
+                .find(|v| v["properties"]["type"]["const"] == item["type"])
+                .unwrap_or_else(|| panic!("{name} {id}: no variant for {}", item["type"]));
+            assert_eq!(v["additionalProperties"], json!(false));
+            for key in item.as_object().expect("object").keys() {
+                assert!(
+                    v["properties"].get(key).is_some(),
+                    "{name} {id}: `{key}` is not in the {} schema",
+                    item["type"]
+                );
+            }
+            for req in v["required"].as_array().expect("required") {
+                assert!(
+                    item.get(req.as_str().unwrap_or_default()).is_some(),
+                    "{name} {id}: lacks required {req}"
+                );
+            }
+        }
+    }
+    // Bearer tokens: the scheme, and 401/403 where they can be answered.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer"})
+    );
+    assert!(ops["/api/workflows"]["get"]["responses"]["401"].is_object());
+    assert!(ops["/api/workflows"]["post"]["responses"]["403"].is_object());
+    assert!(ops["/api/workflows"]["get"]["responses"]
+        .get("403")
+        .is_none());
+    assert!(ops["/api/healthstatus"]["get"]["responses"]
+        .get("401")
+        .is_none());
+    // Headers.
+    let headers = |path: &str, method: &str, status: &str| {
+        ops[path][method]["responses"][status]["headers"]
+            .as_object()
+            .map(|h| {
+                let mut keys = h.keys().cloned().collect::<Vec<_>>();
+                keys.sort();
+                keys
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        headers("/api/workflows", "post", "201"),
+        ["ETag", "Location"]
+    );
+    assert_eq!(headers("/api/workflows/{id}", "get", "200"), ["ETag"]);
+    assert_eq!(headers("/api/workflows/{id}", "put", "200"), ["ETag"]);
+    assert_eq!(
+        headers("/api/workflows/{id}/executions", "post", "202"),
+        ["Baton-Created", "Location"]
+    );
+    // Every operation of the document is routed (the route table and the
+    // document are made from one list of handlers).
+    for (path, item) in ops.as_object().expect("paths") {
+        for method in item.as_object().expect("methods").keys() {
+            let concrete = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let r = http
+                .request(&method.to_uppercase(), &concrete, &[], None)
+                .await;
+            assert!(
+                !r.text.contains("no route for"),
+                "{method} {path} is documented but not routed: {}",
+                r.text
+            );
+        }
+    }
     node.stop().await;
 }
 

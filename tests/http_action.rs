@@ -87,13 +87,16 @@ async fn http_action_calls_out_with_the_idempotency_key() {
 
     let r = http
         .post("/api/workflows", &json!({"id": "tls", "start": "a", "items": {
-            "a": {"type": "action", "action": "http", "inputs": {"url": "'https://127.0.0.1:1/'"}, "next": "e"}, "e": {"type": "end"}}}))
+            "a": {"type": "action", "action": "http", "inputs": {"url": "'ftp://127.0.0.1:1/'"}, "next": "e"}, "e": {"type": "end"}}}))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let id = start(&http, "tls", json!({})).await;
     let e = wait_final(&http, &id, Duration::from_secs(30)).await;
     assert!(
-        e["error"].as_str().unwrap_or("").contains("only http://"),
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("only http:// and https:// URLs"),
         "a clear error: {e}"
     );
     node.stop().await;

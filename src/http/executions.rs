@@ -182,13 +182,13 @@ pub(crate) struct SearchPage {
 /// many executions are stored.
 #[utoipa::path(get, path = "/api/executions", tag = "executions",
     params(("workflow" = Option<String>, Query, description = "Only executions of this workflow"),
-           ("state" = Option<String>, Query, description = "Only this state: running, waiting, waiting-signal, completed, failed or canceled"),
+           ("state" = Option<paging::StateName>, Query, description = "Only this state"),
            ("parent" = Option<String>, Query, description = "Only children of this execution"),
            ("node" = Option<String>, Query, description = "Only executions owned by this node"),
-           ("created_after" = Option<String>, Query, description = "Only those created at or after this RFC 3339 time"),
-           ("created_before" = Option<String>, Query, description = "Only those created before this RFC 3339 time"),
+           ("created_after" = Option<String>, Query, format = DateTime, description = "Only those created at or after this RFC 3339 time"),
+           ("created_before" = Option<String>, Query, format = DateTime, description = "Only those created before this RFC 3339 time"),
            ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "At most this many (1 to 1000, default 100)"),
-           ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page")),
+           ("cursor" = Option<String>, Query, pattern = "^[0-9a-f]{16}(?:[0-9a-f]{2})*$", description = "The next_cursor of the previous page")),
     responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody)))]
 #[get("/api/executions")]
 pub(crate) async fn search(
@@ -333,7 +333,7 @@ struct LogQuery {
 #[utoipa::path(get, path = "/api/executions/{eid}/logs", tag = "executions",
     params(("eid" = String, Path, description = "Execution id"),
            ("limit" = Option<u64>, Query, minimum = 1, maximum = 10000, description = "At most this many records (1 to 10000, default 1000)"),
-           ("cursor" = Option<String>, Query, description = "The Baton-Next-Cursor of the previous page")),
+           ("cursor" = Option<String>, Query, pattern = "^[0-9a-f]{16}$", description = "The Baton-Next-Cursor of the previous page")),
     responses((status = 200, body = Vec<LogView>,
                headers(("Baton-Next-Cursor" = String, description = "The cursor of the next page, when there may be one"))),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -424,7 +424,7 @@ pub(crate) async fn resume(
 pub(crate) struct SignalRequest {
     /// Any JSON value, stored in the waiting item's `store` variable.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     payload: Value,
 }
 

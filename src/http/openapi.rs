@@ -9,50 +9,14 @@ use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Object, Ref, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
-use super::{cluster, executions, health, metrics, workflows};
+use super::ApiDoc;
 
-/// The OpenAPI document of the HTTP API.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Baton", description = "A clustered, durable workflow runtime. Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`."),
-    paths(
-        health::healthstatus,
-        health::liveness,
-        workflows::list,
-        workflows::import,
-        workflows::get,
-        workflows::replace,
-        workflows::delete,
-        workflows::start,
-        workflows::executions,
-        executions::search,
-        executions::remove,
-        executions::get,
-        executions::get_state,
-        executions::logs,
-        executions::cancel,
-        executions::resume,
-        executions::deliver_signal,
-        executions::interaction,
-        cluster::status,
-        cluster::events,
-        cluster::fence,
-        cluster::restart,
-        metrics::metrics,
-        document,
-    ),
-    modifiers(&Unavailable),
-    tags(
-        (name = "health", description = "For load balancers and supervisors"),
-        (name = "workflows", description = "Workflow definitions"),
-        (name = "executions", description = "Workflow runs"),
-        (name = "cluster", description = "Nodes and cluster events"),
-    )
-)]
-pub(crate) struct ApiDoc;
+// `ApiDoc`, the OpenAPI document of the HTTP API, is declared with the
+// route table in `super::api!`: one list of handlers makes both.
 
 /// Paths that answer without the database and are served by a standby too.
 const NEVER_UNAVAILABLE: &[&str] = &["/health/liveness", "/metrics", "/api/healthstatus"];
@@ -61,7 +25,7 @@ const NEVER_UNAVAILABLE: &[&str] = &["/health/liveness", "/metrics", "/api/healt
 /// unavailable (`database_unavailable`), or this node is not a running
 /// active node (`standby`, `not_running`). Added here once rather than on
 /// each handler.
-struct Unavailable;
+pub(crate) struct Unavailable;
 
 impl Modify for Unavailable {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -100,6 +64,64 @@ impl Modify for Unavailable {
                 op.responses
                     .responses
                     .insert("503".into(), RefOr::T(response.clone()));
+            }
+        }
+    }
+}
+
+/// Bearer tokens (`[auth] tokens`): the `bearer` scheme, optional on
+/// every operation (a node without tokens takes none), and the 401 (no or
+/// unknown token) and 403 (a viewer token on a write) that every path but
+/// the open ones can answer. Added here once rather than on each handler.
+pub(crate) struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if super::auth::OPEN.contains(&path.as_str()) {
+                continue;
+            }
+            let operations: [(&mut Option<Operation>, bool); 5] = [
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
+            ];
+            for (op, writes) in operations {
+                let Some(op) = op else { continue };
+                op.security = Some(vec![
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    SecurityRequirement::default(),
+                ]);
+                op.responses.responses.insert(
+                    "401".into(),
+                    error("`unauthorized`: no `Authorization: Bearer` token, or an unknown one (only when [auth] tokens are configured)"),
+                );
+                if writes {
+                    op.responses.responses.insert(
+                        "403".into(),
+                        error("`forbidden`: a viewer token may only read"),
+                    );
+                }
             }
         }
     }
@@ -186,46 +208,145 @@ fn definition_schemas() -> Value {
                 }
             }
         },
-        "DefinitionItem": {
-            "type": "object",
-            "description": "One item; which fields apply depends on `type` (API.md, Item types)",
-            "additionalProperties": false,
-            "required": ["type"],
-            "properties": {
-                "type": {"enum": ["task", "decision", "action", "workflow", "foreach", "timer", "signal", "interaction", "end"]},
-                "script": {"type": "string"},
-                "next": {"type": "string"},
-                "condition": {"type": "string"},
-                "then": {"type": "string"},
-                "else": {"type": "string"},
-                "action": {"type": "string"},
-                "inputs": strings,
-                "outputs": strings,
-                "workflow": {"type": "string"},
-                "async": {"type": "boolean"},
-                "over": {"type": "string"},
-                "as": {"type": "string"},
-                "collect": strings,
-                "parallel": {"type": "boolean"},
-                "for_ms": count,
-                "until": {"type": "string"},
-                "name": {"type": "string"},
-                "store": {"type": "string"},
-                "timeout_ms": count,
-                "fail": {"type": "string"},
-                "on_error": {"type": "string"},
-                "retry": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "required": ["max_attempts"],
-                    "properties": {
-                        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "backoff_ms": count
-                    }
-                }
-            }
-        }
+        "DefinitionItem": item_union(&strings, &count, &types),
     })
+}
+
+/// An item type's schema: (type, what it does, required fields, its
+/// fields).
+type ItemKindSchema<'a> = (&'a str, &'a str, Vec<&'a str>, Vec<(&'a str, &'a Value)>);
+
+/// One item schema per item type, told apart by `type` (a tagged union):
+/// each lists its own fields, which of them are required, and no others.
+fn item_union(strings: &Value, count: &Value, types: &Value) -> Value {
+    let text = json!({"type": "string"});
+    let flag = json!({"type": "boolean"});
+    let retry = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["max_attempts"],
+        "properties": {
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "backoff_ms": count
+        }
+    });
+    let kinds: Vec<ItemKindSchema<'_>> = vec![
+        (
+            "task",
+            "Runs JavaScript",
+            vec!["script", "next"],
+            vec![("script", &text), ("next", &text)],
+        ),
+        (
+            "decision",
+            "Goes to `then` or `else` by a JavaScript expression",
+            vec!["condition", "then", "else"],
+            vec![("condition", &text), ("then", &text), ("else", &text)],
+        ),
+        (
+            "action",
+            "Calls an action by name",
+            vec!["action", "next"],
+            vec![
+                ("action", &text),
+                ("inputs", strings),
+                ("outputs", strings),
+                ("next", &text),
+            ],
+        ),
+        (
+            "workflow",
+            "Runs another workflow; waits for it unless `async`",
+            vec!["workflow", "next"],
+            vec![
+                ("workflow", &text),
+                ("inputs", strings),
+                ("outputs", strings),
+                ("async", &flag),
+                ("next", &text),
+            ],
+        ),
+        (
+            "foreach",
+            "Runs a workflow for each element of an array variable",
+            vec!["over", "as", "workflow", "next"],
+            vec![
+                ("over", &text),
+                ("as", &text),
+                ("workflow", &text),
+                ("inputs", strings),
+                ("collect", strings),
+                ("parallel", &flag),
+                ("next", &text),
+            ],
+        ),
+        (
+            "timer",
+            "Waits `for_ms` or `until` a time (exactly one of them)",
+            vec!["next"],
+            vec![("for_ms", count), ("until", &text), ("next", &text)],
+        ),
+        (
+            "signal",
+            "Waits for a named signal",
+            vec!["name", "next"],
+            vec![
+                ("name", &text),
+                ("store", &text),
+                ("timeout_ms", count),
+                ("next", &text),
+            ],
+        ),
+        (
+            "interaction",
+            "Waits for a user's answer with these inputs",
+            vec!["next"],
+            vec![("inputs", types), ("timeout_ms", count), ("next", &text)],
+        ),
+        (
+            "end",
+            "Ends the execution, completed or failed",
+            vec![],
+            vec![("fail", &text)],
+        ),
+    ];
+    let mut variants = Vec::new();
+    for (kind, what, required, fields) in kinds {
+        let mut properties = serde_json::Map::new();
+        properties.insert("type".into(), json!({"const": kind}));
+        for (name, schema) in fields {
+            properties.insert(name.into(), schema.clone());
+        }
+        if kind != "end" {
+            properties.insert(
+                "on_error".into(),
+                json!({"type": "string", "description": "The item to go to when this one fails"}),
+            );
+            properties.insert("retry".into(), retry.clone());
+        }
+        let mut all_required = vec!["type"];
+        all_required.extend(required);
+        let name = format!("{}Item", capitalize(kind));
+        variants.push(json!({
+            "title": name,
+            "description": what,
+            "type": "object",
+            "additionalProperties": false,
+            "required": all_required,
+            "properties": properties
+        }));
+    }
+    json!({
+        "description": "One item, by its `type` (API.md, Item types)",
+        "oneOf": variants
+    })
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// The definition operations, whose bodies are a `Definition`: (path,
@@ -285,4 +406,32 @@ fn document_json() -> &'static Value {
 #[get("/api/openapi.json")]
 pub(crate) async fn document() -> HttpResponse {
     HttpResponse::Ok().json(document_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_parameters_carry_the_pattern_the_server_reads() {
+        let doc = document_json();
+        for (path, pattern) in [
+            ("/api/executions", super::super::paging::EXECUTION_CURSOR),
+            (
+                "/api/workflows/{id}/executions",
+                super::super::paging::EXECUTION_CURSOR,
+            ),
+            (
+                "/api/executions/{eid}/logs",
+                super::super::paging::LOG_CURSOR,
+            ),
+        ] {
+            let cursor = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == "cursor"))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(cursor["schema"]["pattern"], pattern, "{path}: {cursor}");
+        }
+    }
 }

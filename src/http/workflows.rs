@@ -138,7 +138,9 @@ pub(crate) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, Api
 #[utoipa::path(post, path = "/api/workflows", tag = "workflows",
     request_body(content = Object, description = "A workflow definition (API.md)", content_type = "application/json"),
     responses(
-        (status = 201, description = "Imported; `Location` and `ETag` set", body = Object),
+        (status = 201, description = "Imported", body = Object,
+         headers(("Location" = String, description = "`/api/workflows/{id}`"),
+                 ("ETag" = String, description = "The stored version, quoted: `\"1\"`"))),
         (status = 400, description = "Every problem, with its path", body = ErrorBody),
         (status = 409, description = "The id exists", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
@@ -164,7 +166,9 @@ pub(crate) async fn import(
 /// One definition, with an `ETag` of its version.
 #[utoipa::path(get, path = "/api/workflows/{id}", tag = "workflows",
     params(("id" = String, Path, description = "Workflow id")),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object,
+               headers(("ETag" = String, description = "The current version, quoted: `\"3\"`; send it as `If-Match` to replace it"))),
+              (status = 404, body = ErrorBody)))]
 #[get("/api/workflows/{id}")]
 pub(crate) async fn get(
     state: web::Data<AppState>,
@@ -208,8 +212,10 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
     params(("id" = String, Path, description = "Workflow id"),
            ("If-Match" = String, Header, description = "The ETag of the version being replaced")),
     request_body(content = Object, description = "A workflow definition"),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+    responses((status = 200, body = Object, headers(("ETag" = String, description = "The new version, quoted"))),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 412, description = "`If-Match` names a version that is no longer current", body = ErrorBody),
+              (status = 428, description = "No `If-Match`", body = ErrorBody)))]
 #[put("/api/workflows/{id}")]
 pub(crate) async fn replace(
     state: web::Data<AppState>,
@@ -283,7 +289,9 @@ fn empty_object() -> serde_json::Value {
 #[utoipa::path(post, path = "/api/workflows/{id}/executions", tag = "executions",
     params(("id" = String, Path, description = "Workflow id")),
     request_body(content = Option<StartRequest>, description = "Optional: an empty body starts with no inputs"),
-    responses((status = 202, description = "Started (or already started with this execution_id)", body = ExecutionView),
+    responses((status = 202, description = "Started (or already started with this execution_id)", body = ExecutionView,
+               headers(("Location" = String, description = "`/api/executions/{eid}`"),
+                       ("Baton-Created" = String, description = "`true`, or `false` when this execution_id had started before"))),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
 #[post("/api/workflows/{id}/executions")]
@@ -349,9 +357,9 @@ struct ListQuery {
 /// `Baton-Next-Cursor` header gives the `cursor` of the next page.
 #[utoipa::path(get, path = "/api/workflows/{id}/executions", tag = "executions",
     params(("id" = String, Path, description = "Workflow id"),
-           ("state" = Option<String>, Query, description = "Only this state"),
+           ("state" = Option<super::paging::StateName>, Query, description = "Only this state"),
            ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "At most this many (1 to 1000, default 100)"),
-           ("cursor" = Option<String>, Query, description = "The Baton-Next-Cursor of the previous page"),
+           ("cursor" = Option<String>, Query, pattern = "^[0-9a-f]{16}(?:[0-9a-f]{2})*$", description = "The Baton-Next-Cursor of the previous page"),
            ("after" = Option<String>, Query, description = "Continue after this execution id (older form of cursor)")),
     responses((status = 200, body = Vec<ExecutionView>,
                headers(("Baton-Next-Cursor" = String, description = "The cursor of the next page, when there may be one"))),
