@@ -277,6 +277,7 @@ impl NodeBuilder {
                         .app_data(state.clone())
                         .wrap(middleware::from_fn(http::standby_gate))
                         .wrap(middleware::from_fn(http::auth_check))
+                        .wrap(middleware::from_fn(http::access_log))
                         .configure(http::routes)
                         .default_service(web::to(http::not_found))
                 })

@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::util::*;
 
 fn baton(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -569,4 +571,124 @@ async fn operator_verbs_drive_executions_and_exit_codes_tell_outcomes_apart() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("cannot reach"));
+}
+
+/// One execution's log lines carry its spans (execution, workflow, node,
+/// epoch; item, step, attempt) on every node that runs it, so it can be
+/// followed across a kill -9 and its recovery on another node; each HTTP
+/// request gets an access line at debug (`baton::access`).
+#[actix_rt::test]
+async fn one_executions_lines_follow_it_across_nodes() {
+    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let dir = std::env::temp_dir().join(unique("baton-spans-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let spawn = |id: &str| {
+        let log = dir.join(format!("{id}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db.url,
+                "--node-id",
+                id,
+            ])
+            .env("BATON_LOG", "info,baton::access=debug")
+            .env("BATON_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn");
+        (child, log)
+    };
+    let lines = |log: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let url_of = |log: std::path::PathBuf| async move {
+        let listening = |log: &std::path::Path| {
+            std::fs::read_to_string(log).ok().and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.split("listening on ").nth(1))
+                    .map(|u| u.trim().to_owned())
+            })
+        };
+        eventually("the node listens", Duration::from_secs(30), || async {
+            listening(&log).is_some()
+        })
+        .await;
+        listening(&log).unwrap_or_default()
+    };
+    let (mut a, log_a) = spawn("span-a");
+    let http = Http::new(&url_of(log_a.clone()).await);
+    import(
+        &http,
+        &json!({"id": "follow", "start": "say1", "items": {
+            "say1": {"type": "action", "action": "log", "inputs": {"message": "'first'"}, "next": "nap"},
+            "nap": {"type": "action", "action": "sleep", "inputs": {"ms": "1500"}, "next": "say2"},
+            "say2": {"type": "action", "action": "log", "inputs": {"message": "'second'"}, "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "follow", json!({})).await;
+    eventually("the nap runs", Duration::from_secs(30), || async {
+        http.get(&format!("/api/executions/{id}")).await.json["current_item"] == "nap"
+    })
+    .await;
+    let _ = a.kill();
+    let _ = a.wait();
+    let (mut b, log_b) = spawn("span-b");
+    let http = Http::new(&url_of(log_b.clone()).await);
+    let e = wait_final(&http, &id, Duration::from_secs(30)).await;
+    assert_eq!(e["state"], "completed", "{e}");
+    let _ = b.kill();
+    let _ = b.wait();
+
+    // The line of `message` on a node, with its execution and item spans.
+    let line = |lines: &[serde_json::Value], message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{message}` line in {lines:?}"))
+    };
+    let span = |l: &serde_json::Value, name: &str| {
+        l["spans"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} span in {l}"))
+    };
+    let first = line(&lines(&log_a), "first");
+    let second = line(&lines(&log_b), "second");
+    for (l, node) in [(&first, "span-a"), (&second, "span-b")] {
+        let ex = span(l, "execution");
+        assert_eq!(
+            (&ex["execution"], &ex["workflow"], &ex["node"]),
+            (&json!(id), &json!("follow"), &json!(node)),
+            "{l}"
+        );
+    }
+    let epoch = |l: &serde_json::Value| span(l, "execution")["epoch"].as_i64().unwrap_or(0);
+    assert!(
+        epoch(&second) > epoch(&first),
+        "the new owner's epoch: {first} {second}"
+    );
+    assert_eq!(span(&first, "item")["item"], "say1");
+    assert_eq!(span(&second, "item")["item"], "say2");
+    assert_eq!(span(&second, "item")["attempt"], 1);
+    // Access lines, at debug.
+    let access = lines(&log_b)
+        .into_iter()
+        .find(|l| {
+            l["target"] == "baton::access" && l["fields"]["path"] == format!("/api/executions/{id}")
+        })
+        .expect("an access line for the execution's GET");
+    assert_eq!(access["fields"]["status"], 200, "{access}");
+    assert_eq!(access["fields"]["method"], "GET", "{access}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

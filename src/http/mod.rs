@@ -212,5 +212,30 @@ pub(crate) fn require_running(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// One access log line per request, at debug (`BATON_LOG=baton::access=debug`):
+/// method, path, status and milliseconds.
+pub(crate) async fn access_log(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let started = std::time::Instant::now();
+    let result = next.call(req).await;
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    tracing::debug!(
+        target: "baton::access",
+        %method,
+        %path,
+        status,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    result
+}
+
 pub(crate) use auth::check as auth_check;
 pub(crate) use standby::gate as standby_gate;

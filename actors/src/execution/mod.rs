@@ -48,6 +48,7 @@ use actix::{
 };
 use futures::channel::oneshot;
 use futures::future::AbortHandle;
+use tracing::Instrument as _;
 
 use crate::actions::ActionRegistry;
 use crate::messages::{Cancel, ExecutionEnded, RunOutcome, StartChild, Stop};
@@ -161,12 +162,24 @@ impl Actor for ExecutionActor {
         let supervisor = setup.supervisor.clone();
         let control = self.control.clone();
         let id = self.id.clone();
+        // Every line of this run carries the execution, its workflow, the
+        // node and the epoch it owns it under; item lines add the item and
+        // attempt (`Run::drive`). A failover shows as the same execution
+        // with another node and a higher epoch.
+        let span = tracing::info_span!(
+            "execution",
+            execution = %id,
+            workflow = %setup.definition.id,
+            node = %setup.node,
+            epoch = setup.row.owner_epoch,
+        );
         let fut = async move {
             match run::Run::new(setup) {
                 Ok(run) => run.drive(&control).await,
                 Err(e) => RunOutcome::StoreFailed(e.to_string()),
             }
-        };
+        }
+        .instrument(span);
         ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
             for w in act.control.waiters.borrow_mut().drain(..) {
                 let _ = w.send(());

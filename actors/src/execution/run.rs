@@ -211,7 +211,15 @@ impl Run {
             self.item_started = Instant::now();
             self.not_begun = false;
             EngineMetrics::inc(&self.metrics.items_started);
-            let (fut, handle) = abortable(self.run_item(&item));
+            let span = tracing::info_span!(
+                "item",
+                item = %self.item,
+                step = self.step,
+                attempt = self.attempt,
+            );
+            tracing::debug!(parent: &span, kind = item.kind.type_name(), "item begins");
+            let (fut, handle) =
+                abortable(tracing::Instrument::instrument(self.run_item(&item), span));
             *control.current.borrow_mut() = Some(handle);
             let result = fut.await;
             *control.current.borrow_mut() = None;

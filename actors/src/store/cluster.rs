@@ -12,8 +12,8 @@
 use crate::messages::NodeRole;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
 
 use super::entities::{execution, node};
@@ -82,6 +82,15 @@ fn is_active(n: &node::Model) -> bool {
 
 /// Promotes live standbys (this node first) while fewer than
 /// `active_nodes` are active. Inside a locked transaction.
+///
+/// Every `active`/`RUNNING` row counts, live or not: an active node whose
+/// heartbeat went stale keeps its slot until a takeover marks it failed,
+/// and the takeover promotes in the same transaction. Counting only live
+/// rows let a standby promote itself in the moment between a paused
+/// node's heartbeat going stale and its takeover, so that two rows were
+/// active at once with `active_nodes = 1` (invariant 6 holds for rows,
+/// not only for live rows; `cluster::*::a_paused_zombie_fences_itself_and_writes_nothing`
+/// caught it in CI).
 async fn promote(
     txn: &DatabaseTransaction,
     backend: DbBackend,
@@ -90,7 +99,11 @@ async fn promote(
     active_nodes: u32,
 ) -> Result<Vec<String>, sea_orm::DbErr> {
     let live = live_nodes(txn, backend, timeout_ms).await?;
-    let active = live.iter().filter(|n| is_active(n)).count();
+    let active = node::Entity::find()
+        .filter(node::Column::Role.eq(NodeRole::Active.as_str()))
+        .filter(node::Column::State.eq(node_state::RUNNING))
+        .count(txn)
+        .await? as usize;
     let mut candidates: Vec<&node::Model> = live
         .iter()
         .filter(|n| n.state == node_state::STANDBY)
