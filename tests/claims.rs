@@ -39,6 +39,7 @@ on_all_backends!(
     a_stale_row_starts_no_second_run,
     of_two_claims_from_one_read_exactly_one_wins,
     a_write_under_a_stale_fence_writes_nothing,
+    a_stale_active_row_keeps_its_slot_until_its_takeover,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -494,4 +495,70 @@ async fn a_write_under_a_stale_fence_writes_nothing(b: Backend) {
     let now = store.execution("fenced").await.expect("read").expect("row");
     assert_eq!(now.variables, json!({"n": 1}).to_string());
     assert_eq!(now.state, "completed");
+}
+
+/// Invariant 6, for rows: with `active_nodes = 1`, a standby is not
+/// promoted while the active node's row is merely stale (paused, cut): the
+/// slot is freed by the takeover that marks it failed, which promotes in
+/// the same transaction. Before, `promote_if_needed` counted only live
+/// rows and promoted beside the stale one: two `active`/`RUNNING` rows.
+async fn a_stale_active_row_keeps_its_slot_until_its_takeover(b: Backend) {
+    use baton_actors::store::{NodeRegistration, Takeover};
+    use sea_orm::{ConnectionTrait, Database};
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let reg = |id: &str| NodeRegistration {
+        id: id.into(),
+        address: format!("http://{id}"),
+        role: "standby".into(),
+        state: "STANDBY".into(),
+        fingerprint: "{}".into(),
+    };
+    let epoch = store
+        .join_cluster(reg("first"), 1000, None)
+        .await
+        .expect("join");
+    assert!(store
+        .promote_if_needed("first", 1000, 1)
+        .await
+        .expect("promote"));
+    store
+        .join_cluster(reg("second"), 1000, None)
+        .await
+        .expect("join");
+    let active = |store: baton_actors::Store| async move {
+        let (nodes, _) = store.nodes().await.expect("nodes");
+        nodes
+            .into_iter()
+            .filter(|n| n.role == "active" && n.state == "RUNNING")
+            .map(|n| n.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(active(store.clone()).await, ["first"]);
+    Database::connect(&db.url)
+        .await
+        .expect("connect")
+        .execute_unprepared(
+            "UPDATE nodes SET last_heartbeat = last_heartbeat - 60000 WHERE id = 'first'",
+        )
+        .await
+        .expect("stale");
+    assert!(
+        !store
+            .promote_if_needed("second", 1000, 1)
+            .await
+            .expect("promote"),
+        "no promotion beside a stale active row"
+    );
+    assert_eq!(active(store.clone()).await, ["first"]);
+    let won = store
+        .take_over("second", "first", epoch, 1000, 1, false)
+        .await
+        .expect("takeover");
+    assert!(
+        matches!(&won, Takeover::Won { promoted, .. } if promoted == &["second".to_owned()]),
+        "{won:?}"
+    );
+    assert_eq!(active(store.clone()).await, ["second"]);
 }
