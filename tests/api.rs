@@ -30,6 +30,17 @@ async fn health_endpoints() {
     let m = http.get("/metrics").await;
     assert_eq!(m.status, 200);
     assert!(m.text.contains("baton_node_up{"), "{}", m.text);
+    // Stable series: every state and role present, 1 for the current one.
+    for line in [
+        "baton_node_state{node=\"",
+        "state=\"RUNNING\"} 1",
+        "state=\"STANDBY\"} 0",
+        "state=\"FENCED\"} 0",
+        "role=\"active\"} 1",
+        "role=\"standby\"} 0",
+    ] {
+        assert!(m.text.contains(line), "{line}: {}", m.text);
+    }
     assert!(
         m.text.contains("baton_item_latency_seconds_bucket"),
         "{}",

@@ -21,6 +21,15 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// Every state, in the order above.
+    pub const ALL: [NodeState; 5] = [
+        NodeState::Starting,
+        NodeState::Running,
+        NodeState::Standby,
+        NodeState::Fenced,
+        NodeState::Stopping,
+    ];
+
     /// The state's name as reported.
     pub fn as_str(self) -> &'static str {
         match self {

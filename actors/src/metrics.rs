@@ -10,12 +10,22 @@ const FIRST_BOUND_US: f64 = 10.0;
 const FACTOR: f64 = 1.15;
 const BUCKETS: usize = 120;
 
+/// The `le` bounds of the Prometheus form, in seconds.
+const PROMETHEUS_LE: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// A histogram of durations with exponential buckets (10 us to ~190 s, 15%
-/// apart), so quantiles are exact to within 15%.
+/// apart), so quantiles are exact to within 15%, and the Prometheus
+/// buckets counted exactly on their own (the exponential bounds fall
+/// between them: summing those undercounted `le="0.005"` by everything
+/// from 4.69 ms to 5 ms).
 #[derive(Debug)]
 pub struct Histogram {
     bounds_us: Vec<f64>,
     counts: Vec<AtomicU64>,
+    /// Per `PROMETHEUS_LE` bound: durations at or below it.
+    le_counts: [AtomicU64; PROMETHEUS_LE.len()],
     count: AtomicU64,
     sum_us: AtomicU64,
 }
@@ -28,6 +38,7 @@ impl Default for Histogram {
         Histogram {
             bounds_us,
             counts: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            le_counts: Default::default(),
             count: AtomicU64::new(0),
             sum_us: AtomicU64::new(0),
         }
@@ -40,6 +51,12 @@ impl Histogram {
         let us = d.as_secs_f64() * 1e6;
         let i = self.bounds_us.partition_point(|b| *b < us);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let secs = d.as_secs_f64();
+        for (le, c) in PROMETHEUS_LE.iter().zip(&self.le_counts) {
+            if secs <= *le {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us as u64, Ordering::Relaxed);
     }
@@ -69,7 +86,7 @@ impl Histogram {
 
     /// Forgets everything recorded.
     pub fn reset(&self) {
-        for c in &self.counts {
+        for c in self.counts.iter().chain(&self.le_counts) {
             c.store(0, Ordering::Relaxed);
         }
         self.count.store(0, Ordering::Relaxed);
@@ -78,18 +95,8 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let _ = writeln!(out, "# TYPE {name} histogram");
-        let les = [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        for le in les {
-            let le_us = le * 1e6;
-            let n: u64 = self
-                .bounds_us
-                .iter()
-                .zip(&self.counts)
-                .take_while(|(b, _)| **b <= le_us)
-                .map(|(_, c)| c.load(Ordering::Relaxed))
-                .sum();
+        for (le, c) in PROMETHEUS_LE.iter().zip(&self.le_counts) {
+            let n = c.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
         }
         let _ = writeln!(
@@ -171,6 +178,30 @@ impl EngineMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_buckets_count_exactly_to_their_bound() {
+        let h = Histogram::default();
+        for ms in [4.8, 5.0, 5.01, 0.4] {
+            h.record(Duration::from_secs_f64(ms / 1000.0));
+        }
+        let mut out = String::new();
+        h.render(&mut out, "t", "n=\"x\"");
+        let bucket = |le: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("t_bucket{{n=\"x\",le=\"{le}\"}}")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        assert_eq!(bucket("0.0005"), Some(1), "{out}");
+        assert_eq!(
+            bucket("0.005"),
+            Some(3),
+            "4.8 ms and 5 ms are at or below 5 ms: {out}"
+        );
+        assert_eq!(bucket("0.01"), Some(4), "{out}");
+        assert_eq!(bucket("+Inf"), Some(4), "{out}");
+    }
 
     #[test]
     fn quantiles_fall_in_the_right_bucket() {

@@ -103,6 +103,8 @@ pub struct NodeSupervisor {
     rescanning: bool,
     rescan_again: bool,
     waking: bool,
+    /// The executions the wake scan in flight is waking (see `wake_due`).
+    waking_ids: std::rc::Rc<std::cell::RefCell<HashSet<String>>>,
     purging: bool,
 }
 
@@ -119,6 +121,7 @@ impl NodeSupervisor {
             rescanning: false,
             rescan_again: false,
             waking: false,
+            waking_ids: Default::default(),
             purging: false,
         }
     }

@@ -95,11 +95,16 @@ impl NodeSupervisor {
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
         let cache = self.cfg.definitions.clone();
+        let waking = self.waking_ids.clone();
         let fut = async move {
             let ids = store.due_for_wake(&node, WAKE_BATCH).await?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
+            // From here until their actors start, a rescan that reads these
+            // rows `running` with no actor must leave them to this wake
+            // (it would start them as recovered: attempt + 1, `resumed`).
+            waking.borrow_mut().extend(ids.iter().cloned());
             let mut out = Vec::new();
             for row in store.wake(&node, ids).await? {
                 let def = cache
@@ -111,6 +116,7 @@ impl NodeSupervisor {
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.waking = false;
+            act.waking_ids.borrow_mut().clear();
             match result {
                 Ok(rows) => {
                     let full = rows.len() as u32 >= WAKE_BATCH;
@@ -227,7 +233,9 @@ impl NodeSupervisor {
                     tracing::info!(node = %act.cfg.node_id, count = rows.len(), "resuming executions this node now owns");
                 }
                 for (def, row) in rows {
-                    if act.pending.contains(&row.id) {
+                    // Being created, or being woken by the wake scan in
+                    // flight: not stranded.
+                    if act.pending.contains(&row.id) || act.waking_ids.borrow().contains(&row.id) {
                         continue;
                     }
                     act.spawn_execution(ctx, def, row, StartKind::Recovered);
