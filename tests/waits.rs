@@ -18,6 +18,7 @@ on_all_backends!(
     a_retried_wait_waits_again,
     a_timer_survives_kill_dash_nine_and_fires_once_after_its_time,
     a_signal_sent_while_the_owner_is_down_is_delivered_after_takeover,
+    rescans_during_a_wake_leave_woken_executions_alone,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -468,6 +469,46 @@ async fn a_retried_wait_waits_again(b: Backend) {
     assert!(
         failures[1] - failures[0] >= 350,
         "the retry waited a whole timeout again, not none: {log:?}"
+    );
+    node.stop().await;
+}
+
+/// A rescan (which starts `running` rows that have no actor, as after a
+/// crash) must not take the rows a wake scan is waking: it started them
+/// as recovered, with attempt 2 and a `resumed` record, as if the node had
+/// crashed. Many timers fall due together while rescans are asked for
+/// every few milliseconds; no execution may show `resumed`.
+async fn rescans_during_a_wake_leave_woken_executions_alone(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &napper(1500)).await;
+    let mut ids = Vec::new();
+    for _ in 0..150 {
+        ids.push(start(&http, "napper", json!({})).await);
+    }
+    let supervisor = node.supervisor().clone();
+    let hammer = actix_rt::spawn(async move {
+        for _ in 0..800 {
+            supervisor.do_send(baton_actors::messages::Rescan { promoted: false });
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    for id in &ids {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+    }
+    hammer.abort();
+    let mut resumed = Vec::new();
+    for id in &ids {
+        let log = logs(&http, id).await;
+        if log.iter().any(|l| l["event"] == "resumed") {
+            resumed.push(log);
+        }
+    }
+    assert!(
+        resumed.is_empty(),
+        "woken executions started as recovered: {resumed:?}"
     );
     node.stop().await;
 }
