@@ -24,35 +24,14 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let _ = writeln!(out, "# TYPE baton_node_up gauge");
     let up = u8::from(status.state == baton_actors::messages::NodeState::Running);
     let _ = writeln!(out, "baton_node_up{{node=\"{node}\"}} {up}");
-    let _ = writeln!(
-        out,
-        "# HELP baton_node_state 1 for the node's current state, 0 for the others."
-    );
-    let _ = writeln!(out, "# TYPE baton_node_state gauge");
-    for s in baton_actors::messages::NodeState::ALL {
-        let _ = writeln!(
-            out,
-            "baton_node_state{{node=\"{node}\",state=\"{}\"}} {}",
-            s.as_str(),
-            u8::from(s == status.state)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP baton_node_role 1 for the node's current role, 0 for the other."
-    );
-    let _ = writeln!(out, "# TYPE baton_node_role gauge");
-    for r in [
+    let states = baton_actors::messages::NodeState::ALL.map(|s| (s.as_str(), s == status.state));
+    one_hot(&mut out, node, "baton_node_state", "state", &states);
+    let roles = [
         baton_actors::messages::NodeRole::Active,
         baton_actors::messages::NodeRole::Standby,
-    ] {
-        let _ = writeln!(
-            out,
-            "baton_node_role{{node=\"{node}\",role=\"{}\"}} {}",
-            r.as_str(),
-            u8::from(r == status.role)
-        );
-    }
+    ]
+    .map(|r| (r.as_str(), r == status.role));
+    one_hot(&mut out, node, "baton_node_role", "role", &roles);
     let _ = writeln!(
         out,
         "# HELP baton_executions_running Executions with a running actor on this node."
@@ -67,4 +46,21 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// A gauge with one series per value of `label`, every value always
+/// present: 1 for the current one, 0 for the others.
+fn one_hot(out: &mut String, node: &str, name: &str, label: &str, values: &[(&str, bool)]) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 for the node's current {label}, 0 for the others."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (value, current) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{node=\"{node}\",{label}=\"{value}\"}} {}",
+            u8::from(*current)
+        );
+    }
 }

@@ -336,8 +336,13 @@ pub(crate) async fn start(
         })
         .await
         .map_err(baton_actors::EngineError::from)??;
-    // Just created (or found by its caller-chosen id): count its children.
-    let view = super::executions::view_of(&state, row).await?;
+    // A new execution has no children yet: no query on the start path.
+    // One found by its caller-chosen id may have some.
+    let view = if created {
+        ExecutionView::from_row(row, Default::default())?
+    } else {
+        super::executions::view_of(&state, row).await?
+    };
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/api/executions/{}", view.id)))
         .insert_header(("Baton-Created", if created { "true" } else { "false" }))
