@@ -66,8 +66,13 @@ enum Command {
     /// fault schedule; check the history (exit 1 on any violation).
     Chaos {
         /// Database URL (a scratch database); default: a fresh SQLite file.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "server")]
         database_url: Option<String>,
+        /// Run a private database server (`postgres` or `mariadb`) in a
+        /// temporary directory on its own port, so database restarts can
+        /// be among the faults.
+        #[arg(long)]
+        server: Option<baton::chaos::dbserver::ServerKind>,
         /// Reproduces a run; default: one drawn from the clock (printed).
         #[arg(long)]
         seed: Option<u64>,
@@ -89,6 +94,9 @@ enum Command {
         /// Exactly this many connection stalls (servers only).
         #[arg(long)]
         stalls: Option<usize>,
+        /// Exactly this many database server crash-restarts (with --server only).
+        #[arg(long)]
+        db_restarts: Option<usize>,
         /// Run the last node with its wall clock this many seconds off (libfaketime).
         #[arg(long, allow_hyphen_values = true)]
         skew_secs: Option<i64>,
@@ -593,6 +601,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Chaos {
             database_url,
+            server,
             seed,
             faults,
             kills,
@@ -600,6 +609,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             terms,
             cuts,
             stalls,
+            db_restarts,
             skew_secs,
             workflows,
             nodes,
@@ -623,12 +633,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (FaultKind::Term, terms),
                 (FaultKind::Cut, cuts),
                 (FaultKind::Stall, stalls),
+                (FaultKind::DbRestart, db_restarts),
             ]
             .into_iter()
             .filter_map(|(k, n)| n.map(|n| (k, n)))
             .collect();
+            if db_restarts.is_some() && server.is_none() {
+                return Err(Usage(
+                    "--db-restarts needs --server postgres|mariadb (a private server the run may crash)".into(),
+                )
+                .into());
+            }
             let opts = baton::chaos::ChaosOptions {
                 database_url,
+                server,
                 seed,
                 faults,
                 mix,

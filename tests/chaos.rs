@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use baton::chaos::dbserver::{self, ServerKind};
+use baton::chaos::faults::FaultKind;
 use baton::chaos::{run, ChaosOptions};
 
 use crate::util::*;
@@ -13,6 +15,7 @@ use crate::util::*;
 fn opts(db: &TestDb, seed: u64, active_nodes: u32) -> ChaosOptions {
     ChaosOptions {
         database_url: Some(db.url.clone()),
+        server: None,
         seed,
         faults: 6,
         mix: Vec::new(),
@@ -72,4 +75,63 @@ async fn postgres_fixed_seed_two_active_nodes() {
 #[actix_rt::test]
 async fn mysql_seed_12_two_active_nodes() {
     short_form(Backend::Mysql, 12, 2).await
+}
+
+/// Database server crash-restarts among the faults: a private PostgreSQL
+/// or MariaDB server (its own directory and port, never the machine's
+/// shared one), crashed with an immediate stop and started again, twice
+/// within the failover timeout and twice past it, mixed with kills and cuts.
+async fn with_server_restarts(kind: ServerKind, seed: u64) {
+    let ci = match kind {
+        ServerKind::Postgres => "BATON_TEST_POSTGRES_URL",
+        ServerKind::Mariadb => "BATON_TEST_MYSQL_URL",
+    };
+    if let Err(why) = dbserver::available(kind) {
+        // CI sets the URLs and must run this; elsewhere, say why it is skipped.
+        assert!(std::env::var_os(ci).is_none(), "{ci} is set but {why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let opts = ChaosOptions {
+        database_url: None,
+        server: Some(kind),
+        seed,
+        faults: 0,
+        mix: vec![
+            (FaultKind::DbRestart, 4),
+            (FaultKind::Kill, 2),
+            (FaultKind::Cut, 1),
+        ],
+        skew_secs: None,
+        workflows: 25,
+        nodes: 3,
+        active_nodes: 2,
+        interval_ms: 200,
+        heartbeats: 5,
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_baton")),
+        echo: false,
+    };
+    let report = run(&opts).await.expect("chaos run");
+    eprintln!("{}", report.table);
+    assert!(
+        report.table.contains("database restart 4"),
+        "every restart applied:\n{}",
+        report.table
+    );
+    assert!(
+        report.violations.is_empty(),
+        "replay with `baton chaos --server {} --seed {seed} --db-restarts 4 --kills 2 --cuts 1 --active-nodes 2 --workflows 25`:\n{}",
+        format!("{kind:?}").to_lowercase(),
+        report.table
+    );
+}
+
+#[actix_rt::test]
+async fn postgres_server_restarts() {
+    with_server_restarts(ServerKind::Postgres, 21).await
+}
+
+#[actix_rt::test]
+async fn mariadb_server_restarts() {
+    with_server_restarts(ServerKind::Mariadb, 22).await
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::faults::{Fault, FaultKind};
 use super::ledger::Entry;
-use super::workload::{child_record, Plan};
+use super::workload::{child_record, Plan, Step, TIMED_OUT};
 
 /// One execution the client drove, and what it saw.
 #[derive(Clone, Debug)]
@@ -23,6 +23,11 @@ pub struct Driven {
     pub signals_sent: Vec<i64>,
     /// Every answer sent per interaction (`ans1` is index 0), accepted or not.
     pub answers_sent: Vec<Vec<i64>>,
+    /// The answers a node accepted (202) per interaction; a 409 proves
+    /// nothing (a retried request may find its own first try's answer).
+    pub answers_accepted: Vec<Vec<i64>>,
+    /// How many times the client resumed it after a `Fix` step failed it.
+    pub resumes: usize,
     /// A cancel was asked for.
     pub cancel_requested: bool,
 }
@@ -34,6 +39,8 @@ pub struct Stored {
     pub id: String,
     /// Its workflow.
     pub workflow: String,
+    /// The execution that started it, if a child.
+    pub parent: Option<String>,
     /// Its state.
     pub state: String,
     /// Its inputs, variables and outputs.
@@ -121,6 +128,7 @@ pub type Reruns = BTreeMap<&'static str, usize>;
 pub fn check(h: &History) -> (Vec<Violation>, Reruns) {
     let mut out = Vec::new();
     outcomes(h, &mut out);
+    children(h, &mut out);
     completions(h, &mut out);
     let reruns = reruns(h, &mut out);
     records(h, &mut out);
@@ -180,12 +188,44 @@ fn outcomes(h: &History, out: &mut Vec<Violation>) {
             signals.push(got);
         }
         let mut answers = Vec::new();
+        let may_time_out: Vec<bool> = d
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Ask(_) => Some(false),
+                Step::AskLate(_) => Some(true),
+                _ => None,
+            })
+            .collect();
         for (i, sent) in d.answers_sent.iter().enumerate() {
-            let got = num(&s.variables, &format!("ans{}", i + 1)).unwrap_or(-1);
-            if !sent.contains(&got) {
+            let got = num(&s.variables, &format!("ans{}", i + 1)).unwrap_or(-2);
+            let accepted = d.answers_accepted.get(i).map_or(&[][..], Vec::as_slice);
+            let timed_out = got == TIMED_OUT && may_time_out.get(i) == Some(&true);
+            if timed_out {
+                if !accepted.is_empty() {
+                    out.push(v(
+                        "an accepted answer is never lost",
+                        format!(
+                            "{} ans{}: {accepted:?} accepted (202), yet the interaction timed out",
+                            d.id,
+                            i + 1
+                        ),
+                    ));
+                }
+            } else if !sent.contains(&got) {
                 out.push(v(
                     "no answer consumed by an item it was not meant for",
                     format!("{} ans{}: took {got}, sent {sent:?}", d.id, i + 1),
+                ));
+            } else if !accepted.is_empty() && !accepted.contains(&got) {
+                out.push(v(
+                    "an accepted answer is never lost",
+                    format!(
+                        "{} ans{}: took {got}, but a node accepted {accepted:?} (202)",
+                        d.id,
+                        i + 1
+                    ),
                 ));
             }
             answers.push(got);
@@ -197,6 +237,33 @@ fn outcomes(h: &History, out: &mut Vec<Violation>) {
                 "outputs are the reference's",
                 format!("{}: acc {got:?}, reference {want}", d.id),
             ));
+        }
+    }
+}
+
+/// Every child execution (sync, async or a `foreach` element) ended:
+/// completed, or canceled with its parent; never stuck, never failed
+/// (the generated children cannot fail).
+fn children(h: &History, out: &mut Vec<Violation>) {
+    let mut ids: Vec<&String> = h.stored.keys().collect();
+    ids.sort();
+    for id in ids {
+        let s = &h.stored[id];
+        let Some(parent) = &s.parent else { continue };
+        match s.state.as_str() {
+            "completed" => {}
+            "canceled" if h.stored.get(parent).is_some_and(|p| p.state == "canceled") => {}
+            other => out.push(v(
+                "every child execution ends",
+                format!(
+                    "{id} ({}, child of {parent}) is {other}{}",
+                    s.workflow,
+                    s.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            )),
         }
     }
 }
@@ -220,11 +287,10 @@ fn completions(h: &History, out: &mut Vec<Violation>) {
 /// A fault on `node` overlapping `[from, to]`, if any.
 fn fault_on<'a>(h: &'a History, node: &str, from: Instant, to: Instant) -> Option<&'a Fault> {
     let slack = Duration::from_millis(500);
-    h.faults.iter().find(|f| {
-        h.nodes.get(f.node).map(String::as_str) == Some(node)
-            && f.from <= to + slack
-            && f.until + slack >= from
-    })
+    let i = h.nodes.iter().position(|n| n == node)?;
+    h.faults
+        .iter()
+        .find(|f| f.strikes(i) && f.from <= to + slack && f.until + slack >= from)
 }
 
 /// An item's side effect ran more than once only if the node that ran it
@@ -301,8 +367,9 @@ fn records(h: &History, out: &mut Vec<Violation>) {
 fn failovers(h: &History, out: &mut Vec<Violation>) {
     for ev in h.events.iter().filter(|e| e.kind == "failover") {
         let window_from = ev.at.checked_sub(h.timeout * 4).unwrap_or(ev.at);
+        let i = h.nodes.iter().position(|n| *n == ev.node);
         let cause = h.faults.iter().find(|f| {
-            h.nodes.get(f.node) == Some(&ev.node)
+            i.is_some_and(|i| f.strikes(i))
                 && f.kind.may_fail_over()
                 && f.from <= ev.at + Duration::from_millis(500)
                 && f.until + h.timeout * 2 >= window_from
@@ -316,7 +383,13 @@ fn failovers(h: &History, out: &mut Vec<Violation>) {
     }
     for f in &h.faults {
         let long = f.until.saturating_duration_since(f.from) >= h.timeout * 2;
-        if !f.kind.may_fail_over() || !long || f.kind == FaultKind::Stall {
+        // A stalled node may finish its stall still owning its work; a
+        // database restart stops every node at once, with nobody left to
+        // declare anybody dead.
+        if !f.kind.may_fail_over()
+            || !long
+            || matches!(f.kind, FaultKind::Stall | FaultKind::DbRestart)
+        {
             continue;
         }
         let node = &h.nodes[f.node];
@@ -387,6 +460,8 @@ mod tests {
                 plan,
                 signals_sent: vec![],
                 answers_sent: vec![],
+                answers_accepted: vec![],
+                resumes: 0,
                 cancel_requested: false,
             }],
             stored: HashMap::from([(
@@ -394,6 +469,7 @@ mod tests {
                 Stored {
                     id: "x".into(),
                     workflow: "w".into(),
+                    parent: None,
                     state: "completed".into(),
                     inputs: json!({}),
                     variables: json!({"acc": 2}),
@@ -506,5 +582,104 @@ mod tests {
         assert!(violations
             .iter()
             .any(|v| v.rule == "no answer consumed by an item it was not meant for"));
+    }
+
+    #[test]
+    fn an_accepted_answer_lost_to_a_timeout_is_caught() {
+        let mut h = history();
+        h.driven[0].plan.steps = vec![Step::Calc(2), Step::AskLate(1), Step::Record];
+        h.driven[0].answers_sent = vec![vec![1001]];
+        h.ledger.clear();
+        let s = h.stored.get_mut("x").expect("x");
+        s.variables = json!({"acc": 9, "ans1": TIMED_OUT});
+        s.outputs = json!({"acc": 9});
+        // Timed out with no answer accepted: the reference's +7.
+        h.driven[0].answers_accepted = vec![vec![]];
+        assert_eq!(check(&h).0, vec![]);
+        // Timed out although a node said 202 to 1001.
+        h.driven[0].answers_accepted = vec![vec![1001]];
+        let (violations, _) = check(&h);
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.rule == "an accepted answer is never lost"),
+            "{violations:?}"
+        );
+        // Took 1002 (sent, say by a double click) while 1001 was the one accepted.
+        h.driven[0].answers_sent = vec![vec![1001, 1002]];
+        let s = h.stored.get_mut("x").expect("x");
+        s.variables = json!({"acc": 1004, "ans1": 1002});
+        s.outputs = json!({"acc": 1004});
+        let (violations, _) = check(&h);
+        assert_eq!(
+            violations.iter().map(|v| v.rule).collect::<Vec<_>>(),
+            vec!["an accepted answer is never lost"]
+        );
+    }
+
+    #[test]
+    fn a_stuck_or_failed_child_is_caught_and_one_canceled_with_its_parent_is_not() {
+        let mut h = history();
+        let child = |state: &str, parent: &str| Stored {
+            id: String::new(),
+            workflow: "chaos-child".into(),
+            parent: Some(parent.into()),
+            state: state.into(),
+            inputs: json!({"x": 1}),
+            variables: json!({}),
+            outputs: json!({}),
+            error: None,
+        };
+        h.stored.insert("c1".into(), child("waiting-timer", "x"));
+        h.stored.insert("c2".into(), child("failed", "x"));
+        h.stored.insert("c3".into(), child("canceled", "x"));
+        let (violations, _) = check(&h);
+        let details: Vec<&str> = violations
+            .iter()
+            .filter(|v| v.rule == "every child execution ends")
+            .map(|v| v.detail.as_str())
+            .collect();
+        assert_eq!(details.len(), 3, "{details:?}");
+        h.stored.get_mut("x").expect("x").state = "canceled".into();
+        h.driven[0].cancel_requested = true;
+        let (violations, _) = check(&h);
+        let details: Vec<&str> = violations
+            .iter()
+            .filter(|v| v.rule == "every child execution ends")
+            .map(|v| v.detail.as_str())
+            .collect();
+        assert_eq!(
+            details.len(),
+            2,
+            "the canceled child of a canceled parent is fine: {details:?}"
+        );
+    }
+
+    #[test]
+    fn a_database_restart_explains_any_nodes_failover_and_rerun() {
+        let mut h = history();
+        let first = h.ledger[0].at;
+        h.ledger.push(Entry {
+            attempt: 2,
+            node: "b".into(),
+            at: first + Duration::from_secs(2),
+            ..h.ledger[0].clone()
+        });
+        h.events.push(Event {
+            kind: "failover".into(),
+            node: "a".into(),
+            at: first + Duration::from_millis(1200),
+        });
+        // Without a fault, both are violations.
+        assert_eq!(check(&h).0.len(), 2);
+        h.faults.push(Fault {
+            kind: FaultKind::DbRestart,
+            node: 1,
+            from: first + Duration::from_millis(10),
+            until: first + Duration::from_secs(3),
+        });
+        let (violations, why) = check(&h);
+        assert_eq!(violations, vec![]);
+        assert_eq!(why.get("database restart"), Some(&1));
     }
 }

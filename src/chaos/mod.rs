@@ -11,9 +11,11 @@
 //! - `faults`: the fault kinds and their schedule
 //! - `ledger`: the side-effect recorder on loopback
 //! - `proxy`: the TCP proxy between a node and its database
+//! - `dbserver`: a private PostgreSQL or MariaDB server the schedule can crash and restart
 //! - `check`: the rules and the checker
 
 pub mod check;
+pub mod dbserver;
 pub mod faults;
 pub mod ledger;
 pub mod proxy;
@@ -32,17 +34,23 @@ use serde_json::{json, Value};
 
 use crate::process::NodeProcess;
 use check::{Driven, Event, History, LogRow, Stored, Violation};
+use dbserver::{DbServer, ServerKind};
 use faults::{Fault, FaultKind};
 use ledger::Ledger;
 pub use proxy::TcpProxy;
-use workload::{Plan, Rng, Step};
+use workload::{Plan, Rng, Step, ASK_TIMEOUT_MS};
 
 /// What a chaos run does.
 #[derive(Clone, Debug)]
 pub struct ChaosOptions {
     /// The database (a scratch one: its tables are used as they are);
-    /// `None`: a fresh SQLite file shared by the processes.
+    /// `None`: a fresh SQLite file shared by the processes, unless
+    /// `server` is set.
     pub database_url: Option<String>,
+    /// Run a private database server of this kind (in a temporary
+    /// directory, on its own port) instead of `database_url`, so database
+    /// restarts can be among the faults.
+    pub server: Option<ServerKind>,
     /// Reproduces the workload and the fault schedule.
     pub seed: u64,
     /// How many faults to apply (drawn at random), unless `mix` is set.
@@ -174,8 +182,14 @@ async fn drive(
         plan: plan.clone(),
         signals_sent,
         answers_sent: vec![Vec::new(); asks.len()],
+        answers_accepted: vec![Vec::new(); asks.len()],
+        resumes: 0,
         cancel_requested: false,
     };
+    // Which interactions with a timeout the client answers late, and when
+    // it first saw each waiting.
+    let late: Vec<bool> = (0..asks.len()).map(|_| rng.chance(40)).collect();
+    let mut first_seen: Vec<Option<Instant>> = vec![None; asks.len()];
     let start_body = json!({"inputs": {}, "execution_id": id});
     let path = format!("/api/workflows/{}/executions", plan.id);
     if any_node(&cluster, "POST", &path, Some(&start_body), deadline)
@@ -225,6 +239,24 @@ async fn drive(
             continue;
         };
         let state = e["state"].as_str().unwrap_or("");
+        if state == "failed" && d.resumes < 5 {
+            // A `Fix` step failed it: resume it with the fix, as an
+            // operator would. Any other failure is left for the checker.
+            let item = e["current_item"].as_str().unwrap_or("");
+            let step: Option<usize> = item.strip_prefix('i').and_then(|n| n.parse().ok());
+            let fixable = matches!(step.and_then(|n| plan.steps.get(n)), Some(Step::Fix(_)))
+                && e["error"].as_str().unwrap_or("").contains("needs a fix");
+            if let (true, Some(n)) = (fixable, step) {
+                let body = json!({"variables": {format!("fix{n}"): true}});
+                let p = format!("/api/executions/{id}/resume");
+                if let Some((202, _)) = any_node(&cluster, "POST", &p, Some(&body), deadline).await
+                {
+                    d.resumes += 1;
+                }
+                actix_rt::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
         if matches!(state, "completed" | "failed" | "canceled") {
             return d;
         }
@@ -247,10 +279,21 @@ async fn drive(
                 let item = e["current_item"].as_str().unwrap_or("");
                 let step: Option<usize> = item.strip_prefix('i').and_then(|n| n.parse().ok());
                 let ask = step.and_then(|n| match plan.steps.get(n) {
-                    Some(Step::Ask(a)) => Some(*a),
+                    Some(Step::Ask(a)) => Some((*a, false)),
+                    Some(Step::AskLate(a)) => Some((*a, true)),
                     _ => None,
                 });
-                if let Some(a) = ask {
+                if let Some((a, timeout)) = ask {
+                    // A late answer: after the interaction's timeout (from
+                    // when the client first saw it waiting).
+                    let seen = *first_seen[a - 1].get_or_insert_with(Instant::now);
+                    if timeout
+                        && late[a - 1]
+                        && seen.elapsed() < Duration::from_millis(ASK_TIMEOUT_MS + 600)
+                    {
+                        actix_rt::time::sleep(Duration::from_millis(150)).await;
+                        continue;
+                    }
                     let var = format!("ans{a}");
                     let p = format!("/api/executions/{id}/interaction");
                     let base = 1000 * a as i64;
@@ -261,13 +304,22 @@ async fn drive(
                         let v2 = base + 500 + rng.range(0, 499) as i64;
                         let b2 = json!({"inputs": {var.clone(): v2}});
                         d.answers_sent[a - 1].extend([v1, v2]);
-                        let _ = futures::join!(
+                        let (r1, r2) = futures::join!(
                             any_node(&cluster, "POST", &p, Some(&b1), deadline),
                             any_node(&cluster, "POST", &p, Some(&b2), deadline)
                         );
+                        for (v, r) in [(v1, r1), (v2, r2)] {
+                            if let Some((202, _)) = r {
+                                d.answers_accepted[a - 1].push(v);
+                            }
+                        }
                     } else {
                         d.answers_sent[a - 1].push(v1);
-                        let _ = any_node(&cluster, "POST", &p, Some(&b1), deadline).await;
+                        if let Some((202, _)) =
+                            any_node(&cluster, "POST", &p, Some(&b1), deadline).await
+                        {
+                            d.answers_accepted[a - 1].push(v1);
+                        }
                     }
                 }
             }
@@ -282,6 +334,7 @@ async fn drive(
 async fn apply(
     cluster: &Rc<RefCell<Cluster>>,
     proxies: &[TcpProxy],
+    server: &RefCell<Option<DbServer>>,
     kind: FaultKind,
     node: usize,
     lasts: Duration,
@@ -343,6 +396,16 @@ async fn apply(
             actix_rt::time::sleep(lasts).await;
             proxy.restore();
         }
+        FaultKind::DbRestart => {
+            let Some(mut db) = server.borrow_mut().take() else {
+                return Ok(None);
+            };
+            db.crash()?;
+            actix_rt::time::sleep(lasts).await;
+            let started = db.start_again().await;
+            *server.borrow_mut() = Some(db);
+            started?;
+        }
     }
     Ok(Some(Fault {
         kind,
@@ -355,9 +418,18 @@ async fn apply(
 /// Runs the cluster, the workload and the faults; checks the history.
 pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let mut rng = Rng::new(opts.seed);
-    let (url, _tmp) = match &opts.database_url {
-        Some(u) => (u.clone(), None),
-        None => {
+    let server = match opts.server {
+        Some(kind) => Some(
+            DbServer::start(kind)
+                .await
+                .with_context(|| format!("starting a private {kind:?} server"))?,
+        ),
+        None => None,
+    };
+    let (url, _tmp) = match (&server, &opts.database_url) {
+        (Some(s), _) => (s.url.clone(), None),
+        (None, Some(u)) => (u.clone(), None),
+        (None, None) => {
             let d = std::env::temp_dir().join(format!(
                 "baton-chaos-{}-{}",
                 opts.seed,
@@ -433,9 +505,12 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let plans: Vec<Plan> = (0..opts.workflows)
         .map(|i| Plan::generate(format!("chaos-{}-{i}", opts.seed), &mut rng))
         .collect();
+    let base_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     for def in workload::children(&ledger.url)
         .into_iter()
-        .chain(plans.iter().map(|p| p.definition(&ledger.url)))
+        .chain(plans.iter().map(|p| p.definition(&ledger.url, base_ms)))
     {
         match any_node(&cluster, "POST", "/api/workflows", Some(&def), long).await {
             Some((201 | 409, _)) => {}
@@ -489,13 +564,14 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let with_proxies = !proxies.is_empty();
     let schedule: Vec<FaultKind> = if opts.mix.is_empty() {
         (0..opts.faults)
-            .map(|_| faults::draw(&mut frng, opts.nodes, with_proxies).0)
+            .map(|_| faults::draw(&mut frng, opts.nodes, with_proxies, server.is_some()).0)
             .collect()
     } else {
         let mut all: Vec<FaultKind> = opts
             .mix
             .iter()
             .filter(|(k, _)| with_proxies || !matches!(k, FaultKind::Cut | FaultKind::Stall))
+            .filter(|(k, _)| server.is_some() || *k != FaultKind::DbRestart)
             .flat_map(|(k, n)| std::iter::repeat_n(*k, *n))
             .collect();
         for i in (1..all.len()).rev() {
@@ -504,8 +580,9 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         all
     };
     let fault_count = schedule.len();
+    let server = Rc::new(RefCell::new(server));
     let fault_task = {
-        let (cluster, applied) = (cluster.clone(), applied.clone());
+        let (cluster, applied, server) = (cluster.clone(), applied.clone(), server.clone());
         let nodes = opts.nodes;
         let proxies = Rc::new(proxies);
         actix_rt::spawn(async move {
@@ -514,7 +591,7 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 actix_rt::time::sleep(gap).await;
                 let node = frng.range(0, nodes as u64 - 1) as usize;
                 let lasts = faults::duration(kind, timeout, &mut frng);
-                match apply(&cluster, &proxies, kind, node, lasts).await {
+                match apply(&cluster, &proxies, &server, kind, node, lasts).await {
                     Ok(Some(f)) => applied.borrow_mut().push(f),
                     Ok(None) => {}
                     Err(e) => eprintln!("chaos: fault {kind:?} on node {node}: {e:#}"),
@@ -549,6 +626,15 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     for d in drivers {
         if let Ok(d) = d.await {
             driven.push(d);
+        }
+    }
+    // Async children may still run after their parents ended: give them
+    // time to end (the checker calls one still running stuck).
+    let settled = Instant::now();
+    while settled.elapsed() < deadline {
+        match unfinished(&store).await {
+            Ok(0) => break,
+            _ => actix_rt::time::sleep(Duration::from_millis(200)).await,
         }
     }
     *sampling.borrow_mut() = false;
@@ -586,7 +672,26 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     }
     ledger.stop().await;
     store.db().close().await;
+    drop(server);
     Ok(ChaosReport { violations, table })
+}
+
+/// How many executions are not finished.
+async fn unfinished(store: &Store) -> anyhow::Result<i64> {
+    let backend = store.backend();
+    let n = store
+        .db()
+        .run(move |c| async move {
+            let row = c
+                .query_one_raw(Statement::from_string(
+                    backend,
+                    "SELECT COUNT(*) AS n FROM executions WHERE state NOT IN ('completed', 'failed', 'canceled')",
+                ))
+                .await?;
+            Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0))
+        })
+        .await?;
+    Ok(n)
 }
 
 /// Reads executions, the item log and cluster events, with their database
@@ -606,7 +711,7 @@ async fn history_from(
         .run(move |c| async move {
             let q = |sql: &str| Statement::from_string(backend, sql.to_owned());
             let ex = c
-                .query_all_raw(q("SELECT id, workflow_id, state, inputs, variables, outputs, error FROM executions"))
+                .query_all_raw(q("SELECT id, workflow_id, parent_id, state, inputs, variables, outputs, error FROM executions"))
                 .await?;
             let log = c
                 .query_all_raw(q("SELECT execution_id, step, event, node, time FROM item_log"))
@@ -630,6 +735,7 @@ async fn history_from(
             Stored {
                 id,
                 workflow: r.try_get("", "workflow_id")?,
+                parent: r.try_get("", "parent_id")?,
                 state: r.try_get("", "state")?,
                 inputs: parse(r.try_get("", "inputs")?),
                 variables: parse(r.try_get("", "variables")?),
@@ -701,6 +807,31 @@ fn table(
     out.push_str(&format!(
         "; executions stored (children included) {}\n",
         h.stored.len()
+    ));
+    let sent: usize = h
+        .driven
+        .iter()
+        .flat_map(|d| &d.answers_sent)
+        .map(Vec::len)
+        .sum();
+    let accepted: usize = h
+        .driven
+        .iter()
+        .flat_map(|d| &d.answers_accepted)
+        .map(Vec::len)
+        .sum();
+    let timed_out = h
+        .driven
+        .iter()
+        .filter_map(|d| h.stored.get(&d.id))
+        .flat_map(|s| s.variables.as_object().into_iter().flatten())
+        .filter(|(k, v)| k.starts_with("ans") && v.as_i64() == Some(workload::TIMED_OUT))
+        .count();
+    out.push_str(&format!(
+        "client: answers {accepted} accepted of {sent} sent, interactions timed out {timed_out}, resumed {}, cancels asked {}, signals {}\n",
+        h.driven.iter().map(|d| d.resumes).sum::<usize>(),
+        h.driven.iter().filter(|d| d.cancel_requested).count(),
+        h.driven.iter().map(|d| d.signals_sent.len()).sum::<usize>(),
     ));
     let completed = h.log.iter().filter(|l| l.event == "completed").count();
     let rerun: usize = reruns.values().sum();

@@ -1,9 +1,11 @@
 //! The generated workload and its reference interpreter.
 //!
 //! A generated workflow is a chain of steps drawn from the whole language
-//! (tasks, decisions, `http` actions to the ledger, timers, signals,
-//! interactions, retried items, caught errors, sync child workflows,
-//! sequential and parallel `foreach`). Its one number, `acc`, moves through
+//! (tasks, decisions, `http` actions to the ledger, timers for a time and
+//! until a time, signals, interactions with and without a timeout, retried
+//! items, caught errors, items that fail the execution until the client
+//! resumes it with a fix, sync and async child workflows, sequential and
+//! parallel `foreach`). Its one number, `acc`, moves through
 //! the chain. The reference interpreter ([`Plan::expected`]) computes, in
 //! Rust and with no engine code, what `acc` must be at each ledger record
 //! and at the end, given the signal payloads and the interaction answers
@@ -68,7 +70,25 @@ pub enum Step {
     Child,
     /// `foreach` over `[1..n]` (parallel or not): `acc += sum((e + acc % 10)^2)`.
     Each(usize, bool),
+    /// An async child workflow (it records `y` from `acc`); `acc` unchanged.
+    AsyncChild,
+    /// A timer until a fixed time, this many ms after the run's start
+    /// (long past for the executions started later).
+    Until(u64),
+    /// Fails the execution (no retry, nothing catches it) until the client
+    /// resumes it with variable `fix{step}` set: `acc += k`.
+    Fix(i64),
+    /// Waits for an answer `{"ans{i}": n}` for at most [`ASK_TIMEOUT_MS`]:
+    /// `acc += n`; if it times out, its handler sets `ans{i} = -1` and
+    /// `acc += 7`.
+    AskLate(usize),
 }
+
+/// How long an [`Step::AskLate`] interaction waits for its answer.
+pub const ASK_TIMEOUT_MS: u64 = 2000;
+
+/// The `ans{i}` an [`Step::AskLate`] holds when it timed out.
+pub const TIMED_OUT: i64 = -1;
 
 /// A generated workflow: its definition and its steps.
 #[derive(Clone, Debug)]
@@ -113,7 +133,7 @@ impl Plan {
         let (mut signals, mut asks) = (0, 0);
         for _ in 0..n {
             let k = rng.range(1, 50) as i64;
-            steps.push(match rng.range(0, 11) {
+            steps.push(match rng.range(0, 15) {
                 0 | 1 => Step::Calc(k),
                 2 => Step::Record,
                 3 => Step::Decide(k),
@@ -129,7 +149,14 @@ impl Plan {
                 7 => Step::Flaky(k),
                 8 => Step::Caught(k),
                 9 => Step::Child,
-                _ => Step::Each(rng.range(1, 4) as usize, rng.chance(50)),
+                10 | 11 => Step::Each(rng.range(1, 4) as usize, rng.chance(50)),
+                12 => Step::AsyncChild,
+                13 => Step::Until(rng.range(0, 8000)),
+                14 => Step::Fix(k),
+                _ => {
+                    asks += 1;
+                    Step::AskLate(asks)
+                }
             });
         }
         // Every workflow leaves at least one side effect to check.
@@ -137,8 +164,9 @@ impl Plan {
         Plan { id, steps }
     }
 
-    /// The definition, with its `http` actions posting to `ledger`.
-    pub fn definition(&self, ledger: &str) -> Value {
+    /// The definition, with its `http` actions posting to `ledger` and
+    /// its `until` timers relative to `base_ms` (Unix ms).
+    pub fn definition(&self, ledger: &str, base_ms: i64) -> Value {
         let mut items = Map::new();
         let mut variables = Map::new();
         variables.insert("acc".into(), json!(0));
@@ -214,6 +242,48 @@ impl Plan {
                         json!({"type": "workflow", "workflow": "chaos-child", "inputs": {"x": "acc"}, "outputs": {"acc": "y"}, "next": next}),
                     );
                 }
+                Step::AsyncChild => {
+                    items.insert(
+                        here,
+                        json!({"type": "workflow", "workflow": "chaos-child", "async": true, "inputs": {"x": "acc"}, "next": next}),
+                    );
+                }
+                Step::Until(ms) => {
+                    let at = base_ms + *ms as i64;
+                    items.insert(
+                        here,
+                        json!({"type": "timer", "until": format!("new Date({at}).toISOString()"), "next": next}),
+                    );
+                }
+                Step::Fix(k) => {
+                    let var = format!("fix{i}");
+                    variables.insert(var.clone(), json!(false));
+                    items.insert(
+                        here,
+                        calc(
+                            format!("if (!{var}) throw new Error('needs a fix'); acc = acc + {k};"),
+                            &next,
+                        ),
+                    );
+                }
+                Step::AskLate(a) => {
+                    let var = format!("ans{a}");
+                    variables.insert(var.clone(), json!(0));
+                    let (add, late) = (name(i, "add"), name(i, "late"));
+                    items.insert(
+                        here,
+                        json!({"type": "interaction", "inputs": {var.clone(): "number"}, "timeout_ms": ASK_TIMEOUT_MS,
+                               "on_error": late, "next": add}),
+                    );
+                    items.insert(add, calc(format!("acc = (acc + {var}) % {M};"), &next));
+                    items.insert(
+                        late,
+                        calc(
+                            format!("{var} = {TIMED_OUT}; acc = (acc + 7) % {M};"),
+                            &next,
+                        ),
+                    );
+                }
                 Step::Each(n, parallel) => {
                     let (list, ys, add) = (format!("list{i}"), format!("ys{i}"), name(i, "sum"));
                     variables.insert(list.clone(), json!((1..=*n).collect::<Vec<_>>()));
@@ -254,7 +324,7 @@ impl Plan {
         self.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Ask(i) => Some(format!("ans{i}")),
+                Step::Ask(i) | Step::AskLate(i) => Some(format!("ans{i}")),
                 _ => None,
             })
             .collect()
@@ -282,6 +352,15 @@ impl Plan {
                     acc = (acc + answers.get(ai).copied().unwrap_or(0)) % M;
                     ai += 1;
                 }
+                Step::AskLate(_) => {
+                    acc = match answers.get(ai).copied().unwrap_or(0) {
+                        TIMED_OUT => (acc + 7) % M,
+                        n => (acc + n) % M,
+                    };
+                    ai += 1;
+                }
+                Step::AsyncChild | Step::Until(_) => {}
+                Step::Fix(k) => acc += k,
                 Step::Flaky(k) => acc += k,
                 Step::Caught(k) => acc += k + 4,
                 Step::Child => acc = (acc * 7 + 1) % M,
@@ -320,13 +399,20 @@ mod tests {
                 Step::Child,
                 Step::Each(2, true),
                 Step::Record,
+                Step::AsyncChild,
+                Step::Until(5),
+                Step::Fix(3),
+                Step::AskLate(2),
+                Step::AskLate(3),
             ],
         };
-        let (records, end) = plan.expected(&[10], &[100]);
+        let (records, end) = plan.expected(&[10], &[100, TIMED_OUT, 20]);
         // 5; odd +6 = 11; +10 = 21; +100 = 121; +2 = 123; +1+4 = 128;
-        // *7+1 = 897; base 7: (8^2 + 9^2) = 145 -> 1042.
+        // *7+1 = 897; base 7: (8^2 + 9^2) = 145 -> 1042; async child and
+        // until: 1042; fix +3 = 1045; timed out +7 = 1052; answered +20.
         assert_eq!(records, vec![("i1".into(), 5), ("i9".into(), 1042)]);
-        assert_eq!(end, 1042);
+        assert_eq!(end, 1072);
+        assert_eq!(plan.asks(), vec!["ans1", "ans2", "ans3"]);
     }
 
     #[test]
@@ -335,6 +421,6 @@ mod tests {
         let pa = Plan::generate("x".into(), &mut a);
         let pb = Plan::generate("x".into(), &mut b);
         assert_eq!(pa.steps, pb.steps);
-        assert_eq!(pa.definition("http://l"), pb.definition("http://l"));
+        assert_eq!(pa.definition("http://l", 0), pb.definition("http://l", 0));
     }
 }
