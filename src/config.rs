@@ -71,6 +71,92 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[actions]`
     pub actions: ActionsConfig,
+    /// `[notify]`
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`: who is told of cluster events.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `[[notify.webhooks]]`: receivers of cluster events.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[[notify.webhooks]]`: one receiver of cluster events, sent by exactly
+/// one node of the cluster per event (a delivery claimed in the database),
+/// retried with backoff, recorded in `GET /api/cluster/events`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are posted (`http://` or `https://`; HTTPS verified
+    /// against the system roots plus `actions.http_tls_ca`).
+    pub url: String,
+    /// Its name in the delivery records; default: the URL. Give every
+    /// node of a cluster the same name for the same receiver.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The events it wants: `join`/`joined`, `leave`/`left`,
+    /// `promote`/`promoted`, `fence`/`fenced`, `failover`, `adopt`,
+    /// `config-refused`, `poison-pill`; default: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Signs each body: header `Baton-Signature: sha256=<hex HMAC-SHA256>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// One attempt's bound.
+    #[serde(default = "WebhookConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts before a delivery is recorded failed.
+    #[serde(default = "WebhookConfig::default_max_attempts")]
+    pub max_attempts: u32,
+    /// The first retry's delay, doubled each attempt (at most 60 s).
+    #[serde(default = "WebhookConfig::default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+impl WebhookConfig {
+    fn default_timeout_ms() -> u64 {
+        5000
+    }
+
+    fn default_max_attempts() -> u32 {
+        10
+    }
+
+    fn default_backoff_ms() -> u64 {
+        1000
+    }
+
+    /// Its name: `name`, or the URL.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
+    }
+
+    /// The engine's form (checked by [`Config::load`]).
+    pub fn webhook(&self) -> baton_actors::notify::Webhook {
+        let events = if self.events.is_empty() {
+            baton_actors::notify::EVENT_KINDS
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect()
+        } else {
+            self.events
+                .iter()
+                .filter_map(|e| baton_actors::notify::event_kind(e))
+                .map(str::to_owned)
+                .collect()
+        };
+        baton_actors::notify::Webhook {
+            name: self.name().to_owned(),
+            url: self.url.clone(),
+            events,
+            secret: self.secret.clone(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            max_attempts: self.max_attempts,
+            backoff: std::time::Duration::from_millis(self.backoff_ms),
+        }
+    }
 }
 
 /// `[retention]`: how long finished executions and cluster events are kept.
@@ -310,7 +396,7 @@ pub enum Role {
     Viewer,
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "node",
     "http",
     "database",
@@ -320,6 +406,7 @@ const SECTIONS: [&str; 9] = [
     "engine",
     "retention",
     "actions",
+    "notify",
 ];
 
 impl Config {
@@ -621,6 +708,71 @@ impl Config {
                 "must be between 10 and 86400000 (one day)".into(),
             ));
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, w) in self.notify.webhooks.iter().enumerate() {
+            let key = |k: &str| format!("notify.webhooks[{i}].{k}");
+            let uri: Result<actix_web::http::Uri, _> = w.url.parse();
+            let scheme_ok = uri
+                .as_ref()
+                .ok()
+                .and_then(|u| u.scheme_str())
+                .is_some_and(|s| s == "http" || s == "https");
+            if !scheme_ok || uri.as_ref().ok().and_then(|u| u.host()).is_none() {
+                return Err(err(
+                    &key("url"),
+                    format!("`{}` is not an http:// or https:// URL", w.url),
+                ));
+            }
+            let name = w.name();
+            if name.is_empty() || name.len() > 128 {
+                return Err(err(
+                    &key(if w.name.is_some() { "name" } else { "url" }),
+                    "a webhook's name is 1 to 128 characters (give a `name` to a longer URL)"
+                        .into(),
+                ));
+            }
+            if !names.insert(name.to_owned()) {
+                return Err(err(
+                    &key("name"),
+                    format!("`{name}` names another webhook too; names must be unique"),
+                ));
+            }
+            for (j, e) in w.events.iter().enumerate() {
+                if baton_actors::notify::event_kind(e).is_none() {
+                    return Err(err(
+                        &format!("notify.webhooks[{i}].events[{j}]"),
+                        format!(
+                            "`{e}` is not an event; one of {}, or joined, left, promoted, fenced",
+                            baton_actors::notify::EVENT_KINDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if w.secret.as_deref() == Some("") {
+                return Err(err(
+                    &key("secret"),
+                    "must not be empty (omit it to send unsigned)".into(),
+                ));
+            }
+            if !(1..=600_000).contains(&w.timeout_ms) {
+                return Err(err(
+                    &key("timeout_ms"),
+                    "must be between 1 and 600000".into(),
+                ));
+            }
+            if !(1..=100).contains(&w.max_attempts) {
+                return Err(err(
+                    &key("max_attempts"),
+                    "must be between 1 and 100".into(),
+                ));
+            }
+            if !(1..=3_600_000).contains(&w.backoff_ms) {
+                return Err(err(
+                    &key("backoff_ms"),
+                    "must be between 1 and 3600000".into(),
+                ));
+            }
+        }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(err(
@@ -826,6 +978,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         e.replace(&path.display().to_string(), name)
+    }
+
+    #[test]
+    fn a_bad_webhook_is_refused_naming_its_key() {
+        let ok = "[[notify.webhooks]]\nurl = \"https://pager.internal/hook\"\nevents = [\"failover\", \"fenced\"]\nsecret = \"x\"\n";
+        let dir = std::env::temp_dir().join(format!("baton-cfg-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ok.toml");
+        std::fs::write(&path, ok).unwrap();
+        let c = Config::load(Some(&path), Vec::new(), &[]).unwrap();
+        let w = c.notify.webhooks[0].webhook();
+        assert_eq!(w.name, "https://pager.internal/hook");
+        assert_eq!(w.events, vec!["failover", "fence"]);
+        assert_eq!((w.max_attempts, w.timeout.as_millis()), (10, 5000));
+        for (text, key, why) in [
+            (
+                "[[notify.webhooks]]\nurl = \"ftp://x/\"\n",
+                "notify.webhooks[0].url",
+                "not an http:// or https:// URL",
+            ),
+            (
+                "[[notify.webhooks]]\nurl = \"http://a/\"\nevents = [\"failover\", \"exploded\"]\n",
+                "notify.webhooks[0].events[1]",
+                "`exploded` is not an event",
+            ),
+            (
+                "[[notify.webhooks]]\nurl = \"http://a/\"\n[[notify.webhooks]]\nurl = \"http://a/\"\n",
+                "notify.webhooks[1].name",
+                "names another webhook too",
+            ),
+            (
+                "[[notify.webhooks]]\nurl = \"http://a/\"\nmax_attempts = 0\n",
+                "notify.webhooks[0].max_attempts",
+                "between 1 and 100",
+            ),
+            (
+                "[[notify.webhooks]]\nurl = \"http://a/\"\nsecret = \"\"\n",
+                "notify.webhooks[0].secret",
+                "must not be empty",
+            ),
+            (
+                "[[notify.webhooks]]\nurl = \"http://a/\"\nretries = 3\n",
+                "notify.webhooks",
+                "unknown field `retries`",
+            ),
+        ] {
+            let e = file_error("hook.toml", text);
+            assert!(e.contains(&format!("`{key}")), "{key}: {e}");
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 
     #[test]

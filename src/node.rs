@@ -12,6 +12,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use baton_actors::failover::ClusterTiming;
 use baton_actors::messages::NodeState;
 use baton_actors::metrics::EngineMetrics;
+use baton_actors::notify::{NotifierActor, NotifierConfig};
 use baton_actors::status::StatusCell;
 use baton_actors::supervisor::{RetentionPolicy, Shutdown};
 use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
@@ -98,10 +99,17 @@ async fn refuse_different_settings(
         if let Some((key, here, there)) =
             baton_actors::store::fingerprint_difference(&ours, &n.fingerprint)
         {
-            return Err(StartError::Refused(format!(
+            let message = format!(
                 "refusing to join the cluster: `{key}` is {here} on this node but {there} on node {} (all nodes need the same [cluster] and [scripts] settings)",
                 n.id
-            )));
+            );
+            // Told to the cluster (and its webhooks), not only to this
+            // process's log: best effort, the refusal stands either way.
+            let who = config.node.id.as_deref().unwrap_or("(unnamed node)");
+            if let Err(e) = store.record_event("config-refused", who, &message).await {
+                tracing::warn!(error = %e, "cannot record the config-refused event");
+            }
+            return Err(StartError::Refused(message));
         }
     }
     Ok(())
@@ -249,6 +257,18 @@ impl NodeBuilder {
             }),
         })
         .start();
+        if !config.notify.webhooks.is_empty() {
+            NotifierActor::new(NotifierConfig {
+                store: store.clone(),
+                node_id: node_id.clone(),
+                webhooks: config.notify.webhooks.iter().map(|w| w.webhook()).collect(),
+                tls: self.actions.http_tls().clone(),
+                metrics: metrics.clone(),
+                every: Duration::from_millis(500),
+                status: status.clone(),
+            })
+            .start();
+        }
 
         // A cluster node drains within its bound (below the failover
         // timeout); a standalone node gives running items 5 s.

@@ -817,6 +817,21 @@ async fn a_node_with_other_cluster_settings_is_refused_naming_the_key(b: Backend
         err.contains("cluster.heartbeat_interval_ms") && err.contains("s1"),
         "{err}"
     );
+    // The cluster hears of it (an event, for the webhooks).
+    let events = Http::new(&n1.url).get("/api/cluster/events").await.json;
+    assert!(
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "config-refused"
+                && e["node_id"] == "s2"
+                && e["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("cluster.heartbeat_interval_ms")),
+        "{events}"
+    );
     // A standalone node on a running cluster's database is refused too.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
         .arg("serve")

@@ -29,3 +29,4 @@ mod scripts;
 mod search;
 mod tls;
 mod waits;
+mod webhooks;

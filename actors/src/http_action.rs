@@ -36,7 +36,7 @@ thread_local! {
 }
 
 /// This thread's pooled client for `tls`.
-fn client(tls: &Arc<rustls::ClientConfig>) -> awc::Client {
+pub(crate) fn client(tls: &Arc<rustls::ClientConfig>) -> awc::Client {
     CLIENTS.with(|clients| {
         let mut clients = clients.borrow_mut();
         if let Some((_, c)) = clients.iter().find(|(t, _)| Arc::ptr_eq(t, tls)) {

@@ -11,6 +11,7 @@
 //! - [`http_action`]: the built-in `http` action
 //! - [`messages`]: messages shared by several actors
 //! - [`metrics`]: engine counters and the item latency histogram
+//! - [`notify`]: `NotifierActor`, webhooks on cluster events
 //! - [`supervisor`]: `NodeSupervisor`, the root of a node's actor tree
 //! - [`status`]: `StatusCell`, the node's state as every reader sees it
 //! - [`execution`]: `ExecutionActor`, one per running execution
@@ -27,6 +28,7 @@ pub mod heartbeat;
 pub mod http_action;
 pub mod messages;
 pub mod metrics;
+pub mod notify;
 pub mod status;
 pub mod store;
 pub mod supervisor;

@@ -134,6 +134,12 @@ pub struct EngineMetrics {
     pub purged_executions: AtomicU64,
     /// Cluster events this node purged (retention).
     pub purged_cluster_events: AtomicU64,
+    /// Webhook deliveries this node sent and the receiver took (2xx).
+    pub webhooks_delivered: AtomicU64,
+    /// Webhook attempts of this node that failed (each retried or given up).
+    pub webhook_attempts_failed: AtomicU64,
+    /// Webhook deliveries this node gave up on (`max_attempts` spent).
+    pub webhooks_failed: AtomicU64,
     /// Start of an item to its checkpoint committed.
     pub item_latency: Histogram,
     /// Notified each time an execution of this node ends.
@@ -149,7 +155,7 @@ impl EngineMetrics {
     /// Appends the metrics in Prometheus text format.
     pub fn render_prometheus(&self, out: &mut String, node: &str) {
         let labels = format!("node=\"{node}\"");
-        let counters: [(&str, &AtomicU64); 9] = [
+        let counters: [(&str, &AtomicU64); 12] = [
             ("baton_items_started_total", &self.items_started),
             ("baton_items_completed_total", &self.items_completed),
             ("baton_items_failed_total", &self.items_failed),
@@ -165,6 +171,12 @@ impl EngineMetrics {
                 "baton_purged_cluster_events_total",
                 &self.purged_cluster_events,
             ),
+            ("baton_webhooks_delivered_total", &self.webhooks_delivered),
+            (
+                "baton_webhook_attempts_failed_total",
+                &self.webhook_attempts_failed,
+            ),
+            ("baton_webhooks_failed_total", &self.webhooks_failed),
         ];
         for (name, c) in counters {
             let _ = writeln!(out, "# TYPE {name} counter");

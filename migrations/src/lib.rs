@@ -18,6 +18,8 @@
 //! - `m20261125_000006_create_cluster_lock`: serializes cluster-membership transactions
 //! - `m20261125_000007_create_signals`: signals and interaction answers awaiting consumption
 //! - `m20261126_000008_add_run_token`: the run claim token and the retry count of the current item
+//! - `m20261126_000009_search_and_retention`: search indexes and the retention lock
+//! - `m20261126_000010_webhook_deliveries`: webhook deliveries of cluster events, and their claims
 // `#[async_trait]` needs `&SchemaManager` with its lifetime elided.
 #![allow(elided_lifetimes_in_paths)]
 
@@ -32,6 +34,7 @@ mod m20261125_000006_create_cluster_lock;
 mod m20261125_000007_create_signals;
 mod m20261126_000008_add_run_token;
 mod m20261126_000009_search_and_retention;
+mod m20261126_000010_webhook_deliveries;
 
 pub use m20261126_000009_search_and_retention::RETENTION_LOCK_ROW;
 
@@ -52,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000007_create_signals::Migration),
             Box::new(m20261126_000008_add_run_token::Migration),
             Box::new(m20261126_000009_search_and_retention::Migration),
+            Box::new(m20261126_000010_webhook_deliveries::Migration),
         ]
     }
 }

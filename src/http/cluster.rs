@@ -81,10 +81,34 @@ pub(crate) async fn status(state: web::Data<AppState>) -> Result<HttpResponse, A
 pub(crate) struct EventView {
     id: i64,
     time: String,
-    /// `join`, `leave`, `fence`, `failover`, ...
+    /// `join`, `leave`, `promote`, `fence`, `failover`, `adopt`,
+    /// `config-refused` or `poison-pill`.
     kind: String,
     node_id: String,
     message: String,
+    /// Its webhook deliveries (`[[notify.webhooks]]`), one per webhook
+    /// that wants this kind of event; empty when none does.
+    deliveries: Vec<DeliveryView>,
+}
+
+/// One webhook delivery of a cluster event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DeliveryView {
+    /// The webhook's name.
+    webhook: String,
+    /// `pending` (being sent or retried), `delivered` or `failed`.
+    #[schema(pattern = "^(pending|delivered|failed)$")]
+    state: String,
+    /// Attempts made.
+    attempts: i32,
+    /// The receiver's last status, if it answered.
+    last_status: Option<i32>,
+    /// The last attempt's error, if it failed.
+    last_error: Option<String>,
+    /// The node that delivered it.
+    delivered_by: Option<String>,
+    /// When it was delivered (RFC 3339, database clock).
+    delivered_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,9 +136,30 @@ pub(crate) async fn events(
         ));
     }
     let rows = state.store.events(limit).await?;
+    let mut deliveries: std::collections::HashMap<i64, Vec<DeliveryView>> =
+        std::collections::HashMap::new();
+    for d in state
+        .store
+        .deliveries_of(rows.iter().map(|e| e.id).collect())
+        .await?
+    {
+        deliveries
+            .entry(d.event_id)
+            .or_default()
+            .push(DeliveryView {
+                webhook: d.webhook,
+                state: d.state,
+                attempts: d.attempts,
+                last_status: d.last_status,
+                last_error: d.last_error,
+                delivered_by: d.delivered_by,
+                delivered_at: d.delivered_at.map(iso),
+            });
+    }
     let views: Vec<EventView> = rows
         .into_iter()
         .map(|e| EventView {
+            deliveries: deliveries.remove(&e.id).unwrap_or_default(),
             id: e.id,
             time: iso(e.time),
             kind: e.kind,

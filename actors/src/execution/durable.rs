@@ -98,7 +98,20 @@ impl Run {
                 self.attempt - 1,
                 self.max_item_starts
             );
-            return self.fail(message, Vec::new()).await.map(Some);
+            let outcome = self.fail(message.clone(), Vec::new()).await;
+            if outcome.is_ok() {
+                // A cluster event too, so an operator (and a webhook)
+                // hears of the item that keeps taking nodes down.
+                let event = format!("execution {}: {message}", self.fence.execution);
+                if let Err(e) = self
+                    .store
+                    .record_event("poison-pill", &self.fence.node, &event)
+                    .await
+                {
+                    tracing::warn!(execution = %self.fence.execution, error = %e, "cannot record the poison-pill event");
+                }
+            }
+            return outcome.map(Some);
         }
         let msg = match self.kind {
             StartKind::Resumed => format!(

@@ -179,6 +179,10 @@ async fn move_executions(
     Ok(moved)
 }
 
+/// How a refusal to join for settings that differ from a live peer's
+/// begins (the supervisor records it as a `config-refused` event).
+pub const SETTINGS_REFUSAL: &str = "refusing to join (settings differ): ";
+
 /// The first key at which two settings fingerprints (JSON) differ.
 pub fn fingerprint_difference(ours: &str, theirs: &str) -> Option<(String, String, String)> {
     fn walk(
@@ -256,7 +260,7 @@ impl Store {
                     if let Some((key, ours, theirs)) = fingerprint_difference(&reg.fingerprint, &peer.fingerprint) {
                         txn.rollback().await?;
                         return Err(StoreError::Conflict(format!(
-                            "refusing to join: `{key}` is {ours} on this node but {theirs} on node {} (every node of a cluster needs the same [cluster] and [scripts] settings)",
+                            "{SETTINGS_REFUSAL}`{key}` is {ours} on this node but {theirs} on node {} (every node of a cluster needs the same [cluster] and [scripts] settings)",
                             peer.id
                         )));
                     }

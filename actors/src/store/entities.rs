@@ -174,3 +174,32 @@ pub mod signal {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `webhook_deliveries`: one cluster event sent (or being sent) to one webhook.
+pub mod webhook_delivery {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "webhook_deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub webhook: String,
+        pub state: String,
+        pub attempts: i32,
+        pub next_attempt_at: i64,
+        pub claimed_by: Option<String>,
+        pub claimed_until: Option<i64>,
+        pub last_status: Option<i32>,
+        pub last_error: Option<String>,
+        pub delivered_by: Option<String>,
+        pub delivered_at: Option<i64>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -22,6 +22,7 @@
 //! - `nodes`: cluster members and cluster events
 //! - `retention`: deleting finished executions, one or in batches
 //! - `search`: executions and item logs in pages, children counts
+//! - `webhooks`: webhook deliveries of cluster events, and their claims
 
 mod batch;
 pub mod cluster;
@@ -31,6 +32,7 @@ mod nodes;
 mod retention;
 mod search;
 mod signals;
+mod webhooks;
 mod workflows;
 
 pub use cluster::{fingerprint_difference, node_state, Takeover};
@@ -39,6 +41,7 @@ pub use nodes::NodeRegistration;
 pub use retention::{Deletion, Purged};
 pub use search::{search_sql, ChildCounts, ExecutionFilter, PageKey};
 pub use signals::{ANSWER, CANCEL, CHILD_DONE, INTERACTION};
+pub use webhooks::{delivery_state, DeliveryOutcome};
 pub use workflows::WorkflowSummary;
 
 use baton_migrations::{Migrator, MigratorTrait};

@@ -26,7 +26,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
-use super::entities::{cluster_event, execution, item_log, signal};
+use super::entities::{cluster_event, execution, item_log, signal, webhook_delivery};
 use super::{state, Store};
 use crate::error::StoreError;
 
@@ -232,6 +232,11 @@ impl Store {
                     .all(&txn)
                     .await?;
                 if !events.is_empty() {
+                    // Their webhook deliveries go with them.
+                    webhook_delivery::Entity::delete_many()
+                        .filter(webhook_delivery::Column::EventId.is_in(events.clone()))
+                        .exec(&txn)
+                        .await?;
                     purged.cluster_events = cluster_event::Entity::delete_many()
                         .filter(cluster_event::Column::Id.is_in(events))
                         .exec(&txn)

@@ -42,6 +42,18 @@ impl NodeSupervisor {
             }
             Err(e) => {
                 tracing::warn!(node = %act.cfg.node_id, error = %e, "cannot join the cluster yet; retrying");
+                // Settings that differ from the cluster's: a cluster event
+                // (once per process), so the operator hears of it.
+                let message = e.to_string();
+                if message.contains(crate::store::cluster::SETTINGS_REFUSAL) && !act.refusal_recorded {
+                    act.refusal_recorded = true;
+                    let (store, node) = (act.cfg.store.clone(), act.cfg.node_id.clone());
+                    actix::spawn(async move {
+                        if let Err(e) = store.record_event("config-refused", &node, &message).await {
+                            tracing::warn!(error = %e, "cannot record the config-refused event");
+                        }
+                    });
+                }
                 ctx.run_later(timing.interval, move |act, ctx| {
                     if matches!(act.state(), NodeState::Starting | NodeState::Fenced) {
                         act.join(ctx, timing);

@@ -106,6 +106,8 @@ pub struct NodeSupervisor {
     /// The executions the wake scan in flight is waking (see `wake_due`).
     waking_ids: std::rc::Rc<std::cell::RefCell<HashSet<String>>>,
     purging: bool,
+    /// A `config-refused` event was recorded for this process.
+    refusal_recorded: bool,
 }
 
 impl NodeSupervisor {
@@ -123,6 +125,7 @@ impl NodeSupervisor {
             waking: false,
             waking_ids: Default::default(),
             purging: false,
+            refusal_recorded: false,
         }
     }
 
