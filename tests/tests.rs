@@ -22,6 +22,7 @@ mod driver;
 mod embedded;
 mod engine;
 mod http_action;
+mod metrics;
 mod nested;
 mod outage;
 mod readme;

@@ -52,6 +52,7 @@ pub struct FailoverDetectorActor {
     rescan: Recipient<Rescan>,
     fence: Recipient<FenceSelf>,
     busy: bool,
+    metrics: Option<Arc<crate::metrics::EngineMetrics>>,
 }
 
 impl FailoverDetectorActor {
@@ -72,7 +73,14 @@ impl FailoverDetectorActor {
             rescan,
             fence,
             busy: false,
+            metrics: None,
         }
+    }
+
+    /// Counts each takeover won, by victim, in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::EngineMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// After a takeover this node won: run what it now owns, or, if it
@@ -80,6 +88,7 @@ impl FailoverDetectorActor {
     fn after_takeover(&self, victim: &str, promoted: &[String]) {
         if victim == self.node_id {
             self.fence.do_send(FenceSelf {
+                kind: crate::messages::FenceKind::Operator,
                 reason: "evicted by an operator".into(),
             });
         } else {
@@ -97,6 +106,7 @@ impl FailoverDetectorActor {
         let me = self.node_id.clone();
         let timing = self.timing;
         let status = self.status.clone();
+        let metrics = self.metrics.clone();
         async move {
             // The lease-checked view: a node past its lease declares no one dead.
             let state = status.get().state;
@@ -113,6 +123,9 @@ impl FailoverDetectorActor {
                 {
                     Takeover::Won { moved, promoted } => {
                         tracing::warn!(node = %me, %victim, ?moved, ?promoted, "took over a dead node");
+                        if let Some(m) = &metrics {
+                            m.took_over(&victim);
+                        }
                         report.promoted |= promoted.contains(&me);
                         report.taken_over.push(victim);
                     }
@@ -215,7 +228,12 @@ impl Handler<Evict> for FailoverDetectorActor {
         Box::pin(fut.into_actor(self).map(|result, act, _| {
             let (victim, outcome) = result?;
             match &outcome {
-                Takeover::Won { promoted, .. } => act.after_takeover(&victim, promoted),
+                Takeover::Won { promoted, .. } => {
+                    if let Some(m) = &act.metrics {
+                        m.took_over(&victim);
+                    }
+                    act.after_takeover(&victim, promoted)
+                }
                 Takeover::Lost => {
                     return Err(EngineError::Conflict(format!(
                         "node {victim} changed while being evicted; look again"

@@ -34,6 +34,7 @@ pub struct HeartbeatActor {
     last_ok_sent: Instant,
     epoch_seen: i64,
     in_flight: bool,
+    metrics: Option<Arc<crate::metrics::EngineMetrics>>,
 }
 
 impl HeartbeatActor {
@@ -59,7 +60,14 @@ impl HeartbeatActor {
             last_ok_sent: Instant::now(),
             epoch_seen: 0,
             in_flight: false,
+            metrics: None,
         }
+    }
+
+    /// Records each committed heartbeat (age, commit latency) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::EngineMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Checks the deadline, then sends one heartbeat unless one is in flight.
@@ -73,6 +81,10 @@ impl HeartbeatActor {
                 .lease_until
                 .and_then(|u| u.checked_sub(self.fence_after))
                 .unwrap_or_else(Instant::now);
+            // The join stamped a heartbeat.
+            if let (Some(m), Some(_)) = (&self.metrics, status.lease_until) {
+                m.heartbeat_committed(self.last_ok_sent, Duration::ZERO);
+            }
         }
         // A stopping node heartbeats on until it has handed its executions
         // off (DESIGN.md invariant 11): a drain is not a failure.
@@ -82,6 +94,7 @@ impl HeartbeatActor {
         let silent = self.last_ok_sent.elapsed();
         if silent > self.fence_after {
             self.supervisor_fence.do_send(FenceSelf {
+                kind: crate::messages::FenceKind::HeartbeatDeadline,
                 reason: format!("no heartbeat committed for {} ms", silent.as_millis()),
             });
             return;
@@ -107,6 +120,9 @@ impl HeartbeatActor {
                     Ok(Ok(Some(row))) => {
                         if epoch == act.epoch_seen {
                             act.last_ok_sent = act.last_ok_sent.max(sent);
+                            if let Some(m) = &act.metrics {
+                                m.heartbeat_committed(sent, sent.elapsed());
+                            }
                             act.status.renew_lease(sent + act.fence_after);
                         }
                         act.supervisor_seen.do_send(NodeSeen { row });
@@ -115,6 +131,7 @@ impl HeartbeatActor {
                     Ok(Ok(None)) => {
                         if epoch == act.epoch_seen && act.status.raw().state != NodeState::Fenced {
                             act.supervisor_fence.do_send(FenceSelf {
+                                kind: crate::messages::FenceKind::DeclaredDead,
                                 reason: format!("heartbeat refused: node {} was declared dead or its epoch {epoch} moved on", act.node_id),
                             });
                         }

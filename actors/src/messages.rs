@@ -127,8 +127,44 @@ pub struct StartChild {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct FenceSelf {
-    /// Why.
+    /// Why, for the kind of reason counted by `/metrics`.
+    pub kind: FenceKind,
+    /// Why, in words.
     pub reason: String,
+}
+
+/// The kinds of reason a node fences itself for (`baton_self_fencings_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceKind {
+    /// No heartbeat committed within its lease (the database was away).
+    HeartbeatDeadline,
+    /// Its heartbeat was refused: declared dead, or its epoch moved on.
+    DeclaredDead,
+    /// Its row no longer says active.
+    Demoted,
+    /// An operator evicted it (`POST /api/cluster/nodes/{id}/fence`), or
+    /// the embedder fenced it.
+    Operator,
+}
+
+impl FenceKind {
+    /// Every kind, in the order above.
+    pub const ALL: [FenceKind; 4] = [
+        FenceKind::HeartbeatDeadline,
+        FenceKind::DeclaredDead,
+        FenceKind::Demoted,
+        FenceKind::Operator,
+    ];
+
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FenceKind::HeartbeatDeadline => "heartbeat_deadline",
+            FenceKind::DeclaredDead => "declared_dead",
+            FenceKind::Demoted => "demoted",
+            FenceKind::Operator => "operator",
+        }
+    }
 }
 
 /// Sent by the `HeartbeatActor` with the node's row after each heartbeat,

@@ -2,9 +2,12 @@
 //! checkpoint committed), shared by a node's actors and read by `/metrics`
 //! and `baton bench`. Lock-free: atomics only.
 
-use std::fmt::Write;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::messages::FenceKind;
 
 const FIRST_BOUND_US: f64 = 10.0;
 const FACTOR: f64 = 1.15;
@@ -92,24 +95,27 @@ impl Histogram {
         self.count.store(0, Ordering::Relaxed);
         self.sum_us.store(0, Ordering::Relaxed);
     }
+}
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let _ = writeln!(out, "# TYPE {name} histogram");
+impl Histogram {
+    /// The Prometheus buckets, each counted on its own (not cumulative),
+    /// the last one `(f64::MAX, n)` for +Inf: the form
+    /// `prometheus-client` encodes.
+    pub fn prometheus_buckets(&self) -> Vec<(f64, u64)> {
+        let mut out = Vec::with_capacity(PROMETHEUS_LE.len() + 1);
+        let mut below = 0;
         for (le, c) in PROMETHEUS_LE.iter().zip(&self.le_counts) {
-            let n = c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+            let upto = c.load(Ordering::Relaxed);
+            out.push((*le, upto.saturating_sub(below)));
+            below = upto;
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
-            self.count()
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+        out.push((f64::MAX, self.count().saturating_sub(below)));
+        out
+    }
+
+    /// The sum of the durations, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
@@ -140,10 +146,36 @@ pub struct EngineMetrics {
     pub webhook_attempts_failed: AtomicU64,
     /// Webhook deliveries this node gave up on (`max_attempts` spent).
     pub webhooks_failed: AtomicU64,
+    /// Self-fencings, by [`FenceKind`] (in `FenceKind::ALL` order).
+    pub fencings: [AtomicU64; 4],
+    /// Takeovers this node won, by the node it declared dead.
+    pub takeovers: Mutex<BTreeMap<String, u64>>,
+    /// When this node's last committed heartbeat was sent (µs since `born`), 0: never.
+    pub heartbeat_ok_us: AtomicU64,
+    /// How long that heartbeat took to commit, in µs.
+    pub heartbeat_commit_us: AtomicU64,
+    /// HTTP requests, by route pattern, method and status: count and
+    /// total seconds (µs).
+    pub http: Mutex<BTreeMap<HttpSeries, (u64, u64)>>,
+    /// When these metrics were created (the heartbeat age's origin).
+    pub born: Born,
     /// Start of an item to its checkpoint committed.
     pub item_latency: Histogram,
     /// Notified each time an execution of this node ends.
     pub ended: tokio::sync::Notify,
+}
+
+/// One HTTP series: route pattern, method, status.
+pub type HttpSeries = (String, String, u16);
+
+/// An `Instant` that defaults to now.
+#[derive(Clone, Copy, Debug)]
+pub struct Born(pub Instant);
+
+impl Default for Born {
+    fn default() -> Self {
+        Born(Instant::now())
+    }
 }
 
 impl EngineMetrics {
@@ -152,38 +184,117 @@ impl EngineMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends the metrics in Prometheus text format.
-    pub fn render_prometheus(&self, out: &mut String, node: &str) {
-        let labels = format!("node=\"{node}\"");
-        let counters: [(&str, &AtomicU64); 12] = [
-            ("baton_items_started_total", &self.items_started),
-            ("baton_items_completed_total", &self.items_completed),
-            ("baton_items_failed_total", &self.items_failed),
-            (
-                "baton_executions_completed_total",
-                &self.executions_completed,
-            ),
-            ("baton_executions_failed_total", &self.executions_failed),
-            ("baton_executions_canceled_total", &self.executions_canceled),
-            ("baton_ownership_lost_total", &self.ownership_lost),
-            ("baton_purged_executions_total", &self.purged_executions),
-            (
-                "baton_purged_cluster_events_total",
-                &self.purged_cluster_events,
-            ),
-            ("baton_webhooks_delivered_total", &self.webhooks_delivered),
-            (
-                "baton_webhook_attempts_failed_total",
-                &self.webhook_attempts_failed,
-            ),
-            ("baton_webhooks_failed_total", &self.webhooks_failed),
-        ];
-        for (name, c) in counters {
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
+    /// Counts a self-fencing.
+    pub fn fenced(&self, kind: FenceKind) {
+        if let Some(i) = FenceKind::ALL.iter().position(|k| *k == kind) {
+            Self::inc(&self.fencings[i]);
         }
-        self.item_latency
-            .render(out, "baton_item_latency_seconds", &labels);
+    }
+
+    /// Counts a takeover of `victim`.
+    pub fn took_over(&self, victim: &str) {
+        if let Ok(mut t) = self.takeovers.lock() {
+            *t.entry(victim.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Records a heartbeat (or a join, which stamps one) sent at `sent`
+    /// and committed `took` later. The age counts from when it was sent,
+    /// as the node's lease does.
+    pub fn heartbeat_committed(&self, sent: Instant, took: Duration) {
+        let at = sent
+            .saturating_duration_since(self.born.0)
+            .as_micros()
+            .max(1) as u64;
+        self.heartbeat_ok_us.store(at, Ordering::Relaxed);
+        self.heartbeat_commit_us
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Seconds since this node's last committed heartbeat (`None`: none yet).
+    pub fn heartbeat_age(&self) -> Option<f64> {
+        match self.heartbeat_ok_us.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some((self.born.0.elapsed().as_micros() as u64).saturating_sub(at) as f64 / 1e6),
+        }
+    }
+
+    /// Counts an HTTP request.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        if let Ok(mut h) = self.http.lock() {
+            let e = h
+                .entry((route.to_owned(), method.to_owned(), status))
+                .or_default();
+            e.0 += 1;
+            e.1 += took.as_micros() as u64;
+        }
+    }
+
+    /// The counters, as `(name without _total, help, value)`.
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let c = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "baton_items_started",
+                "Item attempts begun on this node.",
+                c(&self.items_started),
+            ),
+            (
+                "baton_items_completed",
+                "Items whose completion this node checkpointed.",
+                c(&self.items_completed),
+            ),
+            (
+                "baton_items_failed",
+                "Item attempts that failed on this node.",
+                c(&self.items_failed),
+            ),
+            (
+                "baton_executions_completed",
+                "Executions that ended completed on this node.",
+                c(&self.executions_completed),
+            ),
+            (
+                "baton_executions_failed",
+                "Executions that ended failed on this node.",
+                c(&self.executions_failed),
+            ),
+            (
+                "baton_executions_canceled",
+                "Executions canceled on this node.",
+                c(&self.executions_canceled),
+            ),
+            (
+                "baton_ownership_lost",
+                "Fenced writes refused because this node no longer owned the execution.",
+                c(&self.ownership_lost),
+            ),
+            (
+                "baton_purged_executions",
+                "Finished executions this node purged (retention).",
+                c(&self.purged_executions),
+            ),
+            (
+                "baton_purged_cluster_events",
+                "Cluster events this node purged (retention).",
+                c(&self.purged_cluster_events),
+            ),
+            (
+                "baton_webhooks_delivered",
+                "Webhook deliveries this node sent and the receiver took (2xx).",
+                c(&self.webhooks_delivered),
+            ),
+            (
+                "baton_webhook_attempts_failed",
+                "Webhook attempts of this node that failed (retried or given up).",
+                c(&self.webhook_attempts_failed),
+            ),
+            (
+                "baton_webhooks_failed",
+                "Webhook deliveries this node gave up on (max_attempts spent).",
+                c(&self.webhooks_failed),
+            ),
+        ]
     }
 }
 
@@ -197,22 +308,30 @@ mod tests {
         for ms in [4.8, 5.0, 5.01, 0.4] {
             h.record(Duration::from_secs_f64(ms / 1000.0));
         }
-        let mut out = String::new();
-        h.render(&mut out, "t", "n=\"x\"");
-        let bucket = |le: &str| {
-            out.lines()
-                .find(|l| l.starts_with(&format!("t_bucket{{n=\"x\",le=\"{le}\"}}")))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-        };
-        assert_eq!(bucket("0.0005"), Some(1), "{out}");
+        // Cumulative, as Prometheus reads them.
+        let mut upto = 0;
+        let cumulative: Vec<(f64, u64)> = h
+            .prometheus_buckets()
+            .into_iter()
+            .map(|(le, n)| {
+                upto += n;
+                (le, upto)
+            })
+            .collect();
+        let bucket = |le: f64| cumulative.iter().find(|(b, _)| *b == le).map(|(_, n)| *n);
+        assert_eq!(bucket(0.0005), Some(1), "{cumulative:?}");
         assert_eq!(
-            bucket("0.005"),
+            bucket(0.005),
             Some(3),
-            "4.8 ms and 5 ms are at or below 5 ms: {out}"
+            "4.8 ms and 5 ms are at or below 5 ms: {cumulative:?}"
         );
-        assert_eq!(bucket("0.01"), Some(4), "{out}");
-        assert_eq!(bucket("+Inf"), Some(4), "{out}");
+        assert_eq!(bucket(0.01), Some(4), "{cumulative:?}");
+        assert_eq!(bucket(f64::MAX), Some(4), "{cumulative:?}");
+        assert!(
+            (h.sum_seconds() - 0.01521).abs() < 1e-6,
+            "{}",
+            h.sum_seconds()
+        );
     }
 
     #[test]

@@ -1,66 +1,443 @@
-//! `/metrics` in the Prometheus text format.
+//! `/metrics`: the node's metrics in the OpenMetrics text format (which
+//! Prometheus scrapes), encoded by `prometheus-client`. The engine counts
+//! in lock-free atomics as it works; each scrape takes a snapshot of them,
+//! of the node's status, of the database's view of the work (executions
+//! this node owns by state, the oldest work nobody runs) and of the
+//! process, and a [`Collector`] encodes it. Every metric has its `# HELP`;
+//! every series carries `node`.
 
-use std::fmt::Write;
+use std::fmt;
 
 use actix_web::{get, web, HttpResponse};
+use baton_actors::messages::{FenceKind, NodeRole, NodeState};
+use baton_actors::store::WorkGauges;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
 
-/// Prometheus metrics of this node.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
+/// A parked execution past its due time by more than this is overdue
+/// (the wake scan runs every 100 ms).
+const OVERDUE_MS: i64 = 2000;
+
+/// Everything one scrape reports.
+#[derive(Debug)]
+struct Snapshot {
+    node: String,
+    state: NodeState,
+    role: NodeRole,
+    epoch: i64,
+    running: usize,
+    cluster: bool,
+    heartbeat_age: Option<f64>,
+    heartbeat_commit: Option<f64>,
+    counters: Vec<(&'static str, &'static str, u64)>,
+    fencings: Vec<(&'static str, u64)>,
+    takeovers: Vec<(String, u64)>,
+    http: Vec<(baton_actors::metrics::HttpSeries, (u64, u64))>,
+    latency: (f64, u64, Vec<(f64, u64)>),
+    /// `None`: the database did not answer this scrape.
+    work: Option<WorkGauges>,
+    process: Option<Process>,
+}
+
+/// This process, from `/proc/self` (Linux).
+#[derive(Debug, Default)]
+struct Process {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    open_fds: f64,
+    start_seconds: f64,
+}
+
+impl Process {
+    fn read() -> Option<Process> {
+        // Linux's fixed units: 100 clock ticks a second, 4 KiB pages.
+        const TICKS: f64 = 100.0;
+        const PAGE: f64 = 4096.0;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which may hold spaces.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+        // `rest` starts at field 3 (state): field n is f[n - 3].
+        let (utime, stime, start, rss) = (num(11)?, num(12)?, num(19)?, num(21)?);
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())?;
+        let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        Some(Process {
+            cpu_seconds: (utime + stime) / TICKS,
+            resident_bytes: rss * PAGE,
+            open_fds: fds as f64,
+            start_seconds: boot + start / TICKS,
+        })
+    }
+}
+
+/// Encodes one metric with one series labeled `labels`.
+fn one<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    labels: &[(&str, &str)],
+    metric: M,
+) -> fmt::Result {
+    let mut d = enc.encode_descriptor(name, help, unit, metric.metric_type())?;
+    metric.encode(d.encode_family(&labels)?)
+}
+
+/// Encodes one metric with a series per label set.
+fn many<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: Vec<(Vec<(&str, &str)>, M)>,
+) -> fmt::Result {
+    let Some(first) = series.first() else {
+        return Ok(());
+    };
+    let mut d = enc.encode_descriptor(name, help, unit, first.1.metric_type())?;
+    for (labels, metric) in &series {
+        metric.encode(d.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let node = self.node.as_str();
+        let n = [("node", node)];
+        let gauge = |v: f64| ConstGauge::new(v);
+        one(
+            &mut enc,
+            "baton_node_up",
+            "1 when the node runs workflows (state RUNNING), else 0.",
+            None,
+            &n,
+            ConstGauge::new(i64::from(self.state == NodeState::Running)),
+        )?;
+        many(
+            &mut enc,
+            "baton_node_state",
+            "1 for the node's current state, 0 for the others (every state always present).",
+            None,
+            NodeState::ALL
+                .iter()
+                .map(|s| {
+                    (
+                        vec![("node", node), ("state", s.as_str())],
+                        ConstGauge::new(i64::from(*s == self.state)),
+                    )
+                })
+                .collect(),
+        )?;
+        many(
+            &mut enc,
+            "baton_node_role",
+            "1 for the node's current role, 0 for the other.",
+            None,
+            [NodeRole::Active, NodeRole::Standby]
+                .iter()
+                .map(|r| {
+                    (
+                        vec![("node", node), ("role", r.as_str())],
+                        ConstGauge::new(i64::from(*r == self.role)),
+                    )
+                })
+                .collect(),
+        )?;
+        one(
+            &mut enc,
+            "baton_node_epoch",
+            "The node's epoch (moves on at every join and every time it is declared dead).",
+            None,
+            &n,
+            ConstGauge::new(self.epoch),
+        )?;
+        one(
+            &mut enc,
+            "baton_executions_running",
+            "Executions with a running actor on this node.",
+            None,
+            &n,
+            ConstGauge::new(self.running as i64),
+        )?;
+        if self.cluster {
+            if let Some(age) = self.heartbeat_age {
+                one(
+                    &mut enc,
+                    "baton_heartbeat_age",
+                    "Time since this node's last committed heartbeat (its own clock); alert well before the failover timeout.",
+                    Some(&Unit::Seconds),
+                    &n,
+                    gauge(age),
+                )?;
+            }
+            if let Some(took) = self.heartbeat_commit {
+                one(
+                    &mut enc,
+                    "baton_heartbeat_commit",
+                    "How long this node's last committed heartbeat took to commit.",
+                    Some(&Unit::Seconds),
+                    &n,
+                    gauge(took),
+                )?;
+            }
+        }
+        many(
+            &mut enc,
+            "baton_self_fencings",
+            "Times this node fenced itself, by reason.",
+            None,
+            self.fencings
+                .iter()
+                .map(|(r, v)| (vec![("node", node), ("reason", *r)], ConstCounter::new(*v)))
+                .collect(),
+        )?;
+        many(
+            &mut enc,
+            "baton_takeovers",
+            "Nodes this node declared dead and took over (failovers), by victim.",
+            None,
+            self.takeovers
+                .iter()
+                .map(|(victim, v)| {
+                    (
+                        vec![("node", node), ("victim", victim.as_str())],
+                        ConstCounter::new(*v),
+                    )
+                })
+                .collect(),
+        )?;
+        for (name, help, v) in &self.counters {
+            one(&mut enc, name, help, None, &n, ConstCounter::new(*v))?;
+        }
+        {
+            let (sum, count, buckets) = &self.latency;
+            let mut d = enc.encode_descriptor(
+                "baton_item_latency",
+                "Start of an item to its checkpoint committed.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            d.encode_family(&n)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    *sum, *count, buckets, None,
+                )?;
+        }
+        if let Some(work) = &self.work {
+            many(
+                &mut enc,
+                "baton_executions_owned",
+                "Unfinished executions this node owns, by state (waiting: a timer; waiting-signal: a signal or an interaction).",
+                None,
+                baton_actors::store::state::UNFINISHED
+                    .iter()
+                    .map(|s| {
+                        let v = work.owned.iter().find(|(st, _)| st == s).map_or(0, |(_, v)| *v);
+                        (vec![("node", node), ("state", *s)], ConstGauge::new(v))
+                    })
+                    .collect(),
+            )?;
+            one(
+                &mut enc,
+                "baton_oldest_unowned_work",
+                "Age of the oldest unfinished execution nobody runs: its owner is not a live active node (counted from the owner's last heartbeat), or it is parked and overdue by more than 2 s (counted from its due time); 0 when there is none. Cluster-wide: the same on every node.",
+                Some(&Unit::Seconds),
+                &n,
+                gauge(work.oldest_unowned_ms as f64 / 1000.0),
+            )?;
+        }
+        one(
+            &mut enc,
+            "baton_metrics_database_up",
+            "1 when this scrape could read the database's gauges (executions owned, oldest unowned work), else 0.",
+            None,
+            &n,
+            ConstGauge::new(i64::from(self.work.is_some())),
+        )?;
+        many(
+            &mut enc,
+            "baton_http_requests",
+            "HTTP requests this node answered, by route pattern, method and status.",
+            None,
+            self.http
+                .iter()
+                .map(|((route, method, status), (count, _))| {
+                    (
+                        vec![
+                            ("node", node),
+                            ("route", route.as_str()),
+                            ("method", method.as_str()),
+                            ("status", status_str(*status)),
+                        ],
+                        ConstCounter::new(*count),
+                    )
+                })
+                .collect(),
+        )?;
+        many(
+            &mut enc,
+            "baton_http_request_duration",
+            "Total time spent answering HTTP requests, by route pattern, method and status (divide by baton_http_requests_total for the mean).",
+            Some(&Unit::Seconds),
+            self.http
+                .iter()
+                .map(|((route, method, status), (_, us))| {
+                    (
+                        vec![
+                            ("node", node),
+                            ("route", route.as_str()),
+                            ("method", method.as_str()),
+                            ("status", status_str(*status)),
+                        ],
+                        ConstCounter::new(*us as f64 / 1e6),
+                    )
+                })
+                .collect(),
+        )?;
+        if let Some(p) = &self.process {
+            one(
+                &mut enc,
+                "process_cpu",
+                "User and system CPU time of the process.",
+                Some(&Unit::Seconds),
+                &n,
+                ConstCounter::new(p.cpu_seconds),
+            )?;
+            one(
+                &mut enc,
+                "process_resident_memory",
+                "Resident memory of the process.",
+                Some(&Unit::Bytes),
+                &n,
+                gauge(p.resident_bytes),
+            )?;
+            one(
+                &mut enc,
+                "process_open_fds",
+                "Open file descriptors of the process.",
+                None,
+                &n,
+                gauge(p.open_fds),
+            )?;
+            one(
+                &mut enc,
+                "process_start_time",
+                "When the process started, since the Unix epoch.",
+                Some(&Unit::Seconds),
+                &n,
+                gauge(p.start_seconds),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A status code as a label value, without allocating per series.
+fn status_str(status: u16) -> &'static str {
+    // The codes Baton answers; anything else is grouped by class.
+    match status {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        406 => "406",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        500 => "500",
+        503 => "503",
+        s if s < 200 => "1xx",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The node's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "application/openmetrics-text")))]
 #[get("/metrics")]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let status = state.status.get();
     let m = &state.metrics;
+    let cluster = &state.config.cluster;
+    // Heartbeats older than two intervals mean an owner that is not
+    // running its work (standalone nodes do not heartbeat).
+    let stale = cluster
+        .enabled
+        .then(|| 2 * cluster.heartbeat_interval_ms as i64);
+    let work = match state
+        .store
+        .work_gauges(&state.node_id, stale, OVERDUE_MS)
+        .await
+    {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read the work gauges");
+            None
+        }
+    };
+    let snapshot = Snapshot {
+        node: state.node_id.clone(),
+        state: status.state,
+        role: status.role,
+        epoch: status.epoch,
+        running: status.running,
+        cluster: cluster.enabled,
+        heartbeat_age: m.heartbeat_age(),
+        heartbeat_commit: (m.heartbeat_age().is_some()).then(|| {
+            m.heartbeat_commit_us
+                .load(std::sync::atomic::Ordering::Relaxed) as f64
+                / 1e6
+        }),
+        counters: m.counters(),
+        fencings: FenceKind::ALL
+            .iter()
+            .zip(&m.fencings)
+            .map(|(k, c)| (k.as_str(), c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect(),
+        takeovers: m
+            .takeovers
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default(),
+        http: m
+            .http
+            .lock()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default(),
+        latency: (
+            m.item_latency.sum_seconds(),
+            m.item_latency.count(),
+            m.item_latency.prometheus_buckets(),
+        ),
+        work,
+        process: Process::read(),
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
     let mut out = String::new();
-    let node = &state.node_id;
-    // One series per state and per role, each always present (1 for the
-    // current one): a series whose label changed with the state broke
-    // rates and alerts across a failover.
-    let _ = writeln!(
-        out,
-        "# HELP baton_node_up 1 when the node runs workflows (state RUNNING), else 0."
-    );
-    let _ = writeln!(out, "# TYPE baton_node_up gauge");
-    let up = u8::from(status.state == baton_actors::messages::NodeState::Running);
-    let _ = writeln!(out, "baton_node_up{{node=\"{node}\"}} {up}");
-    let states = baton_actors::messages::NodeState::ALL.map(|s| (s.as_str(), s == status.state));
-    one_hot(&mut out, node, "baton_node_state", "state", &states);
-    let roles = [
-        baton_actors::messages::NodeRole::Active,
-        baton_actors::messages::NodeRole::Standby,
-    ]
-    .map(|r| (r.as_str(), r == status.role));
-    one_hot(&mut out, node, "baton_node_role", "role", &roles);
-    let _ = writeln!(
-        out,
-        "# HELP baton_executions_running Executions with a running actor on this node."
-    );
-    let _ = writeln!(out, "# TYPE baton_executions_running gauge");
-    let _ = writeln!(
-        out,
-        "baton_executions_running{{node=\"{node}\"}} {}",
-        status.running
-    );
-    m.render_prometheus(&mut out, node);
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
-}
-
-/// A gauge with one series per value of `label`, every value always
-/// present: 1 for the current one, 0 for the others.
-fn one_hot(out: &mut String, node: &str, name: &str, label: &str, values: &[(&str, bool)]) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 for the node's current {label}, 0 for the others."
-    );
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (value, current) in values {
-        let _ = writeln!(
-            out,
-            "{name}{{node=\"{node}\",{label}=\"{value}\"}} {}",
-            u8::from(*current)
-        );
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!(error = %e, "metrics: cannot encode");
+        return HttpResponse::InternalServerError().finish();
     }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(out)
 }

@@ -220,12 +220,22 @@ pub(crate) async fn access_log(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let method = req.method().clone();
     let path = req.path().to_owned();
+    // The route's pattern, not the path: a bounded set of series.
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "(unmatched)".to_owned());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
     let started = std::time::Instant::now();
     let result = next.call(req).await;
     let status = match &result {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.as_response_error().status_code().as_u16(),
     };
+    if let Some(m) = metrics {
+        m.http_request(&route, method.as_str(), status, started.elapsed());
+    }
     tracing::debug!(
         target: "baton::access",
         %method,

@@ -217,3 +217,83 @@ pub(super) async fn insert_event(
     conn.execute(&insert).await?;
     Ok(())
 }
+
+/// What `/metrics` reads from the database on each scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkGauges {
+    /// This node's unfinished executions, by state.
+    pub owned: Vec<(String, i64)>,
+    /// How long the oldest unfinished execution that nobody runs has
+    /// waited for a runner, in ms (0: none): one whose owner is not a
+    /// live active node (in cluster mode: not `RUNNING` and active, or its
+    /// heartbeat older than `stale_ms`), counted from its owner's last
+    /// heartbeat; or a parked one overdue by more than `overdue_ms`,
+    /// counted from its due time.
+    pub oldest_unowned_ms: i64,
+}
+
+impl Store {
+    /// The work gauges (see [`WorkGauges`]). `stale_ms`: `None` in
+    /// standalone mode (a standalone node does not heartbeat).
+    pub async fn work_gauges(
+        &self,
+        node: &str,
+        stale_ms: Option<i64>,
+        overdue_ms: i64,
+    ) -> Result<WorkGauges, StoreError> {
+        use super::entities::execution;
+        use sea_orm::{ColumnTrait, QueryFilter, Statement};
+        let backend = self.backend();
+        let node = node.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let owned: Vec<(String, i64)> = execution::Entity::find()
+                    .select_only()
+                    .column(execution::Column::State)
+                    .column_as(Expr::col(execution::Column::Id).count(), "n")
+                    .filter(execution::Column::OwnerNode.eq(node.as_str()))
+                    .filter(execution::Column::State.is_in(super::state::UNFINISHED))
+                    .group_by(execution::Column::State)
+                    .into_tuple()
+                    .all(&c)
+                    .await?;
+                let now = Store::now_sql(backend);
+                let unfinished = super::state::UNFINISHED
+                    .iter()
+                    .map(|s| format!("'{s}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let dead = match stale_ms {
+                    Some(ms) => format!(
+                        "n.id IS NULL OR n.state <> '{}' OR n.role <> 'active' OR n.last_heartbeat < {now} - {ms}",
+                        super::node_state::RUNNING
+                    ),
+                    None => format!("n.id IS NULL OR n.state <> '{}'", super::node_state::RUNNING),
+                };
+                let sql = format!(
+                    "SELECT {now} - MIN(COALESCE(n.last_heartbeat, e.updated_at)) AS unowned, \
+                       (SELECT {now} - MIN(w.wait_until) FROM executions w \
+                         WHERE w.state IN ('{}', '{}') AND w.wait_until < {now} - {overdue_ms}) AS overdue \
+                     FROM executions e LEFT JOIN nodes n ON n.id = e.owner_node \
+                     WHERE e.state IN ({unfinished}) AND ({dead})",
+                    super::state::WAITING,
+                    super::state::WAITING_SIGNAL,
+                );
+                let row = c
+                    .query_one_raw(Statement::from_string(backend, sql))
+                    .await?;
+                let (unowned, overdue) = match row {
+                    Some(r) => (
+                        r.try_get::<Option<i64>>("", "unowned")?.unwrap_or(0),
+                        r.try_get::<Option<i64>>("", "overdue")?.unwrap_or(0),
+                    ),
+                    None => (0, 0),
+                };
+                Ok(WorkGauges {
+                    owned,
+                    oldest_unowned_ms: Ord::max(Ord::max(unowned, overdue), 0),
+                })
+            })
+            .await
+    }
+}

@@ -30,6 +30,8 @@ impl NodeSupervisor {
             Ok(epoch) => {
                 tracing::info!(node = %act.cfg.node_id, epoch, "joined the cluster as standby");
                 let lease = crate::status::lease_from(sent, timing.timeout, timing.interval);
+                // The join stamped a heartbeat.
+                act.cfg.metrics.heartbeat_committed(sent, sent.elapsed());
                 act.cfg.status.update(|s| {
                     s.state = NodeState::Standby;
                     s.role = NodeRole::Standby;
@@ -99,6 +101,7 @@ impl Handler<NodeSeen> for NodeSupervisor {
         }
         if state == NodeState::Running && row.role != NodeRole::Active.as_str() {
             ctx.notify(FenceSelf {
+                kind: crate::messages::FenceKind::Demoted,
                 reason: format!("node {} is no longer active in the store", row.id),
             });
             return;
@@ -129,6 +132,7 @@ impl Handler<FenceSelf> for NodeSupervisor {
             return;
         }
         tracing::error!(node = %self.cfg.node_id, reason = %msg.reason, "fencing this node: stopping every execution");
+        self.cfg.metrics.fenced(msg.kind);
         let epoch = self.cfg.status.raw().epoch;
         self.cfg.status.update(|s| {
             s.state = NodeState::Fenced;
@@ -209,6 +213,12 @@ impl Handler<FenceNow> for NodeSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: FenceNow, ctx: &mut Context<Self>) {
-        self.handle(FenceSelf { reason: msg.reason }, ctx);
+        self.handle(
+            FenceSelf {
+                kind: crate::messages::FenceKind::Operator,
+                reason: msg.reason,
+            },
+            ctx,
+        );
     }
 }

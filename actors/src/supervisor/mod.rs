@@ -207,6 +207,7 @@ impl Actor for NodeSupervisor {
                         ctx.address().recipient(),
                         ctx.address().recipient(),
                     )
+                    .with_metrics(self.cfg.metrics.clone())
                     .start(),
                 );
                 self.detector = Some(
@@ -218,6 +219,7 @@ impl Actor for NodeSupervisor {
                         ctx.address().recipient(),
                         ctx.address().recipient(),
                     )
+                    .with_metrics(self.cfg.metrics.clone())
                     .start(),
                 );
                 self.join(ctx, timing);
