@@ -105,3 +105,105 @@ fn systemd_accepts_the_unit() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("Unknown"), "unknown settings: {err}");
 }
+
+/// The metric names a PromQL expression uses (`baton_*`, `process_*`).
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("baton_") || t.starts_with("process_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The Prometheus alert rules and the Grafana dashboard in `deploy/` use
+/// only metrics a running cluster node exposes (by their `# HELP` lines),
+/// and every alert says what it is about.
+#[actix_rt::test]
+async fn the_alert_rules_and_the_dashboard_name_only_metrics_a_node_exposes() {
+    let db = crate::util::TestDb::create(crate::util::Backend::Sqlite).expect("sqlite");
+    let node = crate::util::start_node(&db, |c| {
+        c.cluster.enabled = true;
+        c.cluster.heartbeat_interval_ms = 200;
+    })
+    .await;
+    let http = crate::util::Http::new(&node.url());
+    let seen: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<String>>> =
+        Default::default();
+    crate::util::eventually(
+        "the heartbeat gauges appear",
+        std::time::Duration::from_secs(30),
+        || {
+            let (http, seen) = (http.clone(), seen.clone());
+            async move {
+                let text = http.get("/metrics").await.text;
+                *seen.borrow_mut() = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("# HELP "))
+                    .filter_map(|l| l.split(' ').next())
+                    .map(str::to_owned)
+                    .collect();
+                let found = seen.borrow().contains("baton_heartbeat_age_seconds");
+                found
+            }
+        },
+    )
+    .await;
+    let families = seen.borrow().clone();
+    let exposed = |name: &str| {
+        families.contains(name)
+            || ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name.strip_suffix(s).is_some_and(|f| families.contains(f)))
+    };
+
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(deploy("prometheus/baton-alerts.yml")).unwrap(),
+    )
+    .expect("the alert rules are YAML");
+    let mut alerts = 0;
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("every rule is an alert");
+            let expr = rule["expr"].as_str().expect("every alert has an expr");
+            assert!(
+                rule["annotations"]["summary"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty()),
+                "{name} has a summary"
+            );
+            let used = metric_names(expr);
+            assert!(!used.is_empty(), "{name}: {expr}");
+            for m in used {
+                assert!(
+                    exposed(&m),
+                    "alert {name} uses {m}, which /metrics does not have"
+                );
+            }
+            alerts += 1;
+        }
+    }
+    assert!(
+        alerts >= 4,
+        "no active node, heartbeat age, unowned work, fencing"
+    );
+
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy("grafana/baton-cluster.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            for m in metric_names(expr) {
+                assert!(
+                    exposed(&m),
+                    "panel {} uses {m}, which /metrics does not have",
+                    panel["title"]
+                );
+            }
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 10, "{exprs}");
+    node.stop().await;
+}

@@ -12,6 +12,7 @@
 mod util;
 
 mod api;
+mod browser;
 mod chaos;
 mod claims;
 mod cli;

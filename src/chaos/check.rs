@@ -62,6 +62,8 @@ pub struct Event {
     pub node: String,
     /// When.
     pub at: Instant,
+    /// What it says.
+    pub message: String,
 }
 
 /// An item-log record (time on the run's clock).
@@ -102,6 +104,22 @@ pub struct History {
     pub ledger: Vec<Entry>,
     /// The faults applied.
     pub faults: Vec<Fault>,
+    /// Samples of each node's membership (every 50 ms): whether its row
+    /// said it was a live member (`RUNNING` or `STANDBY`, heartbeat within
+    /// the failover timeout).
+    pub liveness: Vec<(Instant, String, bool)>,
+}
+
+impl History {
+    /// Whether `node` was a live member at `at` (its last sample before
+    /// it; `true` when there is none, so the rule it guards still applies).
+    pub fn live_at(&self, node: &str, at: Instant) -> bool {
+        self.liveness
+            .iter()
+            .rev()
+            .find(|(t, n, _)| n == node && *t <= at)
+            .is_none_or(|(_, _, live)| *live)
+    }
 }
 
 /// Something that must not happen, with what identifies it.
@@ -375,9 +393,36 @@ fn failovers(h: &History, out: &mut Vec<Violation>) {
                 && f.until + h.timeout * 2 >= window_from
         });
         if cause.is_none() {
+            // What came closest, to tell a slow machine from a bug.
+            let nearest = h
+                .faults
+                .iter()
+                .min_by_key(|f| {
+                    if f.until < ev.at {
+                        ev.at - f.until
+                    } else {
+                        f.from.saturating_duration_since(ev.at)
+                    }
+                })
+                .map(|f| {
+                    let when = if f.until < ev.at {
+                        format!("ended {:?} before", ev.at - f.until)
+                    } else {
+                        format!("began {:?} after", f.from.saturating_duration_since(ev.at))
+                    };
+                    format!(
+                        "{} on {} {when}",
+                        f.kind.name(),
+                        h.nodes.get(f.node).map_or("all", String::as_str)
+                    )
+                })
+                .unwrap_or_else(|| "none".into());
             out.push(v(
                 "a failover only follows a failure (a drain is not one)",
-                format!("node {} failed over with no kill, pause or cut", ev.node),
+                format!(
+                    "node {} failed over with no kill, pause or cut ({}); nearest fault: {nearest}",
+                    ev.node, ev.message
+                ),
             ));
         }
     }
@@ -393,6 +438,16 @@ fn failovers(h: &History, out: &mut Vec<Violation>) {
             continue;
         }
         let node = &h.nodes[f.node];
+        // A node that was not a live member when the fault struck (fenced
+        // by an earlier outage and not yet rejoined) has nothing to fail
+        // over: its executions are adopted instead.
+        if !h.live_at(node, f.from) {
+            continue;
+        }
+        let able = able_to_act(h, f);
+        if able.is_empty() && !h.liveness.is_empty() {
+            continue;
+        }
         let recorded = h.events.iter().any(|e| {
             e.kind == "failover"
                 && &e.node == node
@@ -403,13 +458,62 @@ fn failovers(h: &History, out: &mut Vec<Violation>) {
             out.push(v(
                 "every failover is recorded as an event",
                 format!(
-                    "node {node} was down ({}) {:?} with no failover event",
+                    "node {node} was down ({}) {:?} with no failover event, while {} could have declared it dead",
                     f.kind.name(),
-                    f.until - f.from
+                    f.until - f.from,
+                    able.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(" and ")
                 ),
             ));
         }
     }
+}
+
+/// The other nodes that could have declared `f`'s node dead during `f`.
+fn able_to_act<'a>(h: &'a History, f: &Fault) -> Vec<&'a String> {
+    let node = &h.nodes[f.node];
+    // Somebody must have been able to declare it dead: another node
+    // live throughout half a failover timeout (two and a half scans of
+    // its detector) once the victim's heartbeat was stale (a timeout
+    // into the fault) and before the fault ended. Not so when every
+    // other node was down, fenced or still rejoining after an outage.
+    let span = h.timeout / 2;
+    h.nodes
+        .iter()
+        .filter(|other| *other != node)
+        .filter(|other| {
+            let samples: Vec<(Instant, bool)> = h
+                .liveness
+                .iter()
+                .filter(|(_, n, _)| n == *other)
+                .map(|(t, _, live)| (*t, *live))
+                .collect();
+            // Any start at least a timeout into the fault from which
+            // every sample for `span` says live.
+            samples.iter().any(|(t0, live)| {
+                *live
+                    && *t0 >= f.from + h.timeout
+                    && *t0 + span <= f.until
+                    && samples
+                        .iter()
+                        .filter(|(t, _)| *t >= *t0 && *t <= *t0 + span)
+                        .all(|(_, l)| *l)
+            })
+        })
+        .collect()
+}
+
+/// The faults past twice the failover timeout on a live node with no other
+/// node live long enough to declare it dead (no failover owed).
+pub fn failovers_not_owed(h: &History) -> usize {
+    h.faults
+        .iter()
+        .filter(|f| {
+            f.kind.may_fail_over() && !matches!(f.kind, FaultKind::Stall | FaultKind::DbRestart)
+        })
+        .filter(|f| f.until.saturating_duration_since(f.from) >= h.timeout * 2)
+        .filter(|f| h.live_at(&h.nodes[f.node], f.from))
+        .filter(|f| !h.liveness.is_empty() && able_to_act(h, f).is_empty())
+        .count()
 }
 
 /// No write is accepted from a node after its epoch was superseded: no
@@ -489,6 +593,7 @@ mod tests {
                 at: t0,
             }],
             faults: vec![],
+            liveness: vec![],
         }
     }
 
@@ -514,6 +619,7 @@ mod tests {
             kind: "failover".into(),
             node: "b".into(),
             at,
+            message: String::new(),
         });
         h.log.push(LogRow {
             execution: "x".into(),
@@ -563,6 +669,7 @@ mod tests {
             kind: "failover".into(),
             node: "a".into(),
             at: first + Duration::from_millis(1200),
+            message: String::new(),
         });
         let (violations, why) = check(&h);
         assert_eq!(violations, vec![]);
@@ -669,6 +776,7 @@ mod tests {
             kind: "failover".into(),
             node: "a".into(),
             at: first + Duration::from_millis(1200),
+            message: String::new(),
         });
         // Without a fault, both are violations.
         assert_eq!(check(&h).0.len(), 2);
@@ -681,5 +789,63 @@ mod tests {
         let (violations, why) = check(&h);
         assert_eq!(violations, vec![]);
         assert_eq!(why.get("database restart"), Some(&1));
+    }
+
+    #[test]
+    fn a_node_that_was_not_a_live_member_need_not_be_failed_over() {
+        let mut h = history();
+        let t0 = Instant::now();
+        h.faults.push(Fault {
+            kind: FaultKind::Kill,
+            node: 0,
+            from: t0 + Duration::from_secs(1),
+            until: t0 + Duration::from_secs(4),
+        });
+        let rule = "every failover is recorded as an event";
+        let rules = |h: &History| check(h).0.into_iter().map(|v| v.rule).collect::<Vec<_>>();
+        // A live member killed for 3 s with no failover while b could
+        // have acted: a violation.
+        h.liveness.push((t0, "a".into(), true));
+        for ms in (0..5000).step_by(50) {
+            h.liveness.push((t0 + Duration::from_millis(ms), "b".into(), true));
+        }
+        assert!(rules(&h).contains(&rule));
+        // Fenced (by an earlier outage) when killed: its work is adopted.
+        h.liveness
+            .push((t0 + Duration::from_millis(500), "a".into(), false));
+        assert!(!rules(&h).contains(&rule), "{:?}", rules(&h));
+    }
+
+    #[test]
+    fn a_node_nobody_could_declare_dead_need_not_be_failed_over() {
+        let mut h = history();
+        h.nodes.push("c".into());
+        let t0 = Instant::now();
+        h.faults.push(Fault {
+            kind: FaultKind::Pause,
+            node: 0,
+            from: t0,
+            until: t0 + Duration::from_millis(2500),
+        });
+        let rule = "every failover is recorded as an event";
+        let rules = |h: &History| check(h).0.into_iter().map(|v| v.rule).collect::<Vec<_>>();
+        // a live; b and c fenced throughout (an earlier outage): nobody
+        // could act, so no failover is owed.
+        for ms in (0..3000).step_by(50) {
+            let t = t0 + Duration::from_millis(ms);
+            h.liveness.push((t, "a".into(), ms == 0));
+            h.liveness.push((t, "b".into(), false));
+            h.liveness.push((t, "c".into(), false));
+        }
+        assert!(!rules(&h).contains(&rule), "{:?}", rules(&h));
+        // b live from 1.2 s on: it should have acted.
+        for (t, n, live) in h.liveness.iter_mut() {
+            if n == "b" && *t >= t0 + Duration::from_millis(1200) {
+                *live = true;
+            }
+        }
+        let (violations, _) = check(&h);
+        let v = violations.iter().find(|v| v.rule == rule).expect("owed");
+        assert!(v.detail.contains("while b could"), "{}", v.detail);
     }
 }

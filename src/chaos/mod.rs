@@ -525,18 +525,26 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     // marks its row.
     let max_active = Rc::new(RefCell::new(0usize));
     let active_seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let liveness: Rc<RefCell<Vec<(Instant, String, bool)>>> = Rc::default();
     let sampling = Rc::new(RefCell::new(true));
     {
-        let (store, max_active, sampling, seen) = (
+        let (store, max_active, sampling, seen, liveness) = (
             store.clone(),
             max_active.clone(),
             sampling.clone(),
             active_seen.clone(),
+            liveness.clone(),
         );
         let timeout_ms = (opts.interval_ms * u64::from(opts.heartbeats)) as i64;
         actix_rt::spawn(async move {
             while *sampling.borrow() {
                 if let Ok((nodes, now)) = store.nodes().await {
+                    let at = Instant::now();
+                    liveness.borrow_mut().extend(nodes.iter().map(|n| {
+                        let live = matches!(n.state.as_str(), "RUNNING" | "STANDBY")
+                            && now - n.last_heartbeat < timeout_ms;
+                        (at, n.id.clone(), live)
+                    }));
                     let active: Vec<String> = nodes
                         .iter()
                         .filter(|n| {
@@ -653,6 +661,7 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
         events,
         ledger: ledger.entries(),
         faults: faults_applied,
+        liveness: liveness.borrow().clone(),
     };
     let (mut violations, reruns) = check::check(&h);
     for v in violations
@@ -717,7 +726,7 @@ async fn history_from(
                 .query_all_raw(q("SELECT execution_id, step, event, node, time FROM item_log"))
                 .await?;
             let ev = c
-                .query_all_raw(q("SELECT kind, node_id, time FROM cluster_events"))
+                .query_all_raw(q("SELECT kind, node_id, time, message FROM cluster_events"))
                 .await?;
             Ok((ex, log, ev))
         })
@@ -760,6 +769,7 @@ async fn history_from(
             kind: r.try_get("", "kind")?,
             node: r.try_get("", "node_id")?,
             at: at(r.try_get("", "time")?),
+            message: r.try_get("", "message")?,
         });
     }
     Ok((stored, rows, events))
@@ -794,7 +804,10 @@ fn table(
         out.push_str(&format!(", {k} {n}"));
     }
     let failovers = h.events.iter().filter(|e| e.kind == "failover").count();
-    out.push_str(&format!("; failover events {failovers}\n"));
+    out.push_str(&format!(
+        "; failover events {failovers} (not owed, no other node live to act: {})\n",
+        check::failovers_not_owed(h)
+    ));
     let mut states: BTreeMap<&str, usize> = BTreeMap::new();
     for d in &h.driven {
         let s = h.stored.get(&d.id).map_or("missing", |s| s.state.as_str());

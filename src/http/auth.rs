@@ -14,7 +14,7 @@ use crate::config::Role;
 use crate::error::ApiError;
 
 /// Paths that answer without a token (load balancers and supervisors).
-pub(crate) const OPEN: [&str; 2] = ["/api/healthstatus", "/health/liveness"];
+pub(crate) const OPEN: [&str; 3] = ["/api/healthstatus", "/health/liveness", "/"];
 
 /// The authentication middleware.
 pub(crate) async fn check(

@@ -94,18 +94,17 @@ fn one<M: EncodeMetric>(
     metric.encode(d.encode_family(&labels)?)
 }
 
-/// Encodes one metric with a series per label set.
+/// Encodes one metric with a series per label set (its `# HELP` and
+/// `# TYPE` even when it has none yet, so dashboards and alerts find it).
 fn many<M: EncodeMetric>(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
+    kind: MetricType,
     series: Vec<(Vec<(&str, &str)>, M)>,
 ) -> fmt::Result {
-    let Some(first) = series.first() else {
-        return Ok(());
-    };
-    let mut d = enc.encode_descriptor(name, help, unit, first.1.metric_type())?;
+    let mut d = enc.encode_descriptor(name, help, unit, kind)?;
     for (labels, metric) in &series {
         metric.encode(d.encode_family(labels)?)?;
     }
@@ -130,6 +129,7 @@ impl Collector for Snapshot {
             "baton_node_state",
             "1 for the node's current state, 0 for the others (every state always present).",
             None,
+            MetricType::Gauge,
             NodeState::ALL
                 .iter()
                 .map(|s| {
@@ -145,6 +145,7 @@ impl Collector for Snapshot {
             "baton_node_role",
             "1 for the node's current role, 0 for the other.",
             None,
+            MetricType::Gauge,
             [NodeRole::Active, NodeRole::Standby]
                 .iter()
                 .map(|r| {
@@ -198,6 +199,7 @@ impl Collector for Snapshot {
             "baton_self_fencings",
             "Times this node fenced itself, by reason.",
             None,
+            MetricType::Counter,
             self.fencings
                 .iter()
                 .map(|(r, v)| (vec![("node", node), ("reason", *r)], ConstCounter::new(*v)))
@@ -208,6 +210,7 @@ impl Collector for Snapshot {
             "baton_takeovers",
             "Nodes this node declared dead and took over (failovers), by victim.",
             None,
+            MetricType::Counter,
             self.takeovers
                 .iter()
                 .map(|(victim, v)| {
@@ -240,6 +243,7 @@ impl Collector for Snapshot {
                 "baton_executions_owned",
                 "Unfinished executions this node owns, by state (waiting: a timer; waiting-signal: a signal or an interaction).",
                 None,
+                MetricType::Gauge,
                 baton_actors::store::state::UNFINISHED
                     .iter()
                     .map(|s| {
@@ -270,6 +274,7 @@ impl Collector for Snapshot {
             "baton_http_requests",
             "HTTP requests this node answered, by route pattern, method and status.",
             None,
+            MetricType::Counter,
             self.http
                 .iter()
                 .map(|((route, method, status), (count, _))| {
@@ -290,6 +295,7 @@ impl Collector for Snapshot {
             "baton_http_request_duration",
             "Total time spent answering HTTP requests, by route pattern, method and status (divide by baton_http_requests_total for the mean).",
             Some(&Unit::Seconds),
+            MetricType::Counter,
             self.http
                 .iter()
                 .map(|((route, method, status), (_, us))| {

@@ -15,6 +15,7 @@
 
 mod auth;
 mod cluster;
+mod dashboard;
 mod executions;
 mod health;
 mod metrics;
@@ -81,6 +82,7 @@ macro_rules! api {
 }
 
 api!(
+    dashboard::index,
     health::healthstatus,
     health::liveness,
     workflows::list,

@@ -1,5 +1,5 @@
 //! The standby gate (cluster mode): a node that is not a running active
-//! node answers only `/api/healthstatus`, `/health/*`, `/api/cluster*` and
+//! node answers only `/` (the dashboard), `/api/healthstatus`, `/health/*`, `/api/cluster*` and
 //! `/metrics`; every other path gets 503 with code `standby`, a
 //! `Retry-After` header and the addresses of the active nodes.
 
@@ -15,6 +15,7 @@ use super::AppState;
 
 fn always_served(path: &str) -> bool {
     path == "/api/healthstatus"
+        || path == "/"
         || path == "/metrics"
         || path.starts_with("/health/")
         || path == "/api/cluster"
