@@ -93,8 +93,21 @@ async fn failover_fencing_and_unowned_work_metrics_move_when_nodes_pause_and_die
     let http = Http::new(&m1.url);
     import_slow_steps(&http).await;
     for _ in 0..5 {
-        start(&http, "slow-steps", json!({"ms": 400})).await;
+        start(&http, "slow-steps", json!({"ms": 800})).await;
     }
+    // Items by type and the group commit count as the work goes on.
+    eventually("items and checkpoint batches counted", LONG, || async {
+        scrape(&m1.url).await.is_some_and(|s| {
+            s.get(
+                "baton_items_by_type_total",
+                &[("node", "m1"), ("type", "action"), ("event", "completed")],
+            )
+            .is_some_and(|n| n >= 5.0)
+                && s.get("baton_checkpoint_batches_total", &[("node", "m1")])
+                    .is_some_and(|n| n >= 1.0)
+        })
+    })
+    .await;
     // A healthy pair: heartbeats fresh, nothing unowned, nothing fenced.
     let s = scrape(&m1.url).await.expect("m1 scrapes");
     let age = s.get("baton_heartbeat_age_seconds", &[("node", "m1")]);
@@ -144,6 +157,27 @@ async fn failover_fencing_and_unowned_work_metrics_move_when_nodes_pause_and_die
     assert!(s
         .get("process_resident_memory_bytes", &[("node", "m1")])
         .is_some_and(|b| b > 0.0));
+    // The pool and the parked executions.
+    assert!(
+        s.get(
+            "baton_db_pool_connections",
+            &[("node", "m1"), ("state", "idle")]
+        )
+        .is_some(),
+        "{}",
+        s.text
+    );
+    for kind in ["timer", "signal", "interaction", "child"] {
+        assert_eq!(
+            s.get(
+                "baton_executions_waiting",
+                &[("node", "m1"), ("kind", kind)]
+            ),
+            Some(0.0),
+            "{}",
+            s.text
+        );
+    }
 
     // m1 paused past the failover timeout: its work is unowned until m2
     // takes over, and m2 counts the takeover.

@@ -80,6 +80,14 @@ async fn runaway_scripts_fail_their_item_not_the_node() {
         (e["state"].clone(), e["outputs"]["x"].clone()),
         (json!("completed"), json!(42))
     );
+    // Counted by /metrics (this process's script threads).
+    let metrics = http.get("/metrics").await.text;
+    let timeouts: Option<f64> = metrics
+        .lines()
+        .find(|l| l.starts_with("baton_script_timeouts_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok());
+    assert!(timeouts.is_some_and(|n| n >= 2.0), "{metrics}");
     // The node still runs scripts after all that.
     let again = start(&http, "fine", json!({})).await;
     assert_eq!(wait_final(&http, &again, t).await["state"], "completed");

@@ -63,6 +63,25 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
+    /// The pool's size (open connections) and how many of them are idle.
+    pub fn pool_stats(&self) -> Option<(u32, usize)> {
+        match self.conn.get_database_backend() {
+            DbBackend::Postgres => {
+                let p = self.conn.get_postgres_connection_pool();
+                Some((p.size(), p.num_idle()))
+            }
+            DbBackend::MySql => {
+                let p = self.conn.get_mysql_connection_pool();
+                Some((p.size(), p.num_idle()))
+            }
+            DbBackend::Sqlite => {
+                let p = self.conn.get_sqlite_connection_pool();
+                Some((p.size(), p.num_idle()))
+            }
+            _ => None,
+        }
+    }
+
     /// Connects to `url` (`sqlite://`, `postgres://` or `mysql://`).
     ///
     /// SQLite runs in WAL mode with one pooled connection per process, so

@@ -157,12 +157,35 @@ pub struct EngineMetrics {
     /// HTTP requests, by route pattern, method and status: count and
     /// total seconds (µs).
     pub http: Mutex<BTreeMap<HttpSeries, (u64, u64)>>,
+    /// Item attempts by item type and event (`started`, `completed`, `failed`).
+    pub items_by_type: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// When these metrics were created (the heartbeat age's origin).
     pub born: Born,
     /// Start of an item to its checkpoint committed.
     pub item_latency: Histogram,
     /// Notified each time an execution of this node ends.
     pub ended: tokio::sync::Notify,
+}
+
+/// The group commit of a store: batches committed, the checkpoints in
+/// them (the mean batch size is their ratio) and each batch's commit time.
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Checkpoints in them.
+    pub checkpoints: AtomicU64,
+    /// How long each batch took, from its first statement to its commit.
+    pub commit: Histogram,
+}
+
+impl CheckpointStats {
+    /// Records a committed batch of `size` checkpoints.
+    pub fn record(&self, size: usize, took: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.checkpoints.fetch_add(size as u64, Ordering::Relaxed);
+        self.commit.record(took);
+    }
 }
 
 /// One HTTP series: route pattern, method, status.
@@ -182,6 +205,13 @@ impl EngineMetrics {
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an item event of an item type.
+    pub fn item_event(&self, kind: &'static str, event: &'static str) {
+        if let Ok(mut m) = self.items_by_type.lock() {
+            *m.entry((kind, event)).or_default() += 1;
+        }
     }
 
     /// Counts a self-fencing.

@@ -807,7 +807,8 @@ mod tests {
         // have acted: a violation.
         h.liveness.push((t0, "a".into(), true));
         for ms in (0..5000).step_by(50) {
-            h.liveness.push((t0 + Duration::from_millis(ms), "b".into(), true));
+            h.liveness
+                .push((t0 + Duration::from_millis(ms), "b".into(), true));
         }
         assert!(rules(&h).contains(&rule));
         // Fenced (by an earlier outage) when killed: its work is adopted.

@@ -24,6 +24,9 @@ use super::AppState;
 /// (the wake scan runs every 100 ms).
 const OVERDUE_MS: i64 = 2000;
 
+/// A histogram's sum, count and buckets (each counted on its own).
+type HistogramValues = (f64, u64, Vec<(f64, u64)>);
+
 /// Everything one scrape reports.
 #[derive(Debug)]
 struct Snapshot {
@@ -39,7 +42,11 @@ struct Snapshot {
     fencings: Vec<(&'static str, u64)>,
     takeovers: Vec<(String, u64)>,
     http: Vec<(baton_actors::metrics::HttpSeries, (u64, u64))>,
-    latency: (f64, u64, Vec<(f64, u64)>),
+    latency: HistogramValues,
+    items_by_type: Vec<((&'static str, &'static str), u64)>,
+    checkpoints: (u64, u64, HistogramValues),
+    scripts: (u64, u64),
+    pool: Option<(u32, usize)>,
     /// `None`: the database did not answer this scrape.
     work: Option<WorkGauges>,
     process: Option<Process>,
@@ -237,7 +244,101 @@ impl Collector for Snapshot {
                     *sum, *count, buckets, None,
                 )?;
         }
+        many(
+            &mut enc,
+            "baton_items_by_type",
+            "Item attempts on this node by item type and event (started, completed, failed).",
+            None,
+            MetricType::Counter,
+            self.items_by_type
+                .iter()
+                .map(|((kind, event), v)| {
+                    (
+                        vec![("node", node), ("type", *kind), ("event", *event)],
+                        ConstCounter::new(*v),
+                    )
+                })
+                .collect(),
+        )?;
+        {
+            let (batches, checkpoints, (sum, count, buckets)) = &self.checkpoints;
+            one(
+                &mut enc,
+                "baton_checkpoint_batches",
+                "Checkpoint batches this node's group commit committed.",
+                None,
+                &n,
+                ConstCounter::new(*batches),
+            )?;
+            one(
+                &mut enc,
+                "baton_checkpoints_batched",
+                "Checkpoints in those batches (divide by baton_checkpoint_batches_total for the mean batch size).",
+                None,
+                &n,
+                ConstCounter::new(*checkpoints),
+            )?;
+            let mut d = enc.encode_descriptor(
+                "baton_checkpoint_commit",
+                "How long each checkpoint batch took, from its first statement to its commit.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            d.encode_family(&n)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    *sum, *count, buckets, None,
+                )?;
+        }
+        one(
+            &mut enc,
+            "baton_script_timeouts",
+            "Script evaluations stopped at scripts.timeout_ms (this process).",
+            None,
+            &n,
+            ConstCounter::new(self.scripts.0),
+        )?;
+        one(
+            &mut enc,
+            "baton_script_out_of_memory",
+            "Script evaluations that ran out of scripts.memory_limit_mb (this process).",
+            None,
+            &n,
+            ConstCounter::new(self.scripts.1),
+        )?;
+        if let Some((size, idle)) = self.pool {
+            many(
+                &mut enc,
+                "baton_db_pool_connections",
+                "The database pool's open connections, in use and idle.",
+                None,
+                MetricType::Gauge,
+                vec![
+                    (
+                        vec![("node", node), ("state", "in_use")],
+                        ConstGauge::new(i64::from(size).saturating_sub(idle as i64)),
+                    ),
+                    (
+                        vec![("node", node), ("state", "idle")],
+                        ConstGauge::new(idle as i64),
+                    ),
+                ],
+            )?;
+        }
         if let Some(work) = &self.work {
+            many(
+                &mut enc,
+                "baton_executions_waiting",
+                "This node's parked executions by what they wait for (timer, signal, interaction, child).",
+                None,
+                MetricType::Gauge,
+                ["timer", "signal", "interaction", "child"]
+                    .iter()
+                    .map(|k| {
+                        let v = work.waiting.iter().find(|(w, _)| w == k).map_or(0, |(_, v)| *v);
+                        (vec![("node", node), ("kind", *k)], ConstGauge::new(v))
+                    })
+                    .collect(),
+            )?;
             many(
                 &mut enc,
                 "baton_executions_owned",
@@ -433,6 +534,29 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             m.item_latency.count(),
             m.item_latency.prometheus_buckets(),
         ),
+        items_by_type: m
+            .items_by_type
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default(),
+        checkpoints: {
+            let c = state.store.checkpoint_stats();
+            (
+                c.batches.load(std::sync::atomic::Ordering::Relaxed),
+                c.checkpoints.load(std::sync::atomic::Ordering::Relaxed),
+                (
+                    c.commit.sum_seconds(),
+                    c.commit.count(),
+                    c.commit.prometheus_buckets(),
+                ),
+            )
+        },
+        scripts: (
+            baton_actors::workflow::script::TIMEOUTS.load(std::sync::atomic::Ordering::Relaxed),
+            baton_actors::workflow::script::OUT_OF_MEMORY
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        pool: state.store.pool_stats(),
         work,
         process: Process::read(),
     };

@@ -343,6 +343,7 @@ impl Run {
         control: &Control,
     ) -> Result<Option<RunOutcome>, RunOutcome> {
         EngineMetrics::inc(&self.metrics.items_failed);
+        self.metrics.item_event(item.kind.type_name(), "failed");
         let mut logs = self.script_logs(failure.logs);
         // The log and the execution's error read `Name: message`; the
         // `error` variable has both apart, as JavaScript does.

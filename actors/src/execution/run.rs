@@ -110,6 +110,8 @@ pub(super) struct Run {
     pub(super) wait_until: Option<i64>,
     pub(super) metrics: Arc<EngineMetrics>,
     pub(super) item_started: Instant,
+    /// The type of the item running (`task`, `timer`, ...), for the metrics.
+    pub(super) item_type: &'static str,
     /// The current item's start is recorded but it has not begun here: a
     /// graceful stop now hands it off (`Run::hand_off`) instead of leaving
     /// it to look interrupted.
@@ -170,6 +172,7 @@ impl Run {
             parent: row.parent_id.clone(),
             metrics: s.metrics,
             item_started: Instant::now(),
+            item_type: "",
             // A woken run's item (a wait) began before it parked.
             not_begun: s.kind != StartKind::Woken,
         })
@@ -211,6 +214,8 @@ impl Run {
             self.item_started = Instant::now();
             self.not_begun = false;
             EngineMetrics::inc(&self.metrics.items_started);
+            self.item_type = item.kind.type_name();
+            self.metrics.item_event(self.item_type, "started");
             let span = tracing::info_span!(
                 "item",
                 item = %self.item,
@@ -318,6 +323,7 @@ impl Run {
 
     pub(super) fn completed_item(&self) {
         EngineMetrics::inc(&self.metrics.items_completed);
+        self.metrics.item_event(self.item_type, "completed");
         self.metrics
             .item_latency
             .record(self.item_started.elapsed());

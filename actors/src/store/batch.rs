@@ -35,6 +35,8 @@ struct Pending {
 #[derive(Debug)]
 pub(super) struct Batcher {
     tx: mpsc::UnboundedSender<Pending>,
+    /// What the group commit did (`/metrics`).
+    pub(super) stats: Arc<crate::metrics::CheckpointStats>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -54,11 +56,12 @@ impl Batcher {
         let rx = Arc::new(Mutex::new(rx));
         let backend = db.backend();
         let writers = if backend == DbBackend::Sqlite { 1 } else { 2 };
+        let stats = Arc::new(crate::metrics::CheckpointStats::default());
         for _ in 0..writers {
-            let rx = rx.clone();
-            db.spawn(move |conn| writer(conn, backend, rx));
+            let (rx, stats) = (rx.clone(), stats.clone());
+            db.spawn(move |conn| writer(conn, backend, rx, stats));
         }
-        Batcher { tx }
+        Batcher { tx, stats }
     }
 
     pub(super) async fn submit(&self, fence: Fence, cp: Checkpoint) -> Result<(), StoreError> {
@@ -74,6 +77,7 @@ async fn writer(
     conn: DatabaseConnection,
     backend: DbBackend,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    stats: Arc<crate::metrics::CheckpointStats>,
 ) {
     loop {
         let batch = {
@@ -88,8 +92,10 @@ async fn writer(
             }
             batch
         };
+        let began = std::time::Instant::now();
         match apply(&conn, backend, &batch).await {
             Ok(results) => {
+                stats.record(batch.len(), began.elapsed());
                 for (p, r) in batch.into_iter().zip(results) {
                     let _ = p.reply.send(r);
                 }

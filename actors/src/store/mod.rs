@@ -149,6 +149,18 @@ pub struct Store {
 }
 
 impl Store {
+    /// What this store's group commit did: batches, their sizes and
+    /// commit times.
+    pub fn checkpoint_stats(&self) -> &crate::metrics::CheckpointStats {
+        &self.batcher.stats
+    }
+
+    /// The connection pool's size and idle connections (`None` when the
+    /// driver does not say).
+    pub fn pool_stats(&self) -> Option<(u32, usize)> {
+        self.db.pool_stats()
+    }
+
     /// Wraps a connection and starts its checkpoint batcher.
     pub fn new(db: Db) -> Store {
         let batcher = std::sync::Arc::new(batch::Batcher::start(&db));

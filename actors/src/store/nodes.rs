@@ -223,6 +223,9 @@ pub(super) async fn insert_event(
 pub struct WorkGauges {
     /// This node's unfinished executions, by state.
     pub owned: Vec<(String, i64)>,
+    /// This node's parked executions by what they wait for: `timer`,
+    /// `signal`, `interaction` or `child`.
+    pub waiting: Vec<(String, i64)>,
     /// How long the oldest unfinished execution that nobody runs has
     /// waited for a runner, in ms (0: none): one whose owner is not a
     /// live active node (in cluster mode: not `RUNNING` and active, or its
@@ -257,6 +260,32 @@ impl Store {
                     .into_tuple()
                     .all(&c)
                     .await?;
+                let waiting_sql = format!(
+                    "SELECT CASE WHEN state = '{waiting}' THEN 'timer' \
+                       WHEN wait_signal = '{interaction}' THEN 'interaction' \
+                       WHEN wait_signal = '{child}' THEN 'child' ELSE 'signal' END AS kind, \
+                     COUNT(*) AS n FROM executions \
+                     WHERE owner_node = $1 AND state IN ('{waiting}', '{waiting_signal}') GROUP BY 1",
+                    waiting = super::state::WAITING,
+                    waiting_signal = super::state::WAITING_SIGNAL,
+                    interaction = super::INTERACTION,
+                    child = super::CHILD_DONE,
+                );
+                let waiting_sql = if backend == DbBackend::Postgres {
+                    waiting_sql
+                } else {
+                    waiting_sql.replace("$1", "?")
+                };
+                let waiting = c
+                    .query_all_raw(Statement::from_sql_and_values(
+                        backend,
+                        waiting_sql,
+                        [node.clone().into()],
+                    ))
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get::<String>("", "kind")?, r.try_get::<i64>("", "n")?)))
+                    .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
                 let now = Store::now_sql(backend);
                 let unfinished = super::state::UNFINISHED
                     .iter()
@@ -291,6 +320,7 @@ impl Store {
                 };
                 Ok(WorkGauges {
                     owned,
+                    waiting,
                     oldest_unowned_ms: Ord::max(Ord::max(unowned, overdue), 0),
                 })
             })

@@ -283,6 +283,12 @@ impl ScriptWorker {
     }
 
     fn classify(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
+        let e = self.classify_inner(ctx, err);
+        count(&e);
+        e
+    }
+
+    fn classify_inner(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
         if self.interrupted.get() {
             return ScriptError::Timeout(self.limits.timeout_ms);
         }
@@ -374,7 +380,9 @@ impl ScriptWorker {
                 jobs += 1;
                 let failed = self.rt.execute_pending_job().is_err();
                 if self.interrupted.get() {
-                    return Err(ScriptError::Timeout(self.limits.timeout_ms));
+                    let e = ScriptError::Timeout(self.limits.timeout_ms);
+                    count(&e);
+                    return Err(e);
                 }
                 if failed || jobs > 100_000 {
                     // Drop the context: its queue is not known to be empty.
@@ -543,6 +551,25 @@ impl Handler<Compile> for ScriptWorker {
 
     fn handle(&mut self, msg: Compile, _: &mut SyncContext<Self>) -> Self::Result {
         self.compile(msg.0)
+    }
+}
+
+/// Script evaluations stopped at `scripts.timeout_ms`, in this process.
+pub static TIMEOUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Script evaluations that ran out of `scripts.memory_limit_mb`, in this process.
+pub static OUT_OF_MEMORY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count(e: &ScriptError) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match e {
+        ScriptError::Timeout(_) => {
+            TIMEOUTS.fetch_add(1, Relaxed);
+        }
+        ScriptError::OutOfMemory(_) => {
+            OUT_OF_MEMORY.fetch_add(1, Relaxed);
+        }
+        _ => {}
     }
 }
 
