@@ -1,6 +1,8 @@
 //! Engine counters and the item latency histogram (start of an item to its
 //! checkpoint committed), shared by a node's actors and read by `/metrics`
-//! and `baton bench`. Lock-free: atomics only.
+//! and `baton bench`. Lock-free on the execution path (atomics only); the
+//! two families whose labels are open-ended (takeovers by victim, HTTP
+//! requests by route and status) sit behind a mutex.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::messages::FenceKind;
+use crate::workflow::ItemKind;
 
 const FIRST_BOUND_US: f64 = 10.0;
 const FACTOR: f64 = 1.15;
@@ -117,6 +120,11 @@ impl Histogram {
     pub fn sum_seconds(&self) -> f64 {
         self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
     }
+
+    /// Sum, count and buckets, for `prometheus-client`.
+    pub fn values(&self) -> HistogramValues {
+        (self.sum_seconds(), self.count(), self.prometheus_buckets())
+    }
 }
 
 /// Counters of one node's engine.
@@ -157,8 +165,9 @@ pub struct EngineMetrics {
     /// HTTP requests, by route pattern, method and status: count and
     /// total seconds (µs).
     pub http: Mutex<BTreeMap<HttpSeries, (u64, u64)>>,
-    /// Item attempts by item type and event (`started`, `completed`, `failed`).
-    pub items_by_type: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Item attempts by item type ([`ItemKind::TYPE_NAMES`]) and event
+    /// ([`ITEM_EVENTS`]).
+    pub items_by_type: [[AtomicU64; ITEM_EVENTS.len()]; ItemKind::TYPE_NAMES.len()],
     /// When these metrics were created (the heartbeat age's origin).
     pub born: Born,
     /// Start of an item to its checkpoint committed.
@@ -166,6 +175,13 @@ pub struct EngineMetrics {
     /// Notified each time an execution of this node ends.
     pub ended: tokio::sync::Notify,
 }
+
+/// The events counted per item type.
+pub const ITEM_EVENTS: [&str; 3] = ["started", "completed", "failed"];
+
+/// A histogram as Prometheus encodes it: sum of seconds, count, and the
+/// buckets each counted on its own.
+pub type HistogramValues = (f64, u64, Vec<(f64, u64)>);
 
 /// The group commit of a store: batches committed, the checkpoints in
 /// them (the mean batch size is their ratio) and each batch's commit time.
@@ -207,11 +223,27 @@ impl EngineMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts an item event of an item type.
-    pub fn item_event(&self, kind: &'static str, event: &'static str) {
-        if let Ok(mut m) = self.items_by_type.lock() {
-            *m.entry((kind, event)).or_default() += 1;
+    /// Counts an item event (one of [`ITEM_EVENTS`]) of an item type.
+    pub fn item_event(&self, kind: &str, event: &str) {
+        let t = ItemKind::TYPE_NAMES.iter().position(|k| *k == kind);
+        let e = ITEM_EVENTS.iter().position(|k| *k == event);
+        if let (Some(t), Some(e)) = (t, e) {
+            Self::inc(&self.items_by_type[t][e]);
         }
+    }
+
+    /// The item events counted so far, by type and event (zeros left out).
+    pub fn items_by_type(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let mut out = Vec::new();
+        for (kind, row) in ItemKind::TYPE_NAMES.iter().zip(&self.items_by_type) {
+            for (event, c) in ITEM_EVENTS.iter().zip(row) {
+                match c.load(Ordering::Relaxed) {
+                    0 => {}
+                    n => out.push(((*kind, *event), n)),
+                }
+            }
+        }
+        out
     }
 
     /// Counts a self-fencing.

@@ -426,24 +426,8 @@ fn failovers(h: &History, out: &mut Vec<Violation>) {
             ));
         }
     }
-    for f in &h.faults {
-        let long = f.until.saturating_duration_since(f.from) >= h.timeout * 2;
-        // A stalled node may finish its stall still owning its work; a
-        // database restart stops every node at once, with nobody left to
-        // declare anybody dead.
-        if !f.kind.may_fail_over()
-            || !long
-            || matches!(f.kind, FaultKind::Stall | FaultKind::DbRestart)
-        {
-            continue;
-        }
+    for f in faults_that_may_owe_a_failover(h) {
         let node = &h.nodes[f.node];
-        // A node that was not a live member when the fault struck (fenced
-        // by an earlier outage and not yet rejoined) has nothing to fail
-        // over: its executions are adopted instead.
-        if !h.live_at(node, f.from) {
-            continue;
-        }
         let able = able_to_act(h, f);
         if able.is_empty() && !h.liveness.is_empty() {
             continue;
@@ -505,6 +489,19 @@ fn able_to_act<'a>(h: &'a History, f: &Fault) -> Vec<&'a String> {
 /// The faults past twice the failover timeout on a live node with no other
 /// node live long enough to declare it dead (no failover owed).
 pub fn failovers_not_owed(h: &History) -> usize {
+    faults_that_may_owe_a_failover(h)
+        .filter(|f| !h.liveness.is_empty() && able_to_act(h, f).is_empty())
+        .count()
+}
+
+/// The faults after which a failover is owed if somebody could act: long
+/// enough (twice the failover timeout), of a kind that fails a node over
+/// (a stalled node may finish its stall still owning its work; a database
+/// restart stops every node at once, with nobody left to declare anybody
+/// dead), on a node that was a live member when it struck (one fenced by
+/// an earlier outage and not yet rejoined has nothing to fail over: its
+/// executions are adopted instead).
+fn faults_that_may_owe_a_failover(h: &History) -> impl Iterator<Item = &Fault> {
     h.faults
         .iter()
         .filter(|f| {
@@ -512,8 +509,6 @@ pub fn failovers_not_owed(h: &History) -> usize {
         })
         .filter(|f| f.until.saturating_duration_since(f.from) >= h.timeout * 2)
         .filter(|f| h.live_at(&h.nodes[f.node], f.from))
-        .filter(|f| !h.liveness.is_empty() && able_to_act(h, f).is_empty())
-        .count()
 }
 
 /// No write is accepted from a node after its epoch was superseded: no

@@ -10,6 +10,7 @@ use std::fmt;
 
 use actix_web::{get, web, HttpResponse};
 use baton_actors::messages::{FenceKind, NodeRole, NodeState};
+use baton_actors::metrics::HistogramValues;
 use baton_actors::store::WorkGauges;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -23,9 +24,6 @@ use super::AppState;
 /// A parked execution past its due time by more than this is overdue
 /// (the wake scan runs every 100 ms).
 const OVERDUE_MS: i64 = 2000;
-
-/// A histogram's sum, count and buckets (each counted on its own).
-type HistogramValues = (f64, u64, Vec<(f64, u64)>);
 
 /// Everything one scrape reports.
 #[derive(Debug)]
@@ -99,6 +97,19 @@ fn one<M: EncodeMetric>(
 ) -> fmt::Result {
     let mut d = enc.encode_descriptor(name, help, unit, metric.metric_type())?;
     metric.encode(d.encode_family(&labels)?)
+}
+
+/// Encodes one histogram (in seconds) with one series labeled `labels`.
+fn histogram(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    (sum, count, buckets): &HistogramValues,
+) -> fmt::Result {
+    let mut d = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    d.encode_family(&labels)?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(*sum, *count, buckets, None)
 }
 
 /// Encodes one metric with a series per label set (its `# HELP` and
@@ -231,19 +242,13 @@ impl Collector for Snapshot {
         for (name, help, v) in &self.counters {
             one(&mut enc, name, help, None, &n, ConstCounter::new(*v))?;
         }
-        {
-            let (sum, count, buckets) = &self.latency;
-            let mut d = enc.encode_descriptor(
-                "baton_item_latency",
-                "Start of an item to its checkpoint committed.",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
-            )?;
-            d.encode_family(&n)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    *sum, *count, buckets, None,
-                )?;
-        }
+        histogram(
+            &mut enc,
+            "baton_item_latency",
+            "Start of an item to its checkpoint committed.",
+            &n,
+            &self.latency,
+        )?;
         many(
             &mut enc,
             "baton_items_by_type",
@@ -261,7 +266,7 @@ impl Collector for Snapshot {
                 .collect(),
         )?;
         {
-            let (batches, checkpoints, (sum, count, buckets)) = &self.checkpoints;
+            let (batches, checkpoints, commit) = &self.checkpoints;
             one(
                 &mut enc,
                 "baton_checkpoint_batches",
@@ -278,16 +283,13 @@ impl Collector for Snapshot {
                 &n,
                 ConstCounter::new(*checkpoints),
             )?;
-            let mut d = enc.encode_descriptor(
+            histogram(
+                &mut enc,
                 "baton_checkpoint_commit",
                 "How long each checkpoint batch took, from its first statement to its commit.",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
+                &n,
+                commit,
             )?;
-            d.encode_family(&n)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    *sum, *count, buckets, None,
-                )?;
         }
         one(
             &mut enc,
@@ -378,17 +380,7 @@ impl Collector for Snapshot {
             MetricType::Counter,
             self.http
                 .iter()
-                .map(|((route, method, status), (count, _))| {
-                    (
-                        vec![
-                            ("node", node),
-                            ("route", route.as_str()),
-                            ("method", method.as_str()),
-                            ("status", status_str(*status)),
-                        ],
-                        ConstCounter::new(*count),
-                    )
-                })
+                .map(|(series, (count, _))| (http_labels(node, series), ConstCounter::new(*count)))
                 .collect(),
         )?;
         many(
@@ -399,16 +391,8 @@ impl Collector for Snapshot {
             MetricType::Counter,
             self.http
                 .iter()
-                .map(|((route, method, status), (_, us))| {
-                    (
-                        vec![
-                            ("node", node),
-                            ("route", route.as_str()),
-                            ("method", method.as_str()),
-                            ("status", status_str(*status)),
-                        ],
-                        ConstCounter::new(*us as f64 / 1e6),
-                    )
+                .map(|(series, (_, us))| {
+                    (http_labels(node, series), ConstCounter::new(*us as f64 / 1e6))
                 })
                 .collect(),
         )?;
@@ -448,6 +432,19 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// The labels of one HTTP series.
+fn http_labels<'a>(
+    node: &'a str,
+    (route, method, status): &'a baton_actors::metrics::HttpSeries,
+) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("node", node),
+        ("route", route.as_str()),
+        ("method", method.as_str()),
+        ("status", status_str(*status)),
+    ]
 }
 
 /// A status code as a label value, without allocating per series.
@@ -529,26 +526,14 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .lock()
             .map(|h| h.iter().map(|(k, v)| (k.clone(), *v)).collect())
             .unwrap_or_default(),
-        latency: (
-            m.item_latency.sum_seconds(),
-            m.item_latency.count(),
-            m.item_latency.prometheus_buckets(),
-        ),
-        items_by_type: m
-            .items_by_type
-            .lock()
-            .map(|t| t.iter().map(|(k, v)| (*k, *v)).collect())
-            .unwrap_or_default(),
+        latency: m.item_latency.values(),
+        items_by_type: m.items_by_type(),
         checkpoints: {
             let c = state.store.checkpoint_stats();
             (
                 c.batches.load(std::sync::atomic::Ordering::Relaxed),
                 c.checkpoints.load(std::sync::atomic::Ordering::Relaxed),
-                (
-                    c.commit.sum_seconds(),
-                    c.commit.count(),
-                    c.commit.prometheus_buckets(),
-                ),
+                c.commit.values(),
             )
         },
         scripts: (

@@ -181,6 +181,19 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
+    /// Every type's name, in the order of [`ItemKind::type_name`]'s match.
+    pub const TYPE_NAMES: [&'static str; 9] = [
+        "task",
+        "decision",
+        "action",
+        "workflow",
+        "foreach",
+        "timer",
+        "signal",
+        "interaction",
+        "end",
+    ];
+
     /// The type's name as written in definitions.
     pub fn type_name(&self) -> &'static str {
         match self {
