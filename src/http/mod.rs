@@ -167,8 +167,8 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             "the body must be a JSON object, not an array",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -181,6 +181,11 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             };
             ApiError::bad_request("invalid_body", &path, inner.to_string())
         }
+    })?;
+    // One JSON value and nothing after it but whitespace: `{}` followed by
+    // stray bytes is not a body the caller meant.
+    de.end().map_err(|e| {
+        ApiError::bad_request("invalid_json", ROOT_PATH, format!("invalid JSON: {e}"))
     })?;
     Ok(value)
 }
