@@ -34,6 +34,7 @@ pub struct HeartbeatActor {
     last_ok_sent: Instant,
     epoch_seen: i64,
     in_flight: bool,
+    last_tick: Option<Instant>,
     metrics: Option<Arc<crate::metrics::EngineMetrics>>,
 }
 
@@ -60,6 +61,7 @@ impl HeartbeatActor {
             last_ok_sent: Instant::now(),
             epoch_seen: 0,
             in_flight: false,
+            last_tick: None,
             metrics: None,
         }
     }
@@ -72,6 +74,16 @@ impl HeartbeatActor {
 
     /// Checks the deadline, then sends one heartbeat unless one is in flight.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        // A late tick means this actor's thread was busy or the process
+        // was paused: say so, since it eats into the fencing margin.
+        let now = Instant::now();
+        if let Some(gap) = self.last_tick.map(|t| now - t) {
+            if gap > self.interval * 2 {
+                tracing::warn!(node = %self.node_id, late_ms = (gap - self.interval).as_millis() as u64,
+                    "heartbeat tick late (the node's thread was busy or the process was paused)");
+            }
+        }
+        self.last_tick = Some(now);
         let status = self.status.raw();
         if status.epoch != self.epoch_seen {
             // (Re)joined under a new epoch: the clock starts again, from
@@ -118,6 +130,11 @@ impl HeartbeatActor {
                 act.in_flight = false;
                 match result {
                     Ok(Ok(Some(row))) => {
+                        let took = sent.elapsed();
+                        if took > act.interval {
+                            tracing::warn!(node = %act.node_id, ms = took.as_millis() as u64,
+                                "slow heartbeat: the write took longer than one interval");
+                        }
                         if epoch == act.epoch_seen {
                             act.last_ok_sent = act.last_ok_sent.max(sent);
                             if let Some(m) = &act.metrics {
