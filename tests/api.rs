@@ -444,6 +444,12 @@ async fn cluster_and_openapi() {
         .get("503")
         .is_none());
     assert!(doc.json["components"]["schemas"].get("ErrorBody").is_some());
+    // An open node (no tokens): every caller may do everything.
+    let me = http.get("/api/auth/whoami").await;
+    assert_eq!(
+        (me.status, me.json),
+        (200, json!({"role": "operator", "authenticated": false}))
+    );
     node.stop().await;
 }
 
@@ -509,6 +515,27 @@ async fn tokens_guard_the_api() {
         )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.text);
+    // Each token learns its role (the dashboard hides what it may not do).
+    let whoami = |t: &'static str| {
+        let http = http.clone();
+        async move {
+            let auth = format!("Bearer {t}");
+            http.request("GET", "/api/auth/whoami", &[("Authorization", &auth)], None)
+                .await
+        }
+    };
+    let v = whoami("view-secret").await;
+    assert_eq!(
+        (v.status, &v.json),
+        (200, &json!({"role": "viewer", "authenticated": true}))
+    );
+    let o = whoami("op-secret").await;
+    assert_eq!(
+        (o.status, &o.json),
+        (200, &json!({"role": "operator", "authenticated": true}))
+    );
+    assert_eq!(whoami("wrong").await.status, 401);
+    assert_eq!(http.get("/api/auth/whoami").await.status, 401);
     node.stop().await;
 }
 

@@ -232,13 +232,29 @@ fn base64(text: &str) -> Vec<u8> {
     out
 }
 
+macro_rules! on_each_backend {
+    ($($m:ident: $b:expr),*) => {$(
+        mod $m {
+            use super::*;
+            #[actix_rt::test]
+            async fn the_dashboard_shows_a_failover_as_it_happens() {
+                super::failover($b).await
+            }
+            #[actix_rt::test]
+            async fn an_interaction_is_answered_from_the_dashboard_and_a_viewer_gets_no_buttons() {
+                super::interaction($b).await
+            }
+        }
+    )*};
+}
+on_each_backend!(sqlite: Backend::Sqlite, postgres: Backend::Postgres, mysql: Backend::Mysql);
+
 /// The page served by the standby shows both nodes; the active one is
 /// killed; without a reload the page shows the standby promoted and the
 /// failover event.
-#[actix_rt::test]
-async fn the_dashboard_shows_a_failover_as_it_happens() {
+async fn failover(b: Backend) {
     let Some(exe) = chromium() else { return };
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+    let Some(db) = TestDb::create(b) else { return };
     let env = |id: &str| {
         vec![
             ("BATON_DATABASE__URL", db.url.clone()),
@@ -278,7 +294,9 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
                && !!document.querySelector("#active-link") && document.querySelector("#active-link").textContent === "b1""##,
         )
         .await;
-    browser.screenshot("dashboard-standby-before.png").await;
+    browser
+        .screenshot(&format!("dashboard-standby-before-{b:?}.png"))
+        .await;
     let marker = browser
         .eval("window.__loaded = Math.random(); window.__loaded")
         .await;
@@ -311,16 +329,32 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
             r##"document.querySelectorAll('#executions tbody tr').length >= 3"##,
         )
         .await;
-    browser.screenshot("dashboard-after-failover.png").await;
+    browser
+        .screenshot(&format!("dashboard-after-failover-{b:?}.png"))
+        .await;
 }
 
-/// An execution waiting for an interaction is answered from the page.
-#[actix_rt::test]
-async fn an_interaction_is_answered_from_the_dashboard() {
+/// An execution waiting for an interaction is answered from the page; a
+/// viewer token first sees it without the buttons it may not use.
+async fn interaction(b: Backend) {
+    use sha2::Digest;
     let Some(exe) = chromium() else { return };
-    let db = TestDb::create(Backend::Sqlite).expect("sqlite");
-    let node = start_node(&db, |_| {}).await;
-    let http = Http::new(&node.url());
+    let Some(db) = TestDb::create(b) else { return };
+    let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    let node = start_node(&db, |c| {
+        c.auth.tokens = vec![
+            baton::config::TokenConfig {
+                sha256: digest("op-secret"),
+                role: baton::config::Role::Operator,
+            },
+            baton::config::TokenConfig {
+                sha256: digest("view-secret"),
+                role: baton::config::Role::Viewer,
+            },
+        ]
+    })
+    .await;
+    let http = Http::new(&node.url()).with_token("op-secret");
     import(
         &http,
         &json!({"id": "ask", "outputs": {"amount": "number"}, "variables": {"amount": 0}, "start": "q",
@@ -336,6 +370,21 @@ async fn an_interaction_is_answered_from_the_dashboard() {
     .await;
     let mut browser = Browser::launch(&exe).await;
     browser.navigate(&format!("{}/", node.url())).await;
+    let use_token = |t: &str| {
+        format!(
+            r##"(() => {{ const b = document.querySelector("#token"); b.value = "{t}";
+                b.dispatchEvent(new Event("change")); return true; }})()"##
+        )
+    };
+    // The page's script first reads the token it kept (none): type one
+    // only after that, as a user would.
+    browser
+        .until(
+            "the page's script running",
+            r##"document.readyState === "complete" && typeof refreshAll === "function""##,
+        )
+        .await;
+    browser.eval(&use_token("view-secret")).await;
     browser
         .until(
             "the execution in the list",
@@ -349,11 +398,34 @@ async fn an_interaction_is_answered_from_the_dashboard() {
         .await;
     browser
         .until(
+            "a viewer sees the execution, no buttons and why",
+            &format!(
+                r##"document.querySelector("#detail").dataset.id === "{id}"
+                   && document.body.dataset.role === "viewer"
+                   && document.querySelector("#actions").hidden
+                   && document.querySelector("#answer-box").hidden
+                   && !document.querySelector("#read-only").hidden"##
+            ),
+        )
+        .await;
+    browser
+        .screenshot(&format!("dashboard-viewer-{b:?}.png"))
+        .await;
+    browser.eval(&use_token("op-secret")).await;
+    browser
+        .eval(&format!(
+            r##"document.querySelector('a.exec[data-id="{id}"]').click(); true"##
+        ))
+        .await;
+    browser
+        .until(
             "the answer form",
             r##"!document.querySelector("#answer-box").hidden && document.querySelector("#answer-wants").textContent.includes("amount")"##,
         )
         .await;
-    browser.screenshot("dashboard-interaction.png").await;
+    browser
+        .screenshot(&format!("dashboard-interaction-{b:?}.png"))
+        .await;
     browser
         .eval(
             r##"document.querySelector("#answer-inputs").value = '{"amount": 42}';

@@ -154,6 +154,14 @@ async fn failover_fencing_and_unowned_work_metrics_move_when_nodes_pause_and_die
         "{}",
         s.text
     );
+    // Latency as a histogram by route and method: the five starts fall in
+    // its +Inf bucket and its count.
+    assert!(
+        s.text.contains(r#"baton_http_request_duration_seconds_count{node="m1",route="/api/workflows/{id}/executions",method="POST"} 5"#)
+            && s.text.contains(r#"baton_http_request_duration_seconds_bucket{le="+Inf",node="m1",route="/api/workflows/{id}/executions",method="POST"} 5"#),
+        "{}",
+        s.text
+    );
     assert!(s
         .get("process_resident_memory_bytes", &[("node", "m1")])
         .is_some_and(|b| b > 0.0));

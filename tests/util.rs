@@ -238,6 +238,18 @@ impl Http {
         }
     }
 
+    /// This client presenting `token` as `Authorization: Bearer` on
+    /// every request.
+    pub fn with_token(self, token: &str) -> Http {
+        Http {
+            base: self.base,
+            client: awc::Client::builder()
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(30))
+                .finish(),
+        }
+    }
+
     /// A client of an `https://` node whose certificate `ca` (a PEM file)
     /// signed.
     pub fn with_ca(base: &str, ca: &std::path::Path) -> Http {

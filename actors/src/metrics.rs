@@ -2,7 +2,7 @@
 //! checkpoint committed), shared by a node's actors and read by `/metrics`
 //! and `baton bench`. Lock-free on the execution path (atomics only); the
 //! two families whose labels are open-ended (takeovers by victim, HTTP
-//! requests by route and status) sit behind a mutex.
+//! requests by route, method and status) sit behind a mutex.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,9 +162,9 @@ pub struct EngineMetrics {
     pub heartbeat_ok_us: AtomicU64,
     /// How long that heartbeat took to commit, in µs.
     pub heartbeat_commit_us: AtomicU64,
-    /// HTTP requests, by route pattern, method and status: count and
-    /// total seconds (µs).
-    pub http: Mutex<BTreeMap<HttpSeries, (u64, u64)>>,
+    /// HTTP requests: counts by route pattern, method and status, and
+    /// latency histograms by route pattern and method.
+    pub http: Mutex<HttpStats>,
     /// Item attempts by item type ([`ItemKind::TYPE_NAMES`]) and event
     /// ([`ITEM_EVENTS`]).
     pub items_by_type: [[AtomicU64; ITEM_EVENTS.len()]; ItemKind::TYPE_NAMES.len()],
@@ -182,6 +182,15 @@ pub const ITEM_EVENTS: [&str; 3] = ["started", "completed", "failed"];
 /// A histogram as Prometheus encodes it: sum of seconds, count, and the
 /// buckets each counted on its own.
 pub type HistogramValues = (f64, u64, Vec<(f64, u64)>);
+
+/// HTTP requests answered by a node.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Requests by route pattern, method and status.
+    pub counts: BTreeMap<HttpSeries, u64>,
+    /// Latency (request in to response out) by route pattern and method.
+    pub latency: BTreeMap<(String, String), Histogram>,
+}
 
 /// The group commit of a store: batches committed, the checkpoints in
 /// them (the mean batch size is their ratio) and each batch's commit time.
@@ -281,14 +290,16 @@ impl EngineMetrics {
         }
     }
 
-    /// Counts an HTTP request.
+    /// Counts an HTTP request and records its latency.
     pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
         if let Ok(mut h) = self.http.lock() {
-            let e = h
+            *h.counts
                 .entry((route.to_owned(), method.to_owned(), status))
-                .or_default();
-            e.0 += 1;
-            e.1 += took.as_micros() as u64;
+                .or_default() += 1;
+            h.latency
+                .entry((route.to_owned(), method.to_owned()))
+                .or_default()
+                .record(took);
         }
     }
 

@@ -6,7 +6,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{get, web, HttpMessage, HttpRequest, HttpResponse};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
@@ -50,6 +51,36 @@ pub(crate) async fn check(
         Some(Role::Viewer) if req.method() != Method::GET && req.method() != Method::HEAD => {
             Err(ApiError::Forbidden("a viewer token may only read".into()).into())
         }
-        Some(_) => next.call(req).await,
+        Some(role) => {
+            req.extensions_mut().insert(role);
+            next.call(req).await
+        }
     }
+}
+
+/// What `/api/auth/whoami` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct WhoAmI {
+    /// `operator` (may change things) or `viewer` (may only read).
+    role: String,
+    /// False when the node has no `[auth] tokens` (open, loopback only):
+    /// every caller is an operator.
+    authenticated: bool,
+}
+
+/// The role of the presented token, so that a client (the dashboard)
+/// offers only what the token may do. Served by standbys too.
+#[utoipa::path(get, path = "/api/auth/whoami", tag = "health",
+    responses((status = 200, body = WhoAmI), (status = 401, description = "no token or an unknown one")))]
+#[get("/api/auth/whoami")]
+pub(crate) async fn whoami(req: HttpRequest) -> HttpResponse {
+    let role = req.extensions().get::<Role>().copied();
+    HttpResponse::Ok().json(WhoAmI {
+        role: match role {
+            Some(Role::Viewer) => "viewer",
+            _ => "operator",
+        }
+        .to_owned(),
+        authenticated: role.is_some(),
+    })
 }

@@ -39,7 +39,8 @@ struct Snapshot {
     counters: Vec<(&'static str, &'static str, u64)>,
     fencings: Vec<(&'static str, u64)>,
     takeovers: Vec<(String, u64)>,
-    http: Vec<(baton_actors::metrics::HttpSeries, (u64, u64))>,
+    http: Vec<(baton_actors::metrics::HttpSeries, u64)>,
+    http_latency: Vec<((String, String), HistogramValues)>,
     latency: HistogramValues,
     items_by_type: Vec<((&'static str, &'static str), u64)>,
     checkpoints: (u64, u64, HistogramValues),
@@ -380,22 +381,28 @@ impl Collector for Snapshot {
             MetricType::Counter,
             self.http
                 .iter()
-                .map(|(series, (count, _))| (http_labels(node, series), ConstCounter::new(*count)))
+                .map(|(series, count)| (http_labels(node, series), ConstCounter::new(*count)))
                 .collect(),
         )?;
-        many(
-            &mut enc,
-            "baton_http_request_duration",
-            "Total time spent answering HTTP requests, by route pattern, method and status (divide by baton_http_requests_total for the mean).",
-            Some(&Unit::Seconds),
-            MetricType::Counter,
-            self.http
-                .iter()
-                .map(|(series, (_, us))| {
-                    (http_labels(node, series), ConstCounter::new(*us as f64 / 1e6))
-                })
-                .collect(),
-        )?;
+        {
+            let mut d = enc.encode_descriptor(
+                "baton_http_request_duration",
+                "HTTP request latency (request in to response out), by route pattern and method.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for ((route, method), (sum, count, buckets)) in &self.http_latency {
+                let labels = [
+                    ("node", node),
+                    ("route", route.as_str()),
+                    ("method", method.as_str()),
+                ];
+                d.encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        *sum, *count, buckets, None,
+                    )?;
+            }
+        }
         if let Some(p) = &self.process {
             one(
                 &mut enc,
@@ -524,7 +531,17 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         http: m
             .http
             .lock()
-            .map(|h| h.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|h| h.counts.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default(),
+        http_latency: m
+            .http
+            .lock()
+            .map(|h| {
+                h.latency
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.values()))
+                    .collect()
+            })
             .unwrap_or_default(),
         latency: m.item_latency.values(),
         items_by_type: m.items_by_type(),

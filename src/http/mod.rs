@@ -85,6 +85,7 @@ api!(
     dashboard::index,
     health::healthstatus,
     health::liveness,
+    auth::whoami,
     workflows::list,
     workflows::import,
     workflows::get,

@@ -17,6 +17,7 @@ fn always_served(path: &str) -> bool {
     path == "/api/healthstatus"
         || path == "/"
         || path == "/metrics"
+        || path == "/api/auth/whoami"
         || path.starts_with("/health/")
         || path == "/api/cluster"
         || path.starts_with("/api/cluster/")
