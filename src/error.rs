@@ -191,7 +191,9 @@ impl From<StoreError> for ApiError {
 /// sqlx I/O, TLS, pool time-out, closed pool and crashed-worker errors
 /// inside `Exec`/`Query`; PostgreSQL SQLSTATE class 08 (connection
 /// exception), 57P01..57P05 (shutdown, cannot connect now) and 53300 (too
-/// many connections); MySQL/MariaDB class 08 (08S01 server shutdown), the
+/// many connections), 25006 (read-only: a standby or a demoted primary),
+/// 40001/40P01 (serialization failure, deadlock: rolled back, retry);
+/// MySQL/MariaDB class 08 (08S01 server shutdown), 1290 (`--read-only`), the
 /// error numbers for a killed or lost connection, and "server has gone
 /// away"/"lost connection" messages; and the database runtime gone.
 pub(crate) fn unavailable_reason(e: &StoreError) -> Option<&'static str> {
@@ -238,6 +240,23 @@ fn sqlx_reason(e: &sea_orm::SqlxError) -> Option<&'static str> {
                 Some("the server is shutting down or not accepting connections")
             } else if code == "53300" {
                 Some("too many connections")
+            } else if code == "25006" {
+                // PostgreSQL's read_only_sql_transaction (a hot standby or
+                // a primary demoted under a connection kept from before),
+                // MySQL/MariaDB's 1792 in a read-only transaction.
+                Some("the database is read-only (a standby, or a primary that was demoted)")
+            } else if matches!(code, "40001" | "40P01") {
+                // A serialization failure or a deadlock (MySQL/MariaDB 1213,
+                // also Galera's failed certification at COMMIT): the
+                // transaction was rolled back and may simply be retried.
+                Some("a concurrent transaction conflicted with this one")
+            } else if db
+                .try_downcast_ref::<sea_orm::SqlxMySqlError>()
+                .is_some_and(|m| m.number() == 1290)
+            {
+                // ER_OPTION_PREVENTS_STATEMENT: a server running with
+                // `--read-only` (a replica).
+                Some("the database is read-only (a standby, or a primary that was demoted)")
             } else if db
                 .try_downcast_ref::<sea_orm::SqlxMySqlError>()
                 .is_some_and(|m| {
@@ -398,6 +417,13 @@ mod tests {
             )),
             query(server("57P02", "crash shutdown")),
             query(server("57P03", "the database system is starting up")),
+            // A demoted primary or a hot standby; a lost race.
+            exec(server(
+                "25006",
+                "cannot execute INSERT in a read-only transaction",
+            )),
+            exec(server("40001", "could not serialize access")),
+            exec(server("40P01", "deadlock detected")),
             // MySQL / MariaDB.
             query(server("08S01", "Server shutdown in progress")),
             query(server("HY000", "MySQL server has gone away")),

@@ -26,6 +26,45 @@ mod postgres {
     }
 }
 
+/// A primary demoted under a node's pooled connections (what a Patroni
+/// switchover does to connections that survive it) answers writes with
+/// SQLSTATE 25006: the node says the database is unavailable and
+/// read-only (503, retry), never 500, and writes again once it is not.
+#[actix_rt::test]
+async fn a_read_only_database_answers_503_not_500() {
+    let Some(db) = TestDb::create(Backend::Postgres) else {
+        return;
+    };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    let wf = |id: &str| json!({"id": id, "start": "e", "items": {"e": {"type": "end"}}});
+    assert_eq!(http.post("/api/workflows", &wf("before")).await.status, 201);
+    let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = '{db}' AND pid <> pg_backend_pid()";
+    db.admin_sql("ALTER DATABASE \"{db}\" SET default_transaction_read_only = on");
+    db.admin_sql(terminate);
+    eventually("a write refused as read-only, 503", LONG, || async {
+        let r = http.post("/api/workflows", &wf("during")).await;
+        assert_ne!(r.status, 500, "{}", r.text);
+        r.status == 503
+            && r.json["error"]["code"] == "database_unavailable"
+            && r.text.contains("read-only")
+            && r.headers.contains_key("retry-after")
+    })
+    .await;
+    // Reads still work.
+    assert_eq!(http.get("/api/workflows/before").await.status, 200);
+    db.admin_sql("ALTER DATABASE \"{db}\" SET default_transaction_read_only = off");
+    db.admin_sql(terminate);
+    eventually(
+        "writes again once the database is writable",
+        LONG,
+        || async { http.post("/api/workflows", &wf("after")).await.status == 201 },
+    )
+    .await;
+    node.stop().await;
+}
+
 mod mysql {
     use super::*;
     #[actix_rt::test]

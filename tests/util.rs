@@ -93,6 +93,13 @@ fn run_admin(admin_url: &str, sql: &str) -> Result<(), String> {
 }
 
 impl TestDb {
+    /// Runs `sql` on the server's admin connection, with `{db}` replaced by
+    /// this test database's name (PostgreSQL and MariaDB only).
+    pub fn admin_sql(&self, sql: &str) {
+        let admin = self.admin_url.as_deref().expect("a server database");
+        run_admin(admin, &sql.replace("{db}", &self.name)).expect("admin statement");
+    }
+
     /// A fresh database, or `None` (with the reason printed) when the
     /// backend's server is not configured on this machine.
     pub fn create(backend: Backend) -> Option<TestDb> {
