@@ -288,6 +288,7 @@ impl NodeBuilder {
             definitions,
             config: config.clone(),
             metrics: metrics.clone(),
+            owned_cache: Default::default(),
         });
         let (server_handle, server_task) = match listener {
             None => (None, None),

@@ -187,6 +187,29 @@ async fn failover_fencing_and_unowned_work_metrics_move_when_nodes_pause_and_die
         );
     }
 
+    // One parked on a signal is counted (the counts are refreshed in the
+    // background, at most every 10 s).
+    import(
+        &http,
+        &json!({"id": "waiter", "start": "w", "items": {
+            "w": {"type": "signal", "name": "go", "next": "e"}, "e": {"type": "end"}}}),
+    )
+    .await;
+    start(&http, "waiter", json!({})).await;
+    eventually("the parked execution counted", LONG, || async {
+        scrape(&m1.url).await.is_some_and(|s| {
+            s.get(
+                "baton_executions_waiting",
+                &[("node", "m1"), ("kind", "signal")],
+            ) == Some(1.0)
+                && s.get(
+                    "baton_executions_owned",
+                    &[("node", "m1"), ("state", "waiting-signal")],
+                ) == Some(1.0)
+        })
+    })
+    .await;
+
     // m1 paused past the failover timeout: its work is unowned until m2
     // takes over, and m2 counts the takeover.
     m1.signal("STOP");

@@ -50,6 +50,11 @@ impl Drop for DbRuntime {
 #[derive(Clone)]
 pub struct Db {
     conn: DatabaseConnection,
+    /// SQLite only (a file): read-only connections for long reads (the
+    /// `/metrics` gauges, searches), so that they never hold the one
+    /// connection this process writes through, heartbeats included. In WAL
+    /// mode a reader blocks no writer. Elsewhere reads share the pool.
+    read: Option<DatabaseConnection>,
     handle: tokio::runtime::Handle,
     _rt: Arc<DbRuntime>,
 }
@@ -163,11 +168,45 @@ impl Db {
             })
             .await
             .map_err(|_| StoreError::RuntimeGone)??;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let read = if is_sqlite && !in_memory {
+            let mut ro = ConnectOptions::new(url.to_owned());
+            ro.max_connections(2)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(30))
+                .test_before_acquire(false)
+                .sqlx_logging(false)
+                .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(Duration::from_secs(10)));
+            Some(
+                handle
+                    .spawn(Database::connect(ro))
+                    .await
+                    .map_err(|_| StoreError::RuntimeGone)??,
+            )
+        } else {
+            None
+        };
         Ok(Db {
             conn,
+            read,
             handle,
             _rt: rt,
         })
+    }
+
+    /// [`Db::run`] for a read that may take long and needs no transaction
+    /// with writes: on its own connections on SQLite (see `read`).
+    pub async fn run_read<F, Fut, T>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.read.as_ref().unwrap_or(&self.conn).clone();
+        self.handle
+            .spawn(f(conn))
+            .await
+            .map_err(|_| StoreError::RuntimeGone)?
     }
 
     /// Which SQL dialect the connection speaks.
@@ -198,10 +237,18 @@ impl Db {
         self.handle.spawn(f(self.conn.clone()));
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
-        let conn = self.conn.clone();
-        let _ = self.handle.spawn(async move { conn.close().await }).await;
+        let (conn, read) = (self.conn.clone(), self.read.clone());
+        let _ = self
+            .handle
+            .spawn(async move {
+                if let Some(read) = read {
+                    let _ = read.close().await;
+                }
+                conn.close().await
+            })
+            .await;
     }
 }
 

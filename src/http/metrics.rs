@@ -11,7 +11,7 @@ use std::fmt;
 use actix_web::{get, web, HttpResponse};
 use baton_actors::messages::{FenceKind, NodeRole, NodeState};
 use baton_actors::metrics::HistogramValues;
-use baton_actors::store::WorkGauges;
+use baton_actors::store::OwnedCounts;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -46,8 +46,10 @@ struct Snapshot {
     checkpoints: (u64, u64, HistogramValues),
     scripts: (u64, u64),
     pool: Option<(u32, usize)>,
+    /// `None`: not counted yet, or the database did not answer.
+    owned: Option<OwnedCounts>,
     /// `None`: the database did not answer this scrape.
-    work: Option<WorkGauges>,
+    oldest_unowned_ms: Option<i64>,
     process: Option<Process>,
 }
 
@@ -327,11 +329,11 @@ impl Collector for Snapshot {
                 ],
             )?;
         }
-        if let Some(work) = &self.work {
+        if let Some(work) = &self.owned {
             many(
                 &mut enc,
                 "baton_executions_waiting",
-                "This node's parked executions by what they wait for (timer, signal, interaction, child).",
+                "This node's parked executions by what they wait for (timer, signal, interaction, child); counted at most every 10 s.",
                 None,
                 MetricType::Gauge,
                 ["timer", "signal", "interaction", "child"]
@@ -345,7 +347,7 @@ impl Collector for Snapshot {
             many(
                 &mut enc,
                 "baton_executions_owned",
-                "Unfinished executions this node owns, by state (waiting: a timer; waiting-signal: a signal or an interaction).",
+                "Unfinished executions this node owns, by state (waiting: a timer; waiting-signal: a signal or an interaction); counted at most every 10 s.",
                 None,
                 MetricType::Gauge,
                 baton_actors::store::state::UNFINISHED
@@ -356,13 +358,15 @@ impl Collector for Snapshot {
                     })
                     .collect(),
             )?;
+        }
+        if let Some(oldest) = self.oldest_unowned_ms {
             one(
                 &mut enc,
                 "baton_oldest_unowned_work",
-                "Age of the oldest unfinished execution nobody runs: its owner is not a live active node (counted from the owner's last heartbeat), or it is parked and overdue by more than 2 s (counted from its due time); 0 when there is none. Cluster-wide: the same on every node.",
+                "Age of the oldest unfinished execution nobody runs: its owner is not a live active node (counted from the owner's last heartbeat), it has no owner, or it is parked and overdue by more than 2 s (counted from its due time); 0 when there is none. Cluster-wide: the same on every node.",
                 Some(&Unit::Seconds),
                 &n,
-                gauge(work.oldest_unowned_ms as f64 / 1000.0),
+                gauge(oldest as f64 / 1000.0),
             )?;
         }
         one(
@@ -371,7 +375,7 @@ impl Collector for Snapshot {
             "1 when this scrape could read the database's gauges (executions owned, oldest unowned work), else 0.",
             None,
             &n,
-            ConstGauge::new(i64::from(self.work.is_some())),
+            ConstGauge::new(i64::from(self.oldest_unowned_ms.is_some())),
         )?;
         many(
             &mut enc,
@@ -481,6 +485,62 @@ fn status_str(status: u16) -> &'static str {
     }
 }
 
+/// How long the owned counts are served before a scrape refreshes them.
+const OWNED_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The owned counts of the last refresh (a pass over every execution the
+/// node owns: too dear for every scrape of a node that owns a million).
+#[derive(Debug, Default)]
+pub(crate) struct OwnedCache {
+    value: Option<(std::time::Instant, OwnedCounts)>,
+    refreshing: bool,
+}
+
+/// The owned counts: the cached ones, refreshed in the background once
+/// they are older than [`OWNED_REFRESH`]; the first scrape waits for them.
+async fn owned_counts(state: &AppState) -> Option<OwnedCounts> {
+    let (cached, refresh) = {
+        let mut c = state.owned_cache.lock().ok()?;
+        let fresh = c
+            .value
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < OWNED_REFRESH);
+        let refresh = !fresh && !c.refreshing;
+        c.refreshing |= refresh;
+        (c.value.as_ref().map(|(_, v)| v.clone()), refresh)
+    };
+    if !refresh {
+        return cached;
+    }
+    let (store, node, cache) = (
+        state.store.clone(),
+        state.node_id.clone(),
+        state.owned_cache.clone(),
+    );
+    let job = async move {
+        let counted = store.owned_counts(&node).await;
+        let mut c = cache.lock().ok()?;
+        c.refreshing = false;
+        match counted {
+            Ok(v) => {
+                c.value = Some((std::time::Instant::now(), v.clone()));
+                Some(v)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot count the owned executions");
+                None
+            }
+        }
+    };
+    match cached {
+        None => job.await,
+        Some(v) => {
+            actix_web::rt::spawn(job);
+            Some(v)
+        }
+    }
+}
+
 /// The node's metrics.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "application/openmetrics-text")))]
 #[get("/metrics")]
@@ -493,17 +553,14 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let stale = cluster
         .enabled
         .then(|| 2 * cluster.heartbeat_interval_ms as i64);
-    let work = match state
-        .store
-        .work_gauges(&state.node_id, stale, OVERDUE_MS)
-        .await
-    {
-        Ok(w) => Some(w),
+    let oldest_unowned_ms = match state.store.oldest_unowned_ms(stale, OVERDUE_MS).await {
+        Ok(ms) => Some(ms),
         Err(e) => {
-            tracing::warn!(error = %e, "metrics: cannot read the work gauges");
+            tracing::warn!(error = %e, "metrics: cannot read the oldest unowned work");
             None
         }
     };
+    let owned = owned_counts(&state).await;
     let snapshot = Snapshot {
         node: state.node_id.clone(),
         state: status.state,
@@ -559,7 +616,8 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .load(std::sync::atomic::Ordering::Relaxed),
         ),
         pool: state.store.pool_stats(),
-        work,
+        owned,
+        oldest_unowned_ms,
         process: Process::read(),
     };
     let mut registry = Registry::default();

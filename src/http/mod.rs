@@ -52,6 +52,8 @@ pub(crate) struct AppState {
     pub(crate) definitions: baton_actors::workflow::DefinitionCache,
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Arc<baton_actors::metrics::EngineMetrics>,
+    /// `/metrics`' counts of owned executions, refreshed in the background.
+    pub(crate) owned_cache: Arc<std::sync::Mutex<metrics::OwnedCache>>,
 }
 
 /// The route table and the OpenAPI document, made from one list of

@@ -37,7 +37,7 @@ mod workflows;
 
 pub use cluster::{fingerprint_difference, node_state, Takeover};
 pub use executions::{Checkpoint, Fence, LogEntry, NewExecution, StartOutcome, Wait};
-pub use nodes::{NodeRegistration, WorkGauges};
+pub use nodes::{NodeRegistration, OwnedCounts};
 pub use retention::{Deletion, Purged};
 pub use search::{search_sql, ChildCounts, ExecutionFilter, PageKey};
 pub use signals::{ANSWER, CANCEL, CHILD_DONE, INTERACTION};

@@ -3,7 +3,7 @@
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryOrder, QuerySelect,
-    TransactionTrait,
+    Statement, TransactionTrait,
 };
 
 use super::entities::{cluster_event, node};
@@ -218,74 +218,95 @@ pub(super) async fn insert_event(
     Ok(())
 }
 
-/// What `/metrics` reads from the database on each scrape.
+/// This node's unfinished executions counted in the database, for
+/// `/metrics`. One pass over the executions the node owns, so its cost
+/// grows with them: `/metrics` refreshes it in the background at most
+/// every few seconds instead of on every scrape.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct WorkGauges {
+pub struct OwnedCounts {
     /// This node's unfinished executions, by state.
     pub owned: Vec<(String, i64)>,
     /// This node's parked executions by what they wait for: `timer`,
     /// `signal`, `interaction` or `child`.
     pub waiting: Vec<(String, i64)>,
-    /// How long the oldest unfinished execution that nobody runs has
-    /// waited for a runner, in ms (0: none): one whose owner is not a
-    /// live active node (in cluster mode: not `RUNNING` and active, or its
-    /// heartbeat older than `stale_ms`), counted from its owner's last
-    /// heartbeat; or a parked one overdue by more than `overdue_ms`,
-    /// counted from its due time.
-    pub oldest_unowned_ms: i64,
 }
 
 impl Store {
-    /// The work gauges (see [`WorkGauges`]). `stale_ms`: `None` in
-    /// standalone mode (a standalone node does not heartbeat).
-    pub async fn work_gauges(
-        &self,
-        node: &str,
-        stale_ms: Option<i64>,
-        overdue_ms: i64,
-    ) -> Result<WorkGauges, StoreError> {
-        use super::entities::execution;
-        use sea_orm::{ColumnTrait, QueryFilter, Statement};
+    /// Counts this node's unfinished executions by state, and its parked
+    /// ones by what they wait for, in one pass (on SQLite, on a read-only
+    /// connection: it never holds up this node's writes or heartbeats).
+    pub async fn owned_counts(&self, node: &str) -> Result<OwnedCounts, StoreError> {
         let backend = self.backend();
         let node = node.to_owned();
         self.db()
-            .run(move |c| async move {
-                let owned: Vec<(String, i64)> = execution::Entity::find()
-                    .select_only()
-                    .column(execution::Column::State)
-                    .column_as(Expr::col(execution::Column::Id).count(), "n")
-                    .filter(execution::Column::OwnerNode.eq(node.as_str()))
-                    .filter(execution::Column::State.is_in(super::state::UNFINISHED))
-                    .group_by(execution::Column::State)
-                    .into_tuple()
-                    .all(&c)
-                    .await?;
-                let waiting_sql = format!(
-                    "SELECT CASE WHEN state = '{waiting}' THEN 'timer' \
-                       WHEN wait_signal = '{interaction}' THEN 'interaction' \
+            .run_read(move |c| async move {
+                let unfinished = super::state::UNFINISHED
+                    .iter()
+                    .map(|s| format!("'{s}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT state, CASE WHEN state = '{waiting}' THEN 'timer' \
+                       WHEN state <> '{waiting_signal}' THEN '' \
+                       WHEN wait_signal IN ('{interaction}', '{answer}') THEN 'interaction' \
                        WHEN wait_signal = '{child}' THEN 'child' ELSE 'signal' END AS kind, \
                      COUNT(*) AS n FROM executions \
-                     WHERE owner_node = $1 AND state IN ('{waiting}', '{waiting_signal}') GROUP BY 1",
+                     WHERE owner_node = {p} AND state IN ({unfinished}) GROUP BY 1, 2",
                     waiting = super::state::WAITING,
                     waiting_signal = super::state::WAITING_SIGNAL,
                     interaction = super::INTERACTION,
+                    answer = super::ANSWER,
                     child = super::CHILD_DONE,
+                    p = if backend == DbBackend::Postgres {
+                        "$1"
+                    } else {
+                        "?"
+                    },
                 );
-                let waiting_sql = if backend == DbBackend::Postgres {
-                    waiting_sql
-                } else {
-                    waiting_sql.replace("$1", "?")
-                };
-                let waiting = c
-                    .query_all_raw(Statement::from_sql_and_values(
-                        backend,
-                        waiting_sql,
-                        [node.clone().into()],
-                    ))
-                    .await?
-                    .iter()
-                    .map(|r| Ok((r.try_get::<String>("", "kind")?, r.try_get::<i64>("", "n")?)))
-                    .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
+                let rows = c
+                    .query_all_raw(Statement::from_sql_and_values(backend, sql, [node.into()]))
+                    .await?;
+                let mut out = OwnedCounts::default();
+                for r in rows {
+                    let (state, kind, n) = (
+                        r.try_get::<String>("", "state")?,
+                        r.try_get::<String>("", "kind")?,
+                        r.try_get::<i64>("", "n")?,
+                    );
+                    match out.owned.iter_mut().find(|(s, _)| *s == state) {
+                        Some((_, v)) => *v += n,
+                        None => out.owned.push((state, n)),
+                    }
+                    if !kind.is_empty() {
+                        match out.waiting.iter_mut().find(|(k, _)| *k == kind) {
+                            Some((_, v)) => *v += n,
+                            None => out.waiting.push((kind, n)),
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// How long the oldest unfinished execution that nobody runs has
+    /// waited for a runner, in ms (0: none): one whose owner is not a live
+    /// active node (in cluster mode: not `RUNNING` and active, or its
+    /// heartbeat older than `stale_ms`; `None` in standalone mode, where
+    /// nodes do not heartbeat), counted from its owner's last heartbeat,
+    /// or one with no owner, counted from its last update; or a parked one
+    /// overdue by more than `overdue_ms`, counted from its due time.
+    /// Cluster-wide, and cheap whatever the number of executions: it reads
+    /// the nodes, then probes the executions by index (one probe per node
+    /// that is not live, one range for the unowned, one for the overdue).
+    pub async fn oldest_unowned_ms(
+        &self,
+        stale_ms: Option<i64>,
+        overdue_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let backend = self.backend();
+        self.db()
+            .run_read(move |c| async move {
                 let now = Store::now_sql(backend);
                 let unfinished = super::state::UNFINISHED
                     .iter()
@@ -294,35 +315,32 @@ impl Store {
                     .join(", ");
                 let dead = match stale_ms {
                     Some(ms) => format!(
-                        "n.id IS NULL OR n.state <> '{}' OR n.role <> 'active' OR n.last_heartbeat < {now} - {ms}",
+                        "n.state <> '{}' OR n.role <> 'active' OR n.last_heartbeat < {now} - {ms}",
                         super::node_state::RUNNING
                     ),
-                    None => format!("n.id IS NULL OR n.state <> '{}'", super::node_state::RUNNING),
+                    None => format!("n.state <> '{}'", super::node_state::RUNNING),
                 };
                 let sql = format!(
-                    "SELECT {now} - MIN(COALESCE(n.last_heartbeat, e.updated_at)) AS unowned, \
+                    "SELECT \
+                       (SELECT {now} - MIN(n.last_heartbeat) FROM nodes n WHERE ({dead}) \
+                         AND EXISTS (SELECT 1 FROM executions e WHERE e.owner_node = n.id AND e.state IN ({unfinished}))) AS dead_owner, \
+                       (SELECT {now} - MIN(o.updated_at) FROM executions o \
+                         WHERE o.owner_node IS NULL AND o.state IN ({unfinished})) AS no_owner, \
                        (SELECT {now} - MIN(w.wait_until) FROM executions w \
-                         WHERE w.state IN ('{}', '{}') AND w.wait_until < {now} - {overdue_ms}) AS overdue \
-                     FROM executions e LEFT JOIN nodes n ON n.id = e.owner_node \
-                     WHERE e.state IN ({unfinished}) AND ({dead})",
+                         WHERE w.state IN ('{}', '{}') AND w.wait_until < {now} - {overdue_ms}) AS overdue",
                     super::state::WAITING,
                     super::state::WAITING_SIGNAL,
                 );
                 let row = c
                     .query_one_raw(Statement::from_string(backend, sql))
                     .await?;
-                let (unowned, overdue) = match row {
-                    Some(r) => (
-                        r.try_get::<Option<i64>>("", "unowned")?.unwrap_or(0),
-                        r.try_get::<Option<i64>>("", "overdue")?.unwrap_or(0),
-                    ),
-                    None => (0, 0),
-                };
-                Ok(WorkGauges {
-                    owned,
-                    waiting,
-                    oldest_unowned_ms: Ord::max(Ord::max(unowned, overdue), 0),
-                })
+                let mut oldest = 0;
+                if let Some(r) = row {
+                    for col in ["dead_owner", "no_owner", "overdue"] {
+                        oldest = Ord::max(oldest, r.try_get::<Option<i64>>("", col)?.unwrap_or(0));
+                    }
+                }
+                Ok(oldest)
             })
             .await
     }
