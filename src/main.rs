@@ -310,6 +310,11 @@ enum BenchScenario {
         /// Timers due at the same moment.
         #[arg(long, default_value_t = 10_000)]
         timers: usize,
+        /// Executions written parked (half on a signal, half on a timer
+        /// due in a day) straight into the database, then the node's CPU
+        /// and memory measured over 10 s with nothing due; 0: skip.
+        #[arg(long, default_value_t = 0)]
+        idle_parked: usize,
     },
     /// Time the execution search on a large table (a scratch database).
     Search {
@@ -709,13 +714,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     database_url,
                     parked,
                     timers,
+                    idle_parked,
                 }),
             ..
         } => {
+            if std::env::var_os("BATON_LOG").is_some() {
+                init_tracing()?;
+            }
             let opts = bench::waits::WaitOptions {
                 database_url,
                 parked,
                 timers,
+                idle_parked,
             };
             bench::waits::run(&opts).await
         }

@@ -471,6 +471,7 @@ fn row(
         updated_at: Set(ended_at.unwrap_or(0)),
         run_token: Set(1),
         item_retries: Set(0),
+        signaled: Set(0),
     }
 }
 

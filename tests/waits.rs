@@ -19,6 +19,8 @@ on_all_backends!(
     a_timer_survives_kill_dash_nine_and_fires_once_after_its_time,
     a_signal_sent_while_the_owner_is_down_is_delivered_after_takeover,
     rescans_during_a_wake_leave_woken_executions_alone,
+    an_upgrade_wakes_an_execution_whose_signal_came_before_it,
+    a_signal_stored_without_its_flag_is_caught_up,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -509,6 +511,84 @@ async fn rescans_during_a_wake_leave_woken_executions_alone(b: Backend) {
     assert!(
         resumed.is_empty(),
         "woken executions started as recovered: {resumed:?}"
+    );
+    node.stop().await;
+}
+
+/// The wake scan finds signaled executions by a flag that migration 11
+/// added (waiting costs nothing while nothing is due). An execution
+/// parked on a signal that arrived before that migration ran has no flag
+/// set by a sender: the migration sets it, and the upgraded node wakes it.
+async fn an_upgrade_wakes_an_execution_whose_signal_came_before_it(b: Backend) {
+    use baton_migrations::{Migrator, MigratorTrait};
+    use sea_orm::ConnectionTrait;
+    let Some(db) = TestDb::create(b) else { return };
+    let id_of_node = unique("up-");
+    let node = start_node(&db, |c| c.node.id = Some(id_of_node.clone())).await;
+    let http = Http::new(&node.url());
+    import(&http, &approval()).await;
+    let id = start(&http, "approval", json!({"delay": 0})).await;
+    eventually("waiting for the signal", LONG, || async {
+        get(&http, &id).await["state"] == "waiting-signal"
+    })
+    .await;
+    node.stop().await;
+    // Back to the schema before the flag, and a signal stored as the
+    // nodes of that version stored them: a row in `signals`, nothing more.
+    let s = store(&db).await;
+    let sql = format!(
+        "INSERT INTO signals (execution_id, name, payload, created_at) VALUES ('{id}', 'approve', '\"yes\"', 0)"
+    );
+    s.db()
+        .run(move |c| async move {
+            Migrator::down(&c, Some(1)).await?;
+            c.execute_unprepared(&sql).await?;
+            Ok(())
+        })
+        .await
+        .expect("downgrade and signal");
+    let node = start_node(&db, |c| c.node.id = Some(id_of_node.clone())).await;
+    let http = Http::new(&node.url());
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].as_str(), &e["outputs"]["approval"]),
+        (Some("completed"), &json!("yes")),
+        "{e}"
+    );
+    node.stop().await;
+}
+
+/// A node of the version before the flag, still running during a rolling
+/// upgrade, stores a signal as a bare row. The owner's catch-up (every
+/// 10 s, over the last 30 s of signals) flags and wakes the execution.
+async fn a_signal_stored_without_its_flag_is_caught_up(b: Backend) {
+    use sea_orm::ConnectionTrait;
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(&http, &approval()).await;
+    let id = start(&http, "approval", json!({"delay": 0})).await;
+    eventually("waiting for the signal", LONG, || async {
+        get(&http, &id).await["state"] == "waiting-signal"
+    })
+    .await;
+    let s = store(&db).await;
+    let now = s.db_now_ms().await.expect("clock");
+    let sql = format!(
+        "INSERT INTO signals (execution_id, name, payload, created_at) VALUES ('{id}', 'approve', '1', {now})"
+    );
+    s.db()
+        .run(move |c| async move {
+            c.execute_unprepared(&sql).await?;
+            Ok(())
+        })
+        .await
+        .expect("a bare signal row");
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].as_str(), &e["outputs"]["approval"]),
+        (Some("completed"), &json!(1)),
+        "{e}"
     );
     node.stop().await;
 }

@@ -20,6 +20,7 @@
 //! - `m20261126_000008_add_run_token`: the run claim token and the retry count of the current item
 //! - `m20261126_000009_search_and_retention`: search indexes and the retention lock
 //! - `m20261126_000010_webhook_deliveries`: webhook deliveries of cluster events, and their claims
+//! - `m20261126_000011_wake_indexes`: the signaled flag and the indexes that let the wake scan read only what is due
 // `#[async_trait]` needs `&SchemaManager` with its lifetime elided.
 #![allow(elided_lifetimes_in_paths)]
 
@@ -35,6 +36,7 @@ mod m20261125_000007_create_signals;
 mod m20261126_000008_add_run_token;
 mod m20261126_000009_search_and_retention;
 mod m20261126_000010_webhook_deliveries;
+mod m20261126_000011_wake_indexes;
 
 pub use m20261126_000009_search_and_retention::RETENTION_LOCK_ROW;
 
@@ -56,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000008_add_run_token::Migration),
             Box::new(m20261126_000009_search_and_retention::Migration),
             Box::new(m20261126_000010_webhook_deliveries::Migration),
+            Box::new(m20261126_000011_wake_indexes::Migration),
         ]
     }
 }

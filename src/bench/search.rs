@@ -64,6 +64,7 @@ fn row(i: usize, base: i64) -> execution::ActiveModel {
         updated_at: Set(at + 1),
         run_token: Set(1),
         item_retries: Set(0),
+        signaled: Set(0),
     }
 }
 

@@ -1,4 +1,6 @@
-//! `baton bench waits`: the cost of waiting. Parks N executions on a
+//! `baton bench waits`: the cost of waiting. With `--idle-parked N`, first
+//! writes N parked executions straight into the table and measures the
+//! node's CPU and memory over 10 s in which nothing is due. Parks N executions on a
 //! signal through the engine and reports the node's resident memory before
 //! and after (waiting must hold no actor), then delivers every signal and
 //! reports how long until all complete; then starts M executions whose
@@ -11,7 +13,9 @@ use anyhow::{bail, Context as _};
 use baton_actors::store::entities::{execution, item_log};
 use baton_actors::store::Store;
 use baton_actors::supervisor::{StartExecution, WakeDue};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait,
+};
 use serde_json::json;
 
 use crate::config::Config;
@@ -26,6 +30,136 @@ pub struct WaitOptions {
     pub parked: usize,
     /// Executions whose timers fall due together.
     pub timers: usize,
+    /// Executions written parked, then the idle node measured; 0: skip.
+    pub idle_parked: usize,
+}
+
+/// This process's CPU time (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // Fields 14 and 15 (utime, stime) in clock ticks (100 a second).
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            Some((t(11)? + t(12)?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// One execution parked by `node` (as the engine leaves it), written
+/// straight into the table: even ones on a signal, odd ones on a timer
+/// due at `due`.
+fn parked_row(i: usize, node: &str, workflow: &str, now: i64, due: i64) -> execution::ActiveModel {
+    use sea_orm::Set;
+    let on_signal = i.is_multiple_of(2);
+    execution::ActiveModel {
+        id: Set(format!("idle-{i:08}")),
+        workflow_id: Set(workflow.to_owned()),
+        workflow_version: Set(1),
+        parent_id: Set(None),
+        state: Set(if on_signal {
+            baton_actors::store::state::WAITING_SIGNAL
+        } else {
+            baton_actors::store::state::WAITING
+        }
+        .into()),
+        inputs: Set("{}".into()),
+        variables: Set("{}".into()),
+        outputs: Set(None),
+        current_item: Set(Some("wait".into())),
+        step: Set(1),
+        attempt: Set(1),
+        owner_node: Set(Some(node.to_owned())),
+        owner_epoch: Set(1),
+        error: Set(None),
+        wait_until: Set((!on_signal).then_some(due)),
+        wait_signal: Set(on_signal.then(|| "go".to_owned())),
+        created_at: Set(now),
+        started_at: Set(Some(now)),
+        ended_at: Set(None),
+        updated_at: Set(now),
+        run_token: Set(1),
+        item_retries: Set(0),
+        signaled: Set(0),
+    }
+}
+
+/// Writes `n` parked executions owned by the node, then measures its CPU
+/// and resident memory over 10 s in which nothing is due.
+async fn idle(
+    node: &crate::NodeHandle,
+    store: &Store,
+    workflow: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    use sea_orm::EntityTrait;
+    let me = node.node_id().to_owned();
+    let now = store.db_now_ms().await?;
+    let due = now + 86_400_000;
+    let t0 = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|&i| parked_row(i, &me, workflow, now, due))
+            .collect();
+        store
+            .db()
+            .run(move |c| async move {
+                execution::Entity::insert_many(rows).exec(&c).await?;
+                Ok(())
+            })
+            .await
+            .context("writing the parked executions (use a scratch database)")?;
+    }
+    let analyze = match store.backend() {
+        sea_orm::DbBackend::Postgres => "ANALYZE executions",
+        sea_orm::DbBackend::MySql => "ANALYZE TABLE executions",
+        _ => "ANALYZE",
+    };
+    store
+        .db()
+        .run(move |c| async move {
+            c.execute_unprepared(analyze).await?;
+            Ok(())
+        })
+        .await?;
+    let written = t0.elapsed();
+    // Let the writes settle (WAL checkpoints, the allocator) first.
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    actix_rt::time::sleep(Duration::from_secs(10)).await;
+    let core = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64();
+    let woken = count(store, workflow, baton_actors::store::state::RUNNING).await?;
+    // What a Prometheus scrape costs with that many owned (its gauges count
+    // this node's executions by state in the database).
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    let mut scrapes = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut r = client
+            .get(format!("{}/metrics", node.url()))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("scraping /metrics: {e}"))?;
+        r.body().limit(16 << 20).await?;
+        scrapes.push(t.elapsed());
+    }
+    scrapes.sort();
+    println!(
+        "idle: {n} executions parked (half on a signal, half on a timer due in a day; written in {:.1} s); \
+         over 10 s with nothing due the node used {:.2}% of a core (target < 2%), RSS {:.1} MB (target < 100 MB); woken by mistake: {woken}; \
+         a /metrics scrape took {:.1} ms (median of 5, max {:.1} ms)",
+        written.as_secs_f64(),
+        core * 100.0,
+        rss_mb(),
+        scrapes[2].as_secs_f64() * 1e3,
+        scrapes[4].as_secs_f64() * 1e3,
+    );
+    Ok(())
 }
 
 fn rss_mb() -> f64 {
@@ -127,6 +261,16 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
 
     let backend = url.split(':').next().unwrap_or("?");
     println!("waits bench on {backend}");
+    if opts.idle_parked > 0 {
+        // A workflow of their own, so the measurements below do not count them.
+        let idle_wf = format!("bench-idle-{tag}");
+        let def = json!({"id": idle_wf, "start": "wait", "items": {
+            "wait": {"type": "signal", "name": "go", "next": "done"}, "done": {"type": "end"}}});
+        store
+            .insert_workflow(&idle_wf, &idle_wf, def.to_string())
+            .await?;
+        idle(&node, &store, &idle_wf, opts.idle_parked).await?;
+    }
     if opts.parked > 0 {
         let before = rss_mb();
         let t0 = Instant::now();
@@ -156,7 +300,7 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
             parked_in.as_secs_f64(),
             after - before
         );
-        // Deliver every signal (one insert per 500), then wake.
+        // Deliver every signal (one insert for all), then wake.
         let t1 = Instant::now();
         let wf = parked_wf.clone();
         store
@@ -168,7 +312,15 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<()> {
                     "INSERT INTO signals (execution_id, name, payload, created_at) \
                      SELECT id, 'go', 'null', {now} FROM executions WHERE workflow_id = '{wf}' AND state = 'waiting-signal'"
                 );
-                c.execute_unprepared(&sql).await?;
+                // As every sender does: the signal and the wake flag in
+                // one transaction.
+                let txn = c.begin().await?;
+                txn.execute_unprepared(&sql).await?;
+                txn.execute_unprepared(&format!(
+                    "UPDATE executions SET signaled = 1 WHERE workflow_id = '{wf}' AND state = 'waiting-signal'"
+                ))
+                .await?;
+                txn.commit().await?;
                 Ok(())
             })
             .await

@@ -347,6 +347,7 @@ async fn apply(
     }
     let mut results = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
+    let mut parents = Vec::new();
     for p in batch {
         let done_in_bulk = Shape::of(&p.cp)
             .filter(|_| p.fence.run.is_some())
@@ -361,6 +362,7 @@ async fn apply(
             }
             if let Some(parent) = &p.cp.notify_parent {
                 super::signals::notify_parent(&txn, backend, parent, &p.fence.execution).await?;
+                parents.push(parent.clone());
             }
             results.push(Ok(()));
             rows.extend(
@@ -377,6 +379,9 @@ async fn apply(
         }
     }
     insert_log_rows(&txn, backend, &rows).await?;
+    // Last, in id order: the only rows of other executions this
+    // transaction locks.
+    super::signals::mark_signaled(&txn, parents).await?;
     txn.commit().await.map_err(Failed::AtCommit)?;
     Ok(results)
 }

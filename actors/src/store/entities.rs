@@ -32,6 +32,7 @@ pub mod execution {
         pub updated_at: i64,
         pub run_token: i64,
         pub item_retries: i32,
+        pub signaled: i16,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

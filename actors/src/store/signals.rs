@@ -1,16 +1,21 @@
 //! Signals and interaction answers, and waking parked executions.
 //!
-//! Any node may deliver a signal (an insert into `signals`, not a write on
-//! the execution). Only the owner consumes it, in the transaction that
-//! completes the waiting item. Waking is the owner's: `due_for_wake` finds
-//! its parked executions whose time has come or whose signal has arrived,
-//! and `wake` sets them running again, fenced by owner.
+//! Any node may deliver a signal: an insert into `signals` and, in the same
+//! transaction, the execution's `signaled` flag set (its only write on the
+//! execution row, which no fence reads). Only the owner consumes a signal,
+//! in the transaction that completes the waiting item. Waking is the
+//! owner's: `due_for_wake` finds its parked executions whose time has come
+//! (an index range scan on the due time) or that were signaled (an index
+//! lookup on the flag), so a scan costs what is due, not what is parked;
+//! `wake` sets them running again, fenced by owner, and clears the flag. A
+//! flag set for a signal nobody awaits costs one early wake at most: the
+//! woken run finds no signal for its wait and parks again.
 
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, Statement, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -49,6 +54,26 @@ fn signal_insert(
             Store::now_expr(backend),
         ])
         .to_owned()
+}
+
+/// Flags executions as signaled (the wake scan looks for the flag), in
+/// the transaction that stored their signals; in id order, so that two
+/// transactions flagging the same rows lock them in the same order.
+pub(super) async fn mark_signaled<C: ConnectionTrait>(
+    c: &C,
+    mut ids: Vec<String>,
+) -> Result<(), sea_orm::DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    execution::Entity::update_many()
+        .col_expr(execution::Column::Signaled, Expr::value(1i16))
+        .filter(execution::Column::Id.is_in(ids))
+        .exec(c)
+        .await?;
+    Ok(())
 }
 
 /// Marks a signal consumed, inside the completing transaction.
@@ -109,6 +134,7 @@ impl Store {
                 let now = Store::now_expr(backend);
                 let r = execution::Entity::update_many()
                     .col_expr(execution::Column::WaitSignal, Expr::value(ANSWER))
+                    .col_expr(execution::Column::Signaled, Expr::value(1i16))
                     .col_expr(execution::Column::UpdatedAt, now.clone())
                     .filter(execution::Column::Id.eq(execution_id.as_str()))
                     .filter(execution::Column::State.eq(state::WAITING_SIGNAL))
@@ -250,8 +276,11 @@ impl Store {
         );
         self.db()
             .run(move |c| async move {
-                c.execute(&signal_insert(backend, &execution_id, &name, payload))
+                let txn = c.begin().await?;
+                txn.execute(&signal_insert(backend, &execution_id, &name, payload))
                     .await?;
+                mark_signaled(&txn, vec![execution_id]).await?;
+                txn.commit().await?;
                 Ok(())
             })
             .await
@@ -278,28 +307,101 @@ impl Store {
     }
 
     /// Ids of `node`'s parked executions that are due: a timer or timeout
-    /// has passed (database clock), or an awaited signal has arrived.
+    /// has passed (database clock), or a signal has arrived. Two index
+    /// scans, each reading only what is due: parked executions by their
+    /// due time, and signaled ones by their flag.
     pub async fn due_for_wake(&self, node: &str, limit: u32) -> Result<Vec<String>, StoreError> {
         let backend = self.backend();
         let node = node.to_owned();
         self.db()
             .run(move |c| async move {
                 let (p1, p2) = if backend == DbBackend::Postgres { ("$1", "$2") } else { ("?", "?") };
-                let sql = format!(
-                    "SELECT e.id AS id FROM executions e WHERE e.owner_node = {p1} AND ( \
-                     (e.state IN ('waiting', 'waiting-signal') AND e.wait_until IS NOT NULL AND e.wait_until <= {now}) \
-                     OR (e.state = 'waiting-signal' AND EXISTS (SELECT 1 FROM signals s WHERE s.execution_id = e.id \
-                     AND s.name = e.wait_signal AND s.consumed_at IS NULL))) LIMIT {p2}",
+                let parked = format!("owner_node = {p1} AND state IN ('{}', '{}')", state::WAITING, state::WAITING_SIGNAL);
+                let timers = format!(
+                    "SELECT id FROM executions WHERE {parked} AND wait_until <= {now} LIMIT {p2}",
                     now = Store::now_sql(backend)
                 );
-                let rows = c
-                    .query_all_raw(Statement::from_sql_and_values(backend, sql, [node.into(), i64::from(limit).into()]))
-                    .await?;
-                let mut ids = Vec::with_capacity(rows.len());
-                for r in rows {
-                    ids.push(r.try_get::<String>("", "id")?);
+                // Only those parked on a signal: an execution parked on a
+                // timer that was signaled meanwhile keeps its flag until
+                // its timer wakes it.
+                let signaled = format!(
+                    "SELECT id FROM executions WHERE owner_node = {p1} AND state = '{}' AND signaled = 1 LIMIT {p2}",
+                    state::WAITING_SIGNAL
+                );
+                let mut ids = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for sql in [timers, signaled] {
+                    let rows = c
+                        .query_all_raw(Statement::from_sql_and_values(
+                            backend,
+                            sql,
+                            [node.clone().into(), i64::from(limit).into()],
+                        ))
+                        .await?;
+                    for r in rows {
+                        let id = r.try_get::<String>("", "id")?;
+                        if seen.insert(id.clone()) {
+                            ids.push(id);
+                        }
+                    }
                 }
+                ids.truncate(limit as usize);
                 Ok(ids)
+            })
+            .await
+    }
+
+    /// The catch-up behind the flag: flags `node`'s executions parked on a
+    /// signal that arrived in the last `window_ms` (database clock) without
+    /// setting their flag (a node of an older version stored it). Reads only
+    /// that window's unconsumed signals, then the executions they name by
+    /// id; returns how many it flagged.
+    pub async fn flag_recent_signals(&self, node: &str, window_ms: i64) -> Result<u64, StoreError> {
+        let backend = self.backend();
+        let node = node.to_owned();
+        self.db()
+            .run(move |c| async move {
+                let recent: Vec<(String, String)> = signal::Entity::find()
+                    .select_only()
+                    .column(signal::Column::ExecutionId)
+                    .column(signal::Column::Name)
+                    .filter(signal::Column::ConsumedAt.is_null())
+                    .filter(Expr::col(signal::Column::CreatedAt).gt(Expr::cust(format!(
+                        "{} - {window_ms}",
+                        Store::now_sql(backend)
+                    ))))
+                    .into_tuple()
+                    .all(&c)
+                    .await?;
+                let mut names: std::collections::HashMap<String, Vec<String>> = Default::default();
+                for (execution_id, name) in recent {
+                    names.entry(execution_id).or_default().push(name);
+                }
+                let ids: Vec<String> = names.keys().cloned().collect();
+                let mut flag = Vec::new();
+                for chunk in ids.chunks(500) {
+                    let parked: Vec<(String, Option<String>)> = execution::Entity::find()
+                        .select_only()
+                        .column(execution::Column::Id)
+                        .column(execution::Column::WaitSignal)
+                        .filter(execution::Column::Id.is_in(chunk.to_vec()))
+                        .filter(execution::Column::OwnerNode.eq(node.as_str()))
+                        .filter(execution::Column::State.eq(state::WAITING_SIGNAL))
+                        .filter(execution::Column::Signaled.eq(0i16))
+                        .into_tuple()
+                        .all(&c)
+                        .await?;
+                    flag.extend(parked.into_iter().filter_map(|(id, wait)| {
+                        let awaited =
+                            wait.is_some_and(|w| names.get(&id).is_some_and(|n| n.contains(&w)));
+                        awaited.then_some(id)
+                    }));
+                }
+                let flagged = flag.len() as u64;
+                for chunk in flag.chunks(500) {
+                    mark_signaled(&c, chunk.to_vec()).await?;
+                }
+                Ok(flagged)
             })
             .await
     }
@@ -317,6 +419,7 @@ impl Store {
             .run(move |c| async move {
                 execution::Entity::update_many()
                     .col_expr(execution::Column::State, Expr::value(state::RUNNING))
+                    .col_expr(execution::Column::Signaled, Expr::value(0i16))
                     .col_expr(
                         execution::Column::RunToken,
                         Expr::col(execution::Column::RunToken).add(1),

@@ -188,6 +188,9 @@ impl Actor for NodeSupervisor {
         // asked for by other nodes are picked up by a periodic rescan, in
         // standalone and cluster mode alike.
         ctx.run_interval(recovery::RESCAN_EVERY, |act, ctx| act.rescan(ctx));
+        ctx.run_interval(recovery::SIGNAL_CATCH_UP_EVERY, |act, ctx| {
+            act.catch_up_signals(ctx)
+        });
         if let Some(policy) = self.cfg.retention {
             ctx.run_interval(policy.every, |act, ctx| act.purge(ctx));
         }

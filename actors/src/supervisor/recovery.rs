@@ -83,6 +83,10 @@ pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(1);
 pub(super) const WAKE_SCAN_EVERY: Duration = Duration::from_millis(100);
 /// Most executions woken by one scan.
 const WAKE_BATCH: u32 = 500;
+/// How often a running node looks for signals stored without the wake
+/// flag, and how far back (three periods: a slow commit is not missed).
+pub(super) const SIGNAL_CATCH_UP_EVERY: Duration = Duration::from_secs(10);
+const SIGNAL_CATCH_UP_WINDOW_MS: i64 = 30_000;
 
 impl NodeSupervisor {
     /// Wakes this node's parked executions that are due (timer or timeout
@@ -129,6 +133,35 @@ impl NodeSupervisor {
                 }
                 Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "wake scan failed"),
             }
+        }));
+    }
+}
+
+impl NodeSupervisor {
+    /// Flags this node's executions parked on a signal stored in the last
+    /// seconds without their flag, then wakes them. Every sender of this
+    /// version sets the flag itself; this catches a node of an older
+    /// version during a rolling upgrade, at the cost of reading one
+    /// window of signals.
+    pub(super) fn catch_up_signals(&mut self, ctx: &mut Context<Self>) {
+        if self.cfg.status.get().state != NodeState::Running {
+            return;
+        }
+        let store = self.cfg.store.clone();
+        let node = self.cfg.node_id.clone();
+        let fut = async move {
+            store
+                .flag_recent_signals(&node, SIGNAL_CATCH_UP_WINDOW_MS)
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(node = %act.cfg.node_id, flagged = n,
+                    "signals stored without their wake flag (a node of an older version?); waking their executions");
+                act.wake_due(ctx);
+            }
+            Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "signal catch-up failed"),
         }));
     }
 }
