@@ -307,7 +307,7 @@ impl Store {
         let backend = self.backend();
         self.db()
             .run_read(move |c| async move {
-                let now = Store::now_sql(backend);
+                let now = Store::now_sql_for_index(backend);
                 let unfinished = super::state::UNFINISHED
                     .iter()
                     .map(|s| format!("'{s}'"))

@@ -319,7 +319,7 @@ impl Store {
                 let parked = format!("owner_node = {p1} AND state IN ('{}', '{}')", state::WAITING, state::WAITING_SIGNAL);
                 let timers = format!(
                     "SELECT id FROM executions WHERE {parked} AND wait_until <= {now} LIMIT {p2}",
-                    now = Store::now_sql(backend)
+                    now = Store::now_sql_for_index(backend)
                 );
                 // Only those parked on a signal: an execution parked on a
                 // timer that was signaled meanwhile keeps its flag until
@@ -368,7 +368,7 @@ impl Store {
                     .filter(signal::Column::ConsumedAt.is_null())
                     .filter(Expr::col(signal::Column::CreatedAt).gt(Expr::cust(format!(
                         "{} - {window_ms}",
-                        Store::now_sql(backend)
+                        Store::now_sql_for_index(backend)
                     ))))
                     .into_tuple()
                     .all(&c)
