@@ -455,22 +455,8 @@ async fn cluster_and_openapi() {
 
 #[actix_rt::test]
 async fn tokens_guard_the_api() {
-    use sha2::Digest;
     let db = TestDb::create(Backend::Sqlite).expect("sqlite");
-    let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
-    let node = start_node(&db, |c| {
-        c.auth.tokens = vec![
-            baton::config::TokenConfig {
-                sha256: digest("op-secret"),
-                role: baton::config::Role::Operator,
-            },
-            baton::config::TokenConfig {
-                sha256: digest("view-secret"),
-                role: baton::config::Role::Viewer,
-            },
-        ]
-    })
-    .await;
+    let node = start_node(&db, |c| c.auth.tokens = operator_and_viewer_tokens()).await;
     let http = Http::new(&node.url());
     assert_eq!(
         http.get("/api/healthstatus").await.status,

@@ -337,23 +337,9 @@ async fn failover(b: Backend) {
 /// An execution waiting for an interaction is answered from the page; a
 /// viewer token first sees it without the buttons it may not use.
 async fn interaction(b: Backend) {
-    use sha2::Digest;
     let Some(exe) = chromium() else { return };
     let Some(db) = TestDb::create(b) else { return };
-    let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
-    let node = start_node(&db, |c| {
-        c.auth.tokens = vec![
-            baton::config::TokenConfig {
-                sha256: digest("op-secret"),
-                role: baton::config::Role::Operator,
-            },
-            baton::config::TokenConfig {
-                sha256: digest("view-secret"),
-                role: baton::config::Role::Viewer,
-            },
-        ]
-    })
-    .await;
+    let node = start_node(&db, |c| c.auth.tokens = operator_and_viewer_tokens()).await;
     let http = Http::new(&node.url()).with_token("op-secret");
     import(
         &http,
@@ -384,6 +370,8 @@ async fn interaction(b: Backend) {
             r##"document.readyState === "complete" && typeof refreshAll === "function""##,
         )
         .await;
+    let open_execution =
+        format!(r##"document.querySelector('a.exec[data-id="{id}"]').click(); true"##);
     browser.eval(&use_token("view-secret")).await;
     browser
         .until(
@@ -391,11 +379,7 @@ async fn interaction(b: Backend) {
             &format!(r##"!!document.querySelector('a.exec[data-id="{id}"]')"##),
         )
         .await;
-    browser
-        .eval(&format!(
-            r##"document.querySelector('a.exec[data-id="{id}"]').click(); true"##
-        ))
-        .await;
+    browser.eval(&open_execution).await;
     browser
         .until(
             "a viewer sees the execution, no buttons and why",
@@ -412,11 +396,7 @@ async fn interaction(b: Backend) {
         .screenshot(&format!("dashboard-viewer-{b:?}.png"))
         .await;
     browser.eval(&use_token("op-secret")).await;
-    browser
-        .eval(&format!(
-            r##"document.querySelector('a.exec[data-id="{id}"]').click(); true"##
-        ))
-        .await;
+    browser.eval(&open_execution).await;
     browser
         .until(
             "the answer form",

@@ -527,3 +527,19 @@ pub fn assert_runs(id: &str, log: &[Value], steps: i64, max_reruns: usize) -> us
 
 /// Steps of `slow-steps` (three sleeps, three counters, the end).
 pub const SLOW_STEPS: i64 = 7;
+
+/// Two `[auth]` tokens: `op-secret` (operator) and `view-secret` (viewer).
+pub fn operator_and_viewer_tokens() -> Vec<baton::config::TokenConfig> {
+    use sha2::Digest;
+    let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    vec![
+        baton::config::TokenConfig {
+            sha256: digest("op-secret"),
+            role: baton::config::Role::Operator,
+        },
+        baton::config::TokenConfig {
+            sha256: digest("view-secret"),
+            role: baton::config::Role::Viewer,
+        },
+    ]
+}

@@ -150,3 +150,42 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     node.stop().await;
     Ok(report)
 }
+
+/// Writes `n` execution rows made by `row` straight into the table, a
+/// thousand per statement (under SQLite's limit on bound values), then
+/// has the database analyze it so that its planner sees the table as it
+/// is. For the benchmarks that need a large table: a scratch database.
+pub async fn write_executions(
+    store: &baton_actors::Store,
+    n: usize,
+    row: impl Fn(usize) -> baton_actors::store::entities::execution::ActiveModel,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sea_orm::{ConnectionTrait, DbBackend, EntityTrait};
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let rows: Vec<_> = chunk.iter().map(|&i| row(i)).collect();
+        store
+            .db()
+            .run(move |c| async move {
+                baton_actors::store::entities::execution::Entity::insert_many(rows)
+                    .exec(&c)
+                    .await?;
+                Ok(())
+            })
+            .await
+            .context("writing the executions (use a scratch database)")?;
+    }
+    let analyze = match store.backend() {
+        DbBackend::Postgres => "ANALYZE executions",
+        DbBackend::MySql => "ANALYZE TABLE executions",
+        _ => "ANALYZE",
+    };
+    store
+        .db()
+        .run(move |c| async move {
+            c.execute_unprepared(analyze).await?;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}

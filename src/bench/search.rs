@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use baton_actors::store::entities::execution;
 use baton_actors::store::{search_sql, ExecutionFilter, PageKey};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, EntityTrait, Statement};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, Statement};
 
 use crate::client::Client;
 use crate::config::Config;
@@ -73,29 +73,7 @@ fn row(i: usize, base: i64) -> execution::ActiveModel {
 /// creation time of the first (ms since the epoch).
 pub async fn seed(store: &baton_actors::Store, n: usize) -> anyhow::Result<i64> {
     let base = store.db_now_ms().await? - n as i64 - 60_000;
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let rows: Vec<_> = chunk.iter().map(|&i| row(i, base)).collect();
-        store
-            .db()
-            .run(move |c| async move {
-                execution::Entity::insert_many(rows).exec(&c).await?;
-                Ok(())
-            })
-            .await
-            .context("writing the executions (use a scratch database)")?;
-    }
-    let analyze = match store.backend() {
-        DbBackend::Postgres => "ANALYZE executions",
-        DbBackend::MySql => "ANALYZE TABLE executions",
-        _ => "ANALYZE",
-    };
-    store
-        .db()
-        .run(move |c| async move {
-            c.execute_unprepared(analyze).await?;
-            Ok(())
-        })
-        .await?;
+    super::write_executions(store, n, |i| row(i, base)).await?;
     Ok(base)
 }
 

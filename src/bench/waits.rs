@@ -94,37 +94,11 @@ async fn idle(
     workflow: &str,
     n: usize,
 ) -> anyhow::Result<()> {
-    use sea_orm::EntityTrait;
     let me = node.node_id().to_owned();
     let now = store.db_now_ms().await?;
     let due = now + 86_400_000;
     let t0 = Instant::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|&i| parked_row(i, &me, workflow, now, due))
-            .collect();
-        store
-            .db()
-            .run(move |c| async move {
-                execution::Entity::insert_many(rows).exec(&c).await?;
-                Ok(())
-            })
-            .await
-            .context("writing the parked executions (use a scratch database)")?;
-    }
-    let analyze = match store.backend() {
-        sea_orm::DbBackend::Postgres => "ANALYZE executions",
-        sea_orm::DbBackend::MySql => "ANALYZE TABLE executions",
-        _ => "ANALYZE",
-    };
-    store
-        .db()
-        .run(move |c| async move {
-            c.execute_unprepared(analyze).await?;
-            Ok(())
-        })
-        .await?;
+    super::write_executions(store, n, |i| parked_row(i, &me, workflow, now, due)).await?;
     let written = t0.elapsed();
     // Let the writes settle (WAL checkpoints, the allocator) first.
     actix_rt::time::sleep(Duration::from_secs(3)).await;
