@@ -98,7 +98,7 @@ pub struct WebhookConfig {
     pub name: Option<String>,
     /// The events it wants: `join`/`joined`, `leave`/`left`,
     /// `promote`/`promoted`, `fence`/`fenced`, `failover`, `adopt`,
-    /// `config-refused`, `poison-pill`; default: all.
+    /// `config-refused`, `poison-pill`, `database-regained`; default: all.
     #[serde(default)]
     pub events: Vec<String>,
     /// Signs each body: header `Baton-Signature: sha256=<hex HMAC-SHA256>`.

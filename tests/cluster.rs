@@ -95,6 +95,10 @@ mod postgres {
         super::cut(Backend::Postgres, Partition::Hang).await
     }
     #[actix_rt::test]
+    async fn a_database_outage_under_the_whole_cluster_is_not_a_failover() {
+        super::whole_outage(Backend::Postgres).await
+    }
+    #[actix_rt::test]
     async fn nodes_with_skewed_clocks_agree_on_liveness() {
         super::skew(Backend::Postgres).await
     }
@@ -145,6 +149,10 @@ mod mysql {
     #[actix_rt::test]
     async fn a_node_whose_database_connection_hangs_fences_itself_and_rejoins() {
         super::cut(Backend::Mysql, Partition::Hang).await
+    }
+    #[actix_rt::test]
+    async fn a_database_outage_under_the_whole_cluster_is_not_a_failover() {
+        super::whole_outage(Backend::Mysql).await
     }
 }
 
@@ -794,6 +802,103 @@ async fn cut(b: Backend, how: Partition) {
         health(&n1.url).await.1 == "STANDBY"
     })
     .await;
+    monitor.assert_never_exceeded(1);
+}
+
+/// Issue 13 item 3: the database goes away under every node at once (what
+/// a database failover does) for longer than the failover timeout. Every
+/// node fences itself; when the database answers again, every heartbeat
+/// in it is old, and the first node back must not declare the others
+/// dead for that: they get a full failover timeout, watched, to heartbeat
+/// again (`failover::Watch`). Without that rule the first node back took
+/// the others over ("missed its heartbeats"), a failover the outage alone
+/// caused. The cluster recovers by itself: one active node, every
+/// execution completed with each step at most once more, and a
+/// `database-regained` event per node.
+async fn whole_outage(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let proxy = TcpProxy::start(&db.url).await.expect("proxy");
+    let through = |id: &str| {
+        let mut env = node_env(&db, id);
+        env[0].1 = proxy.url.clone();
+        env
+    };
+    let n1 = serve(&through("o1"));
+    wait_active(&n1.url).await;
+    let n2 = serve(&through("o2"));
+    eventually("o2 is a standby", LONG, || async {
+        health(&n2.url).await.1 == "STANDBY"
+    })
+    .await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let http1 = Http::new(&n1.url);
+    import_slow_steps(&http1).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(start(&http1, "slow-steps", json!({"ms": 300})).await);
+    }
+    let before = http1.get("/api/cluster/events").await.json;
+    let last_before = before[0]["id"].as_i64().unwrap_or(0);
+    proxy.cut();
+    for n in [&n1, &n2] {
+        eventually("every node fences itself", LONG, || async {
+            health(&n.url).await.1 == "FENCED"
+        })
+        .await;
+    }
+    // The outage lasts three failover timeouts (a deliberate span, not a
+    // wait for a condition).
+    actix_rt::time::sleep(TIMEOUT * 3).await;
+    proxy.restore();
+    let recovered = Instant::now();
+    eventually("one node is active again", LONG, || async {
+        health(&n1.url).await.0 == 200 || health(&n2.url).await.0 == 200
+    })
+    .await;
+    eprintln!(
+        "{b:?}: a node active again {:?} after the database came back",
+        recovered.elapsed()
+    );
+    let active = if health(&n1.url).await.0 == 200 {
+        &n1
+    } else {
+        &n2
+    };
+    let http = Http::new(&active.url);
+    for id in &ids {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+        assert_runs(id, &logs(&http, id).await, SLOW_STEPS, 1);
+    }
+    // Both rejoined; nobody was declared dead.
+    eventually("the other node is a standby", LONG, || async {
+        let states = [health(&n1.url).await.1, health(&n2.url).await.1];
+        states.contains(&"STANDBY".to_owned()) && states.contains(&"RUNNING".to_owned())
+    })
+    .await;
+    let events = http.get("/api/cluster/events?limit=200").await.json;
+    let since: Vec<&Value> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["id"].as_i64().unwrap_or(0) > last_before)
+        .collect();
+    assert!(
+        !since.iter().any(|e| e["kind"] == "failover"),
+        "the outage alone caused a failover: {since:#?}"
+    );
+    for node in ["o1", "o2"] {
+        assert!(
+            since
+                .iter()
+                .any(|e| e["kind"] == "database-regained" && e["node_id"] == node),
+            "no database-regained event for {node}: {since:#?}"
+        );
+        assert!(
+            since.iter().any(|e| e["kind"] == "fence" && e["node_id"] == node),
+            "the fence of {node}, unrecordable during the outage, was recorded on its return: {since:#?}"
+        );
+    }
     monitor.assert_never_exceeded(1);
 }
 

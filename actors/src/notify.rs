@@ -31,7 +31,7 @@ use crate::store::entities::{cluster_event, webhook_delivery};
 use crate::store::{DeliveryOutcome, Store};
 
 /// The cluster event kinds as stored (`GET /api/cluster/events`).
-pub const EVENT_KINDS: [&str; 8] = [
+pub const EVENT_KINDS: [&str; 9] = [
     "join",
     "leave",
     "promote",
@@ -40,6 +40,7 @@ pub const EVENT_KINDS: [&str; 8] = [
     "adopt",
     "config-refused",
     "poison-pill",
+    "database-regained",
 ];
 
 /// The stored kind a webhook's `events` entry names: a stored kind, or

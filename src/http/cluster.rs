@@ -82,7 +82,7 @@ pub(crate) struct EventView {
     id: i64,
     time: String,
     /// `join`, `leave`, `promote`, `fence`, `failover`, `adopt`,
-    /// `config-refused` or `poison-pill`.
+    /// `config-refused`, `poison-pill` or `database-regained`.
     kind: String,
     node_id: String,
     message: String,

@@ -45,11 +45,33 @@ impl Run {
                     if tries >= 8 {
                         return Err(RunOutcome::StoreFailed(e.to_string()));
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    self.backoff(&mut delay).await?;
                 }
             }
         }
+    }
+
+    /// Waits `delay` before a store write is tried again, and doubles it
+    /// (up to 2 s); `Stopped` at once when the node stops this run now
+    /// (it fenced itself: it writes nothing more, and a run stuck in
+    /// retries through a database outage must not hold up its rejoining).
+    async fn backoff(&self, delay: &mut Duration) -> Result<(), RunOutcome> {
+        let until = tokio::time::Instant::now() + *delay;
+        *delay = (*delay * 2).min(Duration::from_secs(2));
+        while tokio::time::Instant::now() < until {
+            if self.halt.get() {
+                tracing::info!(execution = %self.fence.execution, "stopped while retrying a store write; writing nothing more");
+                return Err(RunOutcome::Stopped);
+            }
+            tokio::time::sleep_until(
+                until.min(tokio::time::Instant::now() + Duration::from_millis(25)),
+            )
+            .await;
+        }
+        if self.halt.get() {
+            return Err(RunOutcome::Stopped);
+        }
+        Ok(())
     }
 
     /// Writes `cp`, retrying transient store failures. A refused (fenced)
@@ -79,8 +101,7 @@ impl Run {
                         return Err(RunOutcome::StoreFailed(e.to_string()));
                     }
                     tracing::warn!(execution = %self.fence.execution, error = %e, "checkpoint failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    self.backoff(&mut delay).await?;
                 }
             }
         }

@@ -122,6 +122,9 @@ struct Control {
     record_interrupt: Cell<bool>,
     current: RefCell<Option<AbortHandle>>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Stopped now (the node fenced itself or its drain lost its lease):
+    /// a store write being retried gives up instead of trying again.
+    halt: Rc<Cell<bool>>,
 }
 
 impl Control {
@@ -175,7 +178,10 @@ impl Actor for ExecutionActor {
         );
         let fut = async move {
             match run::Run::new(setup) {
-                Ok(run) => run.drive(&control).await,
+                Ok(mut run) => {
+                    run.halt = control.halt.clone();
+                    run.drive(&control).await
+                }
                 Err(e) => RunOutcome::StoreFailed(e.to_string()),
             }
         }
@@ -213,6 +219,7 @@ impl Handler<Stop> for ExecutionActor {
         self.control.waiters.borrow_mut().push(tx);
         self.control.stop.set(true);
         if msg.now {
+            self.control.halt.set(true);
             self.control.record_interrupt.set(msg.record);
             self.control.abort_current();
         }

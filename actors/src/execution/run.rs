@@ -116,6 +116,9 @@ pub(super) struct Run {
     /// graceful stop now hands it off (`Run::hand_off`) instead of leaving
     /// it to look interrupted.
     pub(super) not_begun: bool,
+    /// Set when the node stops this run now: retries of a failed store
+    /// write end (see `Run::backoff`).
+    pub(super) halt: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 fn object(what: &str, text: &str) -> Result<Map<String, Value>, StoreError> {
@@ -175,6 +178,7 @@ impl Run {
             item_type: "",
             // A woken run's item (a wait) began before it parked.
             not_begun: s.kind != StartKind::Woken,
+            halt: Default::default(),
         })
     }
 

@@ -179,6 +179,20 @@ async fn move_executions(
     Ok(moved)
 }
 
+/// A peer as one scan saw it ([`Store::peers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    /// Its node id.
+    pub id: String,
+    /// Its epoch.
+    pub epoch: i64,
+    /// Its last heartbeat, as the database stamped it.
+    pub last_heartbeat: i64,
+    /// Whether that heartbeat is older than the failover timeout by the
+    /// database clock.
+    pub stale: bool,
+}
+
 /// How a refusal to join for settings that differ from a live peer's
 /// begins (the supervisor records it as a `config-refused` event).
 pub const SETTINGS_REFUSAL: &str = "refusing to join (settings differ): ";
@@ -309,19 +323,21 @@ impl Store {
             .await
     }
 
-    /// Nodes other than `me` whose last heartbeat is older than the
-    /// failover timeout by the database clock, with the epoch seen.
-    pub async fn stale_peers(
-        &self,
-        me: &str,
-        timeout_ms: i64,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    /// Every node other than `me` that is not gone: its epoch, its last
+    /// heartbeat as stamped, and whether that heartbeat is older than the
+    /// failover timeout by the database clock (judged in SQL, invariant 3).
+    pub async fn peers(&self, me: &str, timeout_ms: i64) -> Result<Vec<PeerView>, StoreError> {
         let backend = self.backend();
         let me = me.to_owned();
         self.db()
             .run(move |c| async move {
-                Ok(node::Entity::find()
-                    .filter(node::Column::Id.ne(me))
+                let all = node::Entity::find()
+                    .filter(node::Column::Id.ne(me.as_str()))
+                    .filter(node::Column::State.is_not_in(node_state::GONE))
+                    .all(&c)
+                    .await?;
+                let stale: Vec<String> = node::Entity::find()
+                    .filter(node::Column::Id.ne(me.as_str()))
                     .filter(node::Column::State.is_not_in(node_state::GONE))
                     .filter(
                         Expr::col(node::Column::LastHeartbeat).lt(stale_sql(backend, timeout_ms)),
@@ -329,7 +345,16 @@ impl Store {
                     .all(&c)
                     .await?
                     .into_iter()
-                    .map(|n| (n.id, n.epoch))
+                    .map(|n| n.id)
+                    .collect();
+                Ok(all
+                    .into_iter()
+                    .map(|n| PeerView {
+                        stale: stale.contains(&n.id),
+                        id: n.id,
+                        epoch: n.epoch,
+                        last_heartbeat: n.last_heartbeat,
+                    })
                     .collect())
             })
             .await

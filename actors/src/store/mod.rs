@@ -35,7 +35,7 @@ mod signals;
 mod webhooks;
 mod workflows;
 
-pub use cluster::{fingerprint_difference, node_state, Takeover};
+pub use cluster::{fingerprint_difference, node_state, PeerView, Takeover};
 pub use executions::{Checkpoint, Fence, LogEntry, NewExecution, StartOutcome, Wait};
 pub use nodes::{NodeRegistration, OwnedCounts};
 pub use retention::{Deletion, Purged};

@@ -7,6 +7,18 @@ use crate::failover::{ClusterTiming, ScanPeers};
 use crate::messages::{FenceSelf, NodeSeen, NodeState, Stop};
 use crate::store::NodeRegistration;
 
+/// Since when, and why, a node is fenced: on rejoining it records what
+/// the database could not take while it was away.
+#[derive(Debug)]
+pub(super) struct FencedSince {
+    at: std::time::Instant,
+    kind: crate::messages::FenceKind,
+    /// The `fence` event's message, and whether it was recorded (it is
+    /// not when the database is what was lost).
+    message: String,
+    recorded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
 impl NodeSupervisor {
     /// Joins (or rejoins) the cluster as a standby; retries while the
     /// database is away.
@@ -41,6 +53,9 @@ impl NodeSupervisor {
                 if let Some(d) = &act.detector {
                     d.do_send(ScanPeers);
                 }
+                if let Some(f) = act.fenced.take() {
+                    act.record_regained(f, epoch);
+                }
             }
             Err(e) => {
                 tracing::warn!(node = %act.cfg.node_id, error = %e, "cannot join the cluster yet; retrying");
@@ -63,6 +78,38 @@ impl NodeSupervisor {
                 });
             }
         }));
+    }
+
+    /// After a rejoin: the `fence` event if the database could not take it
+    /// then, and, when the fence was for heartbeats that could not be
+    /// committed, a `database-regained` event saying for how long.
+    fn record_regained(&self, f: FencedSince, epoch: i64) {
+        let (store, node) = (self.cfg.store.clone(), self.cfg.node_id.clone());
+        let away_ms = f.at.elapsed().as_millis();
+        actix::spawn(async move {
+            use std::sync::atomic::Ordering;
+            if !f.recorded.load(Ordering::SeqCst) {
+                let late = format!(
+                    "{} (recorded on rejoining: the database was unreachable then)",
+                    f.message
+                );
+                if let Err(e) = store.record_event("fence", &node, &late).await {
+                    tracing::warn!(error = %e, "cannot record the fence event");
+                }
+            }
+            if f.kind == crate::messages::FenceKind::HeartbeatDeadline {
+                let message = format!(
+                    "node {node} reached the database again and rejoined at epoch {epoch}, {away_ms} ms after it fenced itself for heartbeats it could not commit"
+                );
+                tracing::warn!(%node, away_ms, "reached the database again");
+                if let Err(e) = store
+                    .record_event("database-regained", &node, &message)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot record the database-regained event");
+                }
+            }
+        });
     }
 
     /// Becomes an active node: runs the executions it owns.
@@ -141,17 +188,20 @@ impl Handler<FenceSelf> for NodeSupervisor {
         self.stop_all_now();
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
-        let reason = msg.reason.clone();
+        let message = format!("node {node} fenced itself: {}", msg.reason);
+        let recorded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.fenced = Some(FencedSince {
+            at: std::time::Instant::now(),
+            kind: msg.kind,
+            message: message.clone(),
+            recorded: recorded.clone(),
+        });
         ctx.spawn(
             async move {
                 let _ = store.mark_fenced(&node, epoch).await;
-                let _ = store
-                    .record_event(
-                        "fence",
-                        &node,
-                        &format!("node {node} fenced itself: {reason}"),
-                    )
-                    .await;
+                if store.record_event("fence", &node, &message).await.is_ok() {
+                    recorded.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
             }
             .into_actor(self),
         );

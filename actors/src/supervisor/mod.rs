@@ -108,6 +108,8 @@ pub struct NodeSupervisor {
     purging: bool,
     /// A `config-refused` event was recorded for this process.
     refusal_recorded: bool,
+    /// Since when, and why, this node is fenced (until it rejoins).
+    fenced: Option<membership::FencedSince>,
 }
 
 impl NodeSupervisor {
@@ -126,6 +128,7 @@ impl NodeSupervisor {
             waking_ids: Default::default(),
             purging: false,
             refusal_recorded: false,
+            fenced: None,
         }
     }
 
