@@ -191,7 +191,7 @@ async fn health(url: &str) -> (u16, String) {
 
 /// Polls the nodes table every 25 ms until dropped, recording the most
 /// active nodes ever seen at once.
-struct ActiveMonitor {
+pub(crate) struct ActiveMonitor {
     max: Arc<AtomicUsize>,
     samples: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -203,7 +203,11 @@ impl ActiveMonitor {
     /// its own runtime and connection), so it keeps sampling while the
     /// test blocks in `serve()`, `terminate()` or `kill9()`.
     async fn start(db: &TestDb) -> ActiveMonitor {
-        let url = db.url.clone();
+        Self::start_url(db.url.clone()).await
+    }
+
+    /// Watches the nodes table of the database at `url`.
+    pub(crate) async fn start_url(url: String) -> ActiveMonitor {
         let max = Arc::new(AtomicUsize::new(0));
         let samples = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -242,7 +246,7 @@ impl ActiveMonitor {
         }
     }
 
-    fn assert_never_exceeded(&self, limit: usize) {
+    pub(crate) fn assert_never_exceeded(&self, limit: usize) {
         let max = self.max.load(Ordering::Relaxed);
         assert!(
             max <= limit,

@@ -22,6 +22,7 @@ mod deploy;
 mod driver;
 mod embedded;
 mod engine;
+mod ha;
 mod http_action;
 mod metrics;
 mod nested;

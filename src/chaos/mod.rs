@@ -17,6 +17,7 @@
 pub mod check;
 pub mod dbserver;
 pub mod faults;
+pub mod ha;
 pub mod ledger;
 pub mod proxy;
 pub mod workload;

@@ -1,0 +1,487 @@
+//! A PostgreSQL high-availability cluster on loopback, deployed the way
+//! Patroni is deployed in production: one `etcd` member as the DCS, two or
+//! more PostgreSQL members each managed by its own `patroni` (own ports
+//! and data directories, run as the `postgres` user), and HAProxy in TCP
+//! mode routing to the member whose Patroni REST `/primary` answers 200.
+//! Baton nodes connect to HAProxy only. For the database-failover tests
+//! (issue 13): a switchover, and a kill -9 of the leader's Patroni and
+//! postmaster.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use super::dbserver::{free_port, pg_bindir, which};
+
+/// Whether this machine has what a Patroni cluster needs, or what is missing.
+pub fn patroni_available() -> Result<(), String> {
+    for bin in ["patroni", "patronictl", "etcd", "haproxy"] {
+        if which(bin).is_none() {
+            return Err(format!(
+                "no `{bin}` on this machine (Debian: patroni, etcd-server, haproxy)"
+            ));
+        }
+    }
+    if pg_bindir().is_none() {
+        return Err("no PostgreSQL server binaries (initdb)".into());
+    }
+    if postgres_ids().is_none() {
+        return Err("no `postgres` user to run PostgreSQL as".into());
+    }
+    Ok(())
+}
+
+/// The `postgres` user's uid and gid.
+fn postgres_ids() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+/// One PostgreSQL member and its Patroni.
+struct Member {
+    name: String,
+    rest: u16,
+    pg: u16,
+    config: PathBuf,
+    data: PathBuf,
+    patroni: Option<Child>,
+}
+
+/// A running Patroni cluster behind HAProxy. Everything is killed and its
+/// directory removed when dropped.
+pub struct PatroniCluster {
+    dir: PathBuf,
+    etcd: Option<Child>,
+    haproxy: Option<Child>,
+    members: Vec<Member>,
+    /// The URL Baton connects to: HAProxy, database `baton`.
+    pub url: String,
+}
+
+/// `GET path` on a member's Patroni REST API: the status code, if it answered.
+fn rest_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+async fn wait_for(
+    what: &str,
+    deadline: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let began = Instant::now();
+    while !ok() {
+        if began.elapsed() > deadline {
+            bail!("{what}: not within {deadline:?}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+impl PatroniCluster {
+    /// Starts etcd, `members` PostgreSQL members under Patroni (the first
+    /// bootstraps and leads; `synchronous`: Patroni's `synchronous_mode`)
+    /// and HAProxy, waits until the leader takes writes through HAProxy
+    /// and every replica streams, and creates the database `baton`.
+    pub async fn start(members: usize, synchronous: bool) -> anyhow::Result<PatroniCluster> {
+        patroni_available().map_err(anyhow::Error::msg)?;
+        let (uid, gid) = postgres_ids().context("the postgres user")?;
+        let bin = pg_bindir().context("PostgreSQL binaries")?;
+        let dir = std::env::temp_dir().join(format!(
+            "baton-patroni-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let (etcd_client, etcd_peer, haproxy_port) = (free_port()?, free_port()?, free_port()?);
+        let mut cluster = PatroniCluster {
+            dir: dir.clone(),
+            etcd: None,
+            haproxy: None,
+            members: Vec::new(),
+            url: format!("postgres://postgres@127.0.0.1:{haproxy_port}/baton"),
+        };
+        let spawn_as_postgres = |cmd: &mut Command, log: &Path| -> anyhow::Result<Child> {
+            let out = std::fs::File::create(log)?;
+            let _ = Command::new("chown")
+                .args(["postgres:", &log.display().to_string()])
+                .status();
+            Ok(cmd
+                .uid(uid)
+                .gid(gid)
+                .env("HOME", &dir)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()?)
+        };
+        for i in 1..=members {
+            let (rest, pg) = (free_port()?, free_port()?);
+            let name = format!("m{i}");
+            let data = dir.join(&name);
+            let config = dir.join(format!("{name}.yml"));
+            std::fs::write(
+                &config,
+                format!(
+                    r#"scope: baton
+name: {name}
+restapi:
+  listen: 127.0.0.1:{rest}
+  connect_address: 127.0.0.1:{rest}
+etcd3:
+  hosts: 127.0.0.1:{etcd_client}
+bootstrap:
+  dcs:
+    ttl: 10
+    loop_wait: 1
+    retry_timeout: 4
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: {synchronous}
+    postgresql:
+      use_pg_rewind: true
+      parameters:
+        max_connections: 200
+        wal_log_hints: "on"
+  initdb:
+    - encoding: UTF8
+  pg_hba:
+    - host replication replicator 127.0.0.1/32 trust
+    - host all all 127.0.0.1/32 trust
+    - local all all trust
+postgresql:
+  listen: 127.0.0.1:{pg}
+  connect_address: 127.0.0.1:{pg}
+  data_dir: {data}
+  bin_dir: {bin}
+  pgpass: {dir}/pgpass-{name}
+  authentication:
+    replication:
+      username: replicator
+      password: replicator
+    superuser:
+      username: postgres
+      password: postgres
+  parameters:
+    unix_socket_directories: {dir}
+"#,
+                    data = data.display(),
+                    bin = bin.display(),
+                    dir = dir.display(),
+                ),
+            )?;
+            cluster.members.push(Member {
+                name,
+                rest,
+                pg,
+                config,
+                data,
+                patroni: None,
+            });
+        }
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:", &dir.display().to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("chown postgres {}", dir.display());
+        }
+
+        let mut etcd = Command::new(which("etcd").context("etcd")?);
+        etcd.args([
+            "--name",
+            "e1",
+            "--data-dir",
+            &dir.join("etcd").display().to_string(),
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{etcd_client}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{etcd_client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-cluster",
+            &format!("e1=http://127.0.0.1:{etcd_peer}"),
+            "--log-level",
+            "warn",
+        ]);
+        cluster.etcd = Some(spawn_as_postgres(&mut etcd, &dir.join("etcd.log"))?);
+        wait_for("etcd listens", Duration::from_secs(30), || {
+            listening(etcd_client)
+        })
+        .await?;
+
+        for i in 0..cluster.members.len() {
+            let m = &cluster.members[i];
+            let mut patroni = Command::new(which("patroni").context("patroni")?);
+            patroni.arg(&m.config);
+            let child = spawn_as_postgres(&mut patroni, &dir.join(format!("{}.log", m.name)))?;
+            cluster.members[i].patroni = Some(child);
+            let m = &cluster.members[i];
+            if i == 0 {
+                wait_for("the first member leads", Duration::from_secs(90), || {
+                    rest_status(m.rest, "/primary") == Some(200)
+                })
+                .await
+                .with_context(|| format!("see {}", dir.join("m1.log").display()))?;
+            }
+        }
+        for m in &cluster.members[1..] {
+            wait_for(
+                &format!("{} streams from the leader", m.name),
+                Duration::from_secs(90),
+                || rest_status(m.rest, "/replica") == Some(200),
+            )
+            .await
+            .with_context(|| format!("see {}", dir.join(format!("{}.log", m.name)).display()))?;
+        }
+        if synchronous {
+            wait_for("a synchronous standby", Duration::from_secs(60), || {
+                cluster
+                    .members
+                    .iter()
+                    .any(|m| rest_status(m.rest, "/sync") == Some(200))
+            })
+            .await?;
+        }
+
+        let mut cfg = format!(
+            "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30m\n  timeout server 30m\n  timeout check 1s\n\
+             listen primary\n  bind 127.0.0.1:{haproxy_port}\n  option httpchk GET /primary\n  http-check expect status 200\n\
+             \x20 default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions\n"
+        );
+        for m in &cluster.members {
+            cfg.push_str(&format!(
+                "  server {} 127.0.0.1:{} maxconn 300 check port {}\n",
+                m.name, m.pg, m.rest
+            ));
+        }
+        let haproxy_cfg = dir.join("haproxy.cfg");
+        std::fs::write(&haproxy_cfg, cfg)?;
+        let log = std::fs::File::create(dir.join("haproxy.log"))?;
+        cluster.haproxy = Some(
+            Command::new(which("haproxy").context("haproxy")?)
+                .args(["-f", &haproxy_cfg.display().to_string(), "-db"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?,
+        );
+        wait_for("HAProxy listens", Duration::from_secs(30), || {
+            listening(haproxy_port)
+        })
+        .await?;
+        let admin = format!("postgres://postgres@127.0.0.1:{haproxy_port}/postgres");
+        let began = Instant::now();
+        loop {
+            // HAProxy counts every member up until its checks say
+            // otherwise: until then a connection may reach a replica
+            // (read-only); try again.
+            let created = async {
+                use sea_orm::ConnectionTrait as _;
+                let db = sea_orm::Database::connect(admin.as_str()).await?;
+                let r = db.execute_unprepared("CREATE DATABASE baton").await;
+                db.close().await?;
+                r.map(|_| ())
+            }
+            .await;
+            match created {
+                Ok(()) => break,
+                Err(e) if began.elapsed() > Duration::from_secs(30) => {
+                    bail!("creating the database through HAProxy: {e}")
+                }
+                Err(_) => actix_rt::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The member that leads now (its REST `/primary` answers 200).
+    pub fn leader(&self) -> Option<String> {
+        self.members
+            .iter()
+            .find(|m| rest_status(m.rest, "/primary") == Some(200))
+            .map(|m| m.name.clone())
+    }
+
+    /// Waits until some member leads and HAProxy routes to it; returns it.
+    pub async fn wait_leader(&self, deadline: Duration) -> anyhow::Result<String> {
+        let mut found = None;
+        wait_for("a leader", deadline, || {
+            found = self.leader();
+            found.is_some()
+        })
+        .await?;
+        Ok(found.unwrap_or_default())
+    }
+
+    /// Waits until a replica is the synchronous standby (with
+    /// `synchronous_mode`, Patroni promotes no other on a failover: until
+    /// then a dead leader stays dead).
+    pub async fn wait_sync(&self, deadline: Duration) -> anyhow::Result<String> {
+        let mut found = None;
+        wait_for("a synchronous standby", deadline, || {
+            found = self
+                .members
+                .iter()
+                .find(|m| rest_status(m.rest, "/sync") == Some(200))
+                .map(|m| m.name.clone());
+            found.is_some()
+        })
+        .await?;
+        Ok(found.unwrap_or_default())
+    }
+
+    /// `patronictl switchover` from the current leader to another member
+    /// (Patroni demotes the leader cleanly, then promotes the candidate).
+    pub async fn switchover(&self) -> anyhow::Result<(String, String)> {
+        let leader = self.wait_leader(Duration::from_secs(60)).await?;
+        let candidate = self
+            .members
+            .iter()
+            .find(|m| m.name != leader)
+            .context("a second member")?;
+        let out = Command::new(which("patronictl").context("patronictl")?)
+            .env("HOME", &self.dir)
+            .arg("-c")
+            .arg(&candidate.config)
+            .args([
+                "switchover",
+                "--leader",
+                &leader,
+                "--candidate",
+                &candidate.name,
+                "--force",
+            ])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "patronictl switchover: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok((leader, candidate.name.clone()))
+    }
+
+    /// Kills the leader's Patroni and its postmaster (and the postmaster's
+    /// children) with SIGKILL, as a machine that dies; returns its name.
+    /// Patroni's leader key expires after its `ttl` (10 s) and a replica
+    /// is promoted.
+    pub async fn kill_leader(&mut self) -> anyhow::Result<String> {
+        let leader = self.wait_leader(Duration::from_secs(60)).await?;
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.name == leader)
+            .context("the leader")?;
+        if let Some(mut p) = m.patroni.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        kill_postmaster(&m.data);
+        Ok(leader)
+    }
+
+    /// Starts a killed member's Patroni again (it rejoins as a replica,
+    /// rewinding if needed).
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let (uid, gid) = postgres_ids().context("the postgres user")?;
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .context("member")?;
+        if m.patroni.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        m.patroni = Some(
+            Command::new(which("patroni").context("patroni")?)
+                .arg(&m.config)
+                .uid(uid)
+                .gid(gid)
+                .env("HOME", &self.dir)
+                .current_dir(&self.dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?,
+        );
+        Ok(())
+    }
+
+    /// The member's PostgreSQL port, for direct reads (not through HAProxy).
+    pub fn member_url(&self, name: &str) -> Option<String> {
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| format!("postgres://postgres@127.0.0.1:{}/baton", m.pg))
+    }
+
+    /// The directory holding every log (`m1.log`, `haproxy.log`, ...).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// SIGKILLs a data directory's postmaster and its children.
+fn kill_postmaster(data: &Path) {
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text.lines().next().map(str::trim).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let _ = Command::new("kill").args(["-9", pid]).status();
+    let _ = Command::new("pkill").args(["-9", "-P", pid]).status();
+}
+
+impl Drop for PatroniCluster {
+    fn drop(&mut self) {
+        if let Some(mut h) = self.haproxy.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        for m in &mut self.members {
+            if let Some(mut p) = m.patroni.take() {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+            kill_postmaster(&m.data);
+        }
+        if let Some(mut e) = self.etcd.take() {
+            let _ = e.kill();
+            let _ = e.wait();
+        }
+        if std::env::var_os("BATON_KEEP_HA").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Issue 13: Baton on a PostgreSQL high-availability cluster, deployed the
+//! way Patroni is in production (etcd, two PostgreSQL members each under
+//! Patroni with `synchronous_mode`, HAProxy routing to the member whose
+//! `/primary` answers), surviving the database's own failover: a
+//! switchover, then a kill -9 of the leader's Patroni and postmaster.
+//! Three Baton nodes (`active_nodes = 2`, 200 ms x 5) connect through
+//! HAProxy only, while a client keeps starting executions.
+//!
+//! What must hold: during each outage the nodes may fence themselves, and
+//! when the database answers again the cluster recovers by itself with no
+//! node declared dead for the outage (no `failover` event), a
+//! `database-regained` event, at most `active_nodes` active at any
+//! moment, and every execution the API acknowledged (201/202) still there
+//! and completed with exactly one completion record per step (with
+//! synchronous replication, nothing acknowledged is lost).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use baton::chaos::ha::{patroni_available, PatroniCluster};
+use serde_json::{json, Value};
+
+use crate::cluster::ActiveMonitor;
+use crate::util::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn node_env(url: &str, id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BATON_DATABASE__URL", url.to_owned()),
+        ("BATON_NODE__ID", id.to_owned()),
+        ("BATON_CLUSTER__ENABLED", "true".into()),
+        ("BATON_CLUSTER__ACTIVE_NODES", "2".into()),
+        ("BATON_CLUSTER__HEARTBEAT_INTERVAL_MS", "200".into()),
+        ("BATON_CLUSTER__FAILOVER_HEARTBEATS", "5".into()),
+    ]
+}
+
+/// The nodes answering the API (active), by index.
+async fn active(nodes: &[Process]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if Http::new(&n.url).get("/api/healthstatus").await.status == 200 {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Starts `slow-steps` executions through whichever node is active, every
+/// 100 ms until stopped, keeping the ids the API acknowledged.
+fn writer(urls: Vec<String>, stop: Rc<RefCell<bool>>, acked: Rc<RefCell<Vec<String>>>) {
+    actix_rt::spawn(async move {
+        let mut k = 0usize;
+        while !*stop.borrow() {
+            k += 1;
+            let http = Http::new(&urls[k % urls.len()]);
+            let r = http
+                .post(
+                    "/api/workflows/slow-steps/executions",
+                    &json!({"inputs": {"ms": 100}}),
+                )
+                .await;
+            if matches!(r.status, 201 | 202) {
+                if let Some(id) = r.json["id"].as_str() {
+                    acked.borrow_mut().push(id.to_owned());
+                }
+            }
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+fn ha_unavailable() -> bool {
+    match patroni_available() {
+        Ok(()) => false,
+        Err(why) if std::env::var_os("BATON_REQUIRE_HA").is_some() => {
+            panic!("BATON_REQUIRE_HA is set (CI): the database HA tests must run: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            true
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn patroni_switchover_and_killed_primary_lose_nothing_and_fail_no_node_over() {
+    if ha_unavailable() {
+        return;
+    }
+    let mut pg = PatroniCluster::start(2, true)
+        .await
+        .expect("the Patroni cluster");
+    let nodes: Vec<Process> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|id| serve(&node_env(&pg.url, id)))
+        .collect();
+    eventually("two nodes are active", LONG, || async {
+        active(&nodes).await.len() == 2
+    })
+    .await;
+    let monitor = ActiveMonitor::start_url(pg.url.clone()).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let first = active(&nodes).await[0];
+    import_slow_steps(&Http::new(&urls[first])).await;
+    let events_before = Http::new(&urls[first])
+        .get("/api/cluster/events")
+        .await
+        .json[0]["id"]
+        .as_i64()
+        .unwrap_or(0);
+
+    let stop = Rc::new(RefCell::new(false));
+    let acked = Rc::new(RefCell::new(Vec::new()));
+    writer(urls.clone(), stop.clone(), acked.clone());
+    let acks = |n: usize| {
+        let acked = acked.clone();
+        move || {
+            let acked = acked.clone();
+            async move { acked.borrow().len() >= n }
+        }
+    };
+    eventually("the writer starts executions", LONG, acks(10)).await;
+
+    let mut report = Vec::new();
+    for fault in ["switchover", "kill -9 of the leader"] {
+        // With synchronous_mode Patroni fails over only to the synchronous
+        // standby: a replica still catching up after the switchover is not
+        // one yet.
+        pg.wait_sync(LONG).await.expect("a synchronous standby");
+        let acked_before = acked.borrow().len();
+        let t = Instant::now();
+        let what = if fault == "switchover" {
+            let (from, to) = pg.switchover().await.expect("switchover");
+            format!("switchover {from} -> {to}")
+        } else {
+            let killed = pg.kill_leader().await.expect("kill");
+            format!("kill -9 of {killed}")
+        };
+        let leader = pg.wait_leader(LONG).await.expect("a new leader");
+        let db_back = t.elapsed();
+        // Recovered: an execution acknowledged after the fault completes.
+        eventually(
+            &format!("a start acknowledged after the {fault}"),
+            LONG,
+            acks(acked_before + 1),
+        )
+        .await;
+        let fresh = acked.borrow()[acked_before].clone();
+        eventually(
+            &format!("an execution started after the {fault} completes"),
+            LONG,
+            || async {
+                for u in &urls {
+                    let r = Http::new(u).get(&format!("/api/executions/{fresh}")).await;
+                    if r.status == 200 && r.json["state"] == "completed" {
+                        return true;
+                    }
+                }
+                false
+            },
+        )
+        .await;
+        let done = t.elapsed();
+        let line = format!(
+            "{what}: new leader {leader} after {db_back:?}; first execution started after the fault completed {:?} after it",
+            done
+        );
+        eprintln!("{line}");
+        report.push(line);
+        if fault != "switchover" {
+            // The killed member comes back as a replica.
+            let killed = what.rsplit(' ').next().unwrap_or_default().to_owned();
+            pg.restart(&killed).expect("restart the killed member");
+        }
+        let more = acked.borrow().len() + 5;
+        eventually("more starts after recovery", LONG, acks(more)).await;
+    }
+    *stop.borrow_mut() = true;
+
+    // Every acknowledged execution is there and completes, once per step.
+    let ids: Vec<String> = acked.borrow().clone();
+    eventually("a node is active", LONG, || async {
+        !active(&nodes).await.is_empty()
+    })
+    .await;
+    let http = Http::new(&urls[active(&nodes).await[0]]);
+    for id in &ids {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{id} was acknowledged: {e}");
+        let log = http.get(&format!("/api/executions/{id}/logs")).await.json;
+        assert_runs(
+            id,
+            log.as_array().map(Vec::as_slice).unwrap_or(&[]),
+            SLOW_STEPS,
+            2,
+        );
+    }
+    let events: Vec<Value> = http
+        .get("/api/cluster/events?limit=1000")
+        .await
+        .json
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["id"].as_i64().unwrap_or(0) > events_before)
+        .collect();
+    assert!(
+        !events.iter().any(|e| e["kind"] == "failover"),
+        "a node was declared dead for the database's failover: {events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "database-regained"),
+        "no event says the database was lost and regained: {events:#?}"
+    );
+    eventually("two nodes are active again", LONG, || async {
+        active(&nodes).await.len() == 2
+    })
+    .await;
+    monitor.assert_never_exceeded(2);
+    eprintln!(
+        "{} executions acknowledged, all completed; {}",
+        ids.len(),
+        report.join("; ")
+    );
+}
