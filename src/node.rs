@@ -54,6 +54,31 @@ pub enum StartError {
     Tls(String),
 }
 
+/// What a cluster node should hear at start about its database's own
+/// failure detection: on MariaDB Galera, a failover timeout shorter than
+/// `evs.suspect_timeout` (a lost member stalls every write in the cluster
+/// for up to that long, so every node fences itself and a live node may
+/// be declared dead), naming both settings. `None` when nothing is wrong
+/// or the database is not Galera.
+pub async fn database_timeout_warning(
+    store: &Store,
+    failover_timeout: Duration,
+) -> Result<Option<String>, baton_actors::StoreError> {
+    let Some(suspect_ms) = store.galera_suspect_timeout_ms().await? else {
+        return Ok(None);
+    };
+    let timeout_ms = failover_timeout.as_millis() as u64;
+    Ok((timeout_ms <= suspect_ms).then(|| {
+        format!(
+            "the failover timeout (cluster.heartbeat_interval_ms x cluster.failover_heartbeats = {timeout_ms} ms) \
+             is not longer than Galera's evs.suspect_timeout ({suspect_ms} ms, in wsrep_provider_options): \
+             when a database member is lost, Galera stalls every write until it evicts it, so every node \
+             will fence itself and live nodes may be declared dead; make the failover timeout longer than \
+             evs.suspect_timeout, or lower evs.suspect_timeout"
+        )
+    }))
+}
+
 /// Refuses to start a standalone node on a database that a running
 /// cluster uses: standalone recovery claims every unfinished execution,
 /// which would pull work away from the cluster's nodes (safely, thanks to
@@ -200,6 +225,13 @@ impl NodeBuilder {
         match &cluster {
             Some(t) => refuse_different_settings(&store, &config, t).await?,
             None => refuse_standalone_on_a_cluster(&store, &config).await?,
+        }
+        if let Some(t) = &cluster {
+            match database_timeout_warning(&store, t.timeout).await {
+                Ok(Some(warning)) => tracing::warn!("{warning}"),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot read the database's own timeouts"),
+            }
         }
 
         let scripts = ScriptPool::start(

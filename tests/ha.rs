@@ -18,13 +18,29 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use baton::chaos::ha::{patroni_available, PatroniCluster};
+use baton::chaos::ha::{galera_available, patroni_available, GaleraCluster, PatroniCluster};
 use serde_json::{json, Value};
 
 use crate::cluster::ActiveMonitor;
 use crate::util::*;
 
 const LONG: Duration = Duration::from_secs(90);
+
+/// Every cluster event after `after` (by id), oldest first.
+async fn events_since(http: &Http, after: i64) -> Vec<Value> {
+    let mut events: Vec<Value> = http
+        .get("/api/cluster/events?limit=1000")
+        .await
+        .json
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["id"].as_i64().unwrap_or(0) > after)
+        .collect();
+    events.reverse();
+    events
+}
 
 fn node_env(url: &str, id: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -72,8 +88,8 @@ fn writer(urls: Vec<String>, stop: Rc<RefCell<bool>>, acked: Rc<RefCell<Vec<Stri
     });
 }
 
-fn ha_unavailable() -> bool {
-    match patroni_available() {
+fn ha_unavailable(available: Result<(), String>) -> bool {
+    match available {
         Ok(()) => false,
         Err(why) if std::env::var_os("BATON_REQUIRE_HA").is_some() => {
             panic!("BATON_REQUIRE_HA is set (CI): the database HA tests must run: {why}")
@@ -87,7 +103,7 @@ fn ha_unavailable() -> bool {
 
 #[actix_rt::test]
 async fn patroni_switchover_and_killed_primary_lose_nothing_and_fail_no_node_over() {
-    if ha_unavailable() {
+    if ha_unavailable(patroni_available()) {
         return;
     }
     let mut pg = PatroniCluster::start(2, true)
@@ -225,5 +241,156 @@ async fn patroni_switchover_and_killed_primary_lose_nothing_and_fail_no_node_ove
         "{} executions acknowledged, all completed; {}",
         ids.len(),
         report.join("; ")
+    );
+}
+
+/// MariaDB Galera: three `mariadbd` members (`evs.suspect_timeout` 3 s),
+/// one Baton node on each (`active_nodes = 2`, a 1 s failover timeout, so
+/// each node warns at start naming both settings). A kill -9 of the
+/// member under an active node stalls every write in the cluster until
+/// Galera evicts it: every node may fence itself. Afterwards the two
+/// nodes whose members live recover by themselves and are the active
+/// ones; only the node whose member died may be declared dead, by exactly
+/// one winner of the takeover race (Galera certifies the racing
+/// transactions optimistically: the losers fail at COMMIT with a
+/// deadlock, a lost race); every acknowledged execution completes once
+/// per step. When the member comes back, its node rejoins as a standby.
+#[actix_rt::test]
+async fn galera_member_killed_under_an_active_node_loses_nothing() {
+    if ha_unavailable(galera_available()) {
+        return;
+    }
+    let mut g = GaleraCluster::start(3, Duration::from_secs(3))
+        .await
+        .expect("the Galera cluster");
+
+    // The start-up check names both settings when the failover timeout is
+    // not longer than Galera's, and is quiet when it is.
+    let store = baton_actors::Store::connect(&g.url(0), 2)
+        .await
+        .expect("connect");
+    let warning = baton::node::database_timeout_warning(&store, Duration::from_secs(1))
+        .await
+        .expect("read the Galera settings")
+        .expect("a warning for 1 s against 3 s");
+    assert!(
+        warning.contains("evs.suspect_timeout")
+            && warning.contains("cluster.failover_heartbeats")
+            && warning.contains("3000 ms"),
+        "{warning}"
+    );
+    assert_eq!(
+        baton::node::database_timeout_warning(&store, Duration::from_secs(4))
+            .await
+            .expect("read"),
+        None
+    );
+    drop(store);
+
+    let ids = ["gx1", "gx2", "gx3"];
+    let nodes: Vec<Process> = (0..3)
+        .map(|i| serve(&node_env(&g.url(i), ids[i])))
+        .collect();
+    eventually("two nodes are active", LONG, || async {
+        active(&nodes).await.len() == 2
+    })
+    .await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let first = active(&nodes).await[0];
+    import_slow_steps(&Http::new(&urls[first])).await;
+    let events_before = Http::new(&urls[first])
+        .get("/api/cluster/events")
+        .await
+        .json[0]["id"]
+        .as_i64()
+        .unwrap_or(0);
+    let stop = Rc::new(RefCell::new(false));
+    let acked = Rc::new(RefCell::new(Vec::new()));
+    writer(urls.clone(), stop.clone(), acked.clone());
+    let acks = |n: usize| {
+        let acked = acked.clone();
+        move || {
+            let acked = acked.clone();
+            async move { acked.borrow().len() >= n }
+        }
+    };
+    eventually("the writer starts executions", LONG, acks(10)).await;
+
+    // Kill the member under an active node.
+    let victim = active(&nodes).await[0];
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let monitor = ActiveMonitor::start_url(g.url(survivors[0])).await;
+    let acked_before = acked.borrow().len();
+    let t = Instant::now();
+    g.kill(victim);
+    eventually(
+        "a start acknowledged after the kill",
+        LONG,
+        acks(acked_before + 1),
+    )
+    .await;
+    let fresh = acked.borrow()[acked_before].clone();
+    eventually(
+        "an execution started after the kill completes",
+        LONG,
+        || async {
+            for u in &urls {
+                let r = Http::new(u).get(&format!("/api/executions/{fresh}")).await;
+                if r.status == 200 && r.json["state"] == "completed" {
+                    return true;
+                }
+            }
+            false
+        },
+    )
+    .await;
+    let recovered = t.elapsed();
+    eventually(
+        "the two nodes on live members are the active ones",
+        LONG,
+        || async { active(&nodes).await == survivors },
+    )
+    .await;
+    let more = acked.borrow().len() + 5;
+    eventually("more starts after recovery", LONG, acks(more)).await;
+    *stop.borrow_mut() = true;
+
+    let ids_acked: Vec<String> = acked.borrow().clone();
+    let http = Http::new(&urls[survivors[0]]);
+    for id in &ids_acked {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{id} was acknowledged: {e}");
+        let log = http.get(&format!("/api/executions/{id}/logs")).await.json;
+        assert_runs(
+            id,
+            log.as_array().map(Vec::as_slice).unwrap_or(&[]),
+            SLOW_STEPS,
+            2,
+        );
+    }
+    let events = events_since(&http, events_before).await;
+    let failovers: Vec<&Value> = events.iter().filter(|e| e["kind"] == "failover").collect();
+    assert!(
+        failovers.iter().all(|e| e["node_id"] == ids[victim]),
+        "only the node whose member died may be declared dead: {events:#?}"
+    );
+    assert!(failovers.len() <= 1, "one winner per takeover: {events:#?}");
+    monitor.assert_never_exceeded(2);
+
+    // The member comes back; its node rejoins as a standby by itself.
+    g.restart(victim).await.expect("the member rejoins");
+    eventually(
+        "the node on the restarted member is a standby",
+        LONG,
+        || async {
+            Http::new(&urls[victim]).get("/api/healthstatus").await.json["state"] == "STANDBY"
+        },
+    )
+    .await;
+    eprintln!(
+        "galera: kill -9 of member g{}: first execution started after the kill completed {recovered:?} after it; {} executions acknowledged, all completed; events: {}",
+        victim + 1,
+        ids_acked.len(),
+        events.iter().map(|e| format!("{} {}", e["kind"], e["node_id"])).collect::<Vec<_>>().join(", ")
     );
 }

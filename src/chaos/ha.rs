@@ -485,3 +485,243 @@ impl Drop for PatroniCluster {
         }
     }
 }
+
+/// Whether this machine can run a Galera cluster, or what is missing.
+pub fn galera_available() -> Result<(), String> {
+    for bin in ["mariadbd", "mariadb-install-db", "rsync"] {
+        if which(bin).is_none() {
+            return Err(format!("no `{bin}` on this machine"));
+        }
+    }
+    if !Path::new(GALERA).exists() {
+        return Err(format!("no {GALERA} (Debian: galera-4)"));
+    }
+    if Command::new("id")
+        .args(["-u", "mysql"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        return Err(
+            "no `mysql` user to run mariadbd as (rsync state transfer refuses root)".into(),
+        );
+    }
+    Ok(())
+}
+
+const GALERA: &str = "/usr/lib/galera/libgalera_smm.so";
+
+/// One `mariadbd` member of a Galera cluster.
+struct GaleraMember {
+    port: u16,
+    gcomm: u16,
+    ist: u16,
+    sst: u16,
+    data: PathBuf,
+    child: Option<Child>,
+}
+
+/// A MariaDB Galera cluster on loopback: `mariadbd` members with
+/// `galera-4`, each on its own ports and data directory, `rsync` state
+/// transfer, run as the `mysql` user. Killed and removed when dropped.
+pub struct GaleraCluster {
+    dir: PathBuf,
+    members: Vec<GaleraMember>,
+    /// `evs.suspect_timeout` as configured (Galera's default is 5 s).
+    pub suspect_timeout: Duration,
+}
+
+impl GaleraCluster {
+    /// Bootstraps the first member, joins the others, waits until all are
+    /// `Synced`, and creates the database `baton`.
+    pub async fn start(members: usize, suspect_timeout: Duration) -> anyhow::Result<GaleraCluster> {
+        galera_available().map_err(anyhow::Error::msg)?;
+        let dir = std::env::temp_dir().join(format!(
+            "baton-galera-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut cluster = GaleraCluster {
+            dir: dir.clone(),
+            members: Vec::new(),
+            suspect_timeout,
+        };
+        for i in 1..=members {
+            let data = dir.join(format!("g{i}"));
+            let out = Command::new(which("mariadb-install-db").context("mariadb-install-db")?)
+                .args([
+                    "--no-defaults",
+                    &format!("--datadir={}", data.display()),
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                    "--user=mysql",
+                ])
+                .stdin(Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "mariadb-install-db: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            cluster.members.push(GaleraMember {
+                port: free_port()?,
+                gcomm: free_port()?,
+                ist: free_port()?,
+                sst: free_port()?,
+                data,
+                child: None,
+            });
+        }
+        let ok = Command::new("chown")
+            .args(["-R", "mysql:", &dir.display().to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("chown mysql {}", dir.display());
+        }
+        for i in 0..members {
+            cluster.spawn(i, i == 0)?;
+            let port = cluster.members[i].port;
+            let url = format!("mysql://root@127.0.0.1:{port}/mysql");
+            let began = Instant::now();
+            loop {
+                if let Ok(true) = synced(&url).await {
+                    break;
+                }
+                if began.elapsed() > Duration::from_secs(120) {
+                    bail!(
+                        "member g{} not synced within 120 s; see {}",
+                        i + 1,
+                        dir.join(format!("g{}.err", i + 1)).display()
+                    );
+                }
+                actix_rt::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let db =
+            sea_orm::Database::connect(cluster.url(0).replace("/baton", "/mysql").as_str()).await?;
+        use sea_orm::ConnectionTrait as _;
+        db.execute_unprepared("CREATE DATABASE baton").await?;
+        db.close().await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize, bootstrap: bool) -> anyhow::Result<()> {
+        let peers: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.gcomm))
+            .collect();
+        let m = &self.members[i];
+        let n = i + 1;
+        let d = self.dir.display();
+        let mut args = vec![
+            "--no-defaults".to_owned(),
+            format!("--datadir={}", m.data.display()),
+            format!("--port={}", m.port),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={d}/g{n}.sock"),
+            format!("--pid-file={d}/g{n}.pid"),
+            format!("--log-error={d}/g{n}.err"),
+            "--user=mysql".into(),
+            "--max-connections=300".into(),
+            "--binlog_format=ROW".into(),
+            "--default_storage_engine=InnoDB".into(),
+            "--innodb_autoinc_lock_mode=2".into(),
+            "--wsrep_on=ON".into(),
+            format!("--wsrep_provider={GALERA}"),
+            "--wsrep_cluster_name=baton".into(),
+            format!(
+                "--wsrep_cluster_address=gcomm://{}",
+                if bootstrap { String::new() } else { peers.join(",") }
+            ),
+            format!("--wsrep_node_address=127.0.0.1:{}", m.gcomm),
+            format!("--wsrep_node_name=g{n}"),
+            format!(
+                "--wsrep_provider_options=gmcast.listen_addr=tcp://127.0.0.1:{};ist.recv_addr=127.0.0.1:{};gcache.size=64M;evs.suspect_timeout=PT{}S",
+                m.gcomm,
+                m.ist,
+                self.suspect_timeout.as_secs_f64()
+            ),
+            "--wsrep_sst_method=rsync".into(),
+            format!("--wsrep_sst_receive_address=127.0.0.1:{}", m.sst),
+        ];
+        if bootstrap {
+            args.push("--wsrep-new-cluster".into());
+        }
+        let child = Command::new(which("mariadbd").context("mariadbd")?)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mariadbd")?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Member `i`'s URL (database `baton`).
+    pub fn url(&self, i: usize) -> String {
+        format!("mysql://root@127.0.0.1:{}/baton", self.members[i].port)
+    }
+
+    /// Kills member `i` with SIGKILL, as a machine that dies. The others
+    /// stall writes until they evict it (`evs.suspect_timeout`).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again; it rejoins the running cluster (IST or SST).
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.members[i].child.is_some() {
+            return Ok(());
+        }
+        self.spawn(i, false)?;
+        let url = format!("mysql://root@127.0.0.1:{}/mysql", self.members[i].port);
+        let began = Instant::now();
+        while !matches!(synced(&url).await, Ok(true)) {
+            if began.elapsed() > Duration::from_secs(120) {
+                bail!("member g{} did not rejoin within 120 s", i + 1);
+            }
+            actix_rt::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    }
+
+    /// The directory holding every member's error log (`g1.err`, ...).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Whether the member at `url` is `Synced` (takes writes).
+async fn synced(url: &str) -> anyhow::Result<bool> {
+    use sea_orm::ConnectionTrait as _;
+    let db = sea_orm::Database::connect(url).await?;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            "SHOW STATUS LIKE 'wsrep_local_state_comment'",
+        ))
+        .await?;
+    let _ = db.close().await;
+    Ok(row
+        .and_then(|r| r.try_get_by_index::<String>(1).ok())
+        .is_some_and(|v| v == "Synced"))
+}
+
+impl Drop for GaleraCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        if std::env::var_os("BATON_KEEP_HA").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -622,3 +622,92 @@ fn orphan_sql(head: &str) -> String {
          (SELECT 1 FROM nodes n WHERE n.id = e.owner_node AND n.role = 'active' AND n.state = 'RUNNING')"
     )
 }
+
+/// An ISO 8601 duration as Galera writes its timeouts (`PT5S`, `PT1.5S`,
+/// `PT1M30S`, `P1D`), in milliseconds.
+pub fn iso8601_ms(text: &str) -> Option<u64> {
+    let rest = text.trim().strip_prefix('P')?;
+    let (days, time) = match rest.split_once('T') {
+        Some((d, t)) => (d, t),
+        None => (rest, ""),
+    };
+    let mut ms = 0f64;
+    let mut add = |part: &str, units: &[(char, f64)]| -> Option<()> {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                number.push(c);
+            } else {
+                let unit = units.iter().find(|(u, _)| *u == c)?.1;
+                ms += number.parse::<f64>().ok()? * unit;
+                number.clear();
+            }
+        }
+        number.is_empty().then_some(())
+    };
+    add(days, &[('D', 86_400_000.0), ('W', 604_800_000.0)])?;
+    add(time, &[('H', 3_600_000.0), ('M', 60_000.0), ('S', 1000.0)])?;
+    Some(ms.round() as u64)
+}
+
+impl Store {
+    /// On a MariaDB Galera member: Galera's `evs.suspect_timeout` (from
+    /// `wsrep_provider_options`), in milliseconds: how long the whole
+    /// cluster may stall every write when a member is lost, before it
+    /// evicts it. `None` elsewhere (not MySQL, or `wsrep_on` is off).
+    pub async fn galera_suspect_timeout_ms(&self) -> Result<Option<u64>, StoreError> {
+        if self.backend() != DbBackend::MySql {
+            return Ok(None);
+        }
+        self.db()
+            .run(|c| async move {
+                let var = |name: &'static str| {
+                    let c = c.clone();
+                    async move {
+                        let row = c
+                            .query_one_raw(Statement::from_string(
+                                DbBackend::MySql,
+                                format!("SHOW VARIABLES LIKE '{name}'"),
+                            ))
+                            .await?;
+                        Ok::<_, sea_orm::DbErr>(
+                            row.and_then(|r| r.try_get_by_index::<String>(1).ok()),
+                        )
+                    }
+                };
+                if !var("wsrep_on")
+                    .await?
+                    .is_some_and(|v| v.eq_ignore_ascii_case("ON"))
+                {
+                    return Ok(None);
+                }
+                let options = var("wsrep_provider_options").await?.unwrap_or_default();
+                // Galera's default when the option is not listed.
+                let suspect = options
+                    .split(';')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| k.trim() == "evs.suspect_timeout")
+                    .and_then(|(_, v)| iso8601_ms(v))
+                    .unwrap_or(5000);
+                Ok(Some(suspect))
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod galera_tests {
+    use super::iso8601_ms;
+
+    #[test]
+    fn galera_durations_read_as_milliseconds() {
+        assert_eq!(iso8601_ms("PT5S"), Some(5000));
+        assert_eq!(iso8601_ms(" PT1.5S"), Some(1500));
+        assert_eq!(iso8601_ms("PT1M30S"), Some(90_000));
+        assert_eq!(iso8601_ms("P1D"), Some(86_400_000));
+        assert_eq!(iso8601_ms("PT0.5S"), Some(500));
+        assert_eq!(iso8601_ms("5S"), None);
+        assert_eq!(iso8601_ms("PT5X"), None);
+        assert_eq!(iso8601_ms("PT5"), None);
+    }
+}
