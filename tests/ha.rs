@@ -380,7 +380,7 @@ async fn galera_member_killed_under_an_active_node_loses_nothing() {
     // The member comes back; its node rejoins as a standby by itself.
     g.restart(victim).await.expect("the member rejoins");
     eventually(
-        "the node on the restarted member is a standby",
+        "the node on the restarted member rejoins as a standby",
         LONG,
         || async {
             Http::new(&urls[victim]).get("/api/healthstatus").await.json["state"] == "STANDBY"

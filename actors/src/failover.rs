@@ -81,20 +81,26 @@ impl Watch {
         interval: Duration,
         timeout: Duration,
     ) -> Vec<(String, i64)> {
-        let continuous = epoch == self.epoch
-            && self
-                .last_read
-                .is_some_and(|t| began.saturating_duration_since(t) <= interval * Self::MAX_GAP);
+        let gap = self.last_read.map(|t| began.saturating_duration_since(t));
+        let continuous = epoch == self.epoch && gap.is_some_and(|g| g <= interval * Self::MAX_GAP);
+        if epoch == self.epoch && !continuous {
+            if let Some(g) = gap {
+                // Reads this far apart (a stalled database, a paused
+                // process, scans slower than the interval) watch nothing.
+                tracing::warn!(gap_ms = g.as_millis() as u64, "peer scans {} ms apart (more than {} intervals): watching every peer for a full failover timeout again", g.as_millis(), Self::MAX_GAP);
+            }
+        }
         if !continuous {
             self.seen.clear();
         }
         // A heartbeat first seen now was written after the previous scan
         // read (or, without one, at some unknown time): it counts from
-        // that read, the earliest it can have been written.
-        let from = if continuous {
-            self.last_read.unwrap_or(began)
-        } else {
-            began
+        // that read, but never from more than one interval back, so that
+        // a peer whose heartbeat was sent after that point keeps its whole
+        // lease (timeout less one interval from the send, invariant 5).
+        let from = match (continuous, self.last_read) {
+            (true, Some(t)) => t.max(began.checked_sub(interval).unwrap_or(t)),
+            _ => began,
         };
         let mut seen = std::collections::HashMap::with_capacity(peers.len());
         let mut dead = Vec::new();
@@ -115,7 +121,8 @@ impl Watch {
         dead
     }
 
-    /// A scan failed or was skipped: the next one starts every count again.
+    /// The read of the peers failed, or this node was not in a state to
+    /// scan: the next read starts every count again.
     pub fn break_off(&mut self) {
         self.last_read = None;
     }
@@ -181,6 +188,10 @@ impl FailoverDetectorActor {
     fn scan(
         &mut self,
     ) -> impl actix::ActorFuture<Self, Output = Result<ScanReport, String>> + use<> {
+        // A scan asked for (`ScanPeers`) while the interval's scan runs
+        // neither clears `busy` nor stores its copy of the watch over the
+        // newer one.
+        let owner = !self.busy;
         self.busy = true;
         let store = self.store.clone();
         let me = self.node_id.clone();
@@ -198,7 +209,13 @@ impl FailoverDetectorActor {
             let result = async {
                 let timeout_ms = timing.timeout.as_millis() as i64;
                 let began = Instant::now();
-                let peers = store.peers(&me, timeout_ms).await.map_err(|e| e.to_string())?;
+                let peers = match store.peers(&me, timeout_ms).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        watch.break_off();
+                        return Err(e.to_string());
+                    }
+                };
                 let epoch = status.raw().epoch;
                 let dead = watch.observe(&peers, began, epoch, timing.interval, timing.timeout);
                 for p in peers.iter().filter(|p| p.stale && !dead.iter().any(|(d, _)| *d == p.id)) {
@@ -234,15 +251,16 @@ impl FailoverDetectorActor {
             Ok(report)
             }
             .await;
-            if result.is_err() {
-                watch.break_off();
-            }
+            // A later step that failed (a takeover lost at COMMIT, say)
+            // leaves the watch as read.
             (watch, result)
         }
         .into_actor(self)
-        .map(|(watch, result), act, _| {
-            act.busy = false;
-            act.watch = watch;
+        .map(move |(watch, result), act, _| {
+            if owner {
+                act.busy = false;
+                act.watch = watch;
+            }
             match &result {
                 Ok(r) if !r.taken_over.is_empty() || r.promoted || r.adopted > 0 => {
                     act.rescan.do_send(Rescan { promoted: r.promoted });
@@ -424,6 +442,22 @@ mod tests {
             !w.observe(&[peer("p", 1, hb, true)], t0 + I * *k, epoch, I, T)
                 .is_empty()
         })
+    }
+
+    #[test]
+    fn a_heartbeat_first_seen_after_a_slow_scan_counts_from_one_interval_back() {
+        let t0 = Instant::now();
+        let mut w = Watch::default();
+        assert!(w.observe(&[peer("p", 1, 1, false)], t0, 7, I, T).is_empty());
+        // The next read comes three intervals later (still continuous) and
+        // sees a new heartbeat, now stale by a clock that jumped ahead: it
+        // counts from one interval back, not from the read three back, so
+        // a peer that sent it just now keeps its lease.
+        let first = I * 3;
+        let declared = (0..20u32)
+            .map(|k| first + I * k)
+            .find(|at| !w.observe(&[peer("p", 1, 2, true)], t0 + *at, 7, I, T).is_empty());
+        assert_eq!(declared, Some(first - I + T));
     }
 
     #[test]

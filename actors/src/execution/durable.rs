@@ -55,7 +55,7 @@ impl Run {
     /// (up to 2 s); `Stopped` at once when the node stops this run now
     /// (it fenced itself: it writes nothing more, and a run stuck in
     /// retries through a database outage must not hold up its rejoining).
-    async fn backoff(&self, delay: &mut Duration) -> Result<(), RunOutcome> {
+    pub(super) async fn backoff(&self, delay: &mut Duration) -> Result<(), RunOutcome> {
         let until = tokio::time::Instant::now() + *delay;
         *delay = (*delay * 2).min(Duration::from_secs(2));
         while tokio::time::Instant::now() < until {

@@ -219,7 +219,9 @@ impl Handler<Stop> for ExecutionActor {
         self.control.waiters.borrow_mut().push(tx);
         self.control.stop.set(true);
         if msg.now {
-            self.control.halt.set(true);
+            // Fenced (nothing recorded): no store write is tried again. A
+            // drain past its bound still records the item interrupted.
+            self.control.halt.set(!msg.record);
             self.control.record_interrupt.set(msg.record);
             self.control.abort_current();
         }

@@ -246,8 +246,8 @@ impl Run {
                         return Err(RunOutcome::StoreFailed(failure.message));
                     }
                     tracing::warn!(execution = %self.fence.execution, item = %self.item, error = %failure.message, "store failure inside an item; running it again");
-                    let pause = Duration::from_millis(50u64 << store_failures.min(5));
-                    tokio::time::sleep(pause).await;
+                    let mut pause = Duration::from_millis(50u64 << store_failures.min(5));
+                    self.backoff(&mut pause).await?;
                     continue;
                 }
                 Ok(done) => {

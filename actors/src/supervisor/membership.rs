@@ -13,11 +13,16 @@ use crate::store::NodeRegistration;
 pub(super) struct FencedSince {
     at: std::time::Instant,
     kind: crate::messages::FenceKind,
-    /// The `fence` event's message, and whether it was recorded (it is
-    /// not when the database is what was lost).
+    /// The `fence` event's message, and what became of recording it then
+    /// (it fails when the database is what was lost): one of the
+    /// `FENCE_EVENT_*` values.
     message: String,
-    recorded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    recorded: std::sync::Arc<std::sync::atomic::AtomicU8>,
 }
+
+const FENCE_EVENT_PENDING: u8 = 0;
+const FENCE_EVENT_RECORDED: u8 = 1;
+const FENCE_EVENT_FAILED: u8 = 2;
 
 impl NodeSupervisor {
     /// Joins (or rejoins) the cluster as a standby; retries while the
@@ -88,7 +93,15 @@ impl NodeSupervisor {
         let away_ms = f.at.elapsed().as_millis();
         actix::spawn(async move {
             use std::sync::atomic::Ordering;
-            if !f.recorded.load(Ordering::SeqCst) {
+            // The first try may still be waiting for a connection: wait
+            // for its outcome, so the event is recorded once.
+            let began = std::time::Instant::now();
+            while f.recorded.load(Ordering::SeqCst) == FENCE_EVENT_PENDING
+                && began.elapsed() < std::time::Duration::from_secs(10)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if f.recorded.load(Ordering::SeqCst) == FENCE_EVENT_FAILED {
                 let late = format!(
                     "{} (recorded on rejoining: the database was unreachable then)",
                     f.message
@@ -99,7 +112,7 @@ impl NodeSupervisor {
             }
             if f.kind == crate::messages::FenceKind::HeartbeatDeadline {
                 let message = format!(
-                    "node {node} reached the database again and rejoined at epoch {epoch}, {away_ms} ms after it fenced itself for heartbeats it could not commit"
+                    "node {node} rejoined at epoch {epoch}, {away_ms} ms after it fenced itself because no heartbeat committed in time (the database was unreachable or stalled, or this process was)"
                 );
                 tracing::warn!(%node, away_ms, "reached the database again");
                 if let Err(e) = store
@@ -189,7 +202,7 @@ impl Handler<FenceSelf> for NodeSupervisor {
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
         let message = format!("node {node} fenced itself: {}", msg.reason);
-        let recorded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let recorded = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(FENCE_EVENT_PENDING));
         self.fenced = Some(FencedSince {
             at: std::time::Instant::now(),
             kind: msg.kind,
@@ -199,9 +212,11 @@ impl Handler<FenceSelf> for NodeSupervisor {
         ctx.spawn(
             async move {
                 let _ = store.mark_fenced(&node, epoch).await;
-                if store.record_event("fence", &node, &message).await.is_ok() {
-                    recorded.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
+                let outcome = match store.record_event("fence", &node, &message).await {
+                    Ok(()) => FENCE_EVENT_RECORDED,
+                    Err(_) => FENCE_EVENT_FAILED,
+                };
+                recorded.store(outcome, std::sync::atomic::Ordering::SeqCst);
             }
             .into_actor(self),
         );
