@@ -193,7 +193,8 @@ impl From<StoreError> for ApiError {
 /// exception), 57P01..57P05 (shutdown, cannot connect now) and 53300 (too
 /// many connections), 25006 (read-only: a standby or a demoted primary),
 /// 40001/40P01 (serialization failure, deadlock: rolled back, retry);
-/// MySQL/MariaDB class 08 (08S01 server shutdown), 1290 (`--read-only`), the
+/// MySQL/MariaDB class 08 (08S01 server shutdown), 1290 (`--read-only`),
+/// 1047 (a Galera member without quorum), the
 /// error numbers for a killed or lost connection, and "server has gone
 /// away"/"lost connection" messages; and the database runtime gone.
 pub(crate) fn unavailable_reason(e: &StoreError) -> Option<&'static str> {
@@ -234,7 +235,15 @@ fn sqlx_reason(e: &sea_orm::SqlxError) -> Option<&'static str> {
         SqlxError::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
-            if code.starts_with("08") {
+            if db
+                .try_downcast_ref::<sea_orm::SqlxMySqlError>()
+                .is_some_and(|m| m.number() == 1047)
+            {
+                // ER_UNKNOWN_COM_ERROR (SQLSTATE 08S01) as Galera uses it:
+                // "WSREP has not yet prepared node for application use", a
+                // member cut off from the primary component (no quorum).
+                Some("the database member is not in a primary Galera component (it lost quorum)")
+            } else if code.starts_with("08") {
                 Some("connection failure")
             } else if matches!(code, "57P01" | "57P02" | "57P03" | "57P04" | "57P05") {
                 Some("the server is shutting down or not accepting connections")

@@ -207,6 +207,7 @@ async fn of_two_claims_from_one_read_exactly_one_wins(b: Backend) {
         node: "n1".into(),
         epoch: row.owner_epoch,
         run: None,
+        step: None,
     };
     let (a, b2) = futures::join!(
         store.claim_run(&fence, row.run_token, row.step, row.attempt),
@@ -400,6 +401,7 @@ async fn a_write_under_a_stale_fence_writes_nothing(b: Backend) {
         node: "n1".into(),
         epoch: row.owner_epoch,
         run: None,
+        step: None,
     };
     let token = store
         .claim_run(&base, row.run_token, row.step, row.attempt)
@@ -447,6 +449,13 @@ async fn a_write_under_a_stale_fence_writes_nothing(b: Backend) {
             "an old run",
             Fence {
                 run: Some(token - 1),
+                ..fence.clone()
+            },
+        ),
+        (
+            "a row that went backwards (a step it saw committed is gone)",
+            Fence {
+                step: Some(row.step + 2),
                 ..fence.clone()
             },
         ),

@@ -13,10 +13,12 @@ use crate::util::*;
 
 on_all_backends!(
     kill_dash_nine_mid_run_loses_nothing_and_reruns_only_the_running_item,
-    sigterm_finishes_the_running_item_and_restart_continues
+    sigterm_finishes_the_running_item_and_restart_continues,
+    a_row_that_went_backwards_is_resumed_not_skipped
 );
 
 const N: usize = 6;
+const LONG: Duration = Duration::from_secs(30);
 
 async fn logs(http: &Http, id: &str) -> Vec<Value> {
     http.get(&format!("/api/executions/{id}/logs"))
@@ -157,4 +159,86 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
         s1_runs, 1,
         "the item running at SIGTERM was not run again: {log:?}"
     );
+}
+
+/// Issue 13 item 4: after a database failover with asynchronous
+/// replication (or a restore), commits the node saw acknowledged can be
+/// missing: the execution row is back at an earlier step and the log
+/// records of the lost steps are gone, while the node's actor still holds
+/// the later state. Its next write is refused (the fence names the step
+/// it last committed), it stops, and the rescan resumes the execution
+/// from the row as it is: the lost steps run again, each recorded
+/// completed exactly once, none skipped. Before, the actor wrote its later
+/// state over the row and the lost steps had no completion record.
+async fn a_row_that_went_backwards_is_resumed_not_skipped(b: Backend) {
+    use baton_actors::store::entities::{execution, item_log};
+    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter};
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import_slow_steps(&http).await;
+    let id = start(&http, "slow-steps", json!({"ms": 600})).await;
+    let conn = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    let at_step = |step: i64| {
+        let conn = conn.clone();
+        let id = id.clone();
+        move || {
+            let (conn, id) = (conn.clone(), id.clone());
+            async move {
+                execution::Entity::find_by_id(id)
+                    .one(&conn)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.step == step)
+            }
+        }
+    };
+    // Sleeping in s2 (step 3): what the new primary will hold.
+    eventually("the run is at step 3", LONG, at_step(3)).await;
+    let snapshot = execution::Entity::find_by_id(id.clone())
+        .one(&conn)
+        .await
+        .expect("read")
+        .expect("row");
+    let last_log = item_log::Entity::find()
+        .filter(item_log::Column::ExecutionId.eq(id.as_str()))
+        .all(&conn)
+        .await
+        .expect("log")
+        .iter()
+        .map(|l| l.id)
+        .max()
+        .unwrap_or(0);
+    // Sleeping in s3 (step 5): two checkpoints later, they are lost.
+    eventually("the run is at step 5", LONG, at_step(5)).await;
+    let mut back: execution::ActiveModel = snapshot.clone().into();
+    back = back.reset_all();
+    back.update(&conn)
+        .await
+        .expect("the row goes back to step 3");
+    item_log::Entity::delete_many()
+        .filter(item_log::Column::ExecutionId.eq(id.as_str()))
+        .filter(item_log::Column::Id.gt(last_log))
+        .exec(&conn)
+        .await
+        .expect("the lost steps' records go");
+
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["outputs"]["count"].clone()),
+        (json!("completed"), json!(3)),
+        "{e}"
+    );
+    let log = logs(&http, &id).await;
+    assert_runs(&id, &log, SLOW_STEPS, 1);
+    assert!(
+        log.iter()
+            .any(|l| l["event"] == "resumed" && l["step"] == 3),
+        "the step the row went back to is resumed: {log:?}"
+    );
+    conn.close().await.expect("close");
+    node.stop().await;
 }

@@ -602,18 +602,16 @@ async fn an_item_that_keeps_crashing_its_node_fails_after_the_budget(b: Backend)
         2,
         "not started a third time"
     );
-    // A cluster event too (for the operator and the webhooks).
-    let events = http.get("/api/cluster/events").await.json;
-    let pill = events
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["kind"] == "poison-pill");
-    assert!(
-        pill.is_some_and(
-            |e| e["node_id"] == "looping" && e["message"].as_str().unwrap_or("").contains(&id)
-        ),
-        "{events}"
-    );
+    // A cluster event too (for the operator and the webhooks), recorded
+    // just after the failure commits.
+    eventually("a poison-pill event naming the execution", LONG, || async {
+        let events = http.get("/api/cluster/events").await.json;
+        events.as_array().into_iter().flatten().any(|e| {
+            e["kind"] == "poison-pill"
+                && e["node_id"] == "looping"
+                && e["message"].as_str().unwrap_or("").contains(&id)
+        })
+    })
+    .await;
     node.stop().await;
 }

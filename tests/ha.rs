@@ -387,6 +387,27 @@ async fn galera_member_killed_under_an_active_node_loses_nothing() {
         },
     )
     .await;
+
+    // Two members die: the last one loses quorum and refuses every
+    // statement ("WSREP has not yet prepared node", 1047). Its node answers
+    // 503 database_unavailable, not 500.
+    let last = survivors[0];
+    for i in (0..3).filter(|i| *i != last) {
+        g.kill(i);
+    }
+    let http_last = Http::new(&urls[last]);
+    eventually(
+        "the node on the member without quorum answers 503",
+        LONG,
+        || async {
+            let r = http_last.get("/api/cluster/events").await;
+            assert_ne!(r.status, 500, "{}", r.text);
+            r.status == 503
+                && r.json["error"]["code"] == "database_unavailable"
+                && r.text.contains("quorum")
+        },
+    )
+    .await;
     eprintln!(
         "galera: kill -9 of member g{}: first execution started after the kill completed {recovered:?} after it; {} executions acknowledged, all completed; events: {}",
         victim + 1,

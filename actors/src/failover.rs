@@ -454,9 +454,10 @@ mod tests {
         // counts from one interval back, not from the read three back, so
         // a peer that sent it just now keeps its lease.
         let first = I * 3;
-        let declared = (0..20u32)
-            .map(|k| first + I * k)
-            .find(|at| !w.observe(&[peer("p", 1, 2, true)], t0 + *at, 7, I, T).is_empty());
+        let declared = (0..20u32).map(|k| first + I * k).find(|at| {
+            !w.observe(&[peer("p", 1, 2, true)], t0 + *at, 7, I, T)
+                .is_empty()
+        });
         assert_eq!(declared, Some(first - I + T));
     }
 

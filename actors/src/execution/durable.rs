@@ -51,6 +51,24 @@ impl Run {
         }
     }
 
+    /// Whether `cp`, tried before with an unknown commit outcome, is what
+    /// the row holds now under this run's own fence (same owner, epoch and
+    /// run, at the step `cp` moves to).
+    async fn landed(&self, cp: &Checkpoint) -> bool {
+        let Some(step) = cp.step else {
+            return false;
+        };
+        match self.store.execution(&self.fence.execution).await {
+            Ok(Some(row)) => {
+                row.owner_node.as_deref() == Some(self.fence.node.as_str())
+                    && row.owner_epoch == self.fence.epoch
+                    && self.fence.run.is_none_or(|r| r == row.run_token)
+                    && row.step == step
+            }
+            _ => false,
+        }
+    }
+
     /// Waits `delay` before a store write is tried again, and doubles it
     /// (up to 2 s); `Stopped` at once when the node stops this run now
     /// (it fenced itself: it writes nothing more, and a run stuck in
@@ -80,9 +98,21 @@ impl Run {
         let mut delay = Duration::from_millis(50);
         let mut tries = 0;
         let mut maybe_committed = false;
+        // The row must still be at the step this run last committed
+        // (`Fence::step`): one that went backwards is resumed from, not
+        // written over.
+        let fence = crate::store::Fence {
+            step: Some(self.step),
+            ..self.fence.clone()
+        };
         loop {
-            match self.store.checkpoint(&self.fence, cp.clone()).await {
+            match self.store.checkpoint(&fence, cp.clone()).await {
                 Ok(()) => return Ok(()),
+                Err(e) if e.is_ownership_lost() && maybe_committed && self.landed(&cp).await => {
+                    // An earlier try's commit had an unknown outcome and did
+                    // commit: the row is already at this checkpoint's step.
+                    return Ok(());
+                }
                 Err(e) if e.is_ownership_lost() => {
                     EngineMetrics::inc(&self.metrics.ownership_lost);
                     tracing::warn!(execution = %self.fence.execution, node = %self.fence.node, epoch = self.fence.epoch, "ownership lost; stopping");

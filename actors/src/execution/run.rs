@@ -148,6 +148,7 @@ impl Run {
                 node: s.node,
                 epoch: row.owner_epoch,
                 run: None,
+                step: None,
             },
             node_epoch: s.node_epoch,
             item_retries: row.item_retries,

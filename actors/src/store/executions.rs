@@ -25,6 +25,13 @@ pub struct Fence {
     /// The run token this run claimed (`Store::claim_run`); `None` for
     /// writes made without a run (a cancel of a parked execution).
     pub run: Option<i64>,
+    /// The step the row must still be at: the run's last committed step.
+    /// A row that went backwards (commits the database acknowledged and
+    /// then lost: a failover with asynchronous replication, a restore)
+    /// refuses the write like a lost ownership, the run stops, and the
+    /// owner's rescan resumes the execution from the row as it now is,
+    /// so no item is skipped. `None`: not checked.
+    pub step: Option<i64>,
 }
 
 /// One record for the item log; the node is the writer's.
@@ -571,6 +578,9 @@ pub(super) async fn fenced_update(
         .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
         .apply_if(fence.run, |q, run| {
             q.filter(execution::Column::RunToken.eq(run))
+        })
+        .apply_if(fence.step, |q, step| {
+            q.filter(execution::Column::Step.eq(step))
         })
         .filter(execution::Column::State.is_in(states.iter().copied()))
         .exec(txn)

@@ -175,6 +175,7 @@ impl Handler<CancelExecution> for NodeSupervisor {
                 node: row.owner_node.clone().unwrap_or_default(),
                 epoch: row.owner_epoch,
                 run: None,
+                step: None,
             };
             let log = LogEntry {
                 item: row.current_item.clone().unwrap_or_default(),
