@@ -40,6 +40,7 @@ on_all_backends!(
     of_two_claims_from_one_read_exactly_one_wins,
     a_write_under_a_stale_fence_writes_nothing,
     a_stale_active_row_keeps_its_slot_until_its_takeover,
+    batched_checkpoints_refuse_rows_that_went_backwards,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -570,4 +571,91 @@ async fn a_stale_active_row_keeps_its_slot_until_its_takeover(b: Backend) {
         "{won:?}"
     );
     assert_eq!(active(store.clone()).await, ["second"]);
+}
+
+/// `Fence::step` in the group commit: many "next item" checkpoints
+/// submitted at once are written by one bulk `UPDATE` per batch. Those
+/// whose row is not at the step their run last committed (it went
+/// backwards) are refused there too, and only those.
+async fn batched_checkpoints_refuse_rows_that_went_backwards(b: Backend) {
+    use baton_actors::store::Checkpoint;
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let mut fences = Vec::new();
+    for i in 0..24 {
+        let StartOutcome::Created(row) = store
+            .create_execution(NewExecution {
+                id: format!("b{i}"),
+                workflow_id: "w".into(),
+                workflow_version: 1,
+                parent_id: None,
+                inputs: json!({}),
+                variables: json!({"n": 0}),
+                start_item: "a".into(),
+                owner_node: "n1".into(),
+                node_epoch: None,
+            })
+            .await
+            .expect("create")
+        else {
+            panic!("created")
+        };
+        let base = Fence {
+            execution: row.id.clone(),
+            node: "n1".into(),
+            epoch: row.owner_epoch,
+            run: None,
+            step: None,
+        };
+        let token = store
+            .claim_run(&base, row.run_token, row.step, row.attempt)
+            .await
+            .expect("claim")
+            .expect("won");
+        // Every other run believes it is two steps further than its row.
+        let believed = if i % 2 == 0 { row.step } else { row.step + 2 };
+        fences.push((
+            Fence {
+                run: Some(token),
+                step: Some(believed),
+                ..base
+            },
+            row.step,
+        ));
+    }
+    let advance = |step: i64| Checkpoint {
+        variables: Some(json!({"n": 1})),
+        outputs: Some(json!({})),
+        current_item: Some(Some("b".into())),
+        step: Some(step + 1),
+        attempt: Some(1),
+        item_retries: Some(0),
+        clear_wait: true,
+        ..Default::default()
+    };
+    let results = futures::future::join_all(
+        fences
+            .iter()
+            .map(|(f, step)| store.checkpoint(f, advance(f.step.unwrap_or(*step)))),
+    )
+    .await;
+    for (i, ((f, step), r)) in fences.iter().zip(results).enumerate() {
+        let now = store
+            .execution(&f.execution)
+            .await
+            .expect("read")
+            .expect("row");
+        if i % 2 == 0 {
+            assert!(r.is_ok(), "{}: written: {r:?}", f.execution);
+            assert_eq!(now.step, step + 1, "{}", f.execution);
+        } else {
+            assert!(
+                r.is_err_and(|e| e.is_ownership_lost()),
+                "{}: refused",
+                f.execution
+            );
+            assert_eq!(now.step, *step, "{}: nothing written", f.execution);
+        }
+    }
 }

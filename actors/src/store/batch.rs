@@ -167,7 +167,7 @@ impl Shape {
         }
     }
 
-    /// The value columns after `id, owner_node, owner_epoch, run_token`, with their
+    /// The value columns after `id, owner_node, owner_epoch, run_token, fence_step`, with their
     /// PostgreSQL casts.
     fn columns(self) -> &'static [(&'static str, &'static str)] {
         match self {
@@ -221,7 +221,7 @@ async fn bulk_update(
 ) -> Result<Option<HashSet<String>>, sea_orm::DbErr> {
     let now = Store::now_sql(backend);
     let cols = shape.columns();
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * (4 + cols.len()));
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * (5 + cols.len()));
     let mut rows = Vec::with_capacity(batch.len());
     for p in batch {
         let n = values.len();
@@ -232,11 +232,12 @@ async fn bulk_update(
                     format!("${}", n + 2),
                     format!("${}::bigint", n + 3),
                     format!("${}::bigint", n + 4),
+                    format!("${}::bigint", n + 5),
                 ];
                 ph.extend(
                     cols.iter()
                         .enumerate()
-                        .map(|(i, (_, cast))| format!("${}{cast}", n + 5 + i)),
+                        .map(|(i, (_, cast))| format!("${}{cast}", n + 6 + i)),
                 );
                 format!("({})", ph.join(", "))
             }
@@ -246,17 +247,20 @@ async fn bulk_update(
                     "? AS owner_node".to_owned(),
                     "? AS owner_epoch".to_owned(),
                     "? AS run_token".to_owned(),
+                    "? AS fence_step".to_owned(),
                 ];
                 sel.extend(cols.iter().map(|(c, _)| format!("? AS {c}")));
                 format!("SELECT {}", sel.join(", "))
             }
-            _ => format!("({})", vec!["?"; 4 + cols.len()].join(", ")),
+            _ => format!("({})", vec!["?"; 5 + cols.len()].join(", ")),
         };
         rows.push(row);
         values.push(p.fence.execution.clone().into());
         values.push(p.fence.node.clone().into());
         values.push(p.fence.epoch.into());
         values.push(p.fence.run.unwrap_or_default().into());
+        // The step the row must still be at (`Fence::step`); -1: any.
+        values.push(p.fence.step.unwrap_or(-1).into());
         values.extend(shape.values(&p.cp));
     }
     let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
@@ -268,7 +272,7 @@ async fn bulk_update(
             }
             format!(
                 "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch AND e.run_token = v.run_token \
-                 AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
+                 AND (v.fence_step < 0 OR e.step = v.fence_step) AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
                 rows.join(" UNION ALL "),
                 set.join(", ")
             )
@@ -279,9 +283,9 @@ async fn bulk_update(
                 set.push("wait_until = NULL, wait_signal = NULL".into());
             }
             format!(
-                "WITH v(id, owner_node, owner_epoch, run_token, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
+                "WITH v(id, owner_node, owner_epoch, run_token, fence_step, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
                  WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch AND executions.run_token = v.run_token \
-                 AND executions.state IN ('running', 'waiting', 'waiting-signal') RETURNING executions.id AS id",
+                 AND (v.fence_step < 0 OR executions.step = v.fence_step) AND executions.state IN ('running', 'waiting', 'waiting-signal') RETURNING executions.id AS id",
                 names.join(", "),
                 rows.join(", "),
                 set.join(", ")
@@ -290,9 +294,19 @@ async fn bulk_update(
     };
     let stmt = Statement::from_sql_and_values(backend, sql, values);
     if backend == DbBackend::MySql {
+        // MySQL says only how many rows it changed, not which: when some
+        // were fenced out, undo the whole statement and let each be
+        // written alone (a fenced write is not idempotent: the step moves).
+        txn.execute_unprepared("SAVEPOINT baton_bulk").await?;
         let done = txn.execute_raw(stmt).await?.rows_affected();
-        return Ok((done == batch.len() as u64)
-            .then(|| batch.iter().map(|p| p.fence.execution.clone()).collect()));
+        if done != batch.len() as u64 {
+            txn.execute_unprepared("ROLLBACK TO SAVEPOINT baton_bulk")
+                .await?;
+            return Ok(None);
+        }
+        return Ok(Some(
+            batch.iter().map(|p| p.fence.execution.clone()).collect(),
+        ));
     }
     let rows = txn.query_all_raw(stmt).await?;
     let mut ids = HashSet::with_capacity(rows.len());
