@@ -41,6 +41,9 @@ on_all_backends!(
     a_write_under_a_stale_fence_writes_nothing,
     a_stale_active_row_keeps_its_slot_until_its_takeover,
     batched_checkpoints_refuse_rows_that_went_backwards,
+    starts_made_together_stay_idempotent_and_epoch_checked,
+    a_wake_is_the_claim_of_the_run_it_wakes,
+    batched_completions_are_fenced_and_consume_only_their_own_signals,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -127,6 +130,7 @@ async fn a_stale_row_starts_no_second_run(b: Backend) {
         node: node.node_id().to_owned(),
         node_epoch: 0,
         kind: StartKind::Recovered,
+        claimed: None,
         max_item_starts: 10,
         max_depth: 8,
         fan_out: 4,
@@ -656,6 +660,285 @@ async fn batched_checkpoints_refuse_rows_that_went_backwards(b: Backend) {
                 f.execution
             );
             assert_eq!(now.step, *step, "{}: nothing written", f.execution);
+        }
+    }
+}
+
+fn new_start(id: &str, owner: &str, epoch: Option<i64>) -> NewExecution {
+    NewExecution {
+        id: id.into(),
+        workflow_id: "w".into(),
+        workflow_version: 1,
+        parent_id: None,
+        inputs: json!({}),
+        variables: json!({}),
+        start_item: "a".into(),
+        owner_node: owner.into(),
+        node_epoch: epoch,
+    }
+}
+
+/// Issue 14 item 3: starts made at the same moment share one transaction
+/// (the store's start batcher). An `execution_id` repeated in one batch,
+/// or already taken, creates nothing new and answers the stored row; each
+/// created execution has exactly one `started` record; a start under an
+/// epoch the node has left is refused without taking the rest of its
+/// batch with it.
+async fn starts_made_together_stay_idempotent_and_epoch_checked(b: Backend) {
+    use baton_actors::store::NodeRegistration;
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let epoch = store
+        .register_node(NodeRegistration {
+            id: "n1".into(),
+            address: "http://127.0.0.1:1".into(),
+            role: "active".into(),
+            state: baton_actors::store::node_state::RUNNING.into(),
+            fingerprint: String::new(),
+        })
+        .await
+        .expect("register");
+    let StartOutcome::Created(before) = store
+        .create_execution(new_start("taken", "n1", Some(epoch)))
+        .await
+        .expect("create")
+    else {
+        panic!("created")
+    };
+    // Wave 1: 40 new ids, one id asked 10 times, and the taken id.
+    let mut wave: Vec<NewExecution> = (0..40)
+        .map(|i| new_start(&format!("s-{i:02}"), "n1", Some(epoch)))
+        .collect();
+    wave.extend((0..10).map(|_| new_start("twice", "n1", Some(epoch))));
+    wave.push(new_start("taken", "n1", Some(epoch)));
+    let ids: Vec<String> = wave.iter().map(|n| n.id.clone()).collect();
+    let outcomes =
+        futures::future::join_all(wave.into_iter().map(|n| store.create_execution(n))).await;
+    let mut created = std::collections::HashMap::<String, usize>::new();
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        match outcome.expect("start") {
+            StartOutcome::Created(row) => {
+                assert_eq!(&row.id, id);
+                *created.entry(row.id).or_default() += 1;
+            }
+            StartOutcome::Existing(row) => {
+                assert_eq!(&row.id, id);
+                assert!(id == "twice" || id == "taken", "{id} answered as existing");
+                if id == "taken" {
+                    assert_eq!(row.created_at, before.created_at);
+                }
+            }
+        }
+    }
+    assert_eq!(created.len(), 41, "40 new ids and `twice`: {created:?}");
+    assert!(created.values().all(|n| *n == 1), "{created:?}");
+    assert!(!created.contains_key("taken"));
+    for id in created.keys().chain(["taken".to_owned()].iter()) {
+        let log = store.item_log(id).await.expect("log");
+        let started = log.iter().filter(|l| l.event == "started").count();
+        assert_eq!(started, 1, "{id}: {log:?}");
+        let row = store.execution(id).await.expect("read").expect("row");
+        assert_eq!((row.step, row.attempt, row.owner_epoch), (1, 1, 1));
+    }
+    // Wave 2: ten good starts beside one under an epoch the node has left.
+    let mut wave: Vec<NewExecution> = (0..10)
+        .map(|i| new_start(&format!("t-{i}"), "n1", Some(epoch)))
+        .collect();
+    wave.insert(5, new_start("stale", "n1", Some(epoch - 1)));
+    let ids: Vec<String> = wave.iter().map(|n| n.id.clone()).collect();
+    let outcomes =
+        futures::future::join_all(wave.into_iter().map(|n| store.create_execution(n))).await;
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        if id == "stale" {
+            assert!(
+                matches!(outcome, Err(baton_actors::StoreError::Conflict(_))),
+                "{outcome:?}"
+            );
+            assert!(store.execution(id).await.expect("read").is_none());
+        } else {
+            assert!(
+                matches!(outcome, Ok(StartOutcome::Created(_))),
+                "{id}: {outcome:?}"
+            );
+        }
+    }
+}
+
+/// Issue 14: a wake moves the run token of exactly the rows it wakes, so
+/// on PostgreSQL and SQLite (`UPDATE ... RETURNING`) the woken run holds
+/// that token without a claim of its own, and a run from a read before the
+/// wake cannot claim it (invariant 10). On MySQL/MariaDB the woken rows
+/// are read back and each run claims its token.
+async fn a_wake_is_the_claim_of_the_run_it_wakes(b: Backend) {
+    use sea_orm::ConnectionTrait;
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let StartOutcome::Created(row) = store
+        .create_execution(new_start("parked", "n1", None))
+        .await
+        .expect("create")
+    else {
+        panic!("created")
+    };
+    store
+        .db()
+        .run(|c| async move {
+            c.execute_unprepared(
+                "UPDATE executions SET state = 'waiting', wait_until = 1 WHERE id = 'parked'",
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+        .expect("park");
+    let read = store.execution("parked").await.expect("read").expect("row");
+    let woken = store
+        .wake("n1", vec!["parked".into(), "missing".into()])
+        .await
+        .expect("wake");
+    assert_eq!(woken.len(), 1, "{woken:?}");
+    let (woken_row, claimed) = &woken[0];
+    assert_eq!(woken_row.run_token, read.run_token + 1);
+    assert_eq!(woken_row.state, "running");
+    assert_eq!(*claimed, b != Backend::Mysql, "{b:?}");
+    // A second wake moves nothing (MySQL reads the running row back, as
+    // not claimed by it); a claim from the read before the wake loses.
+    let again = store.wake("n1", vec!["parked".into()]).await.expect("wake");
+    assert!(again.iter().all(|(_, claimed)| !claimed), "{again:?}");
+    assert!(b == Backend::Mysql || again.is_empty(), "{again:?}");
+    let fence = Fence {
+        execution: row.id.clone(),
+        node: "n1".into(),
+        epoch: row.owner_epoch,
+        run: None,
+        step: None,
+    };
+    let stale = store
+        .claim_run(&fence, read.run_token, read.step, read.attempt)
+        .await
+        .expect("claim");
+    assert_eq!(stale, None, "a read from before the wake claims nothing");
+    // The woken token writes.
+    let holder = Fence {
+        run: Some(woken_row.run_token),
+        ..fence
+    };
+    store
+        .checkpoint(
+            &holder,
+            baton_actors::store::Checkpoint {
+                attempt: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the woken run writes");
+}
+
+/// Issue 14: completions and signal consumption join the group commit
+/// (one bulk fenced `UPDATE` for the executions that complete together,
+/// one `UPDATE` of the signals they consumed). A completion under a token
+/// that no longer holds writes nothing: its execution stays running, its
+/// signal stays pending, it gets no `completed` record; the others end.
+async fn batched_completions_are_fenced_and_consume_only_their_own_signals(b: Backend) {
+    use baton_actors::store::{Checkpoint, LogEntry};
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let mut runs = Vec::new();
+    for i in 0..24 {
+        let StartOutcome::Created(row) = store
+            .create_execution(new_start(&format!("c{i}"), "n1", None))
+            .await
+            .expect("create")
+        else {
+            panic!("created")
+        };
+        store
+            .insert_signal(&row.id, "go", &json!(i))
+            .await
+            .expect("signal");
+        let signal = store
+            .pending_signal(&row.id, "go")
+            .await
+            .expect("read")
+            .expect("pending");
+        let base = Fence {
+            execution: row.id.clone(),
+            node: "n1".into(),
+            epoch: row.owner_epoch,
+            run: None,
+            step: None,
+        };
+        let token = store
+            .claim_run(&base, row.run_token, row.step, row.attempt)
+            .await
+            .expect("claim")
+            .expect("won");
+        // Every third run lost its claim to another run since.
+        let run = if i % 3 == 0 { token + 100 } else { token };
+        runs.push((
+            Fence {
+                run: Some(run),
+                step: Some(row.step),
+                ..base
+            },
+            signal.id,
+        ));
+    }
+    let complete = |signal: i64| Checkpoint {
+        variables: Some(json!({"n": 1})),
+        outputs: Some(json!({"done": true})),
+        current_item: Some(None),
+        state: Some(baton_actors::store::ExecutionState::Completed),
+        ended: true,
+        consume_signals: vec![signal],
+        logs: vec![LogEntry {
+            item: "a".into(),
+            step: 1,
+            attempt: 1,
+            event: "completed",
+            message: None,
+        }],
+        ..Default::default()
+    };
+    let results = futures::future::join_all(
+        runs.iter()
+            .map(|(f, signal)| store.checkpoint(f, complete(*signal))),
+    )
+    .await;
+    for (i, ((f, _), r)) in runs.iter().zip(results).enumerate() {
+        let row = store
+            .execution(&f.execution)
+            .await
+            .expect("read")
+            .expect("row");
+        let pending = store
+            .pending_signal(&f.execution, "go")
+            .await
+            .expect("read");
+        let completed = store
+            .item_log(&f.execution)
+            .await
+            .expect("log")
+            .iter()
+            .filter(|l| l.event == "completed")
+            .count();
+        if i % 3 == 0 {
+            assert!(r.is_err_and(|e| e.is_ownership_lost()), "{}", f.execution);
+            assert_eq!(row.state, "running", "{}", f.execution);
+            assert!(row.ended_at.is_none() && row.outputs.is_none());
+            assert!(pending.is_some(), "{}: its signal is kept", f.execution);
+            assert_eq!(completed, 0, "{}", f.execution);
+        } else {
+            assert!(r.is_ok(), "{}: {r:?}", f.execution);
+            assert_eq!(row.state, "completed", "{}", f.execution);
+            assert!(row.ended_at.is_some() && row.current_item.is_none());
+            assert_eq!(row.outputs.as_deref(), Some(r#"{"done":true}"#));
+            assert!(pending.is_none(), "{}: its signal is consumed", f.execution);
+            assert_eq!(completed, 1, "{}", f.execution);
         }
     }
 }

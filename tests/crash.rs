@@ -122,15 +122,17 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
     let http = Http::new(&first.url);
     import_slow_steps(&http).await;
     let id = start(&http, "slow-steps", json!({"ms": 1000})).await;
-    // Running, not only recorded as started: its run has claimed the row
-    // (the item starts right after the claim).
-    let s = store(&db).await;
+    // Running, not only recorded as started: the node counts the item
+    // begun (a new execution's run needs no claim of its own: its insert
+    // was the claim, so the row does not say it).
     eventually("s1 runs", Duration::from_secs(30), || async {
-        s.execution(&id)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.run_token >= 1 && r.current_item.as_deref() == Some("s1"))
+        let m = http.get("/metrics").await;
+        m.text.lines().any(|l| {
+            l.strip_prefix("baton_items_started_total")
+                .and_then(|rest| rest.rsplit(' ').next())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        })
     })
     .await;
     let status = first.terminate().expect("terminate");

@@ -97,6 +97,10 @@ pub struct ExecutionSetup {
     pub node_epoch: i64,
     /// How this run starts.
     pub kind: StartKind,
+    /// The run token this run already holds, when the statement that
+    /// created or woke the row claimed it (the row's `run_token`); `None`:
+    /// the run claims the token it read first (DESIGN.md invariant 10).
+    pub claimed: Option<i64>,
     /// Starts of one item without a completion after which the execution
     /// fails instead (the poison-pill budget; crashes and failovers count).
     pub max_item_starts: u32,

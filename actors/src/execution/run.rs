@@ -147,7 +147,7 @@ impl Run {
                 execution: row.id.clone(),
                 node: s.node,
                 epoch: row.owner_epoch,
-                run: None,
+                run: s.claimed,
                 step: None,
             },
             node_epoch: s.node_epoch,
@@ -190,7 +190,9 @@ impl Run {
     }
 
     async fn drive_inner(&mut self, control: &Control) -> Result<RunOutcome, RunOutcome> {
-        if !self.claim().await? {
+        // Claimed already when the statement that created or woke the row
+        // moved its token (`ExecutionSetup::claimed`).
+        if self.fence.run.is_none() && !self.claim().await? {
             return Ok(RunOutcome::Superseded);
         }
         if !matches!(self.kind, StartKind::New | StartKind::Woken) {

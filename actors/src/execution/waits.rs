@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 use super::run::{ItemDone, ItemFailure, Next, Run};
+use super::StartKind;
 use crate::store::{ExecutionState, Wait, ANSWER, INTERACTION};
 use crate::workflow::script::Code;
 
@@ -18,6 +19,13 @@ impl Run {
         until: Option<&str>,
         next: &str,
     ) -> Result<ItemDone, ItemFailure> {
+        if self.wait_until.is_some() && self.kind == StartKind::Woken {
+            // Woken from this timer's own park: the wake scan found it due
+            // on the database clock (a timer parks `waiting`, which only
+            // the due-time arm of the scan wakes; a retry's backoff never
+            // parks a wait item), so it has passed.
+            return Ok(self.unchanged(Next::Item(next.to_owned())));
+        }
         let now = self.db_now().await?;
         let due = match (self.wait_until, for_ms, until) {
             (Some(due), _, _) => due,
@@ -114,11 +122,18 @@ impl Run {
             done.consume = vec![sig.id];
             return Ok(done);
         }
-        let now = self.db_now().await?;
-        let until = self.wait_until.or_else(|| {
-            timeout_ms.map(|t| now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)))
-        });
-        if let Some(due) = until {
+        // The database clock only when there is a deadline to judge.
+        let (until, now) = match (self.wait_until, timeout_ms) {
+            (None, None) => (None, None),
+            (wait_until, timeout_ms) => {
+                let now = self.db_now().await?;
+                let until = wait_until.or_else(|| {
+                    timeout_ms.map(|t| now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)))
+                });
+                (until, Some(now))
+            }
+        };
+        if let (Some(due), Some(now)) = (until, now) {
             if due <= now {
                 let what = if name == INTERACTION {
                     "interaction".to_owned()

@@ -18,7 +18,7 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::executions::{fenced_update, insert_log_rows};
-use super::{Checkpoint, Fence, Store};
+use super::{state, Checkpoint, ExecutionState, Fence, Store};
 use crate::db::Db;
 use crate::error::StoreError;
 
@@ -136,18 +136,32 @@ enum Shape {
     /// "Interrupted item runs again": a new attempt, nothing else. A node
     /// that adopts thousands of executions writes thousands of these.
     Resume,
+    /// "Execution completed": its last variables and outputs, no current
+    /// item, `completed`, ended now. Every execution that ends well writes
+    /// one.
+    Complete,
 }
 
 impl Shape {
     fn of(cp: &Checkpoint) -> Option<Shape> {
-        let rest_untouched = cp.state.is_none()
-            && cp.error.is_none()
-            && !cp.ended
-            && cp.attempt.is_some()
-            && cp.wait.is_none()
-            && cp.consume_signals.is_empty()
-            && cp.notify_parent.is_none()
-            && !cp.only_if_parked;
+        // Signals consumed and parents told are written after the bulk
+        // `UPDATE`, for the rows it wrote.
+        if cp.error.is_some() || cp.wait.is_some() || cp.only_if_parked {
+            return None;
+        }
+        if cp.state == Some(ExecutionState::Completed) {
+            let completes = cp.ended
+                && cp.variables.is_some()
+                && cp.outputs.is_some()
+                && cp.current_item == Some(None)
+                && cp.step.is_none()
+                && cp.attempt.is_none()
+                && cp.item_retries.is_none()
+                && !cp.clear_wait;
+            return completes.then_some(Shape::Complete);
+        }
+        let rest_untouched =
+            cp.state.is_none() && !cp.ended && cp.attempt.is_some() && cp.notify_parent.is_none();
         if !rest_untouched {
             return None;
         }
@@ -180,6 +194,21 @@ impl Shape {
                 ("item_retries", "::int"),
             ],
             Shape::Resume => &[("attempt", "::int")],
+            Shape::Complete => &[("variables", ""), ("outputs", "")],
+        }
+    }
+
+    /// What the shape sets to the same value in every row.
+    fn constants(self, now: &str) -> Vec<String> {
+        match self {
+            // Moving to the next item always ends any wait.
+            Shape::Advance => vec!["wait_until = NULL".into(), "wait_signal = NULL".into()],
+            Shape::Resume => Vec::new(),
+            Shape::Complete => vec![
+                "current_item = NULL".into(),
+                format!("state = '{}'", state::COMPLETED),
+                format!("ended_at = {now}"),
+            ],
         }
     }
 
@@ -203,6 +232,18 @@ impl Shape {
                 cp.item_retries.unwrap_or_default().into(),
             ],
             Shape::Resume => vec![attempt],
+            Shape::Complete => vec![
+                cp.variables
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+                    .into(),
+                cp.outputs
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+                    .into(),
+            ],
         }
     }
 }
@@ -267,9 +308,7 @@ async fn bulk_update(
     let sql = match backend {
         DbBackend::MySql => {
             let mut set: Vec<String> = names.iter().map(|c| format!("e.{c} = v.{c}")).collect();
-            if shape == Shape::Advance {
-                set.push("e.wait_until = NULL, e.wait_signal = NULL".into());
-            }
+            set.extend(shape.constants(now).into_iter().map(|c| format!("e.{c}")));
             format!(
                 "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch AND e.run_token = v.run_token \
                  AND (v.fence_step < 0 OR e.step = v.fence_step) AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
@@ -279,9 +318,7 @@ async fn bulk_update(
         }
         _ => {
             let mut set: Vec<String> = names.iter().map(|c| format!("{c} = v.{c}")).collect();
-            if shape == Shape::Advance {
-                set.push("wait_until = NULL, wait_signal = NULL".into());
-            }
+            set.extend(shape.constants(now));
             format!(
                 "WITH v(id, owner_node, owner_epoch, run_token, fence_step, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
                  WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch AND executions.run_token = v.run_token \
@@ -348,7 +385,7 @@ async fn apply(
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
     let txn = conn.begin().await?;
     let mut bulk: Vec<(Shape, HashSet<String>)> = Vec::new();
-    for shape in [Shape::Advance, Shape::Resume] {
+    for shape in [Shape::Advance, Shape::Resume, Shape::Complete] {
         let group: Vec<&Pending> = batch
             .iter()
             .filter(|p| p.fence.run.is_some() && Shape::of(&p.cp) == Some(shape))
@@ -362,6 +399,7 @@ async fn apply(
     let mut results = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
     let mut parents = Vec::new();
+    let mut consumed = Vec::new();
     for p in batch {
         let done_in_bulk = Shape::of(&p.cp)
             .filter(|_| p.fence.run.is_some())
@@ -371,9 +409,7 @@ async fn apply(
             None => fenced_update(&txn, backend, &p.fence, &p.cp).await? > 0,
         };
         if written {
-            for sid in &p.cp.consume_signals {
-                super::signals::consume(&txn, backend, *sid).await?;
-            }
+            consumed.extend_from_slice(&p.cp.consume_signals);
             if let Some(parent) = &p.cp.notify_parent {
                 super::signals::notify_parent(&txn, backend, parent, &p.fence.execution).await?;
                 parents.push(parent.clone());
@@ -392,6 +428,7 @@ async fn apply(
             }));
         }
     }
+    super::signals::consume_all(&txn, backend, &consumed).await?;
     insert_log_rows(&txn, backend, &rows).await?;
     // Last, in id order: the only rows of other executions this
     // transaction locks.

@@ -142,119 +142,10 @@ impl Store {
     /// its first item recorded as started (attempt 1) in the same
     /// transaction, if the owner node is still running at `new.node_epoch`
     /// ([`StoreError::Conflict`] otherwise). An existing id returns the
-    /// stored execution unchanged.
+    /// stored execution unchanged. Starts made at the same moment share
+    /// one transaction (group commit, see `starts`).
     pub async fn create_execution(&self, new: NewExecution) -> Result<StartOutcome, StoreError> {
-        let backend = self.backend();
-        let id = new.id.clone();
-        let created = self
-            .db()
-            .run(move |c| async move {
-                let now = Store::now_expr(backend);
-                let txn = c.begin().await?;
-                let insert = Query::insert()
-                    .into_table(execution::Entity)
-                    .columns([
-                        execution::Column::Id,
-                        execution::Column::WorkflowId,
-                        execution::Column::WorkflowVersion,
-                        execution::Column::ParentId,
-                        execution::Column::State,
-                        execution::Column::Inputs,
-                        execution::Column::Variables,
-                        execution::Column::CurrentItem,
-                        execution::Column::Step,
-                        execution::Column::Attempt,
-                        execution::Column::OwnerNode,
-                        execution::Column::OwnerEpoch,
-                        execution::Column::CreatedAt,
-                        execution::Column::StartedAt,
-                        execution::Column::UpdatedAt,
-                    ])
-                    .values_panic([
-                        Expr::value(new.id.clone()),
-                        Expr::value(new.workflow_id.clone()),
-                        Expr::value(new.workflow_version),
-                        Expr::value(new.parent_id.clone()),
-                        Expr::value(state::RUNNING),
-                        Expr::value(to_text(&new.inputs)),
-                        Expr::value(to_text(&new.variables)),
-                        Expr::value(new.start_item.clone()),
-                        Expr::value(1i64),
-                        Expr::value(1i32),
-                        Expr::value(new.owner_node.clone()),
-                        Expr::value(1i64),
-                        now.clone(),
-                        now.clone(),
-                        now.clone(),
-                    ])
-                    .to_owned();
-                // RETURNING saves a read where the database has it.
-                let returned = if backend == sea_orm::DbBackend::MySql {
-                    txn.execute(&insert).await.map(|_| None)
-                } else {
-                    let mut insert = insert;
-                    insert.returning_all();
-                    txn.query_one(&insert).await
-                };
-                let returned = match returned {
-                    Ok(r) => r,
-                    Err(e) if is_unique_violation(&e) => {
-                        txn.rollback().await?;
-                        return Ok((false, None));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                // After the write, not before: on SQLite a transaction that
-                // reads first and then writes can fail at once (SQLITE_BUSY_SNAPSHOT)
-                // when another process writes in between; one that writes
-                // first waits for the lock.
-                if let Some(epoch) = new.node_epoch {
-                    let live = node::Entity::find()
-                        .filter(node::Column::Id.eq(new.owner_node.as_str()))
-                        .filter(node::Column::Epoch.eq(epoch))
-                        .filter(node::Column::State.eq(super::node_state::RUNNING))
-                        .one(&txn)
-                        .await?;
-                    if live.is_none() {
-                        txn.rollback().await?;
-                        return Err(StoreError::Conflict(format!(
-                            "node {} is no longer running at epoch {epoch}; it starts nothing",
-                            new.owner_node
-                        )));
-                    }
-                }
-                let row = match returned {
-                    Some(r) => Some(execution::Model::from_query_result(&r, "")?),
-                    None => None,
-                };
-                let started = LogEntry {
-                    item: new.start_item.clone(),
-                    step: 1,
-                    attempt: 1,
-                    event: "started",
-                    message: None,
-                };
-                insert_logs(&txn, backend, &new.id, &new.owner_node, &[started]).await?;
-                txn.commit().await?;
-                Ok((true, row))
-            })
-            .await?;
-        let (created, row) = created;
-        let row = match row {
-            Some(row) => row,
-            None => self
-                .execution(&id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "execution",
-                    id: id.clone(),
-                })?,
-        };
-        Ok(if created {
-            StartOutcome::Created(row)
-        } else {
-            StartOutcome::Existing(row)
-        })
+        self.starter().submit(new).await
     }
 
     /// Applies `cp` to the execution if, and only if, `fence` still owns it.
@@ -644,4 +535,133 @@ pub(super) async fn insert_log_rows(
     }
     txn.execute(&insert).await?;
     Ok(())
+}
+
+/// The `INSERT` of new executions (`starts` and [`create_one`]), stamped
+/// with the database clock: owned by their node at epoch 1, at step 1,
+/// attempt 1 of their first item.
+pub(super) fn new_execution_insert(
+    backend: sea_orm::DbBackend,
+    rows: &[&NewExecution],
+) -> sea_orm::sea_query::InsertStatement {
+    let now = Store::now_expr(backend);
+    let mut insert = Query::insert()
+        .into_table(execution::Entity)
+        .columns([
+            execution::Column::Id,
+            execution::Column::WorkflowId,
+            execution::Column::WorkflowVersion,
+            execution::Column::ParentId,
+            execution::Column::State,
+            execution::Column::Inputs,
+            execution::Column::Variables,
+            execution::Column::CurrentItem,
+            execution::Column::Step,
+            execution::Column::Attempt,
+            execution::Column::OwnerNode,
+            execution::Column::OwnerEpoch,
+            execution::Column::CreatedAt,
+            execution::Column::StartedAt,
+            execution::Column::UpdatedAt,
+        ])
+        .to_owned();
+    for new in rows {
+        insert.values_panic([
+            Expr::value(new.id.clone()),
+            Expr::value(new.workflow_id.clone()),
+            Expr::value(new.workflow_version),
+            Expr::value(new.parent_id.clone()),
+            Expr::value(state::RUNNING),
+            Expr::value(to_text(&new.inputs)),
+            Expr::value(to_text(&new.variables)),
+            Expr::value(new.start_item.clone()),
+            Expr::value(1i64),
+            Expr::value(1i32),
+            Expr::value(new.owner_node.clone()),
+            Expr::value(1i64),
+            now.clone(),
+            now.clone(),
+            now.clone(),
+        ]);
+    }
+    insert
+}
+
+/// One start in its own transaction (a start alone in its batch, or one
+/// tried alone after its batch failed): see [`Store::create_execution`].
+pub(super) async fn create_one(
+    c: &sea_orm::DatabaseConnection,
+    backend: sea_orm::DbBackend,
+    new: NewExecution,
+) -> Result<StartOutcome, StoreError> {
+    let id = new.id.clone();
+    let (created, row) = {
+        let txn = c.begin().await?;
+        let insert = new_execution_insert(backend, &[&new]);
+        // RETURNING saves a read where the database has it.
+        let returned = if backend == sea_orm::DbBackend::MySql {
+            txn.execute(&insert).await.map(|_| None)
+        } else {
+            let mut insert = insert;
+            insert.returning_all();
+            txn.query_one(&insert).await
+        };
+        match returned {
+            Err(e) if is_unique_violation(&e) => {
+                txn.rollback().await?;
+                (false, None)
+            }
+            Err(e) => return Err(e.into()),
+            Ok(returned) => {
+                // After the write, not before: on SQLite a transaction that
+                // reads first and then writes can fail at once
+                // (SQLITE_BUSY_SNAPSHOT) when another process writes in
+                // between; one that writes first waits for the lock.
+                if let Some(epoch) = new.node_epoch {
+                    let live = node::Entity::find()
+                        .filter(node::Column::Id.eq(new.owner_node.as_str()))
+                        .filter(node::Column::Epoch.eq(epoch))
+                        .filter(node::Column::State.eq(super::node_state::RUNNING))
+                        .one(&txn)
+                        .await?;
+                    if live.is_none() {
+                        txn.rollback().await?;
+                        return Err(StoreError::Conflict(format!(
+                            "node {} is no longer running at epoch {epoch}; it starts nothing",
+                            new.owner_node
+                        )));
+                    }
+                }
+                let row = match returned {
+                    Some(r) => Some(execution::Model::from_query_result(&r, "")?),
+                    None => None,
+                };
+                let started = LogEntry {
+                    item: new.start_item.clone(),
+                    step: 1,
+                    attempt: 1,
+                    event: "started",
+                    message: None,
+                };
+                insert_logs(&txn, backend, &new.id, &new.owner_node, &[started]).await?;
+                txn.commit().await.map_err(StoreError::CommitUnknown)?;
+                (true, row)
+            }
+        }
+    };
+    let row = match row {
+        Some(row) => row,
+        None => execution::Entity::find_by_id(id.clone())
+            .one(c)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "execution",
+                id: id.clone(),
+            })?,
+    };
+    Ok(if created {
+        StartOutcome::Created(row)
+    } else {
+        StartOutcome::Existing(row)
+    })
 }

@@ -14,6 +14,7 @@
 //!
 //! # Layout
 //! - `batch`: group commit of checkpoints from many executions
+//! - `starts`: group commit of new executions
 //! - `cluster`: membership: join, heartbeat, promotion, takeover, adoption, leave
 //! - `entities`: the sea-orm models of the tables
 //! - `executions`: executions and the item log, with the fenced writes
@@ -32,6 +33,7 @@ mod nodes;
 mod retention;
 mod search;
 mod signals;
+mod starts;
 mod webhooks;
 mod workflows;
 
@@ -146,6 +148,7 @@ pub mod state {
 pub struct Store {
     db: Db,
     batcher: std::sync::Arc<batch::Batcher>,
+    starter: std::sync::Arc<starts::Starter>,
 }
 
 impl Store {
@@ -161,10 +164,19 @@ impl Store {
         self.db.pool_stats()
     }
 
-    /// Wraps a connection and starts its checkpoint batcher.
+    /// Wraps a connection and starts its checkpoint and start batchers.
     pub fn new(db: Db) -> Store {
         let batcher = std::sync::Arc::new(batch::Batcher::start(&db));
-        Store { db, batcher }
+        let starter = std::sync::Arc::new(starts::Starter::start(&db));
+        Store {
+            db,
+            batcher,
+            starter,
+        }
+    }
+
+    fn starter(&self) -> &starts::Starter {
+        &self.starter
     }
 
     fn batcher(&self) -> &batch::Batcher {

@@ -76,18 +76,21 @@ pub(super) async fn mark_signaled<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Marks a signal consumed, inside the completing transaction.
-pub(super) async fn consume(
+/// Marks the signals `ids` consumed (those not consumed yet), in
+/// statements of at most 500 ids.
+pub(super) async fn consume_all(
     txn: &DatabaseTransaction,
     backend: DbBackend,
-    id: i64,
+    ids: &[i64],
 ) -> Result<(), sea_orm::DbErr> {
-    signal::Entity::update_many()
-        .col_expr(signal::Column::ConsumedAt, Store::now_expr(backend))
-        .filter(signal::Column::Id.eq(id))
-        .filter(signal::Column::ConsumedAt.is_null())
-        .exec(txn)
-        .await?;
+    for chunk in ids.chunks(500) {
+        signal::Entity::update_many()
+            .col_expr(signal::Column::ConsumedAt, Store::now_expr(backend))
+            .filter(signal::Column::Id.is_in(chunk.iter().copied()))
+            .filter(signal::Column::ConsumedAt.is_null())
+            .exec(txn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -407,17 +410,22 @@ impl Store {
     }
 
     /// Sets `node`'s parked executions `ids` running again (fenced by
-    /// owner and by their waiting state) and returns those it woke.
+    /// owner and by their waiting state) and returns those it woke, each
+    /// with whether this very statement claimed its run: on PostgreSQL and
+    /// SQLite the `UPDATE` returns exactly the rows it moved, run token
+    /// included, so the wake is the run's compare-and-set (DESIGN.md
+    /// invariant 10); on MySQL/MariaDB (no `UPDATE ... RETURNING`) the rows
+    /// are read back and each run claims its token as any other does.
     pub async fn wake(
         &self,
         node: &str,
         ids: Vec<String>,
-    ) -> Result<Vec<execution::Model>, StoreError> {
+    ) -> Result<Vec<(execution::Model, bool)>, StoreError> {
         let backend = self.backend();
         let node = node.to_owned();
         self.db()
             .run(move |c| async move {
-                execution::Entity::update_many()
+                let update = execution::Entity::update_many()
                     .col_expr(execution::Column::State, Expr::value(state::RUNNING))
                     .col_expr(execution::Column::Signaled, Expr::value(0i16))
                     .col_expr(
@@ -427,15 +435,23 @@ impl Store {
                     .col_expr(execution::Column::UpdatedAt, Store::now_expr(backend))
                     .filter(execution::Column::Id.is_in(ids.clone()))
                     .filter(execution::Column::OwnerNode.eq(node.as_str()))
-                    .filter(execution::Column::State.is_in([state::WAITING, state::WAITING_SIGNAL]))
-                    .exec(&c)
-                    .await?;
+                    .filter(
+                        execution::Column::State.is_in([state::WAITING, state::WAITING_SIGNAL]),
+                    );
+                if backend != DbBackend::MySql {
+                    let woken = update.exec_with_returning(&c).await?;
+                    return Ok(woken.into_iter().map(|r| (r, true)).collect());
+                }
+                update.exec(&c).await?;
                 Ok(execution::Entity::find()
                     .filter(execution::Column::Id.is_in(ids))
                     .filter(execution::Column::OwnerNode.eq(node.as_str()))
                     .filter(execution::Column::State.eq(state::RUNNING))
                     .all(&c)
-                    .await?)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r, false))
+                    .collect())
             })
             .await
     }

@@ -114,7 +114,11 @@ impl Handler<StartExecution> for NodeSupervisor {
             let (def, _version, outcome) = result?;
             match outcome {
                 StartOutcome::Created(row) => {
-                    act.spawn_execution(ctx, def, row.clone(), StartKind::New);
+                    // The insert claimed its first run: nothing could read
+                    // the row before it existed, and `pending` kept the
+                    // rescan off it until now.
+                    let token = Some(row.run_token);
+                    act.spawn_run(ctx, def, row.clone(), StartKind::New, token);
                     Ok((row, true))
                 }
                 StartOutcome::Existing(row) => {

@@ -149,6 +149,21 @@ impl NodeSupervisor {
         row: execution::Model,
         kind: StartKind,
     ) {
+        self.spawn_run(ctx, def, row, kind, None);
+    }
+
+    /// [`Self::spawn_execution`] for a row whose run token `claimed` the
+    /// statement that created or woke it already claimed for this run;
+    /// only while nothing else on this node can start a run of it (the
+    /// row is in `pending` or `waking_ids` until this call).
+    pub(super) fn spawn_run(
+        &mut self,
+        ctx: &mut Context<Self>,
+        def: Arc<Definition>,
+        row: execution::Model,
+        kind: StartKind,
+        claimed: Option<i64>,
+    ) {
         // A fenced, stopping, starting or standby node starts no actor
         // (the lease-checked state: a node past its lease is fenced).
         if self.running.contains_key(&row.id) || self.cfg.status.get().state != NodeState::Running {
@@ -165,6 +180,7 @@ impl NodeSupervisor {
             node: self.cfg.node_id.clone(),
             node_epoch: self.cfg.status.raw().epoch,
             kind,
+            claimed,
             max_item_starts: self.cfg.max_item_starts,
             max_depth: self.cfg.max_depth,
             fan_out: self.cfg.fan_out,

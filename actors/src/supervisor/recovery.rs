@@ -110,11 +110,12 @@ impl NodeSupervisor {
             // (it would start them as recovered: attempt + 1, `resumed`).
             waking.borrow_mut().extend(ids.iter().cloned());
             let mut out = Vec::new();
-            for row in store.wake(&node, ids).await? {
+            for (row, claimed) in store.wake(&node, ids).await? {
                 let def = cache
                     .get(&store, &row.workflow_id, row.workflow_version)
                     .await?;
-                out.push((def, row));
+                let claimed = claimed.then_some(row.run_token);
+                out.push((def, row, claimed));
             }
             Ok::<_, EngineError>(out)
         };
@@ -124,8 +125,8 @@ impl NodeSupervisor {
             match result {
                 Ok(rows) => {
                     let full = rows.len() as u32 >= WAKE_BATCH;
-                    for (def, row) in rows {
-                        act.spawn_execution(ctx, def, row, StartKind::Woken);
+                    for (def, row, claimed) in rows {
+                        act.spawn_run(ctx, def, row, StartKind::Woken, claimed);
                     }
                     if full {
                         ctx.notify(WakeDue);

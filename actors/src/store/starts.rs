@@ -1,0 +1,266 @@
+//! Group commit of new executions. Starts that arrive at the same moment
+//! share one transaction: one multi-row `INSERT` of the executions (ids
+//! already taken are left alone and answered as existing, so an
+//! idempotent `execution_id` stays idempotent), one check that the owner
+//! node is still running at the epoch each start was accepted under, one
+//! multi-row `INSERT` of their `started` records, one read of the rows,
+//! one commit. If the shared transaction fails before its commit, each
+//! start is tried alone, so one bad start cannot hold back the rest.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, TransactionTrait,
+};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::entities::{execution, node};
+use super::executions::{create_one, insert_log_rows, new_execution_insert};
+use super::{LogEntry, NewExecution, StartOutcome};
+use crate::db::Db;
+use crate::error::StoreError;
+
+/// Most starts in one transaction (15 bound values each).
+const MAX_BATCH: usize = 128;
+
+struct Pending {
+    new: NewExecution,
+    reply: oneshot::Sender<Result<StartOutcome, StoreError>>,
+}
+
+/// The queue in front of the start writers.
+#[derive(Debug)]
+pub(super) struct Starter {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Starter {
+    /// Starts the writers on the database runtime: one on SQLite (one
+    /// writer anyway), two elsewhere.
+    pub(super) fn start(db: &Db) -> Starter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        let backend = db.backend();
+        let writers = if backend == DbBackend::Sqlite { 1 } else { 2 };
+        for _ in 0..writers {
+            let rx = rx.clone();
+            db.spawn(move |conn| writer(conn, backend, rx));
+        }
+        Starter { tx }
+    }
+
+    pub(super) async fn submit(&self, new: NewExecution) -> Result<StartOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { new, reply })
+            .map_err(|_| StoreError::RuntimeGone)?;
+        answer.await.map_err(|_| StoreError::RuntimeGone)?
+    }
+}
+
+async fn writer(
+    conn: DatabaseConnection,
+    backend: DbBackend,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+) {
+    loop {
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        if batch.len() == 1 {
+            for p in batch {
+                let r = create_one(&conn, backend, p.new).await;
+                let _ = p.reply.send(r);
+            }
+            continue;
+        }
+        match apply(&conn, backend, &batch).await {
+            Ok(outcomes) => {
+                for (p, r) in batch.into_iter().zip(outcomes) {
+                    let _ = p.reply.send(r);
+                }
+            }
+            Err(Failed::AtCommit(e)) => {
+                // Written or not: the callers learn it as from a single
+                // start whose commit was lost (a retry with the same id
+                // finds it).
+                for p in batch {
+                    let _ = p.reply.send(Err(StoreError::CommitUnknown(e.clone())));
+                }
+            }
+            Err(Failed::Before(e)) => {
+                tracing::debug!(error = %e, starts = batch.len(), "shared start transaction failed; each alone");
+                for p in batch {
+                    let r = create_one(&conn, backend, p.new).await;
+                    let _ = p.reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+enum Failed {
+    /// Nothing was written.
+    Before(StoreError),
+    /// The commit's outcome is unknown.
+    AtCommit(sea_orm::DbErr),
+}
+
+impl From<sea_orm::DbErr> for Failed {
+    fn from(e: sea_orm::DbErr) -> Failed {
+        Failed::Before(e.into())
+    }
+}
+
+/// Creates a batch of starts in one transaction.
+async fn apply(
+    conn: &DatabaseConnection,
+    backend: DbBackend,
+    batch: &[Pending],
+) -> Result<Vec<Result<StartOutcome, StoreError>>, Failed> {
+    // The first start of each id writes it; a repeat in the same batch is
+    // answered like a repeat after it: the execution exists.
+    let mut firsts: Vec<&NewExecution> = Vec::with_capacity(batch.len());
+    let mut seen = HashSet::with_capacity(batch.len());
+    for p in batch {
+        if seen.insert(p.new.id.as_str()) {
+            firsts.push(&p.new);
+        }
+    }
+    let ids: Vec<String> = firsts.iter().map(|n| n.id.clone()).collect();
+    let txn = conn.begin().await?;
+    // Write first, read after: on SQLite a transaction that reads first can
+    // fail at once when another process writes in between.
+    let created: HashSet<String> = if backend == DbBackend::MySql {
+        // No `RETURNING` on an `INSERT` here: read which ids are taken
+        // first. A concurrent start of one of them fails the `INSERT` on
+        // its key, and each start is then tried alone.
+        let taken: HashSet<String> = execution::Entity::find()
+            .select_only()
+            .column(execution::Column::Id)
+            .filter(execution::Column::Id.is_in(ids.clone()))
+            .into_tuple::<String>()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .collect();
+        let fresh: Vec<&NewExecution> = firsts
+            .iter()
+            .copied()
+            .filter(|n| !taken.contains(&n.id))
+            .collect();
+        if !fresh.is_empty() {
+            txn.execute(&new_execution_insert(backend, &fresh)).await?;
+        }
+        fresh.iter().map(|n| n.id.clone()).collect()
+    } else {
+        let mut insert = new_execution_insert(backend, &firsts);
+        insert
+            .on_conflict(
+                OnConflict::column(execution::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning_col(execution::Column::Id);
+        let mut created = HashSet::with_capacity(firsts.len());
+        for r in txn.query_all(&insert).await? {
+            created.insert(r.try_get::<String>("", "id")?);
+        }
+        created
+    };
+    // The owner must still be running at the epoch each start was accepted
+    // under (a node declared dead or restarted since creates nothing).
+    let owners: HashSet<&str> = firsts
+        .iter()
+        .filter(|n| n.node_epoch.is_some() && created.contains(&n.id))
+        .map(|n| n.owner_node.as_str())
+        .collect();
+    if !owners.is_empty() {
+        let live: HashMap<String, i64> = node::Entity::find()
+            .select_only()
+            .column(node::Column::Id)
+            .column(node::Column::Epoch)
+            .filter(node::Column::Id.is_in(owners.iter().copied()))
+            .filter(node::Column::State.eq(super::node_state::RUNNING))
+            .into_tuple::<(String, i64)>()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .collect();
+        let refused = firsts.iter().any(|n| {
+            created.contains(&n.id)
+                && n.node_epoch
+                    .is_some_and(|e| live.get(n.owner_node.as_str()) != Some(&e))
+        });
+        if refused {
+            // Rare (this node was fenced or restarted): undo, and let each
+            // start alone say which it refuses and why.
+            txn.rollback().await?;
+            return Err(Failed::Before(StoreError::Conflict(
+                "an owner node is no longer running at its epoch".into(),
+            )));
+        }
+    }
+    let started: Vec<(String, String, LogEntry)> = firsts
+        .iter()
+        .filter(|n| created.contains(&n.id))
+        .map(|n| {
+            (
+                n.id.clone(),
+                n.owner_node.clone(),
+                LogEntry {
+                    item: n.start_item.clone(),
+                    step: 1,
+                    attempt: 1,
+                    event: "started",
+                    message: None,
+                },
+            )
+        })
+        .collect();
+    let rows: Vec<(&str, &str, &LogEntry)> = started
+        .iter()
+        .map(|(e, n, l)| (e.as_str(), n.as_str(), l))
+        .collect();
+    insert_log_rows(&txn, backend, &rows).await?;
+    let stored: HashMap<String, execution::Model> = execution::Entity::find()
+        .filter(execution::Column::Id.is_in(ids))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    txn.commit().await.map_err(Failed::AtCommit)?;
+    let mut writer_of: HashSet<&str> = HashSet::with_capacity(batch.len());
+    Ok(batch
+        .iter()
+        .map(|p| {
+            let id = p.new.id.as_str();
+            let row = stored
+                .get(id)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "execution",
+                    id: id.to_owned(),
+                })?;
+            // Only the first start of a new id created it.
+            Ok(if created.contains(id) && writer_of.insert(id) {
+                StartOutcome::Created(row)
+            } else {
+                StartOutcome::Existing(row)
+            })
+        })
+        .collect())
+}
