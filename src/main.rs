@@ -755,6 +755,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 r.p50.as_secs_f64() * 1e3,
                 r.p99.as_secs_f64() * 1e3
             );
+            println!(
+                "group commit: {} transactions of {:.1} checkpoints on average; first statement to commit p50 {:.2} ms, p99 {:.2} ms",
+                r.batches,
+                r.batch_mean,
+                r.commit_p50.as_secs_f64() * 1e3,
+                r.commit_p99.as_secs_f64() * 1e3
+            );
             Ok(())
         }
     }

@@ -51,6 +51,14 @@ pub struct BenchReport {
     pub p50: Duration,
     /// Item latency, 99th percentile.
     pub p99: Duration,
+    /// Group-commit transactions of checkpoints.
+    pub batches: u64,
+    /// Checkpoints per transaction, on average.
+    pub batch_mean: f64,
+    /// A transaction's time from its first statement to its commit, median.
+    pub commit_p50: Duration,
+    /// The same, 99th percentile.
+    pub commit_p99: Duration,
 }
 
 /// Runs the benchmark. Must run inside an actix system.
@@ -90,6 +98,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     let metrics = node.metrics();
     metrics.item_latency.reset();
+    let group = node.store().checkpoint_stats();
+    group.commit.reset();
+    let (batches0, checkpoints0) = (
+        group.batches.load(Ordering::Relaxed),
+        group.checkpoints.load(Ordering::Relaxed),
+    );
     let done0 = metrics.executions_completed.load(Ordering::Relaxed)
         + metrics.executions_failed.load(Ordering::Relaxed);
     let items0 = metrics.items_completed.load(Ordering::Relaxed);
@@ -146,6 +160,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         items_per_sec: items as f64 / elapsed.as_secs_f64(),
         p50: metrics.item_latency.quantile(0.50),
         p99: metrics.item_latency.quantile(0.99),
+        batches: group.batches.load(Ordering::Relaxed) - batches0,
+        batch_mean: (group.checkpoints.load(Ordering::Relaxed) - checkpoints0) as f64
+            / (group.batches.load(Ordering::Relaxed) - batches0).max(1) as f64,
+        commit_p50: group.commit.quantile(0.50),
+        commit_p99: group.commit.quantile(0.99),
     };
     node.stop().await;
     Ok(report)

@@ -261,8 +261,64 @@ async fn bulk_update(
     batch: &[&Pending],
 ) -> Result<Option<HashSet<String>>, sea_orm::DbErr> {
     let now = Store::now_sql(backend);
+    let mut values: Vec<sea_orm::Value> =
+        Vec::with_capacity(batch.len() * (5 + shape.columns().len()));
+    let rows = value_rows(backend, shape, batch, &mut values);
+    let sql = match backend {
+        DbBackend::MySql => {
+            let names = shape.columns().iter().map(|(c, _)| *c);
+            let mut set: Vec<String> = names.map(|c| format!("e.{c} = v.{c}")).collect();
+            set.extend(shape.constants(now).into_iter().map(|c| format!("e.{c}")));
+            format!(
+                "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch AND e.run_token = v.run_token \
+                 AND (v.fence_step < 0 OR e.step = v.fence_step) AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
+                rows.join(" UNION ALL "),
+                set.join(", ")
+            )
+        }
+        _ => format!(
+            "WITH {} {}",
+            values_cte("v", shape, &rows),
+            fenced_bulk_update("v", shape, now, UNFINISHED)
+        ),
+    };
+    let stmt = Statement::from_sql_and_values(backend, sql, values);
+    if backend == DbBackend::MySql {
+        // MySQL says only how many rows it changed, not which: when some
+        // were fenced out, undo the whole statement and let each be
+        // written alone (a fenced write is not idempotent: the step moves).
+        txn.execute_unprepared("SAVEPOINT baton_bulk").await?;
+        let done = txn.execute_raw(stmt).await?.rows_affected();
+        if done != batch.len() as u64 {
+            txn.execute_unprepared("ROLLBACK TO SAVEPOINT baton_bulk")
+                .await?;
+            return Ok(None);
+        }
+        return Ok(Some(
+            batch.iter().map(|p| p.fence.execution.clone()).collect(),
+        ));
+    }
+    let rows = txn.query_all_raw(stmt).await?;
+    let mut ids = HashSet::with_capacity(rows.len());
+    for r in rows {
+        ids.insert(r.try_get::<String>("", "id")?);
+    }
+    Ok(Some(ids))
+}
+
+/// An execution a bulk `UPDATE` may write: an unfinished one.
+const UNFINISHED: &str = "executions.state IN ('running', 'waiting', 'waiting-signal')";
+
+/// The rows `(id, owner_node, owner_epoch, run_token, fence_step, the
+/// shape's columns...)` of a bulk `UPDATE`, as placeholders numbered on
+/// from what `values` holds (which they are appended to).
+fn value_rows(
+    backend: DbBackend,
+    shape: Shape,
+    batch: &[&Pending],
+    values: &mut Vec<sea_orm::Value>,
+) -> Vec<String> {
     let cols = shape.columns();
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * (5 + cols.len()));
     let mut rows = Vec::with_capacity(batch.len());
     for p in batch {
         let n = values.len();
@@ -304,53 +360,191 @@ async fn bulk_update(
         values.push(p.fence.step.unwrap_or(-1).into());
         values.extend(shape.values(&p.cp));
     }
-    let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
-    let sql = match backend {
-        DbBackend::MySql => {
-            let mut set: Vec<String> = names.iter().map(|c| format!("e.{c} = v.{c}")).collect();
-            set.extend(shape.constants(now).into_iter().map(|c| format!("e.{c}")));
-            format!(
-                "UPDATE executions e JOIN ({}) v ON e.id = v.id AND e.owner_node = v.owner_node AND e.owner_epoch = v.owner_epoch AND e.run_token = v.run_token \
-                 AND (v.fence_step < 0 OR e.step = v.fence_step) AND e.state IN ('running', 'waiting', 'waiting-signal') SET {}, e.updated_at = {now}",
-                rows.join(" UNION ALL "),
-                set.join(", ")
-            )
-        }
-        _ => {
-            let mut set: Vec<String> = names.iter().map(|c| format!("{c} = v.{c}")).collect();
-            set.extend(shape.constants(now));
-            format!(
-                "WITH v(id, owner_node, owner_epoch, run_token, fence_step, {}) AS (VALUES {}) UPDATE executions SET {}, updated_at = {now} FROM v \
-                 WHERE executions.id = v.id AND executions.owner_node = v.owner_node AND executions.owner_epoch = v.owner_epoch AND executions.run_token = v.run_token \
-                 AND (v.fence_step < 0 OR executions.step = v.fence_step) AND executions.state IN ('running', 'waiting', 'waiting-signal') RETURNING executions.id AS id",
-                names.join(", "),
-                rows.join(", "),
-                set.join(", ")
-            )
-        }
-    };
-    let stmt = Statement::from_sql_and_values(backend, sql, values);
-    if backend == DbBackend::MySql {
-        // MySQL says only how many rows it changed, not which: when some
-        // were fenced out, undo the whole statement and let each be
-        // written alone (a fenced write is not idempotent: the step moves).
-        txn.execute_unprepared("SAVEPOINT baton_bulk").await?;
-        let done = txn.execute_raw(stmt).await?.rows_affected();
-        if done != batch.len() as u64 {
-            txn.execute_unprepared("ROLLBACK TO SAVEPOINT baton_bulk")
-                .await?;
-            return Ok(None);
-        }
-        return Ok(Some(
-            batch.iter().map(|p| p.fence.execution.clone()).collect(),
+    rows
+}
+
+/// `name(id, owner_node, ...) AS (VALUES rows)` (PostgreSQL, SQLite).
+fn values_cte(name: &str, shape: Shape, rows: &[String]) -> String {
+    let names: Vec<&str> = shape.columns().iter().map(|(c, _)| *c).collect();
+    format!(
+        "{name}(id, owner_node, owner_epoch, run_token, fence_step, {}) AS (VALUES {})",
+        names.join(", "),
+        rows.join(", ")
+    )
+}
+
+/// The fenced `UPDATE` of the executions listed in the common table `v`
+/// (PostgreSQL, SQLite): a row is written only where owner, epoch, run
+/// token and step still match and it is unfinished; returns their ids.
+fn fenced_bulk_update(v: &str, shape: Shape, now: &str, unfinished: &str) -> String {
+    let mut set: Vec<String> = shape
+        .columns()
+        .iter()
+        .map(|(c, _)| format!("{c} = {v}.{c}"))
+        .collect();
+    set.extend(shape.constants(now));
+    format!(
+        "UPDATE executions SET {}, updated_at = {now} FROM {v} \
+         WHERE executions.id = {v}.id AND executions.owner_node = {v}.owner_node AND executions.owner_epoch = {v}.owner_epoch AND executions.run_token = {v}.run_token \
+         AND ({v}.fence_step < 0 OR executions.step = {v}.fence_step) AND {unfinished} RETURNING executions.id AS id",
+        set.join(", ")
+    )
+}
+
+/// Whether a batch can be written by [`one_statement`]: PostgreSQL, and
+/// every checkpoint of a bulk shape, of a claimed run, telling no parent.
+fn fits_one_statement(backend: DbBackend, batch: &[Pending]) -> bool {
+    backend == DbBackend::Postgres
+        && batch.iter().all(|p| {
+            p.fence.run.is_some() && p.cp.notify_parent.is_none() && Shape::of(&p.cp).is_some()
+        })
+}
+
+/// A whole batch in one statement, in autocommit (PostgreSQL): a
+/// data-modifying `WITH` does each shape's fenced bulk `UPDATE`, inserts
+/// the item-log records of the executions written and marks the signals
+/// they consumed, all or nothing, in one round trip instead of four
+/// (`BEGIN`, `UPDATE`, `INSERT`, `COMMIT`). The rows travel as JSON
+/// parameters (`json_to_recordset`), so the statement's text is the same
+/// for every batch: prepared once per connection, and planned once
+/// instead of at every batch size. An error from the server wrote
+/// nothing; a broken connection leaves the outcome unknown.
+async fn one_statement(
+    conn: &DatabaseConnection,
+    batch: &[Pending],
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
+    let backend = DbBackend::Postgres;
+    let now = Store::now_sql(backend);
+    let shapes = [Shape::Advance, Shape::Resume, Shape::Complete];
+    let mut ctes = Vec::new();
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let rows: Vec<serde_json::Value> = batch
+            .iter()
+            .filter(|p| Shape::of(&p.cp) == Some(shape))
+            .map(|p| {
+                let mut row = serde_json::Map::new();
+                row.insert("id".into(), p.fence.execution.clone().into());
+                row.insert("owner_node".into(), p.fence.node.clone().into());
+                row.insert("owner_epoch".into(), p.fence.epoch.into());
+                row.insert("run_token".into(), p.fence.run.unwrap_or_default().into());
+                row.insert("fence_step".into(), p.fence.step.unwrap_or(-1).into());
+                for ((c, _), v) in shape.columns().iter().zip(shape.values(&p.cp)) {
+                    row.insert((*c).into(), json_of(v));
+                }
+                serde_json::Value::Object(row)
+            })
+            .collect();
+        values.push(serde_json::Value::Array(rows).to_string().into());
+        let types: Vec<String> = shape
+            .columns()
+            .iter()
+            .map(|(c, cast)| {
+                let ty = match cast.trim_start_matches("::") {
+                    "" => "text",
+                    t => t,
+                };
+                format!("{c} {ty}")
+            })
+            .collect();
+        ctes.push(format!(
+            "v{i} AS (SELECT * FROM json_to_recordset(${}::json) AS t(id text, owner_node text, owner_epoch bigint, run_token bigint, fence_step bigint, {}))",
+            i + 1,
+            types.join(", ")
+        ));
+        // The planner cannot see how many rows a JSON parameter holds (it
+        // guesses 100): it would hash-join every unfinished execution,
+        // read through the state index. The ids as an array make it an
+        // index scan of the primary key, and the state a filter.
+        let unfinished = format!(
+            "executions.id = ANY(ARRAY(SELECT id FROM v{i})) AND executions.state NOT IN ('{}', '{}', '{}')",
+            state::COMPLETED,
+            state::FAILED,
+            state::CANCELED
+        );
+        ctes.push(format!(
+            "u{i} AS ({})",
+            fenced_bulk_update(&format!("v{i}"), shape, now, &unfinished)
         ));
     }
-    let rows = txn.query_all_raw(stmt).await?;
+    ctes.push(
+        "w AS (SELECT id FROM u0 UNION ALL SELECT id FROM u1 UNION ALL SELECT id FROM u2)".into(),
+    );
+    let logs: Vec<serde_json::Value> = batch
+        .iter()
+        .flat_map(|p| {
+            p.cp.logs.iter().map(|l| {
+                serde_json::json!({
+                    "execution_id": p.fence.execution,
+                    "item": l.item,
+                    "step": l.step,
+                    "attempt": l.attempt,
+                    "event": l.event,
+                    "node": p.fence.node,
+                    "message": l.message,
+                    "completed_step": (l.event == "completed").then_some(l.step),
+                })
+            })
+        })
+        .collect();
+    values.push(serde_json::Value::Array(logs).to_string().into());
+    ctes.push(format!(
+        "l AS (INSERT INTO item_log (execution_id, item, step, attempt, event, node, time, message, completed_step) \
+         SELECT x.execution_id, x.item, x.step, x.attempt, x.event, x.node, {now}, x.message, x.completed_step \
+         FROM json_to_recordset($4::json) AS x(execution_id text, item text, step bigint, attempt int, event text, node text, message text, completed_step bigint) \
+         WHERE x.execution_id IN (SELECT id FROM w))"
+    ));
+    let consumed: Vec<i64> = batch
+        .iter()
+        .flat_map(|p| p.cp.consume_signals.iter().copied())
+        .collect();
+    values.push(serde_json::Value::from(consumed).to_string().into());
+    // Only the signals of executions written: the others keep theirs.
+    ctes.push(format!(
+        "s AS (UPDATE signals SET consumed_at = {now} \
+         WHERE id = ANY(ARRAY(SELECT value::bigint FROM json_array_elements_text($5::json))) \
+         AND consumed_at IS NULL AND execution_id IN (SELECT id FROM w))"
+    ));
+    let sql = format!("WITH {} SELECT id FROM w", ctes.join(", "));
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .map_err(|e| {
+            if super::wrote_nothing(&e) {
+                Failed::Before(e)
+            } else {
+                Failed::AtCommit(e)
+            }
+        })?;
     let mut ids = HashSet::with_capacity(rows.len());
     for r in rows {
-        ids.insert(r.try_get::<String>("", "id")?);
+        ids.insert(r.try_get::<String>("", "id").map_err(Failed::AtCommit)?);
     }
-    Ok(Some(ids))
+    Ok(batch
+        .iter()
+        .map(|p| {
+            if ids.contains(&p.fence.execution) {
+                Ok(())
+            } else {
+                Err(StoreError::OwnershipLost {
+                    execution: p.fence.execution.clone(),
+                    node: p.fence.node.clone(),
+                    epoch: p.fence.epoch,
+                })
+            }
+        })
+        .collect())
+}
+
+/// A bound value as JSON (the scalar kinds the bulk shapes bind).
+fn json_of(v: sea_orm::Value) -> serde_json::Value {
+    use sea_orm::Value as V;
+    match v {
+        V::String(Some(s)) => serde_json::Value::String(s),
+        V::BigInt(Some(n)) => n.into(),
+        V::Int(Some(n)) => n.into(),
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// Why a batch's transaction failed.
@@ -383,6 +577,9 @@ async fn apply(
     backend: DbBackend,
     batch: &[Pending],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
+    if fits_one_statement(backend, batch) {
+        return one_statement(conn, batch).await;
+    }
     let txn = conn.begin().await?;
     let mut bulk: Vec<(Shape, HashSet<String>)> = Vec::new();
     for shape in [Shape::Advance, Shape::Resume, Shape::Complete] {

@@ -304,6 +304,28 @@ impl Store {
     }
 }
 
+/// True when `err` says the statement wrote nothing: the server answered
+/// it with an error (an autocommit statement that fails is rolled back
+/// whole), or no connection was had to send it on. Other failures (the
+/// connection broke while the statement was in flight) leave its outcome
+/// unknown.
+pub(crate) fn wrote_nothing(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::RuntimeErr;
+    match err {
+        DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => {
+            matches!(
+                **e,
+                Sqlx::Database(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed
+            )
+        }
+        _ => false,
+    }
+}
+
 /// True when `err` is a unique-constraint violation.
 pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
