@@ -44,6 +44,7 @@ on_all_backends!(
     starts_made_together_stay_idempotent_and_epoch_checked,
     a_wake_is_the_claim_of_the_run_it_wakes,
     batched_completions_are_fenced_and_consume_only_their_own_signals,
+    starts_wait_for_a_takeover_in_flight_and_are_refused_by_it,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -904,12 +905,23 @@ async fn batched_completions_are_fenced_and_consume_only_their_own_signals(b: Ba
         }],
         ..Default::default()
     };
-    let results = futures::future::join_all(
-        runs.iter()
-            .map(|(f, signal)| store.checkpoint(f, complete(*signal))),
-    )
-    .await;
+    // The runs that still hold their rows complete together (on MySQL the
+    // bulk statement writes them all), then the fenced-out ones.
+    let (held, lost): (Vec<_>, Vec<_>) = runs.iter().enumerate().partition(|(i, _)| i % 3 != 0);
+    let mut results: Vec<Option<Result<(), baton_actors::StoreError>>> =
+        runs.iter().map(|_| None).collect();
+    for wave in [held, lost] {
+        let done = futures::future::join_all(
+            wave.iter()
+                .map(|(_, (f, signal))| store.checkpoint(f, complete(*signal))),
+        )
+        .await;
+        for ((i, _), r) in wave.iter().zip(done) {
+            results[*i] = Some(r);
+        }
+    }
     for (i, ((f, _), r)) in runs.iter().zip(results).enumerate() {
+        let r = r.expect("answered");
         let row = store
             .execution(&f.execution)
             .await
@@ -940,5 +952,62 @@ async fn batched_completions_are_fenced_and_consume_only_their_own_signals(b: Ba
             assert!(pending.is_none(), "{}: its signal is consumed", f.execution);
             assert_eq!(completed, 1, "{}", f.execution);
         }
+    }
+}
+
+/// Review of issue 14's start batcher: a start checks its owner's epoch
+/// with a locking read, so a takeover that has moved the node's epoch but
+/// not yet committed makes the starts wait for it, and they are refused
+/// when it commits. With a plain read they passed the check against the
+/// row as it was, and were created under a node declared dead (on MySQL,
+/// a plain read even sees the transaction's earlier snapshot).
+async fn starts_wait_for_a_takeover_in_flight_and_are_refused_by_it(b: Backend) {
+    use baton_actors::store::NodeRegistration;
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let epoch = store
+        .register_node(NodeRegistration {
+            id: "n1".into(),
+            address: "http://127.0.0.1:1".into(),
+            role: "active".into(),
+            state: baton_actors::store::node_state::RUNNING.into(),
+            fingerprint: String::new(),
+        })
+        .await
+        .expect("register");
+    let other = Database::connect(db.url.as_str()).await.expect("connect");
+    let takeover = other.begin().await.expect("begin");
+    takeover
+        .execute_unprepared("UPDATE nodes SET epoch = epoch + 1, state = 'FAILED' WHERE id = 'n1'")
+        .await
+        .expect("the takeover moves the epoch");
+    let starts = actix_rt::spawn({
+        let store = store.clone();
+        async move {
+            futures::future::join_all((0..8).map(|i| {
+                store.create_execution(new_start(&format!("late-{i}"), "n1", Some(epoch)))
+            }))
+            .await
+        }
+    });
+    // Let the starts reach their read of the node row (they wait on the
+    // takeover's lock; had they not reached it yet, they read the new
+    // epoch after the commit all the same).
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    takeover.commit().await.expect("the takeover commits");
+    for r in starts.await.expect("starts") {
+        assert!(
+            matches!(r, Err(baton_actors::StoreError::Conflict(_))),
+            "a start under the old epoch: {r:?}"
+        );
+    }
+    for i in 0..8 {
+        assert!(store
+            .execution(&format!("late-{i}"))
+            .await
+            .expect("read")
+            .is_none());
     }
 }

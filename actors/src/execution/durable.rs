@@ -55,8 +55,13 @@ impl Run {
     /// the row holds now under this run's own fence (same owner, epoch and
     /// run, at the step `cp` moves to).
     async fn landed(&self, cp: &Checkpoint) -> bool {
-        let Some(step) = cp.step else {
-            return false;
+        // A checkpoint that moves the step landed when the row is at that
+        // step; one that ends the execution where it stands, when the row
+        // is in that final state.
+        let (step, ended) = match (cp.step, cp.state) {
+            (Some(step), _) => (step, None),
+            (None, Some(state)) if cp.ended => (self.step, Some(state.as_str())),
+            _ => return false,
         };
         match self.store.execution(&self.fence.execution).await {
             Ok(Some(row)) => {
@@ -64,6 +69,7 @@ impl Run {
                     && row.owner_epoch == self.fence.epoch
                     && self.fence.run.is_none_or(|r| r == row.run_token)
                     && row.step == step
+                    && ended.is_none_or(|s| row.state == s)
             }
             _ => false,
         }

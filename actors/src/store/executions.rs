@@ -618,12 +618,15 @@ pub(super) async fn create_one(
                 // (SQLITE_BUSY_SNAPSHOT) when another process writes in
                 // between; one that writes first waits for the lock.
                 if let Some(epoch) = new.node_epoch {
-                    let live = node::Entity::find()
-                        .filter(node::Column::Id.eq(new.owner_node.as_str()))
-                        .filter(node::Column::Epoch.eq(epoch))
-                        .filter(node::Column::State.eq(super::node_state::RUNNING))
-                        .one(&txn)
-                        .await?;
+                    let live = lock_owner_rows(
+                        node::Entity::find()
+                            .filter(node::Column::Id.eq(new.owner_node.as_str()))
+                            .filter(node::Column::Epoch.eq(epoch))
+                            .filter(node::Column::State.eq(super::node_state::RUNNING)),
+                        backend,
+                    )
+                    .one(&txn)
+                    .await?;
                     if live.is_none() {
                         txn.rollback().await?;
                         return Err(StoreError::Conflict(format!(
@@ -664,4 +667,24 @@ pub(super) async fn create_one(
     } else {
         StartOutcome::Existing(row)
     })
+}
+
+/// The read of the owner node's row that a start checks its epoch against,
+/// as a locking read (`FOR SHARE`) on PostgreSQL and MySQL/MariaDB: it
+/// sees the row as last committed (a plain read on MySQL sees the
+/// transaction's snapshot, which an earlier read may have fixed before a
+/// takeover committed), and a takeover's `UPDATE` of that row waits for
+/// the start to commit, so that it then moves the new executions too
+/// instead of leaving them to a node it declared dead. SQLite writes one
+/// transaction at a time: no lock is needed.
+pub(super) fn lock_owner_rows<E: sea_orm::EntityTrait>(
+    q: sea_orm::Select<E>,
+    backend: sea_orm::DbBackend,
+) -> sea_orm::Select<E> {
+    use sea_orm::QuerySelect;
+    if backend == sea_orm::DbBackend::Sqlite {
+        q
+    } else {
+        q.lock_shared()
+    }
 }

@@ -188,17 +188,20 @@ async fn apply(
         .map(|n| n.owner_node.as_str())
         .collect();
     if !owners.is_empty() {
-        let live: HashMap<String, i64> = node::Entity::find()
-            .select_only()
-            .column(node::Column::Id)
-            .column(node::Column::Epoch)
-            .filter(node::Column::Id.is_in(owners.iter().copied()))
-            .filter(node::Column::State.eq(super::node_state::RUNNING))
-            .into_tuple::<(String, i64)>()
-            .all(&txn)
-            .await?
-            .into_iter()
-            .collect();
+        let live: HashMap<String, i64> = super::executions::lock_owner_rows(
+            node::Entity::find()
+                .select_only()
+                .column(node::Column::Id)
+                .column(node::Column::Epoch)
+                .filter(node::Column::Id.is_in(owners.iter().copied()))
+                .filter(node::Column::State.eq(super::node_state::RUNNING)),
+            backend,
+        )
+        .into_tuple::<(String, i64)>()
+        .all(&txn)
+        .await?
+        .into_iter()
+        .collect();
         let refused = firsts.iter().any(|n| {
             created.contains(&n.id)
                 && n.node_epoch

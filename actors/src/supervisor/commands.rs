@@ -116,8 +116,9 @@ impl Handler<StartExecution> for NodeSupervisor {
                 StartOutcome::Created(row) => {
                     // The insert claimed its first run: nothing could read
                     // the row before it existed, and `pending` kept the
-                    // rescan off it until now.
-                    let token = Some(row.run_token);
+                    // rescan off it until now (only this request's own
+                    // entry: a repeat of the id that raced it claims).
+                    let token = fresh.then_some(row.run_token);
                     act.spawn_run(ctx, def, row.clone(), StartKind::New, token);
                     Ok((row, true))
                 }
