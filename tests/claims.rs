@@ -45,6 +45,7 @@ on_all_backends!(
     a_wake_is_the_claim_of_the_run_it_wakes,
     batched_completions_are_fenced_and_consume_only_their_own_signals,
     starts_wait_for_a_takeover_in_flight_and_are_refused_by_it,
+    batched_parks_are_fenced,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -1009,5 +1010,105 @@ async fn starts_wait_for_a_takeover_in_flight_and_are_refused_by_it(b: Backend) 
             .await
             .expect("read")
             .is_none());
+    }
+}
+
+/// Issue 14: parks join the group commit's bulk `UPDATE` (a `Park` shape:
+/// state, deadline, awaited signal). Runs that still hold their rows park
+/// together, half on a signal and half on a timer; a run that lost its
+/// claim parks nothing and its row stays running.
+async fn batched_parks_are_fenced(b: Backend) {
+    use baton_actors::store::{Checkpoint, ExecutionState, LogEntry, Wait};
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let mut runs = Vec::new();
+    for i in 0..24 {
+        let StartOutcome::Created(row) = store
+            .create_execution(new_start(&format!("p{i}"), "n1", None))
+            .await
+            .expect("create")
+        else {
+            panic!("created")
+        };
+        let base = Fence {
+            execution: row.id.clone(),
+            node: "n1".into(),
+            epoch: row.owner_epoch,
+            run: None,
+            step: None,
+        };
+        let token = store
+            .claim_run(&base, row.run_token, row.step, row.attempt)
+            .await
+            .expect("claim")
+            .expect("won");
+        let run = if i % 4 == 3 { token + 100 } else { token };
+        runs.push(Fence {
+            run: Some(run),
+            step: Some(row.step),
+            ..base
+        });
+    }
+    let park = |i: usize| Checkpoint {
+        wait: Some(if i.is_multiple_of(2) {
+            Wait {
+                state: ExecutionState::WaitingSignal,
+                until: None,
+                signal: Some("go".into()),
+            }
+        } else {
+            Wait {
+                state: ExecutionState::Waiting,
+                until: Some(4_102_444_800_000),
+                signal: None,
+            }
+        }),
+        logs: vec![LogEntry {
+            item: "a".into(),
+            step: 1,
+            attempt: 1,
+            event: "log",
+            message: Some("parked".into()),
+        }],
+        ..Default::default()
+    };
+    let results = futures::future::join_all(
+        runs.iter()
+            .enumerate()
+            .map(|(i, f)| store.checkpoint(f, park(i))),
+    )
+    .await;
+    for (i, (f, r)) in runs.iter().zip(results).enumerate() {
+        let row = store
+            .execution(&f.execution)
+            .await
+            .expect("read")
+            .expect("row");
+        let logged = store
+            .item_log(&f.execution)
+            .await
+            .expect("log")
+            .iter()
+            .filter(|l| l.message.as_deref() == Some("parked"))
+            .count();
+        if i % 4 == 3 {
+            assert!(r.is_err_and(|e| e.is_ownership_lost()), "{}", f.execution);
+            assert_eq!(row.state, "running", "{}", f.execution);
+            assert!(row.wait_until.is_none() && row.wait_signal.is_none());
+            assert_eq!(logged, 0, "{}", f.execution);
+        } else if i % 2 == 0 {
+            assert!(r.is_ok(), "{}: {r:?}", f.execution);
+            assert_eq!(row.state, "waiting-signal", "{}", f.execution);
+            assert_eq!(row.wait_signal.as_deref(), Some("go"));
+            assert_eq!(row.wait_until, None);
+            assert_eq!(logged, 1, "{}", f.execution);
+        } else {
+            assert!(r.is_ok(), "{}: {r:?}", f.execution);
+            assert_eq!(row.state, "waiting", "{}", f.execution);
+            assert_eq!(row.wait_until, Some(4_102_444_800_000));
+            assert_eq!(row.wait_signal, None);
+            assert_eq!(logged, 1, "{}", f.execution);
+        }
     }
 }

@@ -140,14 +140,29 @@ enum Shape {
     /// item, `completed`, ended now. Every execution that ends well writes
     /// one.
     Complete,
+    /// "Parked": the waiting state, its deadline and the awaited signal,
+    /// nothing else. Every timer, signal and interaction writes one.
+    Park,
 }
 
 impl Shape {
     fn of(cp: &Checkpoint) -> Option<Shape> {
         // Signals consumed and parents told are written after the bulk
         // `UPDATE`, for the rows it wrote.
-        if cp.error.is_some() || cp.wait.is_some() || cp.only_if_parked {
+        if cp.error.is_some() || cp.only_if_parked {
             return None;
+        }
+        if cp.wait.is_some() {
+            let parks_only = cp.state.is_none()
+                && !cp.ended
+                && cp.variables.is_none()
+                && cp.outputs.is_none()
+                && cp.current_item.is_none()
+                && cp.step.is_none()
+                && cp.attempt.is_none()
+                && cp.item_retries.is_none()
+                && cp.notify_parent.is_none();
+            return parks_only.then_some(Shape::Park);
         }
         if cp.state == Some(ExecutionState::Completed) {
             let completes = cp.ended
@@ -195,6 +210,11 @@ impl Shape {
             ],
             Shape::Resume => &[("attempt", "::int")],
             Shape::Complete => &[("variables", ""), ("outputs", "")],
+            Shape::Park => &[
+                ("state", ""),
+                ("wait_until", "::bigint"),
+                ("wait_signal", ""),
+            ],
         }
     }
 
@@ -203,7 +223,7 @@ impl Shape {
         match self {
             // Moving to the next item always ends any wait.
             Shape::Advance => vec!["wait_until = NULL".into(), "wait_signal = NULL".into()],
-            Shape::Resume => Vec::new(),
+            Shape::Resume | Shape::Park => Vec::new(),
             Shape::Complete => vec![
                 "current_item = NULL".into(),
                 format!("state = '{}'", state::COMPLETED),
@@ -232,6 +252,16 @@ impl Shape {
                 cp.item_retries.unwrap_or_default().into(),
             ],
             Shape::Resume => vec![attempt],
+            Shape::Park => {
+                let wait = cp.wait.as_ref();
+                vec![
+                    wait.map(|w| w.state.as_str().to_owned())
+                        .unwrap_or_default()
+                        .into(),
+                    wait.and_then(|w| w.until).into(),
+                    wait.and_then(|w| w.signal.clone()).into(),
+                ]
+            }
             Shape::Complete => vec![
                 cp.variables
                     .as_ref()
@@ -415,7 +445,7 @@ async fn one_statement(
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
     let backend = DbBackend::Postgres;
     let now = Store::now_sql(backend);
-    let shapes = [Shape::Advance, Shape::Resume, Shape::Complete];
+    let shapes = [Shape::Advance, Shape::Resume, Shape::Complete, Shape::Park];
     let mut ctes = Vec::new();
     let mut values: Vec<sea_orm::Value> = Vec::new();
     for (i, shape) in shapes.into_iter().enumerate() {
@@ -467,9 +497,10 @@ async fn one_statement(
             fenced_bulk_update(&format!("v{i}"), shape, now, &unfinished)
         ));
     }
-    ctes.push(
-        "w AS (SELECT id FROM u0 UNION ALL SELECT id FROM u1 UNION ALL SELECT id FROM u2)".into(),
-    );
+    let written: Vec<String> = (0..shapes.len())
+        .map(|i| format!("SELECT id FROM u{i}"))
+        .collect();
+    ctes.push(format!("w AS ({})", written.join(" UNION ALL ")));
     let logs: Vec<serde_json::Value> = batch
         .iter()
         .flat_map(|p| {
@@ -488,10 +519,11 @@ async fn one_statement(
         })
         .collect();
     values.push(serde_json::Value::Array(logs).to_string().into());
+    let log_param = values.len();
     ctes.push(format!(
         "l AS (INSERT INTO item_log (execution_id, item, step, attempt, event, node, time, message, completed_step) \
          SELECT x.execution_id, x.item, x.step, x.attempt, x.event, x.node, {now}, x.message, x.completed_step \
-         FROM json_to_recordset($4::json) AS x(execution_id text, item text, step bigint, attempt int, event text, node text, message text, completed_step bigint) \
+         FROM json_to_recordset(${log_param}::json) AS x(execution_id text, item text, step bigint, attempt int, event text, node text, message text, completed_step bigint) \
          WHERE x.execution_id IN (SELECT id FROM w))"
     ));
     let consumed: Vec<i64> = batch
@@ -499,10 +531,11 @@ async fn one_statement(
         .flat_map(|p| p.cp.consume_signals.iter().copied())
         .collect();
     values.push(serde_json::Value::from(consumed).to_string().into());
+    let signal_param = values.len();
     // Only the signals of executions written: the others keep theirs.
     ctes.push(format!(
         "s AS (UPDATE signals SET consumed_at = {now} \
-         WHERE id = ANY(ARRAY(SELECT value::bigint FROM json_array_elements_text($5::json))) \
+         WHERE id = ANY(ARRAY(SELECT value::bigint FROM json_array_elements_text(${signal_param}::json))) \
          AND consumed_at IS NULL AND execution_id IN (SELECT id FROM w))"
     ));
     let sql = format!("WITH {} SELECT id FROM w", ctes.join(", "));
@@ -582,7 +615,7 @@ async fn apply(
     }
     let txn = conn.begin().await?;
     let mut bulk: Vec<(Shape, HashSet<String>)> = Vec::new();
-    for shape in [Shape::Advance, Shape::Resume, Shape::Complete] {
+    for shape in [Shape::Advance, Shape::Resume, Shape::Complete, Shape::Park] {
         let group: Vec<&Pending> = batch
             .iter()
             .filter(|p| p.fence.run.is_some() && Shape::of(&p.cp) == Some(shape))
