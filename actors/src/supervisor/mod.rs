@@ -103,6 +103,9 @@ pub struct NodeSupervisor {
     rescanning: bool,
     rescan_again: bool,
     waking: bool,
+    /// When the last wake scan began (the scan skips ticks while many
+    /// runs are in flight, but never for more than a second).
+    last_wake: std::time::Instant,
     /// The executions the wake scan in flight is waking (see `wake_due`).
     waking_ids: std::rc::Rc<std::cell::RefCell<HashSet<String>>>,
     purging: bool,
@@ -125,6 +128,7 @@ impl NodeSupervisor {
             rescanning: false,
             rescan_again: false,
             waking: false,
+            last_wake: std::time::Instant::now(),
             waking_ids: Default::default(),
             purging: false,
             refusal_recorded: false,

@@ -83,6 +83,14 @@ pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(1);
 pub(super) const WAKE_SCAN_EVERY: Duration = Duration::from_millis(100);
 /// Most executions woken by one scan.
 const WAKE_BATCH: u32 = 500;
+/// Runs in flight above which the wake scan waits for a later tick: a
+/// burst of due executions (100,000 signals at once) is woken as the
+/// node gets through them, not all at once (which held every one as an
+/// actor and had the 1 s rescan read them all, each time). Never longer
+/// than `WAKE_AT_LEAST_EVERY`, so that long-running items cannot starve
+/// timers.
+const WAKE_WHILE_RUNNING_BELOW: usize = 4 * WAKE_BATCH as usize;
+const WAKE_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 /// How often a running node looks for signals stored without the wake
 /// flag, and how far back (three periods: a slow commit is not missed).
 pub(super) const SIGNAL_CATCH_UP_EVERY: Duration = Duration::from_secs(10);
@@ -92,10 +100,13 @@ impl NodeSupervisor {
     /// Wakes this node's parked executions that are due (timer or timeout
     /// passed, or a signal arrived), in bounded batches, one scan at a time.
     pub(super) fn wake_due(&mut self, ctx: &mut Context<Self>) {
-        if self.waking || self.cfg.status.get().state != NodeState::Running {
+        let busy = self.running.len() >= WAKE_WHILE_RUNNING_BELOW
+            && self.last_wake.elapsed() < WAKE_AT_LEAST_EVERY;
+        if self.waking || busy || self.cfg.status.get().state != NodeState::Running {
             return;
         }
         self.waking = true;
+        self.last_wake = std::time::Instant::now();
         let store = self.cfg.store.clone();
         let node = self.cfg.node_id.clone();
         let cache = self.cfg.definitions.clone();
