@@ -316,6 +316,23 @@ enum BenchScenario {
         #[arg(long, default_value_t = 0)]
         idle_parked: usize,
     },
+    /// The database's own one-row commit rate, then Baton's benchmarks on
+    /// the same database, as one table of ratios.
+    Compare {
+        /// Database URL (a scratch database: the bench writes to it);
+        /// default: a fresh SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Workflows (of 5 tasks) per throughput run.
+        #[arg(long, default_value_t = 3000)]
+        workflows: u64,
+        /// Executions parked on a signal for the waits measurements.
+        #[arg(long, default_value_t = 20_000)]
+        parked: usize,
+        /// Timers due at the same moment.
+        #[arg(long, default_value_t = 10_000)]
+        timers: usize,
+    },
     /// Time the execution search on a large table (a scratch database).
     Search {
         /// Database URL (a scratch database); default: a fresh SQLite file.
@@ -359,9 +376,13 @@ struct BenchArgs {
     /// No-op task items per workflow (S).
     #[arg(long, short = 's', default_value_t = 5)]
     steps: u64,
-    /// Concurrent executions (C).
+    /// Concurrent executions (C); with `--http`, concurrent HTTP clients.
     #[arg(long, short = 'c', default_value_t = 16)]
     concurrency: u64,
+    /// Start the executions over HTTP from C clients (each POSTs its share
+    /// one after the other) instead of C in flight through the supervisor.
+    #[arg(long)]
+    http: bool,
 }
 
 /// Logs to stderr: `BATON_LOG` (or `RUST_LOG`) filters; `BATON_LOG_FORMAT`
@@ -727,7 +748,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 timers,
                 idle_parked,
             };
-            bench::waits::run(&opts).await
+            bench::waits::run(&opts).await.map(|_| ())
+        }
+        Command::Bench {
+            scenario:
+                Some(BenchScenario::Compare {
+                    database_url,
+                    workflows,
+                    parked,
+                    timers,
+                }),
+            ..
+        } => {
+            let opts = bench::compare::CompareOptions {
+                database_url,
+                workflows,
+                parked,
+                timers,
+            };
+            bench::compare::run(&opts).await
         }
         Command::Bench {
             scenario: None,
@@ -741,6 +780,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 workflows: args.workflows,
                 steps: args.steps,
                 concurrency: args.concurrency,
+                http: args.http,
             };
             let r = bench::run(&opts).await?;
             let backend = opts.database_url.split(':').next().unwrap_or("?");

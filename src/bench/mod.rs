@@ -9,7 +9,10 @@
 //! - [`waits`] (`baton bench waits`): parked executions' memory, signal
 //!   delivery, timer accuracy.
 //! - [`search`] (`baton bench search`): search pages on a large table.
+//! - [`compare`] (`baton bench compare`): the database's own commit rate,
+//!   then the benchmarks above on the same database, as one table.
 
+pub mod compare;
 pub mod failover;
 pub mod search;
 pub mod waits;
@@ -34,8 +37,13 @@ pub struct BenchOptions {
     pub workflows: u64,
     /// `task` items per workflow.
     pub steps: u64,
-    /// Executions in flight at once.
+    /// Executions in flight at once; with `http`, the HTTP clients.
     pub concurrency: u64,
+    /// Start the executions over HTTP: `concurrency` clients each POST
+    /// their share of the starts one after the other, as fast as the node
+    /// answers, and the run ends when every execution has finished (the
+    /// node holds as many in flight as have been started).
+    pub http: bool,
 }
 
 /// What was measured.
@@ -116,6 +124,31 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let started_at = Instant::now();
     let mut started = 0u64;
+    if opts.http {
+        // Every start is sent from here on; `started` is what the loop
+        // below must not add to.
+        started = opts.workflows;
+        let clients = opts.concurrency.max(1);
+        for c in 0..clients {
+            let share = opts.workflows / clients + u64::from(c < opts.workflows % clients);
+            let client = crate::client::Client::new(&node.url(), None);
+            let (errors, path) = (errors.clone(), format!("/api/workflows/{id}/executions"));
+            actix_rt::spawn(async move {
+                let body = json!({"inputs": {}});
+                for _ in 0..share {
+                    let r = client
+                        .send_json(awc::http::Method::POST, &path, Some(&body))
+                        .await;
+                    if let Err(e) = r {
+                        if let Ok(mut l) = errors.lock() {
+                            l.push(e.to_string());
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    }
     while finished() < opts.workflows {
         while started < opts.workflows && started - finished() < opts.concurrency {
             started += 1;
@@ -180,7 +213,7 @@ pub async fn write_executions(
     row: impl Fn(usize) -> baton_actors::store::entities::execution::ActiveModel,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    use sea_orm::{ConnectionTrait, DbBackend, EntityTrait};
+    use sea_orm::EntityTrait;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let rows: Vec<_> = chunk.iter().map(|&i| row(i)).collect();
         store
@@ -194,9 +227,16 @@ pub async fn write_executions(
             .await
             .context("writing the executions (use a scratch database)")?;
     }
+    analyze(store).await
+}
+
+/// Has the database analyze the tables the engine writes, so that its
+/// planner sees them as they are (a scratch database filled in seconds).
+pub async fn analyze(store: &baton_actors::Store) -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, DbBackend};
     let analyze = match store.backend() {
-        DbBackend::Postgres => "ANALYZE executions",
-        DbBackend::MySql => "ANALYZE TABLE executions",
+        DbBackend::Postgres => "ANALYZE executions, signals, item_log",
+        DbBackend::MySql => "ANALYZE TABLE executions, signals, item_log",
         _ => "ANALYZE",
     };
     store
