@@ -152,38 +152,50 @@ pub async fn run(opts: &CompareOptions) -> anyhow::Result<()> {
     .await?;
 
     println!();
-    println!("| measure | Baton | database limit (same run) | ratio |");
+    println!(
+        "database limit (same run): one-row INSERT commits/s, {one:.0} from 1 connection, {sixteen:.0} from 16"
+    );
+    println!();
+    println!("| measure | Baton | / 1-connection commits/s | / 16-connection commits/s |");
     println!("| --- | --- | --- | --- |");
-    println!("| one-row INSERT commits/s | | {one:.0} (1 connection) / {sixteen:.0} (16) | |");
-    for (label, r) in &runs {
-        let limit = if label.contains("-c 1") { one } else { sixteen };
+    let row = |what: &str, figure: String, rate: f64| {
         println!(
-            "| {label}: items/s | {:.0} | {limit:.0} commits/s | {} |",
+            "| {what} | {figure} | {} | {} |",
+            ratio(rate, one),
+            ratio(rate, sixteen)
+        );
+    };
+    for (label, r) in &runs {
+        row(
+            &format!("{label}: items/s"),
+            format!("{:.0}", r.items_per_sec),
             r.items_per_sec,
-            ratio(r.items_per_sec, limit)
         );
     }
     if let Some((_, r)) = runs.iter().find(|(l, _)| l == "bench -c 1") {
         let commit_ms = 1e3 / one;
         println!(
-            "| bench -c 1: item latency p50 | {:.2} ms | one commit {commit_ms:.2} ms | {} commits |",
+            "| bench -c 1: item latency p50 | {:.2} ms ({} one-connection commits of {commit_ms:.2} ms) | | |",
             r.p50.as_secs_f64() * 1e3,
             ratio(r.p50.as_secs_f64() * 1e3, commit_ms)
         );
     }
     if let Some(p) = waits.parked_per_sec {
-        println!(
-            "| executions started and parked/s ({} parked) | {p:.0} | {sixteen:.0} commits/s | {} |",
-            opts.parked,
-            ratio(p, sixteen)
+        row(
+            &format!("executions started and parked/s ({} parked)", opts.parked),
+            format!("{p:.0}"),
+            p,
         );
     }
     if let Some(s) = waits.signals_secs {
         let rate = opts.parked as f64 / s;
-        println!(
-            "| signals delivered and completed/s ({} at once) | {rate:.0} ({s:.1} s) | {sixteen:.0} commits/s | {} |",
-            opts.parked,
-            ratio(rate, sixteen)
+        row(
+            &format!(
+                "signals delivered and completed/s ({} at once)",
+                opts.parked
+            ),
+            format!("{rate:.0} ({s:.1} s)"),
+            rate,
         );
     }
     if let Some((p50, p99)) = waits.timers_ms {
