@@ -839,6 +839,36 @@ async fn a_wake_is_the_claim_of_the_run_it_wakes(b: Backend) {
         .expect("the woken run writes");
 }
 
+/// Creates execution `id` owned by `n1`, claims its run, and returns the
+/// run's fence (token and step); `lost`: a token another run has since
+/// replaced, so that every write under it is refused.
+async fn claimed_run(store: &baton_actors::Store, id: &str, lost: bool) -> Fence {
+    let StartOutcome::Created(row) = store
+        .create_execution(new_start(id, "n1", None))
+        .await
+        .expect("create")
+    else {
+        panic!("created")
+    };
+    let base = Fence {
+        execution: row.id.clone(),
+        node: "n1".into(),
+        epoch: row.owner_epoch,
+        run: None,
+        step: None,
+    };
+    let token = store
+        .claim_run(&base, row.run_token, row.step, row.attempt)
+        .await
+        .expect("claim")
+        .expect("won");
+    Fence {
+        run: Some(if lost { token + 100 } else { token }),
+        step: Some(row.step),
+        ..base
+    }
+}
+
 /// Issue 14: completions and signal consumption join the group commit
 /// (one bulk fenced `UPDATE` for the executions that complete together,
 /// one `UPDATE` of the signals they consumed). A completion under a token
@@ -851,44 +881,18 @@ async fn batched_completions_are_fenced_and_consume_only_their_own_signals(b: Ba
     store.migrate().await.expect("migrate");
     let mut runs = Vec::new();
     for i in 0..24 {
-        let StartOutcome::Created(row) = store
-            .create_execution(new_start(&format!("c{i}"), "n1", None))
-            .await
-            .expect("create")
-        else {
-            panic!("created")
-        };
+        // Every third run lost its claim to another run since.
+        let fence = claimed_run(&store, &format!("c{i}"), i % 3 == 0).await;
         store
-            .insert_signal(&row.id, "go", &json!(i))
+            .insert_signal(&fence.execution, "go", &json!(i))
             .await
             .expect("signal");
         let signal = store
-            .pending_signal(&row.id, "go")
+            .pending_signal(&fence.execution, "go")
             .await
             .expect("read")
             .expect("pending");
-        let base = Fence {
-            execution: row.id.clone(),
-            node: "n1".into(),
-            epoch: row.owner_epoch,
-            run: None,
-            step: None,
-        };
-        let token = store
-            .claim_run(&base, row.run_token, row.step, row.attempt)
-            .await
-            .expect("claim")
-            .expect("won");
-        // Every third run lost its claim to another run since.
-        let run = if i % 3 == 0 { token + 100 } else { token };
-        runs.push((
-            Fence {
-                run: Some(run),
-                step: Some(row.step),
-                ..base
-            },
-            signal.id,
-        ));
+        runs.push((fence, signal.id));
     }
     let complete = |signal: i64| Checkpoint {
         variables: Some(json!({"n": 1})),
@@ -1024,31 +1028,7 @@ async fn batched_parks_are_fenced(b: Backend) {
     store.migrate().await.expect("migrate");
     let mut runs = Vec::new();
     for i in 0..24 {
-        let StartOutcome::Created(row) = store
-            .create_execution(new_start(&format!("p{i}"), "n1", None))
-            .await
-            .expect("create")
-        else {
-            panic!("created")
-        };
-        let base = Fence {
-            execution: row.id.clone(),
-            node: "n1".into(),
-            epoch: row.owner_epoch,
-            run: None,
-            step: None,
-        };
-        let token = store
-            .claim_run(&base, row.run_token, row.step, row.attempt)
-            .await
-            .expect("claim")
-            .expect("won");
-        let run = if i % 4 == 3 { token + 100 } else { token };
-        runs.push(Fence {
-            run: Some(run),
-            step: Some(row.step),
-            ..base
-        });
+        runs.push(claimed_run(&store, &format!("p{i}"), i % 4 == 3).await);
     }
     let park = |i: usize| Checkpoint {
         wait: Some(if i.is_multiple_of(2) {

@@ -79,19 +79,7 @@ async fn writer(
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
     stats: Arc<crate::metrics::CheckpointStats>,
 ) {
-    loop {
-        let batch = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
+    while let Some(batch) = next_batch(&rx, MAX_BATCH).await {
         let began = std::time::Instant::now();
         match apply(&conn, backend, &batch).await {
             Ok(results) => {
@@ -125,6 +113,25 @@ async fn writer(
             }
         }
     }
+}
+
+/// Waits for the next request on a writer's queue, then takes whatever
+/// else is queued already, up to `max`; `None` once the queue is closed.
+/// Shared by the checkpoint and the start writers.
+pub(super) async fn next_batch<T>(
+    rx: &Mutex<mpsc::UnboundedReceiver<T>>,
+    max: usize,
+) -> Option<Vec<T>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
 }
 
 /// The checkpoints written with one bulk `UPDATE` per batch.
@@ -234,18 +241,13 @@ impl Shape {
 
     fn values(self, cp: &Checkpoint) -> Vec<sea_orm::Value> {
         let attempt = cp.attempt.unwrap_or_default().into();
+        let text = |v: &Option<serde_json::Value>| -> sea_orm::Value {
+            v.as_ref().map(|v| v.to_string()).unwrap_or_default().into()
+        };
         match self {
             Shape::Advance => vec![
-                cp.variables
-                    .as_ref()
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
-                    .into(),
-                cp.outputs
-                    .as_ref()
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
-                    .into(),
+                text(&cp.variables),
+                text(&cp.outputs),
                 cp.current_item.clone().flatten().unwrap_or_default().into(),
                 cp.step.unwrap_or_default().into(),
                 attempt,
@@ -262,18 +264,7 @@ impl Shape {
                     wait.and_then(|w| w.signal.clone()).into(),
                 ]
             }
-            Shape::Complete => vec![
-                cp.variables
-                    .as_ref()
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
-                    .into(),
-                cp.outputs
-                    .as_ref()
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
-                    .into(),
-            ],
+            Shape::Complete => vec![text(&cp.variables), text(&cp.outputs)],
         }
     }
 }

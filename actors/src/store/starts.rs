@@ -66,19 +66,7 @@ async fn writer(
     backend: DbBackend,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
 ) {
-    loop {
-        let batch = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
+    while let Some(batch) = super::batch::next_batch(&rx, MAX_BATCH).await {
         if batch.len() == 1 {
             for p in batch {
                 let r = create_one(&conn, backend, p.new).await;
