@@ -200,6 +200,13 @@ pub struct EngineConfig {
     pub max_depth: u32,
     /// Children a `parallel` foreach runs at once.
     pub foreach_parallelism: u32,
+    /// Runs of new executions (started by a client) a node holds at once;
+    /// a start beyond it waits for one to end or park. Children, woken,
+    /// resumed and recovered runs are not held back by it.
+    pub max_running: u32,
+    /// How long a start waits for a slot under `max_running` before it is
+    /// refused with 503 `overloaded` (nothing created); 0: refused at once.
+    pub start_wait_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -208,6 +215,8 @@ impl Default for EngineConfig {
             max_item_starts: 10,
             max_depth: 32,
             foreach_parallelism: 8,
+            max_running: 10_000,
+            start_wait_ms: 5_000,
         }
     }
 }
@@ -660,6 +669,18 @@ impl Config {
             return Err(err(
                 "engine.foreach_parallelism",
                 "must be between 1 and 10000".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.engine.max_running) {
+            return Err(err(
+                "engine.max_running",
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        if self.engine.start_wait_ms > 600_000 {
+            return Err(err(
+                "engine.start_wait_ms",
+                "must be at most 600000 (ten minutes)".into(),
             ));
         }
         if !(1..=1000).contains(&self.engine.max_item_starts) {

@@ -321,6 +321,10 @@ impl From<EngineError> for ApiError {
                 message: m,
             },
             EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Overloaded(m) => ApiError::Unavailable {
+                code: "overloaded",
+                message: m,
+            },
             EngineError::Mailbox(m) => ApiError::Unavailable {
                 code: "not_running",
                 message: format!("the node is shutting down: {m}"),

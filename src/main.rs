@@ -315,6 +315,10 @@ enum BenchScenario {
         /// and memory measured over 10 s with nothing due; 0: skip.
         #[arg(long, default_value_t = 0)]
         idle_parked: usize,
+        /// The node's `engine.max_running` (runs of new executions held at
+        /// once); default: the configuration's default.
+        #[arg(long)]
+        max_running: Option<u32>,
     },
     /// The database's own one-row commit rate, then Baton's benchmarks on
     /// the same database, as one table of ratios.
@@ -736,6 +740,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     parked,
                     timers,
                     idle_parked,
+                    max_running,
                 }),
             ..
         } => {
@@ -747,6 +752,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 parked,
                 timers,
                 idle_parked,
+                max_running,
             };
             bench::waits::run(&opts).await.map(|_| ())
         }

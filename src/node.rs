@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_web::{middleware, web, App, HttpServer};
+use baton_actors::admission::Admission;
 use baton_actors::failover::ClusterTiming;
 use baton_actors::messages::NodeState;
 use baton_actors::metrics::EngineMetrics;
 use baton_actors::notify::{NotifierActor, NotifierConfig};
 use baton_actors::status::StatusCell;
-use baton_actors::supervisor::{RetentionPolicy, Shutdown};
+use baton_actors::supervisor::{RetentionPolicy, Shutdown, Starter};
 use baton_actors::workflow::script::{ScriptLimits, ScriptPool};
 use baton_actors::{
     ActionCall, ActionRegistry, EngineError, NodeSupervisor, Store, StoreError, SupervisorConfig,
@@ -261,6 +262,11 @@ impl NodeBuilder {
         let status = Arc::new(StatusCell::default());
         let definitions = baton_actors::workflow::DefinitionCache::default();
         let metrics = Arc::new(EngineMetrics::default());
+        let admission = Admission::new(
+            config.engine.max_running,
+            Duration::from_millis(config.engine.start_wait_ms),
+            metrics.clone(),
+        );
         let supervisor = NodeSupervisor::new(SupervisorConfig {
             node_id: node_id.clone(),
             address: config
@@ -281,6 +287,7 @@ impl NodeBuilder {
             max_item_starts: config.engine.max_item_starts,
             max_depth: config.engine.max_depth,
             fan_out: config.engine.foreach_parallelism,
+            admission: admission.clone(),
             retention: config.retention.enabled.then(|| RetentionPolicy {
                 finished_after: Duration::from_millis(config.retention.finished_after_ms),
                 events_after: Duration::from_millis(config.retention.cluster_events_after_ms),
@@ -310,6 +317,12 @@ impl NodeBuilder {
             Duration::from_secs(5)
         };
         let config = Arc::new(config);
+        let starter = Starter {
+            supervisor: supervisor.clone(),
+            admission,
+            store: store.clone(),
+            definitions: definitions.clone(),
+        };
         let state = web::Data::new(AppState {
             node_id: node_id.clone(),
             supervisor: supervisor.clone(),
@@ -321,6 +334,7 @@ impl NodeBuilder {
             config: config.clone(),
             metrics: metrics.clone(),
             owned_cache: Default::default(),
+            starter: starter.clone(),
         });
         let (server_handle, server_task) = match listener {
             None => (None, None),
@@ -365,6 +379,7 @@ impl NodeBuilder {
             scheme,
             node_id,
             supervisor,
+            starter,
             store,
             status,
             metrics,
@@ -390,6 +405,7 @@ pub struct NodeHandle {
     scheme: &'static str,
     node_id: String,
     supervisor: Addr<NodeSupervisor>,
+    starter: Starter,
     store: Store,
     status: Arc<StatusCell>,
     metrics: Arc<EngineMetrics>,
@@ -428,6 +444,11 @@ impl NodeHandle {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Starts executions as the HTTP API does (admission included).
+    pub fn starter(&self) -> &Starter {
+        &self.starter
     }
 
     /// The supervisor actor, for driving the node with messages.
@@ -505,7 +526,9 @@ impl NodeHandle {
     /// Starts an execution of `workflow`'s current version in process, as
     /// `POST /api/workflows/{id}/executions` does (the same checks: the
     /// node must be running, the inputs must fit; a repeated
-    /// `execution_id` starts nothing new). The handle's
+    /// `execution_id` starts nothing new; with `engine.max_running` runs in
+    /// memory it waits up to `engine.start_wait_ms` for one to end or park,
+    /// then is refused with [`EngineError::Overloaded`]). The handle's
     /// [`ExecutionHandle::result`] waits for its end.
     pub async fn start_execution(
         &self,
@@ -514,13 +537,9 @@ impl NodeHandle {
         execution_id: Option<String>,
     ) -> Result<ExecutionHandle, EngineError> {
         let (row, _created) = self
-            .supervisor
-            .send(baton_actors::supervisor::StartExecution {
-                workflow_id: workflow.to_owned(),
-                inputs,
-                execution_id,
-            })
-            .await??;
+            .starter
+            .start(workflow.to_owned(), inputs, execution_id)
+            .await?;
         Ok(ExecutionHandle {
             id: row.id,
             store: self.store.clone(),

@@ -46,6 +46,7 @@ on_all_backends!(
     batched_completions_are_fenced_and_consume_only_their_own_signals,
     starts_wait_for_a_takeover_in_flight_and_are_refused_by_it,
     batched_parks_are_fenced,
+    a_rejoined_node_does_not_jump_the_standby_queue,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -1091,4 +1092,163 @@ async fn batched_parks_are_fenced(b: Backend) {
             assert_eq!(logged, 1, "{}", f.execution);
         }
     }
+}
+
+/// A node that fenced itself and rejoined at once (its slot freed by its
+/// own fence) must not take the slot back ahead of the standby that was
+/// waiting: promotion goes to the standby up longest, whoever asks. When
+/// the caller came first, the rejoined node's first scan won the slot
+/// whenever it reached the lock before the waiting standby's, and that
+/// standby stayed standby for good (a CI flake of
+/// `driver::two_active_nodes_each_run_what_they_accept_and_share_a_dead_nodes_work`).
+async fn a_rejoined_node_does_not_jump_the_standby_queue(b: Backend) {
+    use baton_actors::store::NodeRegistration;
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let reg = |id: &str| NodeRegistration {
+        id: id.into(),
+        address: format!("http://{id}"),
+        role: "standby".into(),
+        state: "STANDBY".into(),
+        fingerprint: "{}".into(),
+    };
+    let active = |store: baton_actors::Store| async move {
+        let (nodes, _) = store.nodes().await.expect("nodes");
+        let mut ids: Vec<String> = nodes
+            .into_iter()
+            .filter(|n| n.role == "active" && n.state == "RUNNING")
+            .map(|n| n.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let epoch_a = store
+        .join_cluster(reg("pa"), 30_000, None)
+        .await
+        .expect("join");
+    assert!(store
+        .promote_if_needed("pa", 30_000, 2)
+        .await
+        .expect("promote"));
+    store
+        .join_cluster(reg("pb"), 30_000, None)
+        .await
+        .expect("join");
+    assert!(store
+        .promote_if_needed("pb", 30_000, 2)
+        .await
+        .expect("promote"));
+    store
+        .join_cluster(reg("pc"), 30_000, None)
+        .await
+        .expect("join");
+    assert!(!store
+        .promote_if_needed("pc", 30_000, 2)
+        .await
+        .expect("promote"));
+    assert_eq!(active(store.clone()).await, ["pa", "pb"]);
+    // `pa` rejoins later than `pc` joined, on the database clock (ms).
+    let pc_started = |store: baton_actors::Store| async move {
+        let (nodes, _) = store.nodes().await.expect("nodes");
+        nodes
+            .into_iter()
+            .find(|n| n.id == "pc")
+            .expect("pc")
+            .started_at
+    };
+    let since = pc_started(store.clone()).await;
+    store.mark_fenced("pa", epoch_a).await.expect("fence");
+    eventually("the database clock passes pc's start", LONG, || {
+        let store = store.clone();
+        async move { store.nodes().await.expect("nodes").1 > since }
+    })
+    .await;
+    store
+        .join_cluster(reg("pa"), 30_000, Some(epoch_a))
+        .await
+        .expect("rejoin");
+    // pa's scan comes first: it promotes pc, not itself.
+    assert!(
+        !store
+            .promote_if_needed("pa", 30_000, 2)
+            .await
+            .expect("promote"),
+        "the rejoined node took the slot back"
+    );
+    assert_eq!(active(store.clone()).await, ["pb", "pc"]);
+    // A standby up longer but whose heartbeat lags (a node that may be
+    // dying) goes after a fresh one: pb fences itself, pa's heartbeat is
+    // 20 s old (live under the 30 s timeout), pd just joined.
+    let epoch_b = store
+        .nodes()
+        .await
+        .expect("nodes")
+        .0
+        .into_iter()
+        .find(|n| n.id == "pb")
+        .expect("pb")
+        .epoch;
+    store
+        .join_cluster(reg("pd"), 30_000, None)
+        .await
+        .expect("join");
+    {
+        use sea_orm::{ConnectionTrait, Database};
+        Database::connect(&db.url)
+            .await
+            .expect("connect")
+            .execute_unprepared(
+                "UPDATE nodes SET last_heartbeat = last_heartbeat - 20000 WHERE id = 'pa'",
+            )
+            .await
+            .expect("lag");
+    }
+    store.mark_fenced("pb", epoch_b).await.expect("fence");
+    assert!(!store
+        .promote_if_needed("pa", 30_000, 2)
+        .await
+        .expect("promote"));
+    assert_eq!(active(store.clone()).await, ["pc", "pd"]);
+}
+
+/// SQLite: a write transaction that reads first (a definition's import
+/// reads the newest version, then inserts) must wait for another writer
+/// to the file, not fail. A deferred `BEGIN` took its read snapshot while
+/// the other connection held the write lock, and once that one committed
+/// its write failed at once with `SQLITE_BUSY` (a stale snapshot cannot
+/// become a writer; no busy handler helps): nodes sharing one file
+/// answered 503 "the database is busy" under load. Write transactions now
+/// begin `IMMEDIATE`.
+#[actix_rt::test]
+async fn sqlite_a_write_transaction_waits_for_another_writer_instead_of_failing() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let Some(db) = TestDb::create(Backend::Sqlite) else {
+        return;
+    };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let other = Database::connect(&db.url).await.expect("connect");
+    let holder = other.begin().await.expect("begin");
+    holder
+        .execute_unprepared(
+            "INSERT INTO workflows (id, name, version, created_at, updated_at) \
+             VALUES ('other', 'other', 1, 0, 0)",
+        )
+        .await
+        .expect("the other connection takes the write lock");
+    let body = json!({"id": "w", "start": "e", "items": {"e": {"type": "end"}}}).to_string();
+    let import = {
+        let store = store.clone();
+        actix_rt::spawn(async move { store.insert_workflow("w", "w", body).await })
+    };
+    // Long enough for the import to have begun (and, deferred, to have
+    // read) while the lock is held: the race this test builds.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    holder.commit().await.expect("commit");
+    let version = import
+        .await
+        .expect("task")
+        .expect("the import waited and wrote");
+    assert_eq!(version, 1);
 }

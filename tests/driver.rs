@@ -153,8 +153,9 @@ async fn two_active_nodes_each_run_what_they_accept_and_share_a_dead_nodes_work(
         Some("pb")
     );
 
-    // a dies (fenced, heartbeats stop): c is promoted and a's executions
-    // are spread over the live active nodes b and c.
+    // a fences itself (it rejoins as a standby a moment later): c, the
+    // standby up longest, takes the freed slot, and a's executions move to
+    // the live active nodes.
     a.supervisor()
         .send(FenceNow {
             reason: "test".into(),

@@ -24,6 +24,8 @@ on_all_backends!(
     errors_retries_and_handlers,
     a_failed_execution_resumes_from_its_failed_item,
     an_item_that_keeps_crashing_its_node_fails_after_the_budget,
+    starts_beyond_max_running_wait_for_a_slot_then_get_503,
+    a_child_holds_a_slot_so_parents_cannot_flood_past_max_running,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -614,4 +616,133 @@ async fn an_item_that_keeps_crashing_its_node_fails_after_the_budget(b: Backend)
     })
     .await;
     node.stop().await;
+}
+
+/// Admission control: a node holds at most `engine.max_running` runs of
+/// new executions. A start beyond it waits up to `engine.start_wait_ms`
+/// for one to end or park, then is refused with 503 `overloaded` and
+/// nothing is created; a repeat of an existing start needs no slot; a
+/// parked execution holds none.
+async fn starts_beyond_max_running_wait_for_a_slot_then_get_503(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |c| {
+        c.engine.max_running = 2;
+        c.engine.start_wait_ms = 1_500;
+    })
+    .await;
+    let http = Http::new(&node.url());
+    import(&http, &slow()).await;
+    import(
+        &http,
+        &json!({
+            "id": "parks", "start": "w",
+            "items": {
+                "w": {"type": "signal", "name": "go", "next": "e"},
+                "e": {"type": "end"}
+            }
+        }),
+    )
+    .await;
+    async fn post(http: &Http, workflow: &str, id: &str, inputs: Value) -> Resp {
+        let path = format!("/api/workflows/{workflow}/executions");
+        let body = json!({"inputs": inputs, "execution_id": id});
+        http.post(&path, &body).await
+    }
+    for id in ["a", "b"] {
+        let r = post(&http, "slow", id, json!({"ms": 60_000})).await;
+        assert_eq!(r.status, 202, "{}", r.text);
+    }
+    // Both slots held for the whole wait: refused, nothing created.
+    let r = post(&http, "slow", "c", json!({"ms": 1})).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "overloaded", "{}", r.text);
+    assert!(r.text.contains("engine.max_running"), "{}", r.text);
+    assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+    assert_eq!(http.get("/api/executions/c").await.status, 404);
+    let metrics = http.get("/metrics").await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("baton_starts_refused_overloaded_total{") && l.ends_with("} 1")),
+        "{metrics}"
+    );
+    // A repeat of a start that exists is answered at once, full or not.
+    let r = post(&http, "slow", "a", json!({"ms": 60_000})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json["id"], "a");
+    // A start waiting for a slot (seen waiting in /metrics) gets the one
+    // a cancel frees.
+    let other = Http::new(&node.url());
+    let waiting = async {
+        eventually("a start waits for a slot", LONG, || async {
+            http.get("/metrics")
+                .await
+                .text
+                .lines()
+                .any(|l| l.starts_with("baton_starts_waiting{") && l.ends_with("} 1"))
+        })
+        .await;
+        http.post("/api/executions/a/cancel", &json!({})).await
+    };
+    let (waited, canceled) = futures::join!(post(&other, "slow", "d", json!({"ms": 1})), waiting);
+    assert_eq!(canceled.status, 200, "{}", canceled.text);
+    assert_eq!(waited.status, 202, "{}", waited.text);
+    assert_eq!(wait_final(&http, "d", LONG).await["state"], "completed");
+    // Parked executions hold no slot: with `b` still running, two park
+    // and a third start is still taken.
+    for id in ["p1", "p2"] {
+        let r = post(&http, "parks", id, json!({})).await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        eventually("parked", LONG, || async {
+            http.get(&format!("/api/executions/{id}")).await.json["state"] == "waiting-signal"
+        })
+        .await;
+    }
+    let r = post(&http, "slow", "e", json!({"ms": 1})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(wait_final(&http, "e", LONG).await["state"], "completed");
+    node.stop_with_grace(Duration::from_millis(1)).await;
+}
+
+/// Every run holds a slot, not only a client's start: a parent that
+/// starts a child and parks frees its slot, and the child (started by the
+/// node, never made to wait) takes it, or runs over the limit and is owed
+/// back. Either way a flood of such parents stays within
+/// `engine.max_running`: here the one slot is the child's, and the next
+/// start is refused.
+async fn a_child_holds_a_slot_so_parents_cannot_flood_past_max_running(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |c| {
+        c.engine.max_running = 1;
+        c.engine.start_wait_ms = 300;
+    })
+    .await;
+    let http = Http::new(&node.url());
+    import(&http, &slow()).await;
+    import(
+        &http,
+        &json!({
+            "id": "parent", "start": "c",
+            "items": {
+                "c": {"type": "workflow", "workflow": "slow", "inputs": {"ms": "60000"}, "next": "e"},
+                "e": {"type": "end"}
+            }
+        }),
+    )
+    .await;
+    let parent = start(&http, "parent", json!({})).await;
+    eventually("the parent parks on its child", LONG, || async {
+        http.get(&format!("/api/executions/{parent}")).await.json["state"] == "waiting-signal"
+    })
+    .await;
+    items_begun(&node, 2).await;
+    let r = http
+        .post(
+            "/api/workflows/slow/executions",
+            &json!({"inputs": {"ms": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, 503, "the child holds no slot? {}", r.text);
+    assert_eq!(r.json["error"]["code"], "overloaded", "{}", r.text);
+    node.stop_with_grace(Duration::from_millis(1)).await;
 }

@@ -12,7 +12,10 @@ use crate::util::*;
 
 const LONG: Duration = Duration::from_secs(60);
 
-crate::on_all_backends!(failover_fencing_and_unowned_work_metrics_move_when_nodes_pause_and_die);
+crate::on_all_backends!(
+    failover_fencing_and_unowned_work_metrics_move_when_nodes_pause_and_die,
+    database_calls_that_wait_for_a_connection_are_counted,
+);
 
 /// One scrape: each sample's value by its name and sorted labels.
 struct Scrape {
@@ -272,4 +275,50 @@ async fn failover_fencing_and_unowned_work_metrics_move_when_nodes_pause_and_die
         })
     })
     .await;
+}
+
+/// The pool's waits (issue 10): with one connection, calls made together
+/// queue for it, and `/metrics` counts them beside all calls and their
+/// time (wait included).
+async fn database_calls_that_wait_for_a_connection_are_counted(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |c| c.database.max_connections = 1).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "three", "variables": {"n": 0}, "start": "a", "items": {
+            "a": {"type": "task", "script": "n = n + 1;", "next": "b"},
+            "b": {"type": "task", "script": "n = n + 1;", "next": "c"},
+            "c": {"type": "task", "script": "n = n + 1;", "next": "e"},
+            "e": {"type": "end"}}}),
+    )
+    .await;
+    let before = scrape(&node.url()).await.expect("scrapes");
+    let calls = |s: &Scrape| s.get("baton_db_calls_total", &[("node", node.node_id())]);
+    let queued = |s: &Scrape| s.get("baton_db_calls_queued_total", &[("node", node.node_id())]);
+    assert!(calls(&before).is_some_and(|n| n > 0.0), "{}", before.text);
+    let clients: Vec<Http> = (0..32).map(|_| Http::new(&node.url())).collect();
+    let ids = futures::future::join_all(clients.iter().map(|h| start(h, "three", json!({})))).await;
+    for id in &ids {
+        assert_eq!(wait_final(&http, id, LONG).await["state"], "completed");
+    }
+    let after = scrape(&node.url()).await.expect("scrapes");
+    assert!(
+        calls(&after).unwrap_or(0.0) >= calls(&before).unwrap_or(0.0) + 32.0,
+        "{}",
+        after.text
+    );
+    assert!(
+        queued(&after).unwrap_or(0.0) > queued(&before).unwrap_or(0.0),
+        "32 starts at once on one connection, none waited?\n{}",
+        after.text
+    );
+    assert!(
+        after
+            .get("baton_db_call_seconds_count", &[("node", node.node_id())])
+            .is_some_and(|n| n > 0.0),
+        "{}",
+        after.text
+    );
+    node.stop().await;
 }

@@ -57,6 +57,57 @@ pub struct Db {
     read: Option<DatabaseConnection>,
     handle: tokio::runtime::Handle,
     _rt: Arc<DbRuntime>,
+    calls: Arc<DbCalls>,
+}
+
+/// The database calls of one process: how many, how many began while every
+/// connection of their pool was in use (so waited for one), and how long
+/// each took from the call to its result, the wait included.
+#[derive(Debug, Default)]
+pub struct DbCalls {
+    /// Calls made ([`Db::run`] and [`Db::run_read`]).
+    pub calls: std::sync::atomic::AtomicU64,
+    /// Calls that found no idle connection with the pool at its limit.
+    pub queued: std::sync::atomic::AtomicU64,
+    /// Call to result, wait included.
+    pub time: crate::metrics::Histogram,
+}
+
+impl DbCalls {
+    /// Counts a call on `conn`'s pool; returns when it began.
+    pub fn began(&self, conn: &DatabaseConnection) -> std::time::Instant {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.calls.fetch_add(1, Relaxed);
+        if exhausted(conn) {
+            self.queued.fetch_add(1, Relaxed);
+        }
+        std::time::Instant::now()
+    }
+
+    /// Records the time of a call that began at `began`.
+    pub fn ended(&self, began: std::time::Instant) {
+        self.time.record(began.elapsed());
+    }
+}
+
+/// True when `conn`'s pool has no idle connection and cannot open another.
+fn exhausted(conn: &DatabaseConnection) -> bool {
+    let (size, idle, max) = match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            let p = conn.get_postgres_connection_pool();
+            (p.size(), p.num_idle(), p.options().get_max_connections())
+        }
+        DbBackend::MySql => {
+            let p = conn.get_mysql_connection_pool();
+            (p.size(), p.num_idle(), p.options().get_max_connections())
+        }
+        DbBackend::Sqlite => {
+            let p = conn.get_sqlite_connection_pool();
+            (p.size(), p.num_idle(), p.options().get_max_connections())
+        }
+        _ => return false,
+    };
+    idle == 0 && size >= max
 }
 
 impl std::fmt::Debug for Db {
@@ -191,6 +242,7 @@ impl Db {
             read,
             handle,
             _rt: rt,
+            calls: Arc::default(),
         })
     }
 
@@ -203,10 +255,19 @@ impl Db {
         T: Send + 'static,
     {
         let conn = self.read.as_ref().unwrap_or(&self.conn).clone();
-        self.handle
+        let began = self.calls.began(&conn);
+        let out = self
+            .handle
             .spawn(f(conn))
             .await
-            .map_err(|_| StoreError::RuntimeGone)?
+            .map_err(|_| StoreError::RuntimeGone)?;
+        self.calls.ended(began);
+        out
+    }
+
+    /// This process's database calls so far.
+    pub fn calls(&self) -> &DbCalls {
+        &self.calls
     }
 
     /// Which SQL dialect the connection speaks.
@@ -221,20 +282,25 @@ impl Db {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
+        let began = self.calls.began(&self.conn);
         let fut = f(self.conn.clone());
-        self.handle
+        let out = self
+            .handle
             .spawn(fut)
             .await
-            .map_err(|_| StoreError::RuntimeGone)?
+            .map_err(|_| StoreError::RuntimeGone)?;
+        self.calls.ended(began);
+        out
     }
 
-    /// Spawns a long-running task on the database runtime with a connection.
+    /// Spawns a long-running task on the database runtime with a connection
+    /// and the calls' counters (it counts its own calls).
     pub fn spawn<F, Fut>(&self, f: F)
     where
-        F: FnOnce(DatabaseConnection) -> Fut,
+        F: FnOnce(DatabaseConnection, Arc<DbCalls>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handle.spawn(f(self.conn.clone()));
+        self.handle.spawn(f(self.conn.clone(), self.calls.clone()));
     }
 
     /// Closes the pools.

@@ -99,6 +99,10 @@ pub enum EngineError {
     /// The request conflicts with the execution's state.
     #[error("{0}")]
     Conflict(String),
+    /// The node holds `engine.max_running` runs of new executions and no
+    /// slot came free within `engine.start_wait_ms`: nothing was created.
+    #[error("node is overloaded: {0}")]
+    Overloaded(String),
     /// An actor mailbox is closed.
     #[error("actor unavailable: {0}")]
     Mailbox(#[from] actix::MailboxError),

@@ -17,9 +17,11 @@
 //! - [`execution`]: `ExecutionActor`, one per running execution
 //! - [`heartbeat`]: `HeartbeatActor`, this node's heartbeat and self-fencing
 //! - [`failover`]: `FailoverDetectorActor`, takeover of dead peers
+//! - [`admission`]: `engine.max_running`, the slots every run holds
 //! - [`error`]: the error types of this crate
 
 pub mod actions;
+pub mod admission;
 pub mod db;
 pub mod error;
 pub mod execution;

@@ -154,6 +154,9 @@ pub struct EngineMetrics {
     pub webhook_attempts_failed: AtomicU64,
     /// Webhook deliveries this node gave up on (`max_attempts` spent).
     pub webhooks_failed: AtomicU64,
+    /// Starts refused because `engine.max_running` runs were held for
+    /// all of `engine.start_wait_ms`.
+    pub starts_refused_overloaded: AtomicU64,
     /// Self-fencings, by [`FenceKind`] (in `FenceKind::ALL` order).
     pub fencings: [AtomicU64; 4],
     /// Takeovers this node won, by the node it declared dead.
@@ -366,6 +369,11 @@ impl EngineMetrics {
                 "baton_webhooks_failed",
                 "Webhook deliveries this node gave up on (max_attempts spent).",
                 c(&self.webhooks_failed),
+            ),
+            (
+                "baton_starts_refused_overloaded",
+                "Starts refused with 503 overloaded: engine.max_running runs held for all of engine.start_wait_ms.",
+                c(&self.starts_refused_overloaded),
             ),
         ]
     }

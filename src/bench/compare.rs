@@ -148,6 +148,7 @@ pub async fn run(opts: &CompareOptions) -> anyhow::Result<()> {
         parked: opts.parked,
         timers: opts.timers,
         idle_parked: 0,
+        max_running: None,
     })
     .await?;
 

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use baton_actors::supervisor::StartExecution;
 use serde_json::json;
 
 use crate::config::Config;
@@ -120,7 +119,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             + metrics.executions_failed.load(Ordering::Relaxed)
             - done0
     };
-    let supervisor = node.supervisor().clone();
+    let starter = node.starter().clone();
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let started_at = Instant::now();
     let mut started = 0u64;
@@ -152,21 +151,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     while finished() < opts.workflows {
         while started < opts.workflows && started - finished() < opts.concurrency {
             started += 1;
-            let supervisor = supervisor.clone();
+            let starter = starter.clone();
             let errors = errors.clone();
             let id = id.clone();
             actix_rt::spawn(async move {
-                let r = supervisor
-                    .send(StartExecution {
-                        workflow_id: id,
-                        inputs: json!({}),
-                        execution_id: None,
-                    })
-                    .await;
-                if let Err(e) = r
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-                {
+                let r = starter.start(id, json!({}), None).await;
+                if let Err(e) = r.map_err(|e| e.to_string()) {
                     if let Ok(mut l) = errors.lock() {
                         l.push(e);
                     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use baton_actors::store::entities::{execution, item_log};
 use baton_actors::store::Store;
-use baton_actors::supervisor::{StartExecution, WakeDue};
+use baton_actors::supervisor::WakeDue;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait,
 };
@@ -32,6 +32,8 @@ pub struct WaitOptions {
     pub timers: usize,
     /// Executions written parked, then the idle node measured; 0: skip.
     pub idle_parked: usize,
+    /// `engine.max_running`; `None`: the default.
+    pub max_running: Option<u32>,
 }
 
 /// This process's CPU time (user + system), from `/proc/self/stat`.
@@ -176,15 +178,12 @@ async fn start_many(
     while started < n {
         let batch: Vec<_> = (started..(started + 64).min(n))
             .map(|_| {
-                node.supervisor().send(StartExecution {
-                    workflow_id: workflow.to_owned(),
-                    inputs: inputs.clone(),
-                    execution_id: None,
-                })
+                node.starter()
+                    .start(workflow.to_owned(), inputs.clone(), None)
             })
             .collect();
         for r in futures::future::join_all(batch).await {
-            r??;
+            r?;
         }
         started = (started + 64).min(n);
     }
@@ -232,6 +231,10 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
     config.database.url = url.clone();
     config.http.listen = "127.0.0.1:0".into();
     config.node.id = Some(format!("bench-waits-{}", std::process::id()));
+    if let Some(n) = opts.max_running {
+        config.engine.max_running = n;
+    }
+    let node_max_running = config.engine.max_running;
     let node = Node::builder().config(config).start().await?;
     let store = node.store().clone();
     let tag = std::process::id();
@@ -286,8 +289,9 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
             .await?
             .running;
         println!(
-            "parked: {n} executions on a signal in {:.1} s; RSS {before:.1} MB before, {after:.1} MB parked (+{:.1} MB, target < 50 MB); actors held: {running}",
+            "parked: {n} executions on a signal in {:.1} s (engine.max_running = {}); RSS {before:.1} MB before, {after:.1} MB parked (+{:.1} MB, target < 50 MB); actors held: {running}",
             parked_in.as_secs_f64(),
+            node_max_running,
             after - before
         );
         // Deliver every signal (one insert for all), then wake.

@@ -46,6 +46,10 @@ struct Snapshot {
     checkpoints: (u64, u64, HistogramValues),
     scripts: (u64, u64),
     pool: Option<(u32, usize)>,
+    /// Database calls, those that queued for a connection, and their time.
+    db_calls: (u64, u64, HistogramValues),
+    /// Admission: slots free, starts waiting for one, runs owed.
+    admission: (usize, usize, usize),
     /// `None`: not counted yet, or the database did not answer.
     owned: Option<OwnedCounts>,
     /// `None`: the database did not answer this scrape.
@@ -327,6 +331,59 @@ impl Collector for Snapshot {
                         ConstGauge::new(idle as i64),
                     ),
                 ],
+            )?;
+        }
+        {
+            let (free, waiting, owed) = self.admission;
+            one(
+                &mut enc,
+                "baton_run_slots_free",
+                "Slots under engine.max_running free now (0: starts wait for one).",
+                None,
+                &n,
+                ConstGauge::new(free as i64),
+            )?;
+            one(
+                &mut enc,
+                "baton_starts_waiting",
+                "Starts waiting for a slot under engine.max_running now.",
+                None,
+                &n,
+                ConstGauge::new(waiting as i64),
+            )?;
+            one(
+                &mut enc,
+                "baton_run_slots_owed",
+                "Runs the node started itself over engine.max_running (children, wakes, recoveries) not yet paid back; no start is admitted until they are.",
+                None,
+                &n,
+                ConstGauge::new(owed as i64),
+            )?;
+        }
+        {
+            let (calls, queued, time) = &self.db_calls;
+            one(
+                &mut enc,
+                "baton_db_calls",
+                "Database calls this process made (a statement or a transaction each).",
+                None,
+                &n,
+                ConstCounter::new(*calls),
+            )?;
+            one(
+                &mut enc,
+                "baton_db_calls_queued",
+                "Database calls that began with every connection of their pool in use, so waited for one (a rising share of baton_db_calls_total: raise database.max_connections or look at the database).",
+                None,
+                &n,
+                ConstCounter::new(*queued),
+            )?;
+            histogram(
+                &mut enc,
+                "baton_db_call",
+                "Database calls, from the call to its result: the wait for a connection included.",
+                &n,
+                time,
             )?;
         }
         if let Some(work) = &self.owned {
@@ -616,6 +673,18 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .load(std::sync::atomic::Ordering::Relaxed),
         ),
         pool: state.store.pool_stats(),
+        admission: {
+            let a = &state.starter.admission;
+            (a.free(), a.waiting(), a.owed())
+        },
+        db_calls: {
+            let c = state.store.db_calls();
+            (
+                c.calls.load(std::sync::atomic::Ordering::Relaxed),
+                c.queued.load(std::sync::atomic::Ordering::Relaxed),
+                c.time.values(),
+            )
+        },
         owned,
         oldest_unowned_ms,
         process: Process::read(),

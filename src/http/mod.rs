@@ -54,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<baton_actors::metrics::EngineMetrics>,
     /// `/metrics`' counts of owned executions, refreshed in the background.
     pub(crate) owned_cache: Arc<std::sync::Mutex<metrics::OwnedCache>>,
+    /// Starts executions under `engine.max_running`.
+    pub(crate) starter: baton_actors::supervisor::Starter,
 }
 
 /// The route table and the OpenAPI document, made from one list of

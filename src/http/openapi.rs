@@ -23,7 +23,8 @@ const NEVER_UNAVAILABLE: &[&str] = &["/health/liveness", "/metrics", "/api/healt
 
 /// Every other path may answer 503 with `Retry-After`: the database is
 /// unavailable (`database_unavailable`), or this node is not a running
-/// active node (`standby`, `not_running`). Added here once rather than on
+/// active node (`standby`, `not_running`), or a start found the node at
+/// `engine.max_running` (`overloaded`). Added here once rather than on
 /// each handler.
 pub(crate) struct Unavailable;
 
@@ -32,8 +33,9 @@ impl Modify for Unavailable {
         let response = ResponseBuilder::new()
             .description(
                 "Unavailable: the database cannot be reached (`database_unavailable`), or this \
-                 node is not a running active node (`standby`, `not_running`); try again after \
-                 `Retry-After` seconds",
+                 node is not a running active node (`standby`, `not_running`), or (a start) it \
+                 runs `engine.max_running` new executions and none ended in time \
+                 (`overloaded`); try again after `Retry-After` seconds",
             )
             .header(
                 "Retry-After",

@@ -4,7 +4,6 @@
 use actix_web::http::header;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use baton_actors::store::ExecutionFilter;
-use baton_actors::supervisor::StartExecution;
 use baton_actors::workflow::SUPPORTED_ITEM_TYPES;
 use baton_actors::workflow::{parse_definition, Definition, ParseOptions, Problem, SourceFormat};
 use serde::{Deserialize, Serialize};
@@ -328,14 +327,9 @@ pub(crate) async fn start(
         }
     }
     let (row, created) = state
-        .supervisor
-        .send(StartExecution {
-            workflow_id: id.into_inner(),
-            inputs: request.inputs,
-            execution_id: request.execution_id,
-        })
-        .await
-        .map_err(baton_actors::EngineError::from)??;
+        .starter
+        .start(id.into_inner(), request.inputs, request.execution_id)
+        .await?;
     // A new execution has no children yet: no query on the start path.
     // One found by its caller-chosen id may have some.
     let view = if created {

@@ -145,6 +145,9 @@ pub struct ExecutionActor {
     setup: Option<ExecutionSetup>,
     control: Rc<Control>,
     metrics: Arc<EngineMetrics>,
+    /// This run's place under `engine.max_running`, given back when the
+    /// actor is dropped (the run ended or parked).
+    _slot: Option<crate::admission::Slot>,
 }
 
 impl ExecutionActor {
@@ -155,7 +158,14 @@ impl ExecutionActor {
             metrics: setup.metrics.clone(),
             setup: Some(setup),
             control: Rc::default(),
+            _slot: None,
         }
+    }
+
+    /// Holds `slot` (see [`crate::admission`]) until the actor is dropped.
+    pub fn holding(mut self, slot: crate::admission::Slot) -> ExecutionActor {
+        self._slot = Some(slot);
+        self
     }
 }
 

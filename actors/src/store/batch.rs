@@ -11,10 +11,7 @@ use std::sync::Arc;
 
 use std::collections::HashSet;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
-    TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::executions::{fenced_update, insert_log_rows};
@@ -59,7 +56,7 @@ impl Batcher {
         let stats = Arc::new(crate::metrics::CheckpointStats::default());
         for _ in 0..writers {
             let (rx, stats) = (rx.clone(), stats.clone());
-            db.spawn(move |conn| writer(conn, backend, rx, stats));
+            db.spawn(move |conn, calls| writer(conn, calls, backend, rx, stats));
         }
         Batcher { tx, stats }
     }
@@ -75,13 +72,16 @@ impl Batcher {
 
 async fn writer(
     conn: DatabaseConnection,
+    calls: Arc<crate::db::DbCalls>,
     backend: DbBackend,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
     stats: Arc<crate::metrics::CheckpointStats>,
 ) {
     while let Some(batch) = next_batch(&rx, MAX_BATCH).await {
-        let began = std::time::Instant::now();
-        match apply(&conn, backend, &batch).await {
+        let began = calls.began(&conn);
+        let applied = apply(&conn, backend, &batch).await;
+        calls.ended(began);
+        match applied {
             Ok(results) => {
                 stats.record(batch.len(), began.elapsed());
                 for (p, r) in batch.into_iter().zip(results) {
@@ -604,7 +604,7 @@ async fn apply(
     if fits_one_statement(backend, batch) {
         return one_statement(conn, batch).await;
     }
-    let txn = conn.begin().await?;
+    let txn = crate::store::begin(conn).await?;
     let mut bulk: Vec<(Shape, HashSet<String>)> = Vec::new();
     for shape in [Shape::Advance, Shape::Resume, Shape::Complete, Shape::Park] {
         let group: Vec<&Pending> = batch

@@ -13,7 +13,7 @@ use crate::messages::NodeRole;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Statement, TransactionTrait,
+    QueryFilter, QueryOrder, Statement,
 };
 
 use super::entities::{execution, node};
@@ -80,8 +80,17 @@ fn is_active(n: &node::Model) -> bool {
     n.role == NodeRole::Active.as_str() && n.state == node_state::RUNNING
 }
 
-/// Promotes live standbys (this node first) while fewer than
-/// `active_nodes` are active. Inside a locked transaction.
+/// Promotes live standbys while fewer than `active_nodes` are active:
+/// `first` (the detector that won a takeover: certainly alive), then the
+/// one up longest (its `started_at`, then its id), one whose heartbeat
+/// lags the newest by half a timeout after every fresher one. Inside a
+/// locked transaction.
+///
+/// Not "whoever asks first": a node that fenced itself and rejoined a
+/// moment later (its slot freed by its own fence) then took the slot back
+/// on its first scan, ahead of the standby that had waited all along, a
+/// race the waiting standby lost often enough on SQLite to stay standby
+/// for good (`claims::*::a_rejoined_node_does_not_jump_the_standby_queue`).
 ///
 /// Every `active`/`RUNNING` row counts, live or not: an active node whose
 /// heartbeat went stale keeps its slot until a takeover marks it failed,
@@ -94,9 +103,9 @@ fn is_active(n: &node::Model) -> bool {
 async fn promote(
     txn: &DatabaseTransaction,
     backend: DbBackend,
-    me: &str,
     timeout_ms: i64,
     active_nodes: u32,
+    first: Option<&str>,
 ) -> Result<Vec<String>, sea_orm::DbErr> {
     let live = live_nodes(txn, backend, timeout_ms).await?;
     let active = node::Entity::find()
@@ -108,7 +117,12 @@ async fn promote(
         .iter()
         .filter(|n| n.state == node_state::STANDBY)
         .collect();
-    candidates.sort_by_key(|n| (n.id != me, std::cmp::Reverse(n.last_heartbeat)));
+    // A standby whose heartbeat is half a timeout behind the newest may be
+    // dying: any fresher one goes first.
+    let newest = live.iter().map(|n| n.last_heartbeat).max().unwrap_or(0);
+    let doubtful = |n: &node::Model| n.last_heartbeat < newest - timeout_ms / 2;
+    let key = |n: &node::Model| (Some(n.id.as_str()) != first, doubtful(n), n.started_at);
+    candidates.sort_by(|a, b| (key(a), &a.id).cmp(&(key(b), &b.id)));
     let open = (active_nodes as usize).saturating_sub(active);
     let mut promoted = Vec::new();
     for c in candidates.into_iter().take(open) {
@@ -256,7 +270,7 @@ impl Store {
         let backend = self.backend();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 lock_step(&txn).await?;
                 for peer in live_nodes(&txn, backend, timeout_ms).await? {
                     if peer.id == reg.id {
@@ -380,7 +394,7 @@ impl Store {
         let (me, victim) = (me.to_owned(), victim.to_owned());
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 lock_step(&txn).await?;
                 let mut q = node::Entity::find()
                     .filter(node::Column::Id.eq(victim.as_str()))
@@ -409,7 +423,7 @@ impl Store {
                     txn.rollback().await?;
                     return Ok(Takeover::Lost);
                 }
-                let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
+                let promoted = promote(&txn, backend, timeout_ms, active_nodes, Some(&me)).await?;
                 let moved = move_executions(&txn, backend, &victim, timeout_ms).await?;
                 let what = if forced { "evicted by an operator" } else { "missed its heartbeats" };
                 let moved_text: Vec<String> = moved.iter().map(|(n, k)| format!("{k} to {n}")).collect();
@@ -431,7 +445,9 @@ impl Store {
             .await
     }
 
-    /// Promotes this standby if fewer than `active_nodes` are active.
+    /// Promotes live standbys (the one up longest first, see `promote`)
+    /// if fewer than `active_nodes` are active; true when `me` is one of
+    /// them (another promoted node learns it from its next heartbeat).
     pub async fn promote_if_needed(
         &self,
         me: &str,
@@ -442,9 +458,9 @@ impl Store {
         let me = me.to_owned();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 lock_step(&txn).await?;
-                let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
+                let promoted = promote(&txn, backend, timeout_ms, active_nodes, None).await?;
                 let mine = promoted.contains(&me);
                 if !promoted.is_empty() {
                     insert_event(
@@ -482,7 +498,7 @@ impl Store {
                 if n == 0 {
                     return Ok(0);
                 }
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 lock_step(&txn).await?;
                 let me_active = node::Entity::find_by_id(me.clone()).one(&txn).await?.is_some_and(|n| is_active(&n));
                 if !me_active {
@@ -532,7 +548,7 @@ impl Store {
         let me = me.to_owned();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 lock_step(&txn).await?;
                 let r = node::Entity::update_many()
                     .col_expr(node::Column::State, Expr::value(node_state::STOPPED))
@@ -546,7 +562,7 @@ impl Store {
                     txn.rollback().await?;
                     return Ok(0);
                 }
-                let promoted = promote(&txn, backend, &me, timeout_ms, active_nodes).await?;
+                let promoted = promote(&txn, backend, timeout_ms, active_nodes, None).await?;
                 let moved = move_executions(&txn, backend, &me, timeout_ms).await?;
                 let total: usize = moved.iter().map(|(_, k)| k).sum();
                 let moved_text: Vec<String> =
@@ -576,7 +592,7 @@ impl Store {
         let me = me.to_owned();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 lock_step(&txn).await?;
                 node::Entity::update_many()
                     .col_expr(node::Column::State, Expr::value(node_state::FENCED))

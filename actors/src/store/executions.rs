@@ -5,7 +5,7 @@
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QueryTrait, TransactionTrait,
+    QueryOrder, QueryTrait,
 };
 use serde_json::Value;
 
@@ -175,7 +175,7 @@ impl Store {
         let fence = fence.clone();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 let moved = execution::Entity::update_many()
                     .col_expr(execution::Column::Attempt, Expr::value(attempt - 1))
                     .col_expr(
@@ -257,7 +257,7 @@ impl Store {
         self.db()
             .run(move |c| async move {
                 let now = Store::now_expr(backend);
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 let r = execution::Entity::update_many()
                     .col_expr(execution::Column::State, Expr::value(state::CANCELED))
                     .col_expr(execution::Column::UpdatedAt, now.clone())
@@ -322,7 +322,7 @@ impl Store {
                 }
                 // Under the retention lock: a purge that found it failed
                 // cannot delete it once it runs again.
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 super::retention::retention_lock(&txn).await?;
                 let r = update
                     .filter(execution::Column::Id.eq(id.as_str()))
@@ -596,7 +596,7 @@ pub(super) async fn create_one(
 ) -> Result<StartOutcome, StoreError> {
     let id = new.id.clone();
     let (created, row) = {
-        let txn = c.begin().await?;
+        let txn = crate::store::begin(&c).await?;
         let insert = new_execution_insert(backend, &[&new]);
         // RETURNING saves a read where the database has it.
         let returned = if backend == sea_orm::DbBackend::MySql {

@@ -53,6 +53,22 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, SqlErr, Statement, TransactionT
 use crate::db::Db;
 use crate::error::StoreError;
 
+/// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, which
+/// takes the file's write lock at once, waiting in the busy handler like
+/// any writer: a deferred transaction that reads and then writes fails at
+/// once with `SQLITE_BUSY` (no busy handler can help it) when another
+/// connection to the file (another process, or another node's pool)
+/// committed between its read and its write. Elsewhere a plain `BEGIN`.
+pub(crate) async fn begin(
+    c: &sea_orm::DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    c.begin_with_options(sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
 /// The state of an execution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -158,6 +174,11 @@ impl Store {
         &self.batcher.stats
     }
 
+    /// This process's database calls: counted, queued for a connection, timed.
+    pub fn db_calls(&self) -> &crate::db::DbCalls {
+        self.db.calls()
+    }
+
     /// The connection pool's size and idle connections (`None` when the
     /// driver does not say).
     pub fn pool_stats(&self) -> Option<(u32, usize)> {
@@ -255,7 +276,7 @@ impl Store {
             .run(move |c| async move {
                 match backend {
                     DbBackend::Postgres => {
-                        let txn = c.begin().await?;
+                        let txn = crate::store::begin(&c).await?;
                         txn.execute_unprepared("SELECT pg_advisory_xact_lock(4242001)")
                             .await?;
                         Migrator::up(&txn, None).await?;
@@ -263,7 +284,7 @@ impl Store {
                     }
                     DbBackend::MySql => {
                         // GET_LOCK is per session: a transaction pins one connection.
-                        let txn = c.begin().await?;
+                        let txn = crate::store::begin(&c).await?;
                         let got = txn
                             .query_one_raw(Statement::from_string(
                                 backend,

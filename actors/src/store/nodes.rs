@@ -3,7 +3,7 @@
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryOrder, QuerySelect,
-    Statement, TransactionTrait,
+    Statement,
 };
 
 use super::entities::{cluster_event, node};
@@ -33,7 +33,7 @@ impl Store {
         let backend = self.backend();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 let epoch = upsert_node(&txn, backend, &reg).await?;
                 txn.commit().await?;
                 Ok(epoch)

@@ -23,7 +23,7 @@ use baton_migrations::RETENTION_LOCK_ROW;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    QueryOrder, QuerySelect, Statement,
 };
 
 use super::entities::{cluster_event, execution, item_log, signal, webhook_delivery};
@@ -139,7 +139,7 @@ impl Store {
         let id = id.to_owned();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 retention_lock(&txn).await?;
                 let Some(row) = execution::Entity::find_by_id(id.as_str()).one(&txn).await? else {
                     txn.rollback().await?;
@@ -187,7 +187,7 @@ impl Store {
         let backend = self.backend();
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 retention_lock(&txn).await?;
                 let now: i64 = txn
                     .query_one_raw(Statement::from_string(

@@ -15,7 +15,7 @@ use sea_orm::sea_query::ExprTrait;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde_json::Value;
 
@@ -133,7 +133,7 @@ impl Store {
         let (execution_id, answer) = (execution_id.to_owned(), answer.to_string());
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 let now = Store::now_expr(backend);
                 let r = execution::Entity::update_many()
                     .col_expr(execution::Column::WaitSignal, Expr::value(ANSWER))
@@ -279,7 +279,7 @@ impl Store {
         );
         self.db()
             .run(move |c| async move {
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 txn.execute(&signal_insert(backend, &execution_id, &name, payload))
                     .await?;
                 mark_signaled(&txn, vec![execution_id]).await?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -47,7 +47,7 @@ impl Starter {
         let writers = if backend == DbBackend::Sqlite { 1 } else { 2 };
         for _ in 0..writers {
             let rx = rx.clone();
-            db.spawn(move |conn| writer(conn, backend, rx));
+            db.spawn(move |conn, calls| writer(conn, calls, backend, rx));
         }
         Starter { tx }
     }
@@ -63,18 +63,24 @@ impl Starter {
 
 async fn writer(
     conn: DatabaseConnection,
+    calls: Arc<crate::db::DbCalls>,
     backend: DbBackend,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
 ) {
     while let Some(batch) = super::batch::next_batch(&rx, MAX_BATCH).await {
         if batch.len() == 1 {
             for p in batch {
+                let began = calls.began(&conn);
                 let r = create_one(&conn, backend, p.new).await;
+                calls.ended(began);
                 let _ = p.reply.send(r);
             }
             continue;
         }
-        match apply(&conn, backend, &batch).await {
+        let began = calls.began(&conn);
+        let applied = apply(&conn, backend, &batch).await;
+        calls.ended(began);
+        match applied {
             Ok(outcomes) => {
                 for (p, r) in batch.into_iter().zip(outcomes) {
                     let _ = p.reply.send(r);
@@ -128,7 +134,7 @@ async fn apply(
         }
     }
     let ids: Vec<String> = firsts.iter().map(|n| n.id.clone()).collect();
-    let txn = conn.begin().await?;
+    let txn = crate::store::begin(conn).await?;
     // Write first, read after: on SQLite a transaction that reads first can
     // fail at once when another process writes in between.
     let created: HashSet<String> = if backend == DbBackend::MySql {

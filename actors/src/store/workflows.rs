@@ -3,10 +3,7 @@
 //! that running executions keep the version they started with.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{execution, workflow, workflow_version};
 use super::{is_unique_violation, state, Store};
@@ -122,7 +119,7 @@ impl Store {
         self.db()
             .run(move |c| async move {
                 let now = Store::now_expr(backend);
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 let previous = workflow_version::Entity::find()
                     .select_only()
                     .column_as(workflow_version::Column::Version.max(), "v")
@@ -182,7 +179,7 @@ impl Store {
         self.db()
             .run(move |c| async move {
                 let now = Store::now_expr(backend);
-                let txn = c.begin().await?;
+                let txn = crate::store::begin(&c).await?;
                 let updated = workflow::Entity::update_many()
                     .col_expr(
                         workflow::Column::Version,

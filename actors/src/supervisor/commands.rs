@@ -7,14 +7,18 @@ use actix::{
 use serde_json::Value;
 
 use super::NodeSupervisor;
+use crate::admission::{Admission, Admitted};
 use crate::error::EngineError;
 use crate::execution::StartKind;
 use crate::messages::{Cancel, NodeState, Stop};
 use crate::store::entities::execution;
+use crate::store::Store;
 use crate::store::{
     state, Checkpoint, ExecutionState, Fence, LogEntry, NewExecution, StartOutcome,
 };
 use crate::workflow::{check_inputs, Problem};
+use crate::workflow::{Definition, DefinitionCache};
+use std::sync::Arc;
 
 impl Handler<crate::messages::StartChild> for NodeSupervisor {
     type Result = ();
@@ -46,6 +50,11 @@ pub(crate) fn new_execution_id() -> String {
 }
 
 /// Starts a new execution of a workflow's current version.
+///
+/// Admission (`engine.max_running`): a message that brings no slot takes a
+/// free one or, when none is free, is refused as `overloaded` at once (a
+/// repeat of an existing `execution_id` needs none). A caller that may wait
+/// for a slot goes through [`Starter`], which waits in its own task.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(execution::Model, bool), EngineError>")]
 pub struct StartExecution {
@@ -55,6 +64,74 @@ pub struct StartExecution {
     pub inputs: Value,
     /// A caller-chosen id: repeating it starts nothing new.
     pub execution_id: Option<String>,
+    /// What the caller was admitted with; `None`: a free slot now or refused.
+    pub admitted: Option<Admitted>,
+}
+
+/// The workflow a start names, at its current version, with the inputs
+/// checked against it: 404 and 400 come before any wait for a slot.
+async fn resolve(
+    store: &Store,
+    cache: &DefinitionCache,
+    workflow_id: &str,
+    inputs: &Value,
+) -> Result<(Arc<Definition>, i64), EngineError> {
+    let summary = store
+        .workflow_summary(workflow_id)
+        .await?
+        .ok_or_else(|| EngineError::WorkflowNotFound(workflow_id.to_owned()))?;
+    let def = cache.get(store, &summary.id, summary.version).await?;
+    let problems: Vec<Problem> = check_inputs(&def, inputs);
+    if !problems.is_empty() {
+        return Err(EngineError::InvalidInputs(problems));
+    }
+    Ok((def, summary.version))
+}
+
+/// Starts executions as a client does (the HTTP API, an embedding
+/// program): when no slot under `engine.max_running` is free, the request
+/// is checked, then waits for one here, in the caller's task, for up to
+/// `engine.start_wait_ms` (waiting in the supervisor's context would be
+/// polled on every one of its messages), and is refused as `overloaded`
+/// if none comes.
+#[derive(Clone)]
+pub struct Starter {
+    /// The node's supervisor.
+    pub supervisor: actix::Addr<NodeSupervisor>,
+    /// Its slots.
+    pub admission: Arc<Admission>,
+    /// The store (a waiting repeat is answered from it).
+    pub store: Store,
+    /// The definitions (a waiting start is checked first).
+    pub definitions: DefinitionCache,
+}
+
+impl Starter {
+    /// Starts an execution; see [`StartExecution`]. True when it was created.
+    pub async fn start(
+        &self,
+        workflow_id: String,
+        inputs: Value,
+        execution_id: Option<String>,
+    ) -> Result<(execution::Model, bool), EngineError> {
+        let admitted = match self.admission.try_slot() {
+            Some(slot) => Admitted::Slot(slot),
+            None => {
+                resolve(&self.store, &self.definitions, &workflow_id, &inputs).await?;
+                self.admission
+                    .admit(&self.store, execution_id.as_deref())
+                    .await?
+            }
+        };
+        self.supervisor
+            .send(StartExecution {
+                workflow_id,
+                inputs,
+                execution_id,
+                admitted: Some(admitted),
+            })
+            .await?
+    }
 }
 
 impl Handler<StartExecution> for NodeSupervisor {
@@ -70,6 +147,7 @@ impl Handler<StartExecution> for NodeSupervisor {
         let node = self.cfg.node_id.clone();
         let cache = self.cfg.definitions.clone();
         let pending_id = id.clone();
+        let admission = self.cfg.admission.clone();
         let fut = async move {
             if state != NodeState::Running {
                 return Err(EngineError::NotAccepting(format!(
@@ -77,20 +155,28 @@ impl Handler<StartExecution> for NodeSupervisor {
                     state.as_str()
                 )));
             }
-            let summary = store
-                .workflow_summary(&msg.workflow_id)
-                .await?
-                .ok_or_else(|| EngineError::WorkflowNotFound(msg.workflow_id.clone()))?;
-            let def = cache.get(&store, &summary.id, summary.version).await?;
-            let problems: Vec<Problem> = check_inputs(&def, &msg.inputs);
-            if !problems.is_empty() {
-                return Err(EngineError::InvalidInputs(problems));
-            }
+            let (def, version) = resolve(&store, &cache, &msg.workflow_id, &msg.inputs).await?;
+            let admitted = match msg.admitted {
+                Some(admitted) => admitted,
+                None => match admission.try_slot() {
+                    Some(slot) => Admitted::Slot(slot),
+                    None => match &msg.execution_id {
+                        Some(existing) if store.execution(existing).await?.is_some() => {
+                            Admitted::Repeat
+                        }
+                        _ => return Err(admission.refusal(Duration::ZERO)),
+                    },
+                },
+            };
+            let slot = match admitted {
+                Admitted::Slot(slot) => Some(slot),
+                Admitted::Repeat => None,
+            };
             let outcome = store
                 .create_execution(NewExecution {
                     id,
-                    workflow_id: summary.id.clone(),
-                    workflow_version: summary.version,
+                    workflow_id: def.id.clone(),
+                    workflow_version: version,
                     parent_id: None,
                     inputs: msg.inputs,
                     variables: Value::Object(def.variables.clone()),
@@ -105,13 +191,13 @@ impl Handler<StartExecution> for NodeSupervisor {
                     crate::error::StoreError::Conflict(m) => EngineError::NotAccepting(m),
                     other => other.into(),
                 })?;
-            Ok((def, summary.version, outcome))
+            Ok((def, outcome, slot))
         };
         Box::pin(fut.into_actor(self).map(move |result, act, ctx| {
             if fresh {
                 act.pending.remove(&pending_id);
             }
-            let (def, _version, outcome) = result?;
+            let (def, outcome, slot) = result?;
             match outcome {
                 StartOutcome::Created(row) => {
                     // The insert claimed its first run: nothing could read
@@ -119,7 +205,7 @@ impl Handler<StartExecution> for NodeSupervisor {
                     // rescan off it until now (only this request's own
                     // entry: a repeat of the id that raced it claims).
                     let token = fresh.then_some(row.run_token);
-                    act.spawn_run(ctx, def, row.clone(), StartKind::New, token);
+                    act.spawn_run(ctx, def, row.clone(), StartKind::New, token, slot);
                     Ok((row, true))
                 }
                 StartOutcome::Existing(row) => {

@@ -44,6 +44,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 
 use crate::actions::ActionRegistry;
+use crate::admission::{Admission, Slot};
 use crate::execution::StartKind;
 use crate::execution::{ExecutionActor, ExecutionSetup};
 use crate::failover::ClusterTiming;
@@ -88,12 +89,16 @@ pub struct SupervisorConfig {
     pub fan_out: u32,
     /// What to purge (`[retention]`); `None`: keep everything.
     pub retention: Option<RetentionPolicy>,
+    /// The slots every run holds (`engine.max_running`), shared with the
+    /// callers that start executions ([`Starter`]).
+    pub admission: Arc<Admission>,
 }
 
 /// The root actor of a node. See the module documentation.
 pub struct NodeSupervisor {
     cfg: SupervisorConfig,
     running: HashMap<String, Addr<ExecutionActor>>,
+
     /// Executions being created by `StartExecution`: a rescan must not
     /// start them as resumed.
     pending: HashSet<String>,
@@ -153,13 +158,15 @@ impl NodeSupervisor {
         row: execution::Model,
         kind: StartKind,
     ) {
-        self.spawn_run(ctx, def, row, kind, None);
+        self.spawn_run(ctx, def, row, kind, None, None);
     }
 
     /// [`Self::spawn_execution`] for a row whose run token `claimed` the
     /// statement that created or woke it already claimed for this run;
     /// only while nothing else on this node can start a run of it (the
-    /// row is in `pending` or `waking_ids` until this call).
+    /// row is in `pending` or `waking_ids` until this call). The actor
+    /// holds `slot` (a client start's admission) or else one taken now
+    /// (forced over `engine.max_running` if none is free) until it stops.
     pub(super) fn spawn_run(
         &mut self,
         ctx: &mut Context<Self>,
@@ -167,6 +174,7 @@ impl NodeSupervisor {
         row: execution::Model,
         kind: StartKind,
         claimed: Option<i64>,
+        slot: Option<Slot>,
     ) {
         // A fenced, stopping, starting or standby node starts no actor
         // (the lease-checked state: a node past its lease is fenced).
@@ -174,6 +182,7 @@ impl NodeSupervisor {
             return;
         }
         let id = row.id.clone();
+        let slot = slot.unwrap_or_else(|| self.cfg.admission.take());
         let actor = ExecutionActor::new(ExecutionSetup {
             store: self.cfg.store.clone(),
             scripts: self.cfg.scripts.clone(),
@@ -191,7 +200,8 @@ impl NodeSupervisor {
             starter: ctx.address().recipient(),
             supervisor: ctx.address().recipient(),
             metrics: self.cfg.metrics.clone(),
-        });
+        })
+        .holding(slot);
         self.running.insert(id, actor.start());
         self.publish_running();
     }
@@ -314,7 +324,7 @@ mod retention;
 
 pub use commands::{
     AnswerInteraction, CancelExecution, DeliverSignal, EvictNode, ResumeFailed, Shutdown,
-    StartExecution,
+    StartExecution, Starter,
 };
 pub use membership::{FenceNow, Rejoin};
 pub use recovery::WakeDue;

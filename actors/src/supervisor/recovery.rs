@@ -89,6 +89,9 @@ const WAKE_BATCH: u32 = 500;
 /// actor and had the 1 s rescan read them all, each time). Never longer
 /// than `WAKE_AT_LEAST_EVERY`, so that long-running items cannot starve
 /// timers.
+/// The same floor holds when no slot under `engine.max_running` is free:
+/// the scan then wakes one batch over the limit (owed back before any
+/// start is admitted), while less than a batch is owed.
 const WAKE_WHILE_RUNNING_BELOW: usize = 4 * WAKE_BATCH as usize;
 const WAKE_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 /// How often a running node looks for signals stored without the wake
@@ -100,11 +103,18 @@ impl NodeSupervisor {
     /// Wakes this node's parked executions that are due (timer or timeout
     /// passed, or a signal arrived), in bounded batches, one scan at a time.
     pub(super) fn wake_due(&mut self, ctx: &mut Context<Self>) {
-        let busy = self.running.len() >= WAKE_WHILE_RUNNING_BELOW
-            && self.last_wake.elapsed() < WAKE_AT_LEAST_EVERY;
-        if self.waking || busy || self.cfg.status.get().state != NodeState::Running {
+        let free = self.cfg.admission.free();
+        let floor = self.last_wake.elapsed() >= WAKE_AT_LEAST_EVERY;
+        let busy = (self.running.len() >= WAKE_WHILE_RUNNING_BELOW || free == 0) && !floor;
+        let over_owed = free == 0 && self.cfg.admission.owed() >= WAKE_BATCH as usize;
+        if self.waking || busy || over_owed || self.cfg.status.get().state != NodeState::Running {
             return;
         }
+        // As many as there are free slots; at the floor, a batch regardless.
+        let batch = match free {
+            0 => WAKE_BATCH,
+            n => WAKE_BATCH.min(u32::try_from(n).unwrap_or(u32::MAX)),
+        };
         self.waking = true;
         self.last_wake = std::time::Instant::now();
         let store = self.cfg.store.clone();
@@ -112,7 +122,7 @@ impl NodeSupervisor {
         let cache = self.cfg.definitions.clone();
         let waking = self.waking_ids.clone();
         let fut = async move {
-            let ids = store.due_for_wake(&node, WAKE_BATCH).await?;
+            let ids = store.due_for_wake(&node, batch).await?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -130,14 +140,14 @@ impl NodeSupervisor {
             }
             Ok::<_, EngineError>(out)
         };
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.waking = false;
             act.waking_ids.borrow_mut().clear();
             match result {
                 Ok(rows) => {
-                    let full = rows.len() as u32 >= WAKE_BATCH;
+                    let full = rows.len() as u32 >= batch && act.cfg.admission.free() > 0;
                     for (def, row, claimed) in rows {
-                        act.spawn_run(ctx, def, row, StartKind::Woken, claimed);
+                        act.spawn_run(ctx, def, row, StartKind::Woken, claimed, None);
                     }
                     if full {
                         ctx.notify(WakeDue);
