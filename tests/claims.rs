@@ -320,7 +320,7 @@ async fn an_execution_is_created_only_under_the_nodes_current_epoch(b: Backend) 
 /// the takeover loses (PostgreSQL re-checks the `WHERE` on the row as
 /// committed). Before, it was declared dead on the stale read.
 async fn a_heartbeat_that_commits_during_a_takeover_wins_it(b: Backend) {
-    use baton_actors::store::{NodeRegistration, Takeover};
+    use baton_actors::store::Takeover;
     use sea_orm::{ConnectionTrait, Database, TransactionTrait};
     let Some(db) = TestDb::create(b) else {
         return;
@@ -329,13 +329,7 @@ async fn a_heartbeat_that_commits_during_a_takeover_wins_it(b: Backend) {
     let backend = watcher.backend();
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
-    let reg = |id: &str| NodeRegistration {
-        id: id.into(),
-        address: format!("http://{id}"),
-        role: "standby".into(),
-        state: "STANDBY".into(),
-        fingerprint: "{}".into(),
-    };
+    let reg = standby_registration;
     store
         .join_cluster(reg("me"), 60_000, None)
         .await
@@ -520,18 +514,12 @@ async fn a_write_under_a_stale_fence_writes_nothing(b: Backend) {
 /// the same transaction. Before, `promote_if_needed` counted only live
 /// rows and promoted beside the stale one: two `active`/`RUNNING` rows.
 async fn a_stale_active_row_keeps_its_slot_until_its_takeover(b: Backend) {
-    use baton_actors::store::{NodeRegistration, Takeover};
+    use baton_actors::store::Takeover;
     use sea_orm::{ConnectionTrait, Database};
     let Some(db) = TestDb::create(b) else { return };
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
-    let reg = |id: &str| NodeRegistration {
-        id: id.into(),
-        address: format!("http://{id}"),
-        role: "standby".into(),
-        state: "STANDBY".into(),
-        fingerprint: "{}".into(),
-    };
+    let reg = standby_registration;
     let epoch = store
         .join_cluster(reg("first"), 1000, None)
         .await
@@ -544,15 +532,7 @@ async fn a_stale_active_row_keeps_its_slot_until_its_takeover(b: Backend) {
         .join_cluster(reg("second"), 1000, None)
         .await
         .expect("join");
-    let active = |store: baton_actors::Store| async move {
-        let (nodes, _) = store.nodes().await.expect("nodes");
-        nodes
-            .into_iter()
-            .filter(|n| n.role == "active" && n.state == "RUNNING")
-            .map(|n| n.id)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(active(store.clone()).await, ["first"]);
+    assert_eq!(active_nodes(&store).await, ["first"]);
     Database::connect(&db.url)
         .await
         .expect("connect")
@@ -568,7 +548,7 @@ async fn a_stale_active_row_keeps_its_slot_until_its_takeover(b: Backend) {
             .expect("promote"),
         "no promotion beside a stale active row"
     );
-    assert_eq!(active(store.clone()).await, ["first"]);
+    assert_eq!(active_nodes(&store).await, ["first"]);
     let won = store
         .take_over("second", "first", epoch, 1000, 1, false)
         .await
@@ -577,7 +557,7 @@ async fn a_stale_active_row_keeps_its_slot_until_its_takeover(b: Backend) {
         matches!(&won, Takeover::Won { promoted, .. } if promoted == &["second".to_owned()]),
         "{won:?}"
     );
-    assert_eq!(active(store.clone()).await, ["second"]);
+    assert_eq!(active_nodes(&store).await, ["second"]);
 }
 
 /// `Fence::step` in the group commit: many "next item" checkpoints
@@ -1102,27 +1082,10 @@ async fn batched_parks_are_fenced(b: Backend) {
 /// standby stayed standby for good (a CI flake of
 /// `driver::two_active_nodes_each_run_what_they_accept_and_share_a_dead_nodes_work`).
 async fn a_rejoined_node_does_not_jump_the_standby_queue(b: Backend) {
-    use baton_actors::store::NodeRegistration;
     let Some(db) = TestDb::create(b) else { return };
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
-    let reg = |id: &str| NodeRegistration {
-        id: id.into(),
-        address: format!("http://{id}"),
-        role: "standby".into(),
-        state: "STANDBY".into(),
-        fingerprint: "{}".into(),
-    };
-    let active = |store: baton_actors::Store| async move {
-        let (nodes, _) = store.nodes().await.expect("nodes");
-        let mut ids: Vec<String> = nodes
-            .into_iter()
-            .filter(|n| n.role == "active" && n.state == "RUNNING")
-            .map(|n| n.id)
-            .collect();
-        ids.sort();
-        ids
-    };
+    let reg = standby_registration;
     let epoch_a = store
         .join_cluster(reg("pa"), 30_000, None)
         .await
@@ -1147,7 +1110,7 @@ async fn a_rejoined_node_does_not_jump_the_standby_queue(b: Backend) {
         .promote_if_needed("pc", 30_000, 2)
         .await
         .expect("promote"));
-    assert_eq!(active(store.clone()).await, ["pa", "pb"]);
+    assert_eq!(active_nodes(&store).await, ["pa", "pb"]);
     // `pa` rejoins later than `pc` joined, on the database clock (ms).
     let pc_started = |store: baton_actors::Store| async move {
         let (nodes, _) = store.nodes().await.expect("nodes");
@@ -1176,7 +1139,7 @@ async fn a_rejoined_node_does_not_jump_the_standby_queue(b: Backend) {
             .expect("promote"),
         "the rejoined node took the slot back"
     );
-    assert_eq!(active(store.clone()).await, ["pb", "pc"]);
+    assert_eq!(active_nodes(&store).await, ["pb", "pc"]);
     // A standby up longer but whose heartbeat lags (a node that may be
     // dying) goes after a fresh one: pb fences itself, pa's heartbeat is
     // 20 s old (live under the 30 s timeout), pd just joined.
@@ -1209,7 +1172,7 @@ async fn a_rejoined_node_does_not_jump_the_standby_queue(b: Backend) {
         .promote_if_needed("pa", 30_000, 2)
         .await
         .expect("promote"));
-    assert_eq!(active(store.clone()).await, ["pc", "pd"]);
+    assert_eq!(active_nodes(&store).await, ["pc", "pd"]);
 }
 
 /// SQLite: a write transaction that reads first (a definition's import

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_actors::store::{NewExecution, NodeRegistration, Takeover};
+use baton_actors::store::{NewExecution, Takeover};
 use serde_json::{json, Value};
 
 use crate::util::*;
@@ -451,13 +451,7 @@ async fn race(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
     let s1 = store(&db).await;
     s1.migrate().await.expect("migrate");
-    let reg = |id: &str| NodeRegistration {
-        id: id.into(),
-        address: format!("http://{id}"),
-        role: "standby".into(),
-        state: "STANDBY".into(),
-        fingerprint: "{}".into(),
-    };
+    let reg = standby_registration;
     let detectors: Vec<String> = (1..=DETECTORS).map(|i| format!("d{i}")).collect();
     for round in 0..ROUNDS {
         let victim = format!("victim{round}");

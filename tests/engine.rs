@@ -618,8 +618,8 @@ async fn an_item_that_keeps_crashing_its_node_fails_after_the_budget(b: Backend)
     node.stop().await;
 }
 
-/// Admission control: a node holds at most `engine.max_running` runs of
-/// new executions. A start beyond it waits up to `engine.start_wait_ms`
+/// Admission control: a node holds at most `engine.max_running` runs in
+/// memory. A client's start beyond it waits up to `engine.start_wait_ms`
 /// for one to end or park, then is refused with 503 `overloaded` and
 /// nothing is created; a repeat of an existing start needs no slot; a
 /// parked execution holds none.

@@ -543,3 +543,26 @@ pub fn operator_and_viewer_tokens() -> Vec<baton::config::TokenConfig> {
         },
     ]
 }
+
+/// A node's registration as a standby, for store-level cluster tests.
+pub fn standby_registration(id: &str) -> baton_actors::store::NodeRegistration {
+    baton_actors::store::NodeRegistration {
+        id: id.into(),
+        address: format!("http://{id}"),
+        role: "standby".into(),
+        state: "STANDBY".into(),
+        fingerprint: "{}".into(),
+    }
+}
+
+/// The ids of the nodes active and running in the store, sorted.
+pub async fn active_nodes(store: &baton_actors::Store) -> Vec<String> {
+    let (nodes, _) = store.nodes().await.expect("nodes");
+    let mut ids: Vec<String> = nodes
+        .into_iter()
+        .filter(|n| n.role == "active" && n.state == "RUNNING")
+        .map(|n| n.id)
+        .collect();
+    ids.sort();
+    ids
+}

@@ -596,7 +596,7 @@ pub(super) async fn create_one(
 ) -> Result<StartOutcome, StoreError> {
     let id = new.id.clone();
     let (created, row) = {
-        let txn = crate::store::begin(&c).await?;
+        let txn = crate::store::begin(c).await?;
         let insert = new_execution_insert(backend, &[&new]);
         // RETURNING saves a read where the database has it.
         let returned = if backend == sea_orm::DbBackend::MySql {
