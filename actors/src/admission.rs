@@ -104,7 +104,7 @@ impl Admission {
     }
 
     /// The refusal of a start that found no slot within `wait`.
-    pub fn refusal(&self, wait: Duration) -> EngineError {
+    fn refusal(&self, wait: Duration) -> EngineError {
         EngineMetrics::inc(&self.metrics.starts_refused_overloaded);
         EngineError::Overloaded(format!(
             "{} runs are in memory on this node (engine.max_running) and none ended or parked \
@@ -140,6 +140,17 @@ impl Admission {
         store: &Store,
         execution_id: Option<&str>,
     ) -> Result<Admitted, EngineError> {
+        self.admit_within(store, execution_id, self.wait).await
+    }
+
+    /// [`Admission::admit`] waiting at most `wait` (zero: a free slot now
+    /// or refused).
+    pub async fn admit_within(
+        self: &Arc<Self>,
+        store: &Store,
+        execution_id: Option<&str>,
+        wait: Duration,
+    ) -> Result<Admitted, EngineError> {
         if let Some(slot) = self.try_slot() {
             return Ok(Admitted::Slot(slot));
         }
@@ -152,8 +163,11 @@ impl Admission {
         if exists(execution_id).await? {
             return Ok(Admitted::Repeat);
         }
+        if wait.is_zero() {
+            return Err(self.refusal(wait));
+        }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let waited = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
+        let waited = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         if let Ok(Ok(permit)) = waited {
             return Ok(Admitted::Slot(Slot {
@@ -164,7 +178,7 @@ impl Admission {
         if exists(execution_id).await? {
             return Ok(Admitted::Repeat);
         }
-        Err(self.refusal(self.wait))
+        Err(self.refusal(wait))
     }
 
     /// Takes one debt off, if any is owed.

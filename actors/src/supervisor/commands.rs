@@ -158,15 +158,11 @@ impl Handler<StartExecution> for NodeSupervisor {
             let (def, version) = resolve(&store, &cache, &msg.workflow_id, &msg.inputs).await?;
             let admitted = match msg.admitted {
                 Some(admitted) => admitted,
-                None => match admission.try_slot() {
-                    Some(slot) => Admitted::Slot(slot),
-                    None => match &msg.execution_id {
-                        Some(existing) if store.execution(existing).await?.is_some() => {
-                            Admitted::Repeat
-                        }
-                        _ => return Err(admission.refusal(Duration::ZERO)),
-                    },
-                },
+                None => {
+                    admission
+                        .admit_within(&store, msg.execution_id.as_deref(), Duration::ZERO)
+                        .await?
+                }
             };
             let slot = match admitted {
                 Admitted::Slot(slot) => Some(slot),
