@@ -29,6 +29,14 @@ pub const NAME: &str = "http";
 
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// How long an idle pooled connection may be reused. Servers close idle
+/// connections on their own timers (actix-web, Node and Apache after 5 s);
+/// a request sent on a connection the server is closing that moment fails
+/// before the server reads it ("connector has been disconnected"), which
+/// costs a webhook an attempt and an `http` item a retry. Below the
+/// common 5 s, reuse keeps its benefit for bursts without that race.
+const IDLE_REUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 thread_local! {
     /// This thread's clients, by TLS configuration.
     static CLIENTS: RefCell<Vec<(Arc<rustls::ClientConfig>, awc::Client)>> =
@@ -43,7 +51,11 @@ pub(crate) fn client(tls: &Arc<rustls::ClientConfig>) -> awc::Client {
             return c.clone();
         }
         let c = awc::Client::builder()
-            .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+            .connector(
+                awc::Connector::new()
+                    .rustls_0_23(tls.clone())
+                    .conn_keep_alive(IDLE_REUSE),
+            )
             .disable_timeout()
             .finish();
         clients.push((tls.clone(), c.clone()));
