@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_web::{middleware, web, App, HttpServer};
 use baton_actors::admission::Admission;
+use baton_actors::db::SessionLimits;
 use baton_actors::failover::ClusterTiming;
 use baton_actors::messages::NodeState;
 use baton_actors::metrics::EngineMetrics;
@@ -214,15 +215,22 @@ impl NodeBuilder {
             url: url_shown.clone(),
             source,
         };
-        let store = Store::connect(&config.database.url, config.database.max_connections)
-            .await
-            .map_err(db_err)?;
-        store.migrate().await.map_err(db_err)?;
         let cluster = config.cluster.enabled.then(|| ClusterTiming {
             interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
             timeout: Duration::from_millis(config.cluster.failover_timeout_ms()),
             active_nodes: config.cluster.active_nodes,
         });
+        let limits = cluster
+            .map(|t| SessionLimits::for_cluster(t.interval, t.timeout))
+            .unwrap_or_default();
+        let store = Store::connect_with(
+            &config.database.url,
+            config.database.max_connections,
+            limits,
+        )
+        .await
+        .map_err(db_err)?;
+        store.migrate().await.map_err(db_err)?;
         match &cluster {
             Some(t) => refuse_different_settings(&store, &config, t).await?,
             None => refuse_standalone_on_a_cluster(&store, &config).await?,

@@ -99,6 +99,10 @@ mod postgres {
         super::whole_outage(Backend::Postgres).await
     }
     #[actix_rt::test]
+    async fn a_node_frozen_holding_the_cluster_lock_does_not_stop_the_failover() {
+        super::frozen_lock_holder(Backend::Postgres).await
+    }
+    #[actix_rt::test]
     async fn nodes_with_skewed_clocks_agree_on_liveness() {
         super::skew(Backend::Postgres).await
     }
@@ -153,6 +157,10 @@ mod mysql {
     #[actix_rt::test]
     async fn a_database_outage_under_the_whole_cluster_is_not_a_failover() {
         super::whole_outage(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn a_node_frozen_holding_the_cluster_lock_does_not_stop_the_failover() {
+        super::frozen_lock_holder(Backend::Mysql).await
     }
 }
 
@@ -283,6 +291,97 @@ async fn logs(http: &Http, id: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// A node frozen (SIGSTOP, a paused VM) inside a membership transaction
+/// holds the `cluster_lock` row every takeover must take. The holder here
+/// is a session opened with a cluster node's own session limits (the
+/// moment a real node freezes with the lock held is a few milliseconds of
+/// every scan, too short to aim a SIGSTOP at): it takes the lock and
+/// never sends another statement. The database server must end that
+/// transaction, so that a kill -9 of the active node is still taken over
+/// in time. Before, the takeover waited for the holder to resume: here
+/// never (the holder waits for the test). SQLite has no server to end a
+/// frozen process's transaction: a frozen writer holds the whole file
+/// (README, Known limits).
+async fn frozen_lock_holder(b: Backend) {
+    use baton_actors::db::SessionLimits;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(db) = TestDb::create(b) else { return };
+    let mut n1 = serve(&node_env(&db, "n1"));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(&db).await;
+    let n2 = serve(&node_env(&db, "n2"));
+    eventually("n2 stands by", LONG, || async {
+        health(&n2.url).await.1 == "STANDBY"
+    })
+    .await;
+    let limits = SessionLimits::for_cluster(INTERVAL, TIMEOUT);
+    let holder = baton_actors::Store::connect_with(&db.url, 1, limits)
+        .await
+        .expect("the holder connects");
+    let (held_tx, held_rx) = futures::channel::oneshot::channel::<()>();
+    let (resume_tx, resume_rx) = futures::channel::oneshot::channel::<()>();
+    let frozen = actix_rt::spawn(async move {
+        holder
+            .db()
+            .run(move |c| async move {
+                let txn = c.begin().await?;
+                txn.execute_unprepared(
+                    "UPDATE cluster_lock SET counter = counter + 1 WHERE id = 1",
+                )
+                .await?;
+                let _ = held_tx.send(());
+                // Frozen: no statement until the test resumes it.
+                let _ = resume_rx.await;
+                let after = txn.execute_unprepared("SELECT 1").await;
+                Ok(after.map_err(|e| e.to_string()))
+            })
+            .await
+    });
+    held_rx.await.expect("the holder took the cluster lock");
+    n1.kill9();
+    let killed = Instant::now();
+    eventually(
+        "n2 takes over while the frozen holder has not resumed",
+        LONG,
+        || async { health(&n2.url).await.0 == 200 },
+    )
+    .await;
+    let took = killed.elapsed();
+    // MariaDB ends idle transactions after whole seconds: the limit's
+    // rounding is the only extra time allowed over a plain kill.
+    let idle = limits.idle_in_transaction.expect("a cluster limit");
+    let rounding = match b {
+        Backend::Mysql => {
+            Duration::from_millis(idle.as_millis().div_ceil(1000) as u64 * 1000) - idle
+        }
+        _ => Duration::ZERO,
+    };
+    eprintln!("{b:?}: n2 active {took:?} after the kill, the lock held by a frozen session");
+    assert!(
+        took <= TAKEOVER_BY + rounding + MARGIN,
+        "failover took {took:?} with a frozen lock holder; a plain kill is taken over by {TAKEOVER_BY:?} (+ {MARGIN:?})"
+    );
+    let _ = resume_tx.send(());
+    let after = frozen
+        .await
+        .expect("join")
+        .expect("the holder's call returns");
+    assert!(
+        after.is_err(),
+        "the server ended the frozen holder's transaction (its next statement fails)"
+    );
+    let events = Http::new(&n2.url).get("/api/cluster/events").await.json;
+    assert!(
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "failover" && e["node_id"] == "n1"),
+        "{events}"
+    );
+    monitor.assert_never_exceeded(1);
 }
 
 async fn kill_active(b: Backend) {
@@ -546,7 +645,11 @@ async fn race(b: Backend) {
                         .build()
                         .expect("runtime");
                     rt.block_on(async move {
-                        let s = baton_actors::Store::connect(&url, 1)
+                        // A cluster node's sessions: a racer that finds the
+                        // lock held past one interval loses this round.
+                        let limits =
+                            baton_actors::db::SessionLimits::for_cluster(INTERVAL, TIMEOUT);
+                        let s = baton_actors::Store::connect_with(&url, 1, limits)
                             .await
                             .expect("connect");
                         // All connected: released together with the sampler.

@@ -35,6 +35,59 @@ fn server_not_reachable_yet(e: &sea_orm::DbErr) -> bool {
     }
 }
 
+/// Limits a cluster node puts on its own database sessions, so that a node
+/// frozen in the middle of a transaction (SIGSTOP, a VM paused, a process
+/// starved of CPU) cannot hold up its peers past its own failover.
+///
+/// Every membership transaction takes the one `cluster_lock` row, and a
+/// takeover also locks the victim's row and its executions. A frozen
+/// holder's session sits idle in its transaction with those locks held;
+/// the database server, not the frozen process, must end it. Without
+/// these limits one frozen holder stopped every takeover in the cluster
+/// until it resumed (a row held for 8 s from psql: takeover 8.4 s after a
+/// kill instead of about 1 s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// The server ends a session whose transaction has been idle (waiting
+    /// for this client's next statement) this long, rolling it back and
+    /// releasing its locks: PostgreSQL's
+    /// `idle_in_transaction_session_timeout`, MariaDB's
+    /// `idle_transaction_timeout` (whole seconds, rounded up). MySQL has
+    /// no such limit, and SQLite no server to end a frozen process's
+    /// transaction: there the limit is not set.
+    pub idle_in_transaction: Option<Duration>,
+    /// How long a membership transaction waits for the `cluster_lock` row
+    /// before it gives up for this scan (the next scan tries again), so
+    /// that a held lock does not stall the peer scans that watch for the
+    /// holder's death: PostgreSQL's `lock_timeout` on that one statement,
+    /// MariaDB's `innodb_lock_wait_timeout` (whole seconds, rounded down;
+    /// 0 does not wait; not on MySQL, which cannot scope it to one
+    /// statement).
+    pub membership_lock_wait: Option<Duration>,
+}
+
+impl SessionLimits {
+    /// The limits for a cluster with this heartbeat `interval` and failover
+    /// `timeout`: idle transactions end after half the failover timeout
+    /// (at least 250 ms), inside the lease of a node whose heartbeat row a
+    /// frozen takeover holds, and a membership transaction waits at most
+    /// one interval for the lock, so peer scans stay less than
+    /// `Watch::MAX_GAP` intervals apart while it is held.
+    pub fn for_cluster(interval: Duration, timeout: Duration) -> SessionLimits {
+        SessionLimits {
+            idle_in_transaction: Some((timeout / 2).max(Duration::from_millis(250))),
+            membership_lock_wait: Some(interval),
+        }
+    }
+
+    /// MariaDB's `idle_transaction_timeout`, whole seconds rounded up
+    /// (0 turns it off).
+    fn mysql_idle_secs(&self) -> Option<u64> {
+        self.idle_in_transaction
+            .map(|d| d.as_millis().div_ceil(1000).max(1) as u64)
+    }
+}
+
 struct DbRuntime(Option<tokio::runtime::Runtime>);
 
 impl Drop for DbRuntime {
@@ -58,6 +111,7 @@ pub struct Db {
     handle: tokio::runtime::Handle,
     _rt: Arc<DbRuntime>,
     calls: Arc<DbCalls>,
+    limits: SessionLimits,
 }
 
 /// The database calls of one process: how many, how many began while every
@@ -119,6 +173,11 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
+    /// The limits on this pool's sessions.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
     /// The pool's size (open connections) and how many of them are idle.
     pub fn pool_stats(&self) -> Option<(u32, usize)> {
         match self.conn.get_database_backend() {
@@ -144,6 +203,15 @@ impl Db {
     /// writers of one process queue in the pool instead of spinning on
     /// `SQLITE_BUSY`; several processes may share the file.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        Self::connect_with(url, max_connections, SessionLimits::default()).await
+    }
+
+    /// [`Db::connect`] with `limits` on every session of the pool.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        limits: SessionLimits,
+    ) -> Result<Db, StoreError> {
         if let Some(dir) = missing_sqlite_dir(url) {
             return Err(StoreError::Unusable(format!(
                 "the directory {} of the SQLite file does not exist \
@@ -185,6 +253,37 @@ impl Db {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
+            });
+        }
+        // A SET on each new connection rather than a startup option, which
+        // poolers such as PgBouncer refuse.
+        if let Some(idle) = limits.idle_in_transaction {
+            let ms = idle.as_millis();
+            opts.map_sqlx_postgres_pool_opts(move |p| {
+                p.after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        use sea_orm::sqlx::{AssertSqlSafe, Executor};
+                        let sql = format!("SET idle_in_transaction_session_timeout = {ms}");
+                        conn.execute(AssertSqlSafe(sql)).await?;
+                        Ok(())
+                    })
+                })
+            });
+        }
+        if let Some(secs) = limits.mysql_idle_secs() {
+            opts.map_sqlx_mysql_pool_opts(move |p| {
+                p.after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        use sea_orm::sqlx::{AssertSqlSafe, Executor};
+                        // MariaDB runs what is inside `/*M! */`; MySQL,
+                        // which has no such limit, reads a comment.
+                        let sql = format!(
+                            "SET @baton_session = 1 /*M! , SESSION idle_transaction_timeout = {secs} */"
+                        );
+                        conn.execute(AssertSqlSafe(sql)).await?;
+                        Ok(())
+                    })
+                })
             });
         }
         // Switching a new SQLite file to WAL takes a lock that SQLite's busy
@@ -243,6 +342,7 @@ impl Db {
             handle,
             _rt: rt,
             calls: Arc::default(),
+            limits,
         })
     }
 

@@ -53,9 +53,44 @@ pub enum Takeover {
 
 /// Serializes membership transactions; must be the first statement.
 async fn lock_step(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
-    txn.execute_unprepared("UPDATE cluster_lock SET counter = counter + 1 WHERE id = 1")
-        .await?;
+    txn.execute_unprepared(LOCK_SQL).await?;
     Ok(())
+}
+
+const LOCK_SQL: &str = "UPDATE cluster_lock SET counter = counter + 1 WHERE id = 1";
+
+/// [`lock_step`] for the membership steps of a peer scan (a takeover, a
+/// promotion, an adoption), which the next scan repeats: it waits for the
+/// lock at most `wait` (the store's `membership_lock_wait`) and returns
+/// false, with the transaction rolled back, when the wait ran out. A
+/// frozen holder then costs the scans one step each, not the watch that
+/// must see the holder's heartbeat age (DESIGN.md invariant 4).
+async fn lock_step_within(
+    txn: DatabaseTransaction,
+    backend: DbBackend,
+    wait: Option<std::time::Duration>,
+) -> Result<Option<DatabaseTransaction>, sea_orm::DbErr> {
+    let sql = match (wait, backend) {
+        (Some(w), DbBackend::Postgres) => format!(
+            "SET LOCAL lock_timeout = '{}ms'; {LOCK_SQL}; SET LOCAL lock_timeout = DEFAULT",
+            w.as_millis().max(1)
+        ),
+        // MariaDB runs what is inside `/*M! */`; MySQL reads a comment.
+        (Some(w), DbBackend::MySql) => format!(
+            "/*M! SET STATEMENT innodb_lock_wait_timeout = {} FOR */ {LOCK_SQL}",
+            w.as_secs()
+        ),
+        _ => LOCK_SQL.to_owned(),
+    };
+    match txn.execute_unprepared(&sql).await {
+        Ok(_) => Ok(Some(txn)),
+        Err(e) if super::is_lock_wait_timeout(&e) => {
+            tracing::debug!("the cluster lock is held by another transaction past the wait; this step is left to the next scan");
+            txn.rollback().await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn stale_sql(backend: DbBackend, timeout_ms: i64) -> Expr {
@@ -392,10 +427,16 @@ impl Store {
     ) -> Result<Takeover, StoreError> {
         let backend = self.backend();
         let (me, victim) = (me.to_owned(), victim.to_owned());
+        let wait = self.db().limits().membership_lock_wait;
         self.db()
             .run(move |c| async move {
                 let txn = crate::store::begin(&c).await?;
-                lock_step(&txn).await?;
+                // An operator's eviction waits its turn; a scan's takeover
+                // leaves a held lock to its next scan.
+                let wait = if forced { None } else { wait };
+                let Some(txn) = lock_step_within(txn, backend, wait).await? else {
+                    return Ok(Takeover::Lost);
+                };
                 let mut q = node::Entity::find()
                     .filter(node::Column::Id.eq(victim.as_str()))
                     .filter(node::Column::Epoch.eq(seen_epoch))
@@ -456,10 +497,13 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let backend = self.backend();
         let me = me.to_owned();
+        let wait = self.db().limits().membership_lock_wait;
         self.db()
             .run(move |c| async move {
                 let txn = crate::store::begin(&c).await?;
-                lock_step(&txn).await?;
+                let Some(txn) = lock_step_within(txn, backend, wait).await? else {
+                    return Ok(false);
+                };
                 let promoted = promote(&txn, backend, timeout_ms, active_nodes, None).await?;
                 let mine = promoted.contains(&me);
                 if !promoted.is_empty() {
@@ -484,6 +528,7 @@ impl Store {
     pub async fn adopt_orphans(&self, me: &str) -> Result<u64, StoreError> {
         let backend = self.backend();
         let me = me.to_owned();
+        let wait = self.db().limits().membership_lock_wait;
         self.db()
             .run(move |c| async move {
                 let probe = Statement::from_sql_and_values(
@@ -499,7 +544,9 @@ impl Store {
                     return Ok(0);
                 }
                 let txn = crate::store::begin(&c).await?;
-                lock_step(&txn).await?;
+                let Some(txn) = lock_step_within(txn, backend, wait).await? else {
+                    return Ok(0);
+                };
                 let me_active = node::Entity::find_by_id(me.clone()).one(&txn).await?.is_some_and(|n| is_active(&n));
                 if !me_active {
                     txn.rollback().await?;

@@ -209,6 +209,18 @@ impl Store {
         Ok(Store::new(Db::connect(url, max_connections).await?))
     }
 
+    /// [`Store::connect`] with `limits` on every database session (a
+    /// cluster node's: [`crate::db::SessionLimits::for_cluster`]).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        limits: crate::db::SessionLimits,
+    ) -> Result<Store, StoreError> {
+        Ok(Store::new(
+            Db::connect_with(url, max_connections, limits).await?,
+        ))
+    }
+
     /// The underlying connection.
     pub fn db(&self) -> &Db {
         &self.db
@@ -342,6 +354,27 @@ pub(crate) fn wrote_nothing(err: &DbErr) -> bool {
                 **e,
                 Sqlx::Database(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed
             )
+        }
+        _ => false,
+    }
+}
+
+/// True when `err` is the server giving up a lock wait that had a limit
+/// (PostgreSQL's `lock_timeout`, SQLSTATE 55P03; MariaDB's
+/// `innodb_lock_wait_timeout`, error 1205).
+pub(crate) fn is_lock_wait_timeout(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::RuntimeErr;
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match &**e {
+                Sqlx::Database(d) => {
+                    d.code().as_deref() == Some("55P03")
+                        || d.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                            .is_some_and(|m| m.number() == 1205)
+                }
+                _ => false,
+            }
         }
         _ => false,
     }
