@@ -34,6 +34,18 @@ async fn mysql_a_heartbeat_that_commits_during_a_takeover_wins_it() {
     a_heartbeat_that_commits_during_a_takeover_wins_it(Backend::Mysql).await
 }
 
+// The wait is the database server's (`lock_timeout`,
+// `innodb_lock_wait_timeout`); SQLite has one lock for the whole file.
+#[actix_rt::test]
+async fn postgres_a_scans_membership_steps_give_up_on_a_held_cluster_lock() {
+    a_scans_membership_steps_give_up_on_a_held_cluster_lock(Backend::Postgres).await
+}
+
+#[actix_rt::test]
+async fn mysql_a_scans_membership_steps_give_up_on_a_held_cluster_lock() {
+    a_scans_membership_steps_give_up_on_a_held_cluster_lock(Backend::Mysql).await
+}
+
 on_all_backends!(
     an_execution_is_created_only_under_the_nodes_current_epoch,
     a_stale_row_starts_no_second_run,
@@ -369,6 +381,111 @@ async fn a_heartbeat_that_commits_during_a_takeover_wins_it(b: Backend) {
     );
     let row = store.node("victim").await.expect("read").expect("row");
     assert_ne!(row.state, "FAILED");
+}
+
+/// A peer scan's membership steps (a takeover, a promotion, an adoption)
+/// with a cluster node's session limits wait for a held `cluster_lock` at
+/// most one interval and then do nothing (`Busy`, not promoted, nothing
+/// adopted) and leave the step to the next scan, so that a frozen holder
+/// cannot stall the scans that watch it. Each would otherwise wait as long
+/// as the lock is held (here: until the test lets go). Once the lock is
+/// free the same steps go through. An operator's eviction still waits.
+async fn a_scans_membership_steps_give_up_on_a_held_cluster_lock(b: Backend) {
+    use baton_actors::db::SessionLimits;
+    use baton_actors::store::Takeover;
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let Some(db) = TestDb::create(b) else {
+        return;
+    };
+    let plain = store(&db).await;
+    plain.migrate().await.expect("migrate");
+    let interval = Duration::from_millis(200);
+    let limits = SessionLimits::for_cluster(interval, interval * 5);
+    let node = baton_actors::Store::connect_with(&db.url, 2, limits)
+        .await
+        .expect("connect");
+    let reg = standby_registration;
+    node.join_cluster(reg("me"), 60_000, None)
+        .await
+        .expect("join");
+    let epoch = node
+        .join_cluster(reg("victim"), 60_000, None)
+        .await
+        .expect("join");
+    // An orphan to adopt (its owner is not an active node).
+    node.create_execution(NewExecution {
+        id: "orphan".into(),
+        workflow_id: "w".into(),
+        workflow_version: 1,
+        parent_id: None,
+        inputs: json!({}),
+        variables: json!({}),
+        start_item: "a".into(),
+        owner_node: "victim".into(),
+        node_epoch: None,
+    })
+    .await
+    .expect("create");
+    let other = Database::connect(&db.url).await.expect("connect");
+    other
+        .execute_unprepared(
+            "UPDATE nodes SET last_heartbeat = last_heartbeat - 3600000 WHERE id = 'victim'",
+        )
+        .await
+        .expect("make it stale");
+    let holder = other.begin().await.expect("begin");
+    holder
+        .execute_unprepared("UPDATE cluster_lock SET counter = counter + 1 WHERE id = 1")
+        .await
+        .expect("hold the lock");
+    // A bound that only a step waiting for the holder reaches.
+    fn bounded<T>(what: &str) -> impl FnOnce(Result<T, tokio::time::error::Elapsed>) -> T + '_ {
+        move |r| r.unwrap_or_else(|_| panic!("{what} waited for the held lock"))
+    }
+    let within = Duration::from_secs(20);
+    let took = tokio::time::timeout(
+        within,
+        node.take_over("me", "victim", epoch, 60_000, 1, false),
+    )
+    .await;
+    assert_eq!(
+        bounded("the takeover")(took).expect("takeover"),
+        Takeover::Busy
+    );
+    let promoted = tokio::time::timeout(within, node.promote_if_needed("me", 60_000, 1)).await;
+    assert!(!bounded("the promotion")(promoted).expect("promote"));
+    assert_eq!(
+        active_nodes(&plain).await,
+        Vec::<String>::new(),
+        "no one promoted"
+    );
+    // An adoption only by an active node: "me" is made one behind the lock's back.
+    other
+        .execute_unprepared("UPDATE nodes SET role = 'active', state = 'RUNNING' WHERE id = 'me'")
+        .await
+        .expect("make me active");
+    let adopted = tokio::time::timeout(within, node.adopt_orphans("me")).await;
+    assert_eq!(bounded("the adoption")(adopted).expect("adopt"), 0);
+    // An operator's eviction waits its turn instead.
+    let n = node.clone();
+    let evict =
+        actix_rt::spawn(async move { n.take_over("me", "victim", epoch, 60_000, 1, true).await });
+    actix_rt::time::sleep(interval * 3).await;
+    assert!(!evict.is_finished(), "an eviction waits for the lock");
+    holder.commit().await.expect("let go");
+    let evicted = evict.await.expect("join").expect("evict");
+    assert!(matches!(evicted, Takeover::Won { .. }), "{evicted:?}");
+    assert_eq!(
+        plain
+            .execution("orphan")
+            .await
+            .expect("read")
+            .expect("row")
+            .owner_node
+            .as_deref(),
+        Some("me"),
+        "the evicted node's execution moved to the active node"
+    );
 }
 
 /// The store's fenced writes (issue 12 item 9): a checkpoint is written

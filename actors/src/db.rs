@@ -52,7 +52,8 @@ pub struct SessionLimits {
     /// for this client's next statement) this long, rolling it back and
     /// releasing its locks: PostgreSQL's
     /// `idle_in_transaction_session_timeout`, MariaDB's
-    /// `idle_transaction_timeout` (whole seconds, rounded up). MySQL has
+    /// `idle_transaction_timeout` (whole seconds, see
+    /// [`SessionLimits::mariadb_idle_secs`]). MySQL has
     /// no such limit, and SQLite no server to end a frozen process's
     /// transaction: there the limit is not set.
     pub idle_in_transaction: Option<Duration>,
@@ -68,23 +69,37 @@ pub struct SessionLimits {
 
 impl SessionLimits {
     /// The limits for a cluster with this heartbeat `interval` and failover
-    /// `timeout`: idle transactions end after half the failover timeout
-    /// (at least 250 ms), inside the lease of a node whose heartbeat row a
-    /// frozen takeover holds, and a membership transaction waits at most
-    /// one interval for the lock, so peer scans stay less than
-    /// `Watch::MAX_GAP` intervals apart while it is held.
+    /// `timeout`.
+    ///
+    /// Idle transactions end after the timeout less two and a half
+    /// intervals, at most half the timeout, at least 100 ms. A node frozen
+    /// inside a promotion holds the promoted standby's row, whose
+    /// heartbeat waits behind it; that standby fences itself when it has
+    /// not written a heartbeat for the timeout less one interval, counted
+    /// from a send up to one interval before the blocked one, so the
+    /// holder must be ended within the timeout less two intervals (half an
+    /// interval is left for the server to notice). MariaDB counts whole
+    /// seconds: there it is rounded down, but at least 1 s, which below a
+    /// 2.5 s limit (sub-second intervals) can exceed that lease.
+    ///
+    /// A membership transaction waits at most one interval for the lock,
+    /// so peer scans stay less than `Watch::MAX_GAP` intervals apart while
+    /// it is held.
     pub fn for_cluster(interval: Duration, timeout: Duration) -> SessionLimits {
+        let idle = timeout
+            .saturating_sub(interval * 5 / 2)
+            .min(timeout / 2)
+            .max(Duration::from_millis(100));
         SessionLimits {
-            idle_in_transaction: Some((timeout / 2).max(Duration::from_millis(250))),
+            idle_in_transaction: Some(idle),
             membership_lock_wait: Some(interval),
         }
     }
 
-    /// MariaDB's `idle_transaction_timeout`, whole seconds rounded up
-    /// (0 turns it off).
-    fn mysql_idle_secs(&self) -> Option<u64> {
-        self.idle_in_transaction
-            .map(|d| d.as_millis().div_ceil(1000).max(1) as u64)
+    /// MariaDB's `idle_transaction_timeout`: whole seconds, rounded down
+    /// but at least 1 (0 would turn it off).
+    pub fn mariadb_idle_secs(&self) -> Option<u64> {
+        self.idle_in_transaction.map(|d| d.as_secs().max(1))
     }
 }
 
@@ -256,7 +271,9 @@ impl Db {
             });
         }
         // A SET on each new connection rather than a startup option, which
-        // poolers such as PgBouncer refuse.
+        // poolers such as PgBouncer refuse. (Behind PgBouncer it needs
+        // session pooling: in transaction pooling the SET lands on
+        // whichever server connection ran it.)
         if let Some(idle) = limits.idle_in_transaction {
             let ms = idle.as_millis();
             opts.map_sqlx_postgres_pool_opts(move |p| {
@@ -270,7 +287,7 @@ impl Db {
                 })
             });
         }
-        if let Some(secs) = limits.mysql_idle_secs() {
+        if let Some(secs) = limits.mariadb_idle_secs() {
             opts.map_sqlx_mysql_pool_opts(move |p| {
                 p.after_connect(move |conn, _| {
                     Box::pin(async move {
@@ -436,7 +453,8 @@ pub fn missing_sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::missing_sqlite_dir;
+    use super::{missing_sqlite_dir, SessionLimits};
+    use std::time::Duration;
 
     #[test]
     fn a_sqlite_file_in_a_missing_directory_is_named() {
@@ -449,5 +467,31 @@ mod tests {
         assert_eq!(missing_sqlite_dir("sqlite::memory:"), None);
         assert_eq!(missing_sqlite_dir("sqlite:///tmp/x.db"), None);
         assert_eq!(missing_sqlite_dir("postgres://h/db"), None);
+    }
+
+    #[test]
+    fn a_frozen_holder_is_ended_inside_the_lease_of_a_standby_it_blocks() {
+        let ms = Duration::from_millis;
+        for (interval, beats) in [(200, 5), (1000, 5), (1000, 3), (1000, 4), (50, 20), (10, 3)] {
+            let (i, t) = (ms(interval), ms(interval * beats));
+            let l = SessionLimits::for_cluster(i, t);
+            let idle = l.idle_in_transaction.expect("a limit");
+            assert!(
+                idle <= t / 2 || idle == ms(100),
+                "{interval}x{beats}: {idle:?}"
+            );
+            assert!(
+                idle + i * 2 <= t || idle == ms(100),
+                "{interval}x{beats}: {idle:?} leaves a blocked standby no lease"
+            );
+            assert_eq!(l.membership_lock_wait, Some(i));
+        }
+        let l = SessionLimits::for_cluster(ms(200), ms(1000));
+        assert_eq!(l.idle_in_transaction, Some(ms(500)));
+        assert_eq!(l.mariadb_idle_secs(), Some(1));
+        let l = SessionLimits::for_cluster(ms(1000), ms(5000));
+        assert_eq!(l.idle_in_transaction, Some(ms(2500)));
+        assert_eq!(l.mariadb_idle_secs(), Some(2));
+        assert_eq!(SessionLimits::default().mariadb_idle_secs(), None);
     }
 }

@@ -222,6 +222,11 @@ impl FailoverDetectorActor {
                     tracing::debug!(node = %me, peer = %p.id, "the peer's heartbeat is old, but not yet watched for a full failover timeout");
                 }
                 let mut report = ScanReport::default();
+                // One wait for the cluster lock per scan: a scan that found
+                // it held past the wait takes no further lock step, so that
+                // scans stay less than `Watch::MAX_GAP` intervals apart
+                // while a frozen node holds it.
+                let mut busy = false;
                 for (victim, epoch) in dead {
                     match store
                         .take_over(&me, &victim, epoch, timeout_ms, timing.active_nodes, false)
@@ -237,8 +242,15 @@ impl FailoverDetectorActor {
                             report.taken_over.push(victim);
                         }
                         Takeover::Lost => {}
+                        Takeover::Busy => {
+                            busy = true;
+                            break;
+                        }
                     }
                 }
+            if busy {
+                return Ok(report);
+            }
             if status.get().state == NodeState::Standby && !report.promoted {
                 report.promoted = store
                     .promote_if_needed(&me, timeout_ms, timing.active_nodes)
@@ -352,6 +364,12 @@ impl Handler<Evict> for FailoverDetectorActor {
                 Takeover::Lost => {
                     return Err(EngineError::Conflict(format!(
                         "node {victim} changed while being evicted; look again"
+                    )))
+                }
+                // An eviction waits for the lock: not expected, but said.
+                Takeover::Busy => {
+                    return Err(EngineError::Conflict(format!(
+                        "the cluster lock was busy while evicting node {victim}; try again"
                     )))
                 }
             }

@@ -200,6 +200,9 @@ pub(crate) async fn fence(
         Takeover::Lost => Err(ApiError::Conflict(format!(
             "node {id} changed while being evicted; look again"
         ))),
+        Takeover::Busy => Err(ApiError::Conflict(format!(
+            "the cluster lock was busy while evicting node {id}; try again"
+        ))),
     }
 }
 

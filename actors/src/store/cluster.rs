@@ -49,6 +49,10 @@ pub enum Takeover {
     },
     /// Someone else did first, or the node is alive after all.
     Lost,
+    /// Nothing was decided: another transaction held the cluster lock past
+    /// this scan's wait (the store's `membership_lock_wait`). The next
+    /// scan tries again; this one should take no further lock step.
+    Busy,
 }
 
 /// Serializes membership transactions; must be the first statement.
@@ -435,7 +439,7 @@ impl Store {
                 // leaves a held lock to its next scan.
                 let wait = if forced { None } else { wait };
                 let Some(txn) = lock_step_within(txn, backend, wait).await? else {
-                    return Ok(Takeover::Lost);
+                    return Ok(Takeover::Busy);
                 };
                 let mut q = node::Entity::find()
                     .filter(node::Column::Id.eq(victim.as_str()))
