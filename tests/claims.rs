@@ -413,19 +413,9 @@ async fn a_scans_membership_steps_give_up_on_a_held_cluster_lock(b: Backend) {
         .await
         .expect("join");
     // An orphan to adopt (its owner is not an active node).
-    node.create_execution(NewExecution {
-        id: "orphan".into(),
-        workflow_id: "w".into(),
-        workflow_version: 1,
-        parent_id: None,
-        inputs: json!({}),
-        variables: json!({}),
-        start_item: "a".into(),
-        owner_node: "victim".into(),
-        node_epoch: None,
-    })
-    .await
-    .expect("create");
+    node.create_execution(new_start("orphan", "victim", None))
+        .await
+        .expect("create");
     let other = Database::connect(&db.url).await.expect("connect");
     other
         .execute_unprepared(

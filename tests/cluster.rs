@@ -284,6 +284,20 @@ async fn wait_active(url: &str) {
     .await;
 }
 
+/// Starts node `a` and waits for it to be active, starts the monitor,
+/// then starts node `b` and waits for it to stand by.
+async fn active_and_standby(db: &TestDb, a: &str, b: &str) -> (Process, ActiveMonitor, Process) {
+    let n1 = serve(&node_env(db, a));
+    wait_active(&n1.url).await;
+    let monitor = ActiveMonitor::start(db).await;
+    let n2 = serve(&node_env(db, b));
+    eventually(&format!("{b} stands by"), LONG, || async {
+        health(&n2.url).await.1 == "STANDBY"
+    })
+    .await;
+    (n1, monitor, n2)
+}
+
 async fn logs(http: &Http, id: &str) -> Vec<Value> {
     http.get(&format!("/api/executions/{id}/logs"))
         .await
@@ -308,14 +322,7 @@ async fn frozen_lock_holder(b: Backend) {
     use baton_actors::db::SessionLimits;
     use sea_orm::{ConnectionTrait, TransactionTrait};
     let Some(db) = TestDb::create(b) else { return };
-    let mut n1 = serve(&node_env(&db, "n1"));
-    wait_active(&n1.url).await;
-    let monitor = ActiveMonitor::start(&db).await;
-    let n2 = serve(&node_env(&db, "n2"));
-    eventually("n2 stands by", LONG, || async {
-        health(&n2.url).await.1 == "STANDBY"
-    })
-    .await;
+    let (mut n1, monitor, n2) = active_and_standby(&db, "n1", "n2").await;
     let limits = SessionLimits::for_cluster(INTERVAL, TIMEOUT);
     let holder = baton_actors::Store::connect_with(&db.url, 1, limits)
         .await
@@ -720,14 +727,7 @@ async fn race(b: Backend) {
 
 async fn graceful(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let mut n1 = serve(&node_env(&db, "g1"));
-    wait_active(&n1.url).await;
-    let monitor = ActiveMonitor::start(&db).await;
-    let n2 = serve(&node_env(&db, "g2"));
-    eventually("g2 is a standby", LONG, || async {
-        health(&n2.url).await.1 == "STANDBY"
-    })
-    .await;
+    let (mut n1, monitor, n2) = active_and_standby(&db, "g1", "g2").await;
     import_slow_steps(&Http::new(&n1.url)).await;
     let http1 = Http::new(&n1.url);
     let mut ids = Vec::new();
@@ -786,14 +786,7 @@ async fn graceful(b: Backend) {
 /// (DESIGN.md invariant 11).
 async fn drain(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let mut n1 = serve(&node_env(&db, "d1"));
-    wait_active(&n1.url).await;
-    let monitor = ActiveMonitor::start(&db).await;
-    let n2 = serve(&node_env(&db, "d2"));
-    eventually("d2 is a standby", LONG, || async {
-        health(&n2.url).await.1 == "STANDBY"
-    })
-    .await;
+    let (mut n1, monitor, n2) = active_and_standby(&db, "d1", "d2").await;
     let http1 = Http::new(&n1.url);
     import(
         &http1,
