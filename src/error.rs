@@ -273,11 +273,11 @@ fn sqlx_reason(e: &sea_orm::SqlxError) -> Option<&'static str> {
                 })
             {
                 Some("the server closed the connection")
-            } else if db
-                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
-                .is_some()
-                && matches!(code, "5" | "6" | "261" | "517")
-            {
+            } else if matches!(code, "5" | "6" | "261" | "517") {
+                // (SQLite's result codes are numbers; PostgreSQL's and
+                // MySQL's five-character SQLSTATEs cannot be these. They
+                // come from sqlx or from the checkpoint writer's direct
+                // connection alike.)
                 // SQLITE_BUSY / SQLITE_LOCKED: another process holds the
                 // file's write lock (nodes sharing one SQLite file); retry.
                 Some("the database is busy")

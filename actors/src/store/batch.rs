@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use std::collections::HashSet;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::direct::Direct;
 use super::executions::{fenced_update, insert_log_rows};
+use super::writes::Writes;
 use super::{state, Checkpoint, ExecutionState, Fence, Store};
 use crate::db::Db;
 use crate::error::StoreError;
@@ -275,8 +277,8 @@ impl Shape {
 /// is unfinished. Returns the ids written, or `None` when the backend
 /// cannot say which (MySQL/MariaDB without `RETURNING`, fewer rows than
 /// asked): the caller then falls back to one `UPDATE` per checkpoint.
-async fn bulk_update(
-    txn: &DatabaseTransaction,
+async fn bulk_update<W: Writes>(
+    txn: &W,
     backend: DbBackend,
     shape: Shape,
     batch: &[&Pending],
@@ -308,10 +310,10 @@ async fn bulk_update(
         // MySQL says only how many rows it changed, not which: when some
         // were fenced out, undo the whole statement and let each be
         // written alone (a fenced write is not idempotent: the step moves).
-        txn.execute_unprepared("SAVEPOINT baton_bulk").await?;
-        let done = txn.execute_raw(stmt).await?.rows_affected();
+        txn.exec_unprepared("SAVEPOINT baton_bulk").await?;
+        let done = txn.exec(stmt).await?;
         if done != batch.len() as u64 {
-            txn.execute_unprepared("ROLLBACK TO SAVEPOINT baton_bulk")
+            txn.exec_unprepared("ROLLBACK TO SAVEPOINT baton_bulk")
                 .await?;
             return Ok(None);
         }
@@ -319,12 +321,7 @@ async fn bulk_update(
             batch.iter().map(|p| p.fence.execution.clone()).collect(),
         ));
     }
-    let rows = txn.query_all_raw(stmt).await?;
-    let mut ids = HashSet::with_capacity(rows.len());
-    for r in rows {
-        ids.insert(r.try_get::<String>("", "id")?);
-    }
-    Ok(Some(ids))
+    Ok(Some(txn.ids(stmt).await?.into_iter().collect()))
 }
 
 /// An execution a bulk `UPDATE` may write: an unfinished one.
@@ -604,7 +601,42 @@ async fn apply(
     if fits_one_statement(backend, batch) {
         return one_statement(conn, batch).await;
     }
+    if backend == DbBackend::Sqlite {
+        return apply_direct(conn, batch).await;
+    }
     let txn = crate::store::begin(conn).await?;
+    let results = write_batch(&txn, backend, batch).await?;
+    txn.commit().await.map_err(Failed::AtCommit)?;
+    Ok(results)
+}
+
+/// [`apply`] on SQLite: the whole transaction on this thread, on the
+/// pool's connection borrowed from sqlx's worker thread ([`Direct`]), so
+/// its statements cross no thread. A failed `COMMIT` is rolled back if
+/// SQLite left it open, and its outcome is still treated as unknown (an
+/// I/O error can come after the commit record was written).
+async fn apply_direct(
+    conn: &DatabaseConnection,
+    batch: &[Pending],
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
+    Direct::with(conn, |d| {
+        d.begin()?;
+        // Every statement of `d` completes when first polled: nothing here
+        // waits, and nothing else needs this thread meanwhile.
+        let results = futures::executor::block_on(write_batch(d, DbBackend::Sqlite, batch))?;
+        d.commit().map_err(Failed::AtCommit)?;
+        Ok(results)
+    })
+    .await?
+}
+
+/// The statements of a batch inside the transaction `txn`, which the
+/// caller commits; answers each checkpoint.
+async fn write_batch<W: Writes>(
+    txn: &W,
+    backend: DbBackend,
+    batch: &[Pending],
+) -> Result<Vec<Result<(), StoreError>>, sea_orm::DbErr> {
     let mut bulk: Vec<(Shape, HashSet<String>)> = Vec::new();
     for shape in [Shape::Advance, Shape::Resume, Shape::Complete, Shape::Park] {
         let group: Vec<&Pending> = batch
@@ -612,7 +644,7 @@ async fn apply(
             .filter(|p| p.fence.run.is_some() && Shape::of(&p.cp) == Some(shape))
             .collect();
         if group.len() > 1 {
-            if let Some(ids) = bulk_update(&txn, backend, shape, &group).await? {
+            if let Some(ids) = bulk_update(txn, backend, shape, &group).await? {
                 bulk.push((shape, ids));
             }
         }
@@ -627,12 +659,12 @@ async fn apply(
             .and_then(|s| bulk.iter().find(|(b, _)| *b == s));
         let written = match done_in_bulk {
             Some((_, ids)) => ids.contains(&p.fence.execution),
-            None => fenced_update(&txn, backend, &p.fence, &p.cp).await? > 0,
+            None => fenced_update(txn, backend, &p.fence, &p.cp).await? > 0,
         };
         if written {
             consumed.extend_from_slice(&p.cp.consume_signals);
             if let Some(parent) = &p.cp.notify_parent {
-                super::signals::notify_parent(&txn, backend, parent, &p.fence.execution).await?;
+                super::signals::notify_parent(txn, backend, parent, &p.fence.execution).await?;
                 parents.push(parent.clone());
             }
             results.push(Ok(()));
@@ -649,11 +681,10 @@ async fn apply(
             }));
         }
     }
-    super::signals::consume_all(&txn, backend, &consumed).await?;
-    insert_log_rows(&txn, backend, &rows).await?;
+    super::signals::consume_all(txn, backend, &consumed).await?;
+    insert_log_rows(txn, backend, &rows).await?;
     // Last, in id order: the only rows of other executions this
     // transaction locks.
-    super::signals::mark_signaled(&txn, parents).await?;
-    txn.commit().await.map_err(Failed::AtCommit)?;
+    super::signals::mark_signaled(txn, parents).await?;
     Ok(results)
 }

@@ -2,6 +2,7 @@
 //! a fenced update (`Store::checkpoint`); creation and claiming are the only
 //! other writes, and claiming always moves the epoch forward.
 
+use super::writes::Writes;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
@@ -404,8 +405,8 @@ impl Store {
 
 /// The fenced `UPDATE` of one checkpoint; returns the rows it touched
 /// (0: ownership lost).
-pub(super) async fn fenced_update(
-    txn: &DatabaseTransaction,
+pub(super) async fn fenced_update<W: Writes>(
+    txn: &W,
     backend: sea_orm::DbBackend,
     fence: &Fence,
     cp: &Checkpoint,
@@ -463,7 +464,7 @@ pub(super) async fn fenced_update(
     } else {
         &state::UNFINISHED
     };
-    let result = update
+    let stmt = update
         .filter(execution::Column::Id.eq(fence.execution.as_str()))
         .filter(execution::Column::OwnerNode.eq(fence.node.as_str()))
         .filter(execution::Column::OwnerEpoch.eq(fence.epoch))
@@ -474,9 +475,8 @@ pub(super) async fn fenced_update(
             q.filter(execution::Column::Step.eq(step))
         })
         .filter(execution::Column::State.is_in(states.iter().copied()))
-        .exec(txn)
-        .await?;
-    Ok(result.rows_affected)
+        .build(backend);
+    txn.exec(stmt).await
 }
 
 /// Appends item-log records of one execution inside `txn`.
@@ -496,8 +496,8 @@ async fn insert_logs(
 /// statement, stamped with the database clock. A `completed` record
 /// carries its step in `completed_step`, whose unique index refuses a
 /// second completion of the same step.
-pub(super) async fn insert_log_rows(
-    txn: &DatabaseTransaction,
+pub(super) async fn insert_log_rows<W: Writes>(
+    txn: &W,
     backend: sea_orm::DbBackend,
     rows: &[(&str, &str, &LogEntry)],
 ) -> Result<(), sea_orm::DbErr> {
@@ -533,7 +533,7 @@ pub(super) async fn insert_log_rows(
             Expr::value(completed),
         ]);
     }
-    txn.execute(&insert).await?;
+    txn.exec_built(&insert).await?;
     Ok(())
 }
 

@@ -27,6 +27,7 @@
 
 mod batch;
 pub mod cluster;
+mod direct;
 pub mod entities;
 mod executions;
 mod nodes;
@@ -36,6 +37,7 @@ mod signals;
 mod starts;
 mod webhooks;
 mod workflows;
+mod writes;
 
 pub use cluster::{fingerprint_difference, node_state, PeerView, Takeover};
 pub use executions::{Checkpoint, Fence, LogEntry, NewExecution, StartOutcome, Wait};
@@ -382,7 +384,15 @@ pub(crate) fn is_lock_wait_timeout(err: &DbErr) -> bool {
 
 /// True when `err` is a unique-constraint violation.
 pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::RuntimeErr;
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+        // The checkpoint writer's direct SQLite connection (`direct`).
+        || matches!(
+            err,
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
+                if matches!(&**e, Sqlx::Database(d) if d.is_unique_violation())
+        )
 }
 
 pub(crate) fn decode_json(what: &str, text: &str) -> Result<serde_json::Value, StoreError> {

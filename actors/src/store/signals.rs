@@ -14,12 +14,13 @@
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement,
 };
 use serde_json::Value;
 
 use super::entities::{execution, signal};
+use super::writes::Writes;
 use super::{state, Store};
 use crate::error::StoreError;
 
@@ -59,8 +60,8 @@ fn signal_insert(
 /// Flags executions as signaled (the wake scan looks for the flag), in
 /// the transaction that stored their signals; in id order, so that two
 /// transactions flagging the same rows lock them in the same order.
-pub(super) async fn mark_signaled<C: ConnectionTrait>(
-    c: &C,
+pub(super) async fn mark_signaled<W: Writes>(
+    c: &W,
     mut ids: Vec<String>,
 ) -> Result<(), sea_orm::DbErr> {
     if ids.is_empty() {
@@ -68,28 +69,28 @@ pub(super) async fn mark_signaled<C: ConnectionTrait>(
     }
     ids.sort_unstable();
     ids.dedup();
-    execution::Entity::update_many()
+    let stmt = execution::Entity::update_many()
         .col_expr(execution::Column::Signaled, Expr::value(1i16))
         .filter(execution::Column::Id.is_in(ids))
-        .exec(c)
-        .await?;
+        .build(c.backend());
+    c.exec(stmt).await?;
     Ok(())
 }
 
 /// Marks the signals `ids` consumed (those not consumed yet), in
 /// statements of at most 500 ids.
-pub(super) async fn consume_all(
-    txn: &DatabaseTransaction,
+pub(super) async fn consume_all<W: Writes>(
+    txn: &W,
     backend: DbBackend,
     ids: &[i64],
 ) -> Result<(), sea_orm::DbErr> {
     for chunk in ids.chunks(500) {
-        signal::Entity::update_many()
+        let stmt = signal::Entity::update_many()
             .col_expr(signal::Column::ConsumedAt, Store::now_expr(backend))
             .filter(signal::Column::Id.is_in(chunk.iter().copied()))
             .filter(signal::Column::ConsumedAt.is_null())
-            .exec(txn)
-            .await?;
+            .build(backend);
+        txn.exec(stmt).await?;
     }
     Ok(())
 }
@@ -103,14 +104,14 @@ pub const CHILD_DONE: &str = "__child";
 
 /// Tells a parent that a child finished, inside the child's final
 /// transaction.
-pub(super) async fn notify_parent(
-    txn: &DatabaseTransaction,
+pub(super) async fn notify_parent<W: Writes>(
+    txn: &W,
     backend: DbBackend,
     parent: &str,
     child: &str,
 ) -> Result<(), sea_orm::DbErr> {
     let payload = serde_json::json!({ "child": child }).to_string();
-    txn.execute(&signal_insert(backend, parent, CHILD_DONE, payload))
+    txn.exec_built(&signal_insert(backend, parent, CHILD_DONE, payload))
         .await?;
     Ok(())
 }

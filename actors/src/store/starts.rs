@@ -4,8 +4,10 @@
 //! idempotent `execution_id` stays idempotent), one check that the owner
 //! node is still running at the epoch each start was accepted under, one
 //! multi-row `INSERT` of their `started` records, one read of the rows,
-//! one commit. If the shared transaction fails before its commit, each
-//! start is tried alone, so one bad start cannot hold back the rest.
+//! one commit (on SQLite the writes run on the writer's thread, see
+//! `direct`, and the rows are read once committed). If the shared
+//! transaction fails before its commit, each start is tried alone, so one
+//! bad start cannot hold back the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,12 +15,14 @@ use std::sync::Arc;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QuerySelect,
+    QuerySelect, QueryTrait,
 };
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::direct::Direct;
 use super::entities::{execution, node};
 use super::executions::{create_one, insert_log_rows, new_execution_insert};
+use super::writes::Writes;
 use super::{LogEntry, NewExecution, StartOutcome};
 use crate::db::Db;
 use crate::error::StoreError;
@@ -68,7 +72,10 @@ async fn writer(
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
 ) {
     while let Some(batch) = super::batch::next_batch(&rx, MAX_BATCH).await {
-        if batch.len() == 1 {
+        // One start alone is written by `create_one` (a `RETURNING *`
+        // saves the read), except on SQLite, where the batch's writes run
+        // without a thread hop per statement.
+        if batch.len() == 1 && backend != DbBackend::Sqlite {
             for p in batch {
                 let began = calls.began(&conn);
                 let r = create_one(&conn, backend, p.new).await;
@@ -134,19 +141,72 @@ async fn apply(
         }
     }
     let ids: Vec<String> = firsts.iter().map(|n| n.id.clone()).collect();
-    let txn = crate::store::begin(conn).await?;
+    let (created, stored) = if backend == DbBackend::Sqlite {
+        // The writes on this thread (`Direct`), then the rows read once
+        // committed: nothing else writes a new execution before its start
+        // is answered, and a repeat's row is as current either way. A
+        // failed read leaves the callers where a lost commit would.
+        let created = Direct::with(conn, |d| {
+            d.begin()?;
+            let created = futures::executor::block_on(write(d, backend, &firsts))?;
+            d.commit().map_err(Failed::AtCommit)?;
+            Ok::<_, Failed>(created)
+        })
+        .await??;
+        let stored = read_rows(conn, ids).await.map_err(Failed::AtCommit)?;
+        (created, stored)
+    } else {
+        let txn = crate::store::begin(conn).await?;
+        let created = write(&txn, backend, &firsts).await?;
+        let stored = read_rows(&txn, ids).await?;
+        txn.commit().await.map_err(Failed::AtCommit)?;
+        (created, stored)
+    };
+    let mut writer_of: HashSet<&str> = HashSet::with_capacity(batch.len());
+    Ok(batch
+        .iter()
+        .map(|p| {
+            let id = p.new.id.as_str();
+            let row = stored
+                .get(id)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "execution",
+                    id: id.to_owned(),
+                })?;
+            // Only the first start of a new id created it.
+            Ok(if created.contains(id) && writer_of.insert(id) {
+                StartOutcome::Created(row)
+            } else {
+                StartOutcome::Existing(row)
+            })
+        })
+        .collect())
+}
+
+/// The writes of a batch of starts (each id once) inside `txn`: the new
+/// executions, the check of their owners, their `started` records; the
+/// ids it created.
+async fn write<W: Writes>(
+    txn: &W,
+    backend: DbBackend,
+    firsts: &[&NewExecution],
+) -> Result<HashSet<String>, Failed> {
+    let ids: Vec<String> = firsts.iter().map(|n| n.id.clone()).collect();
     // Write first, read after: on SQLite a transaction that reads first can
     // fail at once when another process writes in between.
     let created: HashSet<String> = if backend == DbBackend::MySql {
         // No `RETURNING` on an `INSERT` here: read which ids are taken
         // first. A concurrent start of one of them fails the `INSERT` on
         // its key, and each start is then tried alone.
-        let taken: HashSet<String> = execution::Entity::find()
-            .select_only()
-            .column(execution::Column::Id)
-            .filter(execution::Column::Id.is_in(ids.clone()))
-            .into_tuple::<String>()
-            .all(&txn)
+        let taken: HashSet<String> = txn
+            .ids(
+                execution::Entity::find()
+                    .select_only()
+                    .column(execution::Column::Id)
+                    .filter(execution::Column::Id.is_in(ids))
+                    .build(backend),
+            )
             .await?
             .into_iter()
             .collect();
@@ -156,11 +216,12 @@ async fn apply(
             .filter(|n| !taken.contains(&n.id))
             .collect();
         if !fresh.is_empty() {
-            txn.execute(&new_execution_insert(backend, &fresh)).await?;
+            txn.exec_built(&new_execution_insert(backend, &fresh))
+                .await?;
         }
         fresh.iter().map(|n| n.id.clone()).collect()
     } else {
-        let mut insert = new_execution_insert(backend, &firsts);
+        let mut insert = new_execution_insert(backend, firsts);
         insert
             .on_conflict(
                 OnConflict::column(execution::Column::Id)
@@ -168,43 +229,34 @@ async fn apply(
                     .to_owned(),
             )
             .returning_col(execution::Column::Id);
-        let mut created = HashSet::with_capacity(firsts.len());
-        for r in txn.query_all(&insert).await? {
-            created.insert(r.try_get::<String>("", "id")?);
-        }
-        created
+        txn.ids(backend.build(&insert)).await?.into_iter().collect()
     };
     // The owner must still be running at the epoch each start was accepted
     // under (a node declared dead or restarted since creates nothing).
-    let owners: HashSet<&str> = firsts
+    let owners: HashSet<(&str, i64)> = firsts
         .iter()
-        .filter(|n| n.node_epoch.is_some() && created.contains(&n.id))
-        .map(|n| n.owner_node.as_str())
+        .filter(|n| created.contains(&n.id))
+        .filter_map(|n| Some((n.owner_node.as_str(), n.node_epoch?)))
         .collect();
-    if !owners.is_empty() {
-        let live: HashMap<String, i64> = super::executions::lock_owner_rows(
-            node::Entity::find()
-                .select_only()
-                .column(node::Column::Id)
-                .column(node::Column::Epoch)
-                .filter(node::Column::Id.is_in(owners.iter().copied()))
-                .filter(node::Column::State.eq(super::node_state::RUNNING)),
-            backend,
-        )
-        .into_tuple::<(String, i64)>()
-        .all(&txn)
-        .await?
-        .into_iter()
-        .collect();
-        let refused = firsts.iter().any(|n| {
-            created.contains(&n.id)
-                && n.node_epoch
-                    .is_some_and(|e| live.get(n.owner_node.as_str()) != Some(&e))
-        });
-        if refused {
-            // Rare (this node was fenced or restarted): undo, and let each
-            // start alone say which it refuses and why.
-            txn.rollback().await?;
+    for (owner, epoch) in owners {
+        let live = txn
+            .ids(
+                super::executions::lock_owner_rows(
+                    node::Entity::find()
+                        .select_only()
+                        .column(node::Column::Id)
+                        .filter(node::Column::Id.eq(owner))
+                        .filter(node::Column::Epoch.eq(epoch))
+                        .filter(node::Column::State.eq(super::node_state::RUNNING)),
+                    backend,
+                )
+                .build(backend),
+            )
+            .await?;
+        if live.is_empty() {
+            // Rare (this node was fenced or restarted): undo (the caller
+            // drops the transaction), and let each start alone say which
+            // it refuses and why.
             return Err(Failed::Before(StoreError::Conflict(
                 "an owner node is no longer running at its epoch".into(),
             )));
@@ -231,33 +283,20 @@ async fn apply(
         .iter()
         .map(|(e, n, l)| (e.as_str(), n.as_str(), l))
         .collect();
-    insert_log_rows(&txn, backend, &rows).await?;
-    let stored: HashMap<String, execution::Model> = execution::Entity::find()
+    insert_log_rows(txn, backend, &rows).await?;
+    Ok(created)
+}
+
+/// The stored rows of `ids`.
+async fn read_rows<C: ConnectionTrait>(
+    c: &C,
+    ids: Vec<String>,
+) -> Result<HashMap<String, execution::Model>, sea_orm::DbErr> {
+    Ok(execution::Entity::find()
         .filter(execution::Column::Id.is_in(ids))
-        .all(&txn)
+        .all(c)
         .await?
         .into_iter()
         .map(|r| (r.id.clone(), r))
-        .collect();
-    txn.commit().await.map_err(Failed::AtCommit)?;
-    let mut writer_of: HashSet<&str> = HashSet::with_capacity(batch.len());
-    Ok(batch
-        .iter()
-        .map(|p| {
-            let id = p.new.id.as_str();
-            let row = stored
-                .get(id)
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "execution",
-                    id: id.to_owned(),
-                })?;
-            // Only the first start of a new id created it.
-            Ok(if created.contains(id) && writer_of.insert(id) {
-                StartOutcome::Created(row)
-            } else {
-                StartOutcome::Existing(row)
-            })
-        })
         .collect())
 }

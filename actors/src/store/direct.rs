@@ -1,0 +1,374 @@
+//! SQLite without a thread hop per statement (issue 14, item 4).
+//!
+//! sqlx runs each SQLite connection on a worker thread of its own: every
+//! statement is sent there and its result sent back, so a group commit of
+//! `BEGIN`, a bulk `UPDATE`, an `INSERT` and `COMMIT` crossed threads eight
+//! times. [`Direct::with`] takes the pool's one write connection as usual
+//! (so it still queues behind this process's other writers, heartbeats
+//! included), asks sqlx's worker to let go of the SQLite handle (one round
+//! trip), and then runs a whole transaction on the calling thread through
+//! `rusqlite`, which links the same `libsqlite3-sys` as sqlx. The handle
+//! goes back to the worker, in autocommit, before the pooled connection
+//! is released.
+//!
+//! [`Direct`] implements [`Writes`], so the statements are the ones the
+//! other databases run, built by the same code.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+use sea_orm::{ConnAcquireErr, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement};
+
+use super::writes::Writes;
+
+/// One SQLite connection borrowed from sqlx's worker thread, used on the
+/// calling thread.
+pub(super) struct Direct {
+    conn: Mutex<rusqlite::Connection>,
+}
+
+impl Direct {
+    /// Runs `f` on the one write connection of `pool` (SQLite), on this
+    /// thread. `f` must leave no transaction open; one that it leaves (a
+    /// panic, an early return) is rolled back here.
+    pub(super) async fn with<T>(
+        pool: &DatabaseConnection,
+        f: impl FnOnce(&Direct) -> T,
+    ) -> Result<T, DbErr> {
+        let pool = pool.get_sqlite_connection_pool();
+        let mut pooled = pool.acquire().await.map_err(acquire_err)?;
+        let mut locked = pooled
+            .lock_handle()
+            .await
+            .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
+        let raw = locked.as_raw_handle();
+        // SAFETY: `raw` is an open `sqlite3` handle, and while `locked`
+        // lives sqlx's worker thread makes no call on it or on its
+        // statements (`LockedSqliteHandle::as_raw_handle`). The
+        // `rusqlite::Connection` made from it does not own it (it will not
+        // close it) and is dropped, with every statement it prepared,
+        // before `locked` is.
+        #[allow(unsafe_code)]
+        let conn = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(db_err)?;
+        let direct = Direct {
+            conn: Mutex::new(conn),
+        };
+        let out = f(&direct);
+        drop(direct);
+        drop(locked);
+        Ok(out)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        // Only `Direct::with`'s closure uses it, on one thread: a poisoned
+        // lock means that closure panicked, and the connection is still
+        // sound (SQLite keeps no state in Rust's hands).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `BEGIN IMMEDIATE`: takes the write lock now, as [`super::begin`]
+    /// does, so the transaction cannot fail later for want of it.
+    pub(super) fn begin(&self) -> Result<(), DbErr> {
+        self.conn().execute_batch("BEGIN IMMEDIATE").map_err(db_err)
+    }
+
+    /// `COMMIT`. On an error the transaction is rolled back if SQLite left
+    /// it open.
+    pub(super) fn commit(&self) -> Result<(), DbErr> {
+        let conn = self.conn();
+        let r = conn.execute_batch("COMMIT").map_err(db_err);
+        if r.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        r
+    }
+
+    /// `ROLLBACK`, if a transaction is open.
+    pub(super) fn rollback(&self) {
+        let conn = self.conn();
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Runs `stmt`, stepping through any rows it returns; the first column
+    /// of each row as text (see [`Writes::ids`]), and how many rows it
+    /// changed.
+    fn run(&self, stmt: &Statement) -> Result<(Vec<String>, u64), DbErr> {
+        let conn = self.conn();
+        let mut prepared = conn.prepare(&stmt.sql).map_err(db_err)?;
+        let params: Vec<rusqlite::types::Value> = match &stmt.values {
+            Some(v) => v.0.iter().map(to_sqlite).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let mut rows = prepared
+            .query(rusqlite::params_from_iter(params))
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_err)? {
+            out.push(row.get::<_, String>(0).map_err(db_err)?);
+        }
+        drop(rows);
+        drop(prepared);
+        // The rows the statement (an INSERT, UPDATE or DELETE: all
+        // `Writes` runs) changed.
+        let changed = conn.changes();
+        Ok((out, changed))
+    }
+
+    /// Whether a transaction is open.
+    #[cfg(test)]
+    fn in_transaction(&self) -> bool {
+        !self.conn().is_autocommit()
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        // Never hand the connection back inside a transaction: sqlx would
+        // not know, and its next user would write into it.
+        self.rollback();
+    }
+}
+
+impl Writes for Direct {
+    fn backend(&self) -> DbBackend {
+        DbBackend::Sqlite
+    }
+
+    async fn exec(&self, stmt: Statement) -> Result<u64, DbErr> {
+        Ok(self.run(&stmt)?.1)
+    }
+
+    async fn ids(&self, stmt: Statement) -> Result<Vec<String>, DbErr> {
+        Ok(self.run(&stmt)?.0)
+    }
+
+    async fn exec_unprepared(&self, sql: &str) -> Result<(), DbErr> {
+        self.conn().execute_batch(sql).map_err(db_err)
+    }
+}
+
+/// A bound value as SQLite stores it (as sqlx binds it: booleans and
+/// integers as integers, JSON as text).
+fn to_sqlite(v: &sea_orm::Value) -> Result<rusqlite::types::Value, DbErr> {
+    use rusqlite::types::Value as S;
+    use sea_orm::Value as V;
+    Ok(match v {
+        V::Bool(b) => b.map_or(S::Null, |b| S::Integer(b.into())),
+        V::TinyInt(n) => n.map_or(S::Null, |n| S::Integer(n.into())),
+        V::SmallInt(n) => n.map_or(S::Null, |n| S::Integer(n.into())),
+        V::Int(n) => n.map_or(S::Null, |n| S::Integer(n.into())),
+        V::BigInt(n) => n.map_or(S::Null, S::Integer),
+        V::TinyUnsigned(n) => n.map_or(S::Null, |n| S::Integer(n.into())),
+        V::SmallUnsigned(n) => n.map_or(S::Null, |n| S::Integer(n.into())),
+        V::Unsigned(n) => n.map_or(S::Null, |n| S::Integer(n.into())),
+        V::BigUnsigned(None) => S::Null,
+        V::BigUnsigned(Some(n)) => S::Integer(i64::try_from(*n).map_err(|_| {
+            DbErr::Custom(format!(
+                "sqlite: the value {n} does not fit a 64-bit integer"
+            ))
+        })?),
+        V::Float(n) => n.map_or(S::Null, |n| S::Real(n.into())),
+        V::Double(n) => n.map_or(S::Null, S::Real),
+        V::String(s) => s.clone().map_or(S::Null, S::Text),
+        V::Char(c) => c.map_or(S::Null, |c| S::Text(c.to_string())),
+        V::Bytes(b) => b.clone().map_or(S::Null, S::Blob),
+        V::Json(j) => j.as_ref().map_or(S::Null, |j| S::Text(j.to_string())),
+        other => {
+            return Err(DbErr::Custom(format!(
+                "sqlite: cannot bind a value of this type directly: {other:?}"
+            )))
+        }
+    })
+}
+
+fn acquire_err(e: sea_orm::sqlx::Error) -> DbErr {
+    match e {
+        sea_orm::sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+        sea_orm::sqlx::Error::PoolClosed => {
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)
+        }
+        e => DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))),
+    }
+}
+
+/// A rusqlite error as sea-orm reports one of sqlx's: a database error
+/// with SQLite's extended result code as its code, so the rest of Baton
+/// (unique violations, "nothing was written", busy) reads it the same.
+fn db_err(e: rusqlite::Error) -> DbErr {
+    let err = match e {
+        rusqlite::Error::SqliteFailure(f, msg) => DirectError {
+            code: f.extended_code,
+            message: msg.unwrap_or_else(|| f.to_string()),
+        },
+        other => DirectError {
+            code: rusqlite::ffi::SQLITE_MISUSE,
+            message: other.to_string(),
+        },
+    };
+    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(
+        sea_orm::sqlx::Error::Database(Box::new(err)),
+    )))
+}
+
+/// An error SQLite returned on a [`Direct`] connection.
+#[derive(Debug)]
+pub(crate) struct DirectError {
+    /// SQLite's extended result code.
+    pub(crate) code: i32,
+    message: String,
+}
+
+impl std::fmt::Display for DirectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(code: {}) {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for DirectError {}
+
+impl DatabaseError for DirectError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Owned(self.code.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self.code {
+            // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
+            2067 | 1555 => ErrorKind::UniqueViolation,
+            // SQLITE_CONSTRAINT_FOREIGNKEY
+            787 => ErrorKind::ForeignKeyViolation,
+            // SQLITE_CONSTRAINT_NOTNULL
+            1299 => ErrorKind::NotNullViolation,
+            // SQLITE_CONSTRAINT_CHECK
+            275 => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    use super::{Direct, Writes};
+    use crate::db::Db;
+
+    async fn scratch() -> (tempfile_dir::Dir, Db) {
+        let dir = tempfile_dir::Dir::new();
+        let db = Db::connect(&format!("sqlite://{}/d.db?mode=rwc", dir.0.display()), 1)
+            .await
+            .expect("connect");
+        (dir, db)
+    }
+
+    /// A scratch directory removed on drop (no dev-dependency for it).
+    mod tempfile_dir {
+        pub(super) struct Dir(pub(super) std::path::PathBuf);
+        impl Dir {
+            pub(super) fn new() -> Dir {
+                let p = std::env::temp_dir().join(format!("baton-direct-{}", uuid::Uuid::new_v4()));
+                std::fs::create_dir_all(&p).expect("mkdir");
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+        Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values)
+    }
+
+    #[test]
+    fn a_direct_transaction_shares_the_pools_connection_and_hands_it_back_in_autocommit() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (_dir, db) = scratch().await;
+            db.run(|c| async move {
+                c.execute_unprepared("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)")
+                    .await?;
+                // Committed rows, their ids returned, read back through sqlx.
+                let returned = Direct::with(&c, |d| {
+                    d.begin()?;
+                    let ids = block_on(d.ids(stmt(
+                        "INSERT INTO t (id, n) VALUES (?, ?), (?, ?) RETURNING id",
+                        vec!["a".into(), 1i64.into(), "b".into(), 2i32.into()],
+                    )))?;
+                    let changed = block_on(d.exec(stmt(
+                        "UPDATE t SET n = n + ? WHERE id IN (?, ?, ?)",
+                        vec![10i16.into(), "a".into(), "b".into(), "zz".into()],
+                    )))?;
+                    d.commit()?;
+                    Ok::<_, sea_orm::DbErr>((ids, changed))
+                })
+                .await??;
+                assert_eq!(returned, (vec!["a".to_owned(), "b".to_owned()], 2));
+                // A unique violation reads as one, and wrote nothing.
+                let dup = Direct::with(&c, |d| {
+                    d.begin()?;
+                    let e = block_on(d.exec(stmt(
+                        "INSERT INTO t (id, n) VALUES (?, ?)",
+                        vec!["a".into(), 3i64.into()],
+                    )))
+                    .expect_err("a duplicate id");
+                    assert!(d.in_transaction());
+                    Ok::<_, sea_orm::DbErr>(e)
+                    // no commit: dropping `d` rolls back
+                })
+                .await??;
+                assert!(crate::store::is_unique_violation(&dup), "{dup}");
+                assert!(crate::store::wrote_nothing(&dup), "{dup}");
+                // A transaction left open is rolled back, and sqlx's own
+                // transactions work after it.
+                Direct::with(&c, |d| {
+                    d.begin().expect("begin");
+                    block_on(d.exec(stmt("INSERT INTO t (id, n) VALUES ('c', 3)", vec![])))
+                        .expect("insert");
+                })
+                .await?;
+                let txn = crate::store::begin(&c).await?;
+                txn.execute_unprepared("INSERT INTO t (id, n) VALUES ('d', 4)")
+                    .await?;
+                txn.commit().await?;
+                let rows = c
+                    .query_all_raw(stmt("SELECT id, n FROM t ORDER BY id", vec![]))
+                    .await?;
+                let got: Vec<(String, i64)> = rows
+                    .iter()
+                    .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "n")?)))
+                    .collect::<Result<_, sea_orm::DbErr>>()?;
+                assert_eq!(
+                    got,
+                    [("a".into(), 11), ("b".into(), 12), ("d".into(), 4)],
+                    "a and b updated; c rolled back; d by sqlx"
+                );
+                Ok(())
+            })
+            .await
+            .expect("direct");
+        });
+    }
+}
