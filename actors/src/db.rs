@@ -103,6 +103,10 @@ impl SessionLimits {
     }
 }
 
+/// How long a SQLite statement waits for another process's lock on the
+/// file before failing with "database is locked".
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct DbRuntime(Option<tokio::runtime::Runtime>);
 
 impl Drop for DbRuntime {
@@ -267,7 +271,7 @@ impl Db {
             opts.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
             });
         }
         // A SET on each new connection rather than a startup option, which
@@ -343,7 +347,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(30))
                 .test_before_acquire(false)
                 .sqlx_logging(false)
-                .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(Duration::from_secs(10)));
+                .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(SQLITE_BUSY_TIMEOUT));
             Some(
                 handle
                     .spawn(Database::connect(ro))

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::direct::Direct;
+use super::direct::{CommitFailed, Direct};
 use super::executions::{fenced_update, insert_log_rows};
 use super::writes::Writes;
 use super::{state, Checkpoint, ExecutionState, Fence, Store};
@@ -612,19 +612,17 @@ async fn apply(
 
 /// [`apply`] on SQLite: the whole transaction on this thread, on the
 /// pool's connection borrowed from sqlx's worker thread ([`Direct`]), so
-/// its statements cross no thread. A failed `COMMIT` is rolled back if
-/// SQLite left it open, and its outcome is still treated as unknown (an
-/// I/O error can come after the commit record was written).
+/// its statements cross no thread.
 async fn apply_direct(
     conn: &DatabaseConnection,
     batch: &[Pending],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
-    Direct::with(conn, |d| {
-        d.begin()?;
-        // Every statement of `d` completes when first polled: nothing here
-        // waits, and nothing else needs this thread meanwhile.
-        let results = futures::executor::block_on(write_batch(d, DbBackend::Sqlite, batch))?;
-        d.commit().map_err(Failed::AtCommit)?;
+    Direct::transaction(conn, |d| {
+        let results = Direct::now(write_batch(d, DbBackend::Sqlite, batch))?;
+        d.commit().map_err(|e| match e {
+            CommitFailed::NotWritten(e) => Failed::Before(e),
+            CommitFailed::Unknown(e) => Failed::AtCommit(e),
+        })?;
         Ok(results)
     })
     .await?

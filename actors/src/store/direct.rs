@@ -3,7 +3,7 @@
 //! sqlx runs each SQLite connection on a worker thread of its own: every
 //! statement is sent there and its result sent back, so a group commit of
 //! `BEGIN`, a bulk `UPDATE`, an `INSERT` and `COMMIT` crossed threads eight
-//! times. [`Direct::with`] takes the pool's one write connection as usual
+//! times. [`Direct::transaction`] takes the pool's one write connection as usual
 //! (so it still queues behind this process's other writers, heartbeats
 //! included), asks sqlx's worker to let go of the SQLite handle (one round
 //! trip), and then runs a whole transaction on the calling thread through
@@ -15,7 +15,9 @@
 //! other databases run, built by the same code.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
 use sea_orm::{ConnAcquireErr, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement};
@@ -29,10 +31,12 @@ pub(super) struct Direct {
 }
 
 impl Direct {
-    /// Runs `f` on the one write connection of `pool` (SQLite), on this
-    /// thread. `f` must leave no transaction open; one that it leaves (a
-    /// panic, an early return) is rolled back here.
-    pub(super) async fn with<T>(
+    /// Runs `f` in a transaction (`BEGIN IMMEDIATE`, as
+    /// [`super::begin`]: it holds the write lock from the start) on the
+    /// one write connection of `pool` (SQLite), on this thread. `f`
+    /// commits; a transaction it leaves open (an error, a panic) is rolled
+    /// back here.
+    pub(super) async fn transaction<T>(
         pool: &DatabaseConnection,
         f: impl FnOnce(&Direct) -> T,
     ) -> Result<T, DbErr> {
@@ -54,34 +58,88 @@ impl Direct {
         let direct = Direct {
             conn: Mutex::new(conn),
         };
-        let out = f(&direct);
+        // Only another process holding the file's write lock (nodes that
+        // share one file) makes `BEGIN IMMEDIATE` wait, up to the busy
+        // timeout: try without waiting first, and wait only off the
+        // runtime's thread (`block_in_place` costs about a sixth of a
+        // one-checkpoint batch, so not every time).
+        let out = match direct.begin_without_waiting() {
+            Ok(true) => f(&direct),
+            Ok(false) => tokio::task::block_in_place(|| {
+                direct.begin()?;
+                Ok::<_, DbErr>(f(&direct))
+            })?,
+            Err(e) => return Err(e),
+        };
+        direct.rollback();
+        let clean = direct.conn().is_autocommit();
         drop(direct);
         drop(locked);
+        if !clean {
+            // Even the rollback failed: never hand sqlx a connection in a
+            // transaction; close it, and the pool opens another.
+            tracing::warn!("a SQLite connection left in a transaction is closed");
+            pooled.close_on_drop();
+        }
         Ok(out)
     }
 
+    /// Runs `fut`, which uses only [`Direct`] statements, on this thread.
+    /// They complete when first polled; a future that waits for anything
+    /// else is a bug, answered as an error (which rolls back and frees the
+    /// connection) rather than a thread blocked for good.
+    pub(super) fn now<T, E: From<DbErr>>(fut: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        use futures::FutureExt;
+        fut.now_or_never().unwrap_or_else(|| {
+            Err(DbErr::Custom("a statement on the direct SQLite connection waited".into()).into())
+        })
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
-        // Only `Direct::with`'s closure uses it, on one thread: a poisoned
+        // Only `Direct::transaction`'s closure uses it, on one thread: a poisoned
         // lock means that closure panicked, and the connection is still
         // sound (SQLite keeps no state in Rust's hands).
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `BEGIN IMMEDIATE`: takes the write lock now, as [`super::begin`]
-    /// does, so the transaction cannot fail later for want of it.
-    pub(super) fn begin(&self) -> Result<(), DbErr> {
+    /// `BEGIN IMMEDIATE`, waiting up to the busy timeout for the lock.
+    fn begin(&self) -> Result<(), DbErr> {
         self.conn().execute_batch("BEGIN IMMEDIATE").map_err(db_err)
     }
 
-    /// `COMMIT`. On an error the transaction is rolled back if SQLite left
-    /// it open.
-    pub(super) fn commit(&self) -> Result<(), DbErr> {
+    /// `BEGIN IMMEDIATE` if the write lock is free now: `false` if another
+    /// process holds it.
+    fn begin_without_waiting(&self) -> Result<bool, DbErr> {
         let conn = self.conn();
-        let r = conn.execute_batch("COMMIT").map_err(db_err);
-        if r.is_err() && !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+        conn.busy_timeout(Duration::ZERO).map_err(db_err)?;
+        let r = conn.execute_batch("BEGIN IMMEDIATE");
+        conn.busy_timeout(crate::db::SQLITE_BUSY_TIMEOUT)
+            .map_err(db_err)?;
+        match r {
+            Ok(()) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(db_err(e)),
         }
-        r
+    }
+
+    /// `COMMIT`. When it fails and SQLite kept the transaction open (a
+    /// busy lock), nothing was written and it is rolled back here; when
+    /// SQLite ended it (an I/O error can come after the commit record was
+    /// written), its outcome is unknown.
+    pub(super) fn commit(&self) -> Result<(), CommitFailed> {
+        let conn = self.conn();
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) if !conn.is_autocommit() => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(CommitFailed::NotWritten(db_err(e)))
+            }
+            Err(e) => Err(CommitFailed::Unknown(db_err(e))),
+        }
     }
 
     /// `ROLLBACK`, if a transaction is open.
@@ -122,6 +180,15 @@ impl Direct {
     fn in_transaction(&self) -> bool {
         !self.conn().is_autocommit()
     }
+}
+
+/// Why a [`Direct::commit`] failed.
+#[derive(Debug)]
+pub(super) enum CommitFailed {
+    /// Nothing was written (the transaction was rolled back).
+    NotWritten(DbErr),
+    /// It may or may not have been written.
+    Unknown(DbErr),
 }
 
 impl Drop for Direct {
@@ -203,6 +270,10 @@ fn db_err(e: rusqlite::Error) -> DbErr {
             code: f.extended_code,
             message: msg.unwrap_or_else(|| f.to_string()),
         },
+        // rusqlite's own errors (a value it cannot convert, a statement
+        // that does not parse into one): the statement did not run, and
+        // the transaction it was in is rolled back, so "the database
+        // refused it, nothing written" is true of them too.
         other => DirectError {
             code: rusqlite::ffi::SQLITE_MISUSE,
             message: other.to_string(),
@@ -311,8 +382,7 @@ mod tests {
                 c.execute_unprepared("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)")
                     .await?;
                 // Committed rows, their ids returned, read back through sqlx.
-                let returned = Direct::with(&c, |d| {
-                    d.begin()?;
+                let returned = Direct::transaction(&c, |d| {
                     let ids = block_on(d.ids(stmt(
                         "INSERT INTO t (id, n) VALUES (?, ?), (?, ?) RETURNING id",
                         vec!["a".into(), 1i64.into(), "b".into(), 2i32.into()],
@@ -321,14 +391,13 @@ mod tests {
                         "UPDATE t SET n = n + ? WHERE id IN (?, ?, ?)",
                         vec![10i16.into(), "a".into(), "b".into(), "zz".into()],
                     )))?;
-                    d.commit()?;
+                    d.commit().expect("commit");
                     Ok::<_, sea_orm::DbErr>((ids, changed))
                 })
                 .await??;
                 assert_eq!(returned, (vec!["a".to_owned(), "b".to_owned()], 2));
                 // A unique violation reads as one, and wrote nothing.
-                let dup = Direct::with(&c, |d| {
-                    d.begin()?;
+                let dup = Direct::transaction(&c, |d| {
                     let e = block_on(d.exec(stmt(
                         "INSERT INTO t (id, n) VALUES (?, ?)",
                         vec!["a".into(), 3i64.into()],
@@ -343,8 +412,7 @@ mod tests {
                 assert!(crate::store::wrote_nothing(&dup), "{dup}");
                 // A transaction left open is rolled back, and sqlx's own
                 // transactions work after it.
-                Direct::with(&c, |d| {
-                    d.begin().expect("begin");
+                Direct::transaction(&c, |d| {
                     block_on(d.exec(stmt("INSERT INTO t (id, n) VALUES ('c', 3)", vec![])))
                         .expect("insert");
                 })
@@ -369,6 +437,72 @@ mod tests {
             })
             .await
             .expect("direct");
+        });
+    }
+
+    #[test]
+    fn a_direct_future_that_waits_is_an_error_not_a_blocked_thread() {
+        let waited = Direct::now(async {
+            futures::future::pending::<()>().await;
+            Ok::<_, sea_orm::DbErr>(())
+        })
+        .expect_err("it waited");
+        assert!(waited.to_string().contains("waited"), "{waited}");
+        assert_eq!(
+            Direct::now(async { Ok::<_, sea_orm::DbErr>(7) }).ok(),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn a_direct_transaction_waits_for_another_process_holding_the_write_lock() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (dir, db) = scratch().await;
+            db.run(|c| async move {
+                c.execute_unprepared("CREATE TABLE t (id TEXT PRIMARY KEY)")
+                    .await?;
+                Ok(())
+            })
+            .await
+            .expect("table");
+            // Another process's connection holds the write lock a while.
+            let file = dir.0.join("d.db");
+            let (held, release) = std::sync::mpsc::channel::<()>();
+            let other = std::thread::spawn(move || {
+                let conn = rusqlite::Connection::open(file).expect("open");
+                conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (id) VALUES ('other')")
+                    .expect("lock");
+                held.send(()).expect("send");
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                conn.execute_batch("COMMIT").expect("commit");
+            });
+            let _ = tokio::task::spawn_blocking(move || release.recv()).await;
+            let written = db
+                .run(|c| async move {
+                    Ok(Direct::transaction(&c, |d| {
+                        block_on(d.exec(stmt("INSERT INTO t (id) VALUES ('mine')", vec![])))?;
+                        d.commit().map_err(|e| match e {
+                            super::CommitFailed::NotWritten(e)
+                            | super::CommitFailed::Unknown(e) => e,
+                        })
+                    })
+                    .await?)
+                })
+                .await
+                .expect("run");
+            written.expect("it waited for the lock instead of failing");
+            other.join().expect("other");
+            let n = db
+                .run(|c| async move {
+                    Ok(c.query_one_raw(stmt("SELECT COUNT(*) AS n FROM t", vec![]))
+                        .await?
+                        .expect("row")
+                        .try_get::<i64>("", "n")?)
+                })
+                .await
+                .expect("count");
+            assert_eq!(n, 2);
         });
     }
 }

@@ -19,7 +19,7 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::direct::Direct;
+use super::direct::{CommitFailed, Direct};
 use super::entities::{execution, node};
 use super::executions::{create_one, insert_log_rows, new_execution_insert};
 use super::writes::Writes;
@@ -146,10 +146,12 @@ async fn apply(
         // committed: nothing else writes a new execution before its start
         // is answered, and a repeat's row is as current either way. A
         // failed read leaves the callers where a lost commit would.
-        let created = Direct::with(conn, |d| {
-            d.begin()?;
-            let created = futures::executor::block_on(write(d, backend, &firsts))?;
-            d.commit().map_err(Failed::AtCommit)?;
+        let created = Direct::transaction(conn, |d| {
+            let created = Direct::now(write(d, backend, &firsts))?;
+            d.commit().map_err(|e| match e {
+                CommitFailed::NotWritten(e) => Failed::Before(e.into()),
+                CommitFailed::Unknown(e) => Failed::AtCommit(e),
+            })?;
             Ok::<_, Failed>(created)
         })
         .await??;
