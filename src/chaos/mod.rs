@@ -593,6 +593,7 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let fault_task = {
         let (cluster, applied, server) = (cluster.clone(), applied.clone(), server.clone());
         let nodes = opts.nodes;
+        let echo = opts.echo;
         let proxies = Rc::new(proxies);
         actix_rt::spawn(async move {
             for kind in schedule {
@@ -601,7 +602,25 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
                 let node = frng.range(0, nodes as u64 - 1) as usize;
                 let lasts = faults::duration(kind, timeout, &mut frng);
                 match apply(&cluster, &proxies, &server, kind, node, lasts).await {
-                    Ok(Some(f)) => applied.borrow_mut().push(f),
+                    Ok(Some(f)) => {
+                        if echo {
+                            // On the nodes' clock (UTC, as their logs), so
+                            // that a violation's fault can be found in them.
+                            let ago = |t: std::time::Instant| {
+                                chrono::Utc::now()
+                                    - chrono::Duration::from_std(t.elapsed()).unwrap_or_default()
+                            };
+                            eprintln!(
+                                "[chaos] {} {} on chaos{} for {:?} (until {})",
+                                ago(f.from).format("%H:%M:%S%.3f"),
+                                f.kind.name(),
+                                f.node,
+                                f.until.saturating_duration_since(f.from),
+                                ago(f.until).format("%H:%M:%S%.3f"),
+                            );
+                        }
+                        applied.borrow_mut().push(f)
+                    }
                     Ok(None) => {}
                     Err(e) => eprintln!("chaos: fault {kind:?} on node {node}: {e:#}"),
                 }

@@ -19,6 +19,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 
+use super::direct::{CommitFailed, Direct};
 use super::entities::{execution, signal};
 use super::writes::Writes;
 use super::{state, Store};
@@ -116,6 +117,52 @@ pub(super) async fn notify_parent<W: Writes>(
     Ok(())
 }
 
+/// The writes of a signal: the signal, and its execution's wake flag.
+async fn store_signal<W: Writes>(
+    w: &W,
+    backend: DbBackend,
+    execution_id: String,
+    name: &str,
+    payload: String,
+) -> Result<(), sea_orm::DbErr> {
+    w.exec_built(&signal_insert(backend, &execution_id, name, payload))
+        .await?;
+    mark_signaled(w, vec![execution_id]).await
+}
+
+/// The writes of an answer ([`Store::answer_interaction`]): the
+/// compare-and-set, then the answer if it moved the execution; whether it
+/// did (if not, nothing was written and the caller rolls back).
+async fn take_answer<W: Writes>(
+    w: &W,
+    backend: DbBackend,
+    execution_id: &str,
+    step: i64,
+    answer: String,
+) -> Result<bool, sea_orm::DbErr> {
+    let now = Store::now_expr(backend);
+    let cas = execution::Entity::update_many()
+        .col_expr(execution::Column::WaitSignal, Expr::value(ANSWER))
+        .col_expr(execution::Column::Signaled, Expr::value(1i16))
+        .col_expr(execution::Column::UpdatedAt, now.clone())
+        .filter(execution::Column::Id.eq(execution_id))
+        .filter(execution::Column::State.eq(state::WAITING_SIGNAL))
+        .filter(execution::Column::WaitSignal.eq(INTERACTION))
+        .filter(execution::Column::Step.eq(step))
+        .filter(
+            Condition::any()
+                .add(execution::Column::WaitUntil.is_null())
+                .add(Expr::col(execution::Column::WaitUntil).gt(now)),
+        )
+        .build(backend);
+    if w.exec(cas).await? != 1 {
+        return Ok(false);
+    }
+    w.exec_built(&signal_insert(backend, execution_id, ANSWER, answer))
+        .await?;
+    Ok(true)
+}
+
 impl Store {
     /// Takes an answer to the interaction `execution_id` waits on at
     /// `step`, once (DESIGN.md invariant 13): in one transaction, a
@@ -134,31 +181,26 @@ impl Store {
         let (execution_id, answer) = (execution_id.to_owned(), answer.to_string());
         self.db()
             .run(move |c| async move {
-                let txn = crate::store::begin(&c).await?;
-                let now = Store::now_expr(backend);
-                let r = execution::Entity::update_many()
-                    .col_expr(execution::Column::WaitSignal, Expr::value(ANSWER))
-                    .col_expr(execution::Column::Signaled, Expr::value(1i16))
-                    .col_expr(execution::Column::UpdatedAt, now.clone())
-                    .filter(execution::Column::Id.eq(execution_id.as_str()))
-                    .filter(execution::Column::State.eq(state::WAITING_SIGNAL))
-                    .filter(execution::Column::WaitSignal.eq(INTERACTION))
-                    .filter(execution::Column::Step.eq(step))
-                    .filter(
-                        Condition::any()
-                            .add(execution::Column::WaitUntil.is_null())
-                            .add(Expr::col(execution::Column::WaitUntil).gt(now.clone())),
-                    )
-                    .exec(&txn)
-                    .await?;
-                if r.rows_affected != 1 {
-                    txn.rollback().await?;
-                    return Ok(false);
+                if backend == DbBackend::Sqlite {
+                    // On this thread, without a hop per statement (`direct`).
+                    return Ok(Direct::transaction(&c, |d| {
+                        let taken =
+                            Direct::now(take_answer(d, backend, &execution_id, step, answer))?;
+                        if taken {
+                            d.commit().map_err(CommitFailed::into_db_err)?;
+                        }
+                        Ok::<_, sea_orm::DbErr>(taken)
+                    })
+                    .await??);
                 }
-                txn.execute(&signal_insert(backend, &execution_id, ANSWER, answer))
-                    .await?;
-                txn.commit().await?;
-                Ok(true)
+                let txn = crate::store::begin(&c).await?;
+                let taken = take_answer(&txn, backend, &execution_id, step, answer).await?;
+                if taken {
+                    txn.commit().await?;
+                } else {
+                    txn.rollback().await?;
+                }
+                Ok(taken)
             })
             .await
     }
@@ -280,10 +322,16 @@ impl Store {
         );
         self.db()
             .run(move |c| async move {
+                if backend == DbBackend::Sqlite {
+                    // On this thread, without a hop per statement (`direct`).
+                    return Ok(Direct::transaction(&c, |d| {
+                        Direct::now(store_signal(d, backend, execution_id, &name, payload))?;
+                        d.commit().map_err(CommitFailed::into_db_err)
+                    })
+                    .await??);
+                }
                 let txn = crate::store::begin(&c).await?;
-                txn.execute(&signal_insert(backend, &execution_id, &name, payload))
-                    .await?;
-                mark_signaled(&txn, vec![execution_id]).await?;
+                store_signal(&txn, backend, execution_id, &name, payload).await?;
                 txn.commit().await?;
                 Ok(())
             })

@@ -155,7 +155,7 @@ async fn apply(
             Ok::<_, Failed>(created)
         })
         .await??;
-        let stored = read_rows(conn, ids).await.map_err(Failed::AtCommit)?;
+        let stored = read_committed(conn, ids).await.map_err(Failed::AtCommit)?;
         (created, stored)
     } else {
         let txn = crate::store::begin(conn).await?;
@@ -287,6 +287,27 @@ async fn write<W: Writes>(
         .collect();
     insert_log_rows(txn, backend, &rows).await?;
     Ok(created)
+}
+
+/// [`read_rows`] after the commit (SQLite): the starts are written, so a
+/// failed read is tried again before the callers are told the outcome is
+/// unknown (which would cost them a retry, and this node an actor until
+/// its next scan).
+async fn read_committed(
+    conn: &DatabaseConnection,
+    ids: Vec<String>,
+) -> Result<HashMap<String, execution::Model>, sea_orm::DbErr> {
+    let mut tries = 0;
+    loop {
+        match read_rows(conn, ids.clone()).await {
+            Err(e) if tries < 3 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "reading committed starts failed; again");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The stored rows of `ids`.
