@@ -354,11 +354,18 @@ mod tests {
     use super::{Direct, Writes};
     use crate::db::Db;
 
-    async fn scratch() -> (tempfile_dir::Dir, Db) {
+    /// A SQLite file in a scratch directory, with the table `t` of `ddl`.
+    async fn scratch(ddl: &'static str) -> (tempfile_dir::Dir, Db) {
         let dir = tempfile_dir::Dir::new();
         let db = Db::connect(&format!("sqlite://{}/d.db?mode=rwc", dir.0.display()), 1)
             .await
             .expect("connect");
+        db.run(move |c| async move {
+            c.execute_unprepared(ddl).await?;
+            Ok(())
+        })
+        .await
+        .expect("table");
         (dir, db)
     }
 
@@ -387,10 +394,8 @@ mod tests {
     fn a_direct_transaction_shares_the_pools_connection_and_hands_it_back_in_autocommit() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let (_dir, db) = scratch().await;
+            let (_dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)").await;
             db.run(|c| async move {
-                c.execute_unprepared("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)")
-                    .await?;
                 // Committed rows, their ids returned, read back through sqlx.
                 let returned = Direct::transaction(&c, |d| {
                     let ids = block_on(d.ids(stmt(
@@ -468,14 +473,7 @@ mod tests {
     fn a_direct_transaction_waits_for_another_process_holding_the_write_lock() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let (dir, db) = scratch().await;
-            db.run(|c| async move {
-                c.execute_unprepared("CREATE TABLE t (id TEXT PRIMARY KEY)")
-                    .await?;
-                Ok(())
-            })
-            .await
-            .expect("table");
+            let (dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY)").await;
             // Another process's connection holds the write lock a while.
             let file = dir.0.join("d.db");
             let (held, release) = std::sync::mpsc::channel::<()>();
