@@ -148,7 +148,8 @@ const RESET_FN: &str = "__baton_reset";
 /// deep-frozen and every built-in global made read-only, so no evaluation
 /// can leave state behind in them; and `__baton_reset()` deletes whatever
 /// globals an evaluation added, answering `false` if one cannot be deleted
-/// (the context is then thrown away). Common prototype properties
+/// or the global object's prototype was replaced (the context is then
+/// thrown away). Common prototype properties
 /// (`constructor`, `toString`, `name`, `message`, ...) become accessors
 /// that let an instance define its own, as unfrozen JavaScript allows.
 const LOCKDOWN_JS: &str = r#"(function () {
@@ -207,8 +208,11 @@ const LOCKDOWN_JS: &str = r#"(function () {
   }
   const base = new Set(Reflect.ownKeys(g));
   base.add('__baton_reset');
+  const getPrototypeOf = Object.getPrototypeOf;
+  const proto = getPrototypeOf(g);
   const reset = function () {
-    let clean = true;
+    // `__proto__ = o` changes what every later name lookup falls back to.
+    let clean = getPrototypeOf(g) === proto;
     for (const k of Reflect.ownKeys(g)) {
       if (!base.has(k) && !Reflect.deleteProperty(g, k)) clean = false;
     }
@@ -711,6 +715,22 @@ mod tests {
             out.values["seen"],
             json!(["undefined", "undefined", "undefined", "undefined", 2])
         );
+        // Nor through the global object's prototype, which every name
+        // lookup falls back to.
+        run(&mut w, "__proto__ = {leaked: 7};", vec![]).unwrap();
+        run(
+            &mut w,
+            "Object.setPrototypeOf(globalThis, {also: 8});",
+            vec![],
+        )
+        .unwrap();
+        let out = run(
+            &mut w,
+            "seen = [typeof leaked, typeof also];",
+            vec![("seen", json!(null))],
+        )
+        .unwrap();
+        assert_eq!(out.values["seen"], json!(["undefined", "undefined"]));
         // Declaring the same `let` again is not a redeclaration.
         run(&mut w, "let local = 9;", vec![]).unwrap();
     }
