@@ -365,6 +365,9 @@ pub struct ScriptsConfig {
     pub memory_limit_mb: u64,
     /// Script threads.
     pub threads: usize,
+    /// Straight-line scripts (no calls, loops or functions) run on the
+    /// actors' thread instead of a script thread.
+    pub inline: bool,
 }
 
 impl Default for ScriptsConfig {
@@ -373,6 +376,7 @@ impl Default for ScriptsConfig {
             timeout_ms: 5000,
             memory_limit_mb: 64,
             threads: 2,
+            inline: true,
         }
     }
 }

@@ -249,7 +249,8 @@ impl NodeBuilder {
                 timeout_ms: config.scripts.timeout_ms,
                 memory_limit_mb: config.scripts.memory_limit_mb,
             },
-        );
+        )
+        .with_inline(config.scripts.inline);
         // No listen address: a worker with no HTTP API.
         let listener = match listen {
             None => None,

@@ -155,3 +155,76 @@ async fn a_syntax_error_is_refused_at_import() {
     );
     node.stop().await;
 }
+
+fn evaluations(metrics: &str, thread: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("baton_script_evaluations_total{")
+                && l.contains(&format!("thread=\"{thread}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("no baton_script_evaluations_total{{thread={thread}}} in {metrics}")
+        })
+}
+
+/// `scripts.inline`: straight-line scripts run on the actors' thread,
+/// under the same limits and with the same results as on a script
+/// thread, and a doubling string still fails its item there, not the
+/// node. `/metrics` says where each evaluation ran.
+#[actix_rt::test]
+async fn straight_line_scripts_run_on_the_actors_thread_under_the_same_limits() {
+    let bomb = format!("let s = 'x'; {} x = s.length;", "s = s + s; ".repeat(40));
+    let mut finals = Vec::new();
+    for inline in [false, true] {
+        let db = TestDb::create(Backend::Sqlite).expect("sqlite");
+        let node = start_node(&db, |c| {
+            c.scripts.memory_limit_mb = 16;
+            c.scripts.inline = inline;
+        })
+        .await;
+        let http = Http::new(&node.url());
+        import(&http, &json!({"id": "count", "variables": {"x": 1}, "outputs": {"x": "number"}, "start": "a", "items": {
+            "a": {"type": "task", "script": "x = x + 1; if (x > 1) { x = x * 20 } else { x = 0 }", "next": "d"},
+            "d": {"type": "decision", "condition": "x === 40", "then": "b", "else": "e"},
+            "b": {"type": "task", "script": "x = x + 2 // 42\n", "next": "e"},
+            "e": {"type": "end"}}}))
+        .await;
+        import(&http, &one_task("strbomb", &bomb)).await;
+        import(&http, &one_task("throws", "throw 'no stock for ' + x;")).await;
+        let before = http.get("/metrics").await.text;
+        let t = Duration::from_secs(30);
+        let mut got = Vec::new();
+        for w in ["count", "strbomb", "throws"] {
+            let id = start(&http, w, json!({})).await;
+            let e = wait_final(&http, &id, t).await;
+            got.push((e["state"].clone(), e["outputs"].clone(), e["error"].clone()));
+        }
+        let after = http.get("/metrics").await.text;
+        let here = evaluations(&after, "caller") - evaluations(&before, "caller");
+        let there = evaluations(&after, "script") - evaluations(&before, "script");
+        if inline {
+            // Three items and a decision, none sent to a script thread.
+            assert_eq!((here, there), (5.0, 0.0), "{after}");
+        } else {
+            assert_eq!((here, there), (0.0, 5.0), "{after}");
+        }
+        assert_eq!(got[0].0, "completed");
+        assert_eq!(got[0].1["x"], 42);
+        assert_eq!(got[1].0, "failed");
+        let err = got[1].2.as_str().unwrap_or("");
+        assert!(
+            err.contains("out of memory") || err.contains("too long"),
+            "{err}"
+        );
+        assert_eq!(got[2].2, "no stock for 0");
+        // The node still answers and runs scripts.
+        let again = start(&http, "count", json!({})).await;
+        assert_eq!(wait_final(&http, &again, t).await["state"], "completed");
+        finals.push(got);
+        node.stop().await;
+    }
+    assert_eq!(finals[0], finals[1], "the same answers on either thread");
+}

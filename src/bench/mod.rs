@@ -68,9 +68,16 @@ pub struct BenchReport {
     pub commit_p99: Duration,
 }
 
+/// The bench node's configuration before the bench's own settings: the
+/// defaults, then the `BATON_<SECTION>__<KEY>` variables, so that one bench
+/// can compare settings (`BATON_SCRIPTS__INLINE=false`).
+pub(crate) fn base_config() -> anyhow::Result<Config> {
+    Ok(Config::load(None, std::env::vars(), &[])?)
+}
+
 /// Runs the benchmark. Must run inside an actix system.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
-    let mut config = Config::default();
+    let mut config = base_config()?;
     config.database.url = opts.database_url.clone();
     config.database.max_connections = (opts.concurrency as u32 + 4).clamp(4, 64);
     config.http.listen = "127.0.0.1:0".into();

@@ -18,7 +18,6 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use crate::config::Config;
 use crate::node::Node;
 
 /// What to run.
@@ -227,7 +226,7 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("waits.db").display()));
-    let mut config = Config::default();
+    let mut config = super::base_config()?;
     config.database.url = url.clone();
     config.http.listen = "127.0.0.1:0".into();
     config.node.id = Some(format!("bench-waits-{}", std::process::id()));

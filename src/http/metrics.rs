@@ -45,6 +45,8 @@ struct Snapshot {
     items_by_type: Vec<((&'static str, &'static str), u64)>,
     checkpoints: (u64, u64, HistogramValues),
     scripts: (u64, u64),
+    /// Evaluations on the calling thread, on a script thread.
+    evaluations: (u64, u64),
     pool: Option<(u32, usize)>,
     /// Database calls, those that queued for a connection, and their time.
     db_calls: (u64, u64, HistogramValues),
@@ -313,6 +315,23 @@ impl Collector for Snapshot {
             None,
             &n,
             ConstCounter::new(self.scripts.1),
+        )?;
+        many(
+            &mut enc,
+            "baton_script_evaluations",
+            "Script evaluations by where they ran (this process): thread=\"caller\" for straight-line code run on the actors' thread (scripts.inline), \"script\" on a script thread.",
+            None,
+            MetricType::Counter,
+            vec![
+                (
+                    vec![("node", node), ("thread", "caller")],
+                    ConstCounter::new(self.evaluations.0),
+                ),
+                (
+                    vec![("node", node), ("thread", "script")],
+                    ConstCounter::new(self.evaluations.1),
+                ),
+            ],
         )?;
         if let Some((size, idle)) = self.pool {
             many(
@@ -671,6 +690,10 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             baton_actors::workflow::script::TIMEOUTS.load(std::sync::atomic::Ordering::Relaxed),
             baton_actors::workflow::script::OUT_OF_MEMORY
                 .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        evaluations: (
+            baton_actors::workflow::script::INLINE.load(std::sync::atomic::Ordering::Relaxed),
+            baton_actors::workflow::script::POOLED.load(std::sync::atomic::Ordering::Relaxed),
         ),
         pool: state.store.pool_stats(),
         admission: {

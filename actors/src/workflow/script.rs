@@ -22,6 +22,8 @@ use rquickjs::{Context, Ctx, Function, Module, Runtime};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+pub mod inline;
+
 const MAX_LOG_LINES: usize = 100;
 const MAX_LOG_LINE: usize = 4096;
 
@@ -120,7 +122,7 @@ pub struct Evaluated {
 pub struct Compile(pub Vec<ScriptRef>);
 
 /// Limits for script threads.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScriptLimits {
     /// Wall-clock limit per evaluation.
     pub timeout_ms: u64,
@@ -577,10 +579,18 @@ fn count(e: &ScriptError) {
     }
 }
 
+/// Evaluations of straight-line code on the calling thread, in this process.
+pub static INLINE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Evaluations handed to a script thread, in this process.
+pub static POOLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The address of the script threads. Cheap to clone.
 #[derive(Clone)]
 pub struct ScriptPool {
     addr: Addr<ScriptWorker>,
+    limits: ScriptLimits,
+    inline: bool,
 }
 
 impl std::fmt::Debug for ScriptPool {
@@ -598,11 +608,30 @@ impl ScriptPool {
             #[allow(clippy::expect_used)]
             ScriptWorker::new(limits).expect("cannot create a QuickJS runtime")
         });
-        ScriptPool { addr }
+        ScriptPool {
+            addr,
+            limits,
+            inline: true,
+        }
     }
 
-    /// Evaluates code on a script thread.
+    /// Whether straight-line code runs on the calling thread
+    /// (`scripts.inline`, on by default; see [`inline`]).
+    #[must_use]
+    pub fn with_inline(mut self, on: bool) -> ScriptPool {
+        self.inline = on;
+        self
+    }
+
+    /// Evaluates code: straight-line code on this thread (see [`inline`]),
+    /// anything else on a script thread.
     pub async fn evaluate(&self, msg: Evaluate) -> Result<Evaluated, ScriptError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.inline && inline::straight_line(&msg.code) {
+            INLINE.fetch_add(1, Relaxed);
+            return inline::evaluate_here(self.limits, msg);
+        }
+        POOLED.fetch_add(1, Relaxed);
         self.addr
             .send(msg)
             .await

@@ -1,0 +1,590 @@
+//! Straight-line scripts on the calling thread (issue 14 item 6).
+//!
+//! Handing an evaluation to a script thread and taking its answer back is
+//! two thread wake-ups, more than `n = n + 1` itself costs. A script that
+//! provably cannot run long is therefore evaluated on the thread that asks
+//! (the actors' thread), by a [`ScriptWorker`] of that thread's own: the
+//! same code, lockdown, limits, reset and error classification as on the
+//! script threads, so the result is the same wherever it ran.
+//!
+//! "Cannot run long" is decided from the source text alone, by a scanner
+//! that says yes only when it is sure; everything else goes to the script
+//! threads exactly as before. It accepts code with:
+//!
+//! - at most [`MAX_SOURCE`] bytes, ASCII outside string literals (comments
+//!   included, so no Unicode line terminator can end a comment early), no
+//!   `\` outside string literals (no escaped identifiers);
+//! - no calls: `(` only opens a group, or follows `if`, `switch`, `catch`,
+//!   `return`, `typeof`, `void`, `delete`, `in`, `instanceof`, `case`,
+//!   `throw` or `else`;
+//! - none of `for`, `while`, `do`, `function`, `class`, `new`, `async`,
+//!   `await`, `yield`, `import`, `export`, `with`, `eval`, `Function`,
+//!   `arguments`, `debugger`, `super`, `this`, `globalThis`, `var`,
+//!   `__proto__`; no template literals, `=>`, `...` or `#`;
+//! - no object or array literal (so no destructuring either): `{` only
+//!   opens a block, `[` only indexes a value;
+//! - assignments only to a plain name, never to a member (`o.x = f`) or
+//!   through parentheses;
+//! - `/` only where it can only be division (after a name, a number, a
+//!   string, `]` or a group's `)`), so no regular expression literal can
+//!   hide code from the scanner.
+//!
+//! Why that bounds the time: without loops, calls or functions every
+//! statement runs at most once. The calls JavaScript makes implicitly
+//! (conversions to a primitive, getters, iterators) can reach only the
+//! frozen built-ins, because such code can put no function on an object
+//! (no object literal, no member assignment) and cannot reach the global
+//! object. What is left is bounded by the source's length and the size of
+//! the execution's data, and a string doubled statement after statement
+//! by the memory limit. The interrupt deadline stays armed all the same.
+
+use std::cell::RefCell;
+
+use super::{Code, Evaluate, Evaluated, ScriptError, ScriptLimits, ScriptWorker};
+
+/// The longest source evaluated on the calling thread.
+pub const MAX_SOURCE: usize = 2048;
+
+/// Whether every piece of `code` is straight-line code (see the module).
+pub fn straight_line(code: &Code) -> bool {
+    match code {
+        Code::Statements(src) => scan(src, Prev::StatementStart),
+        Code::Expressions(exprs) => exprs.iter().all(|(_, src)| scan(src, Prev::Operator)),
+    }
+}
+
+thread_local! {
+    /// This thread's QuickJS runtime, made on first use.
+    static HERE: RefCell<Option<ScriptWorker>> = const { RefCell::new(None) };
+}
+
+/// Evaluates on this thread. Only for [`straight_line`] code: anything else
+/// could hold the thread until `scripts.timeout_ms`.
+pub fn evaluate_here(limits: ScriptLimits, msg: Evaluate) -> Result<Evaluated, ScriptError> {
+    HERE.with(|cell| {
+        // `evaluate` neither awaits nor calls back into this module, so the
+        // cell is never borrowed twice.
+        let mut slot = cell.borrow_mut();
+        let worker = match slot.take() {
+            Some(w) if w.limits == limits => w,
+            _ => ScriptWorker::new(limits)?,
+        };
+        let worker = slot.insert(worker);
+        worker.evaluate(msg)
+    })
+}
+
+/// What the previous token leaves the scanner expecting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prev {
+    /// A statement may start: the source's start, `;`, `{`, `}`.
+    StatementStart,
+    /// An expression may start: after an operator, `(`, `,`, `:`, ...
+    Operator,
+    /// A value ended: a name, number, string, `]`, a group's `)`. `plain`
+    /// when it is a bare name, the one thing that may be assigned.
+    Value { plain: bool },
+    /// `.` or `?.`: a property name follows.
+    Dot { optional: bool },
+    /// A keyword an expression in parentheses may follow (`return`,
+    /// `typeof`, ...); `statement` for `if`, `switch`, `catch`, whose `)`
+    /// lets a statement start.
+    KeywordParen { statement: bool },
+    /// `else`, `try`, `finally`: a block may follow.
+    KeywordBlock,
+    /// Any other keyword that is allowed (`let`, `const`, `break`, ...).
+    Keyword,
+    /// The `)` of `if (...)`, `switch (...)` or `catch (...)`.
+    StatementParen,
+}
+
+/// What an open bracket was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Open {
+    Group,
+    StatementParen,
+    Block,
+    Index,
+}
+
+/// Words that make code not straight-line, even as a name.
+const DENIED: &[&str] = &[
+    "for",
+    "while",
+    "do",
+    "function",
+    "class",
+    "new",
+    "async",
+    "await",
+    "yield",
+    "import",
+    "export",
+    "with",
+    "eval",
+    "Function",
+    "arguments",
+    "debugger",
+    "super",
+    "this",
+    "globalThis",
+    "var",
+    "__proto__",
+    "enum",
+    "extends",
+    "static",
+    "implements",
+    "interface",
+    "package",
+    "private",
+    "protected",
+    "public",
+];
+
+/// Punctuators, longest first (maximal munch).
+const PUNCTUATORS: &[&str] = &[
+    ">>>=", "...", "===", "!==", "**=", "<<=", ">>=", ">>>", "&&=", "||=", "??=", "=>", "==", "!=",
+    "<=", ">=", "&&", "||", "??", "?.", "++", "--", "+=", "-=", "*=", "%=", "&=", "|=", "^=", "**",
+    "<<", ">>", "{", "}", "(", ")", "[", "]", ";", ",", "<", ">", "+", "-", "*", "%", "&", "|",
+    "^", "!", "~", "?", ":", "=", ".",
+];
+
+fn is_assignment(p: &str) -> bool {
+    p.ends_with('=') && !matches!(p, "==" | "===" | "!=" | "!==" | "<=" | ">=")
+}
+
+fn scan(src: &str, start: Prev) -> bool {
+    if src.len() > MAX_SOURCE {
+        return false;
+    }
+    let b = src.as_bytes();
+    let mut i = 0;
+    let mut prev = start;
+    let mut stack: Vec<Open> = Vec::new();
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                // A line comment ends at \n or \r (non-ASCII refused below).
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                    if !b[i].is_ascii() {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let Some(end) = src[i + 2..].find("*/") else {
+                    return false;
+                };
+                if !src[i + 2..i + 2 + end].is_ascii() {
+                    return false;
+                }
+                i += 2 + end + 2;
+            }
+            b'/' => {
+                // Division only where a value ended; anywhere else it would
+                // start a regular expression literal.
+                let Prev::Value { plain } = prev else {
+                    return false;
+                };
+                if b.get(i + 1) == Some(&b'=') {
+                    if !plain {
+                        return false;
+                    }
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+                prev = Prev::Operator;
+            }
+            b'\'' | b'"' => {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None | Some(b'\n' | b'\r') => return false,
+                        Some(b'\\') => {
+                            // An escape, or a line continuation (\ CR LF).
+                            i += if b.get(i + 1) == Some(&b'\r') && b.get(i + 2) == Some(&b'\n') {
+                                3
+                            } else {
+                                2
+                            };
+                        }
+                        Some(&q) if q == c => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                if let Prev::Dot { .. } = prev {
+                    return false;
+                }
+                prev = Prev::Value { plain: false };
+            }
+            b'0'..=b'9' => {
+                i = number(b, i);
+                prev = Prev::Value { plain: false };
+            }
+            b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                i = number(b, i);
+                prev = Prev::Value { plain: false };
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'$' => {
+                let s = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$')
+                {
+                    i += 1;
+                }
+                let Some(next) = name(&src[s..i], prev) else {
+                    return false;
+                };
+                prev = next;
+            }
+            _ => {
+                let Some(p) = PUNCTUATORS.iter().find(|p| src[i..].starts_with(**p)) else {
+                    // `\`, a backtick, `#`, `@`, non-ASCII: not sure.
+                    return false;
+                };
+                // `a?.5:1` is `?` then `.5`.
+                let p = if *p == "?." && b.get(i + 2).is_some_and(u8::is_ascii_digit) {
+                    "?"
+                } else {
+                    *p
+                };
+                i += p.len();
+                let Some(next) = punctuator(p, prev, &mut stack) else {
+                    return false;
+                };
+                prev = next;
+            }
+        }
+    }
+    stack.is_empty()
+}
+
+/// Skips a numeric literal (decimal, hex, octal, binary, exponent,
+/// separators); a name glued to it is taken along, which only makes the
+/// scanner stricter.
+fn number(b: &[u8], mut i: usize) -> usize {
+    let radix = b.get(i) == Some(&b'0')
+        && b.get(i + 1)
+            .is_some_and(|c| matches!(c.to_ascii_lowercase(), b'x' | b'o' | b'b'));
+    while i < b.len() {
+        let c = b[i];
+        let exponent_sign = (c == b'+' || c == b'-') && !radix && matches!(b[i - 1], b'e' | b'E');
+        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || exponent_sign) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+fn name(word: &str, prev: Prev) -> Option<Prev> {
+    if let Prev::Dot { .. } = prev {
+        // A property name; any word may be one, but not `__proto__`.
+        return (word != "__proto__").then_some(Prev::Value { plain: false });
+    }
+    if DENIED.contains(&word) {
+        return None;
+    }
+    // A word right after a value is `in`/`instanceof` or starts a new
+    // statement (automatic semicolon insertion); either way it is read
+    // the same as anywhere else.
+    Some(match word {
+        "if" | "switch" | "catch" => Prev::KeywordParen { statement: true },
+        "return" | "typeof" | "void" | "delete" | "in" | "instanceof" | "case" | "throw" => {
+            Prev::KeywordParen { statement: false }
+        }
+        "else" | "try" | "finally" => Prev::KeywordBlock,
+        "let" | "const" | "break" | "continue" | "default" => Prev::Keyword,
+        "true" | "false" | "null" => Prev::Value { plain: false },
+        _ => Prev::Value { plain: true },
+    })
+}
+
+fn punctuator(p: &str, prev: Prev, stack: &mut Vec<Open>) -> Option<Prev> {
+    if matches!(p, "=>" | "...") {
+        return None;
+    }
+    if let Prev::Dot { .. } = prev {
+        // After `.` only a name; after `?.` a name or `[`.
+        if !(p == "[" && prev == (Prev::Dot { optional: true })) {
+            return None;
+        }
+    }
+    if is_assignment(p) {
+        return matches!(prev, Prev::Value { plain: true }).then_some(Prev::Operator);
+    }
+    let value = matches!(prev, Prev::Value { .. });
+    Some(match p {
+        "(" => {
+            let open = match prev {
+                Prev::StatementStart | Prev::Operator | Prev::StatementParen => Open::Group,
+                Prev::KeywordParen { statement: true } => Open::StatementParen,
+                Prev::KeywordParen { statement: false } => Open::Group,
+                // After a value: a call. After `let`, `get`, ...: maybe one.
+                _ => return None,
+            };
+            stack.push(open);
+            Prev::Operator
+        }
+        ")" => match stack.pop()? {
+            Open::Group => Prev::Value { plain: false },
+            Open::StatementParen => Prev::StatementParen,
+            Open::Block | Open::Index => return None,
+        },
+        "[" => {
+            // Indexing a value; anywhere else an array literal.
+            if !value && prev != (Prev::Dot { optional: true }) {
+                return None;
+            }
+            stack.push(Open::Index);
+            Prev::Operator
+        }
+        "]" => match stack.pop()? {
+            Open::Index => Prev::Value { plain: false },
+            _ => return None,
+        },
+        "{" => {
+            // A block; anywhere else an object literal.
+            if !matches!(
+                prev,
+                Prev::StatementStart | Prev::StatementParen | Prev::KeywordBlock
+            ) {
+                return None;
+            }
+            stack.push(Open::Block);
+            Prev::StatementStart
+        }
+        "}" => match stack.pop()? {
+            Open::Block => Prev::StatementStart,
+            _ => return None,
+        },
+        ";" => Prev::StatementStart,
+        "." => {
+            if !value {
+                return None;
+            }
+            Prev::Dot { optional: false }
+        }
+        "?." => {
+            if !value {
+                return None;
+            }
+            Prev::Dot { optional: true }
+        }
+        // Postfix after a value (`n++` is a value), prefix otherwise.
+        "++" | "--" if value => Prev::Value { plain: false },
+        _ => Prev::Operator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statements(src: &str) -> bool {
+        straight_line(&Code::Statements(src.to_owned()))
+    }
+
+    fn expression(src: &str) -> bool {
+        straight_line(&Code::Expressions(vec![("e".into(), src.to_owned())]))
+    }
+
+    #[test]
+    fn everyday_straight_line_code_is_accepted() {
+        for src in [
+            "n = n + 1;",
+            "a = 1\nb = a\nif (b) c = 2",
+            "total = price * qty + 14; greeting = 'hello ' + who;",
+            "if (n > 2) { big = true; } else { big = false }",
+            "let t = order.total / 2; x = t >= 10 ? 'a' : \"b\";",
+            "switch (kind) { case 'a': n = 1; break; default: n = 2 }",
+            "try { x = a.b.c; } catch (e) { x = null } finally { done = true }",
+            "x = items[0].price * 1.5e+3 + 0x1F - .5; y = (!x && (a || b)) ?? c;",
+            "n++; --m; k += 2; s = typeof v === 'string'; d = 'a' in o;",
+            "// a comment\nx = 1; /* another */ y = x % 3;",
+            "x = a?.b?.[0]; y = (a + b) / 2; z = a[i] / 3;",
+            "throw 'no stock for ' + sku;",
+            "const s = 'it\\'s \\u00e9 (not a call)'; r = s;",
+            "r = 'caf\u{e9}';",
+        ] {
+            assert!(statements(src), "should run here: {src}");
+        }
+        for src in ["total > 10", "order.total >= 100 && !rush", "-n", "(a)"] {
+            assert!(expression(src), "should run here: {src}");
+        }
+    }
+
+    #[test]
+    fn anything_that_could_run_long_goes_to_the_script_threads() {
+        for src in [
+            // Loops, functions, calls.
+            "while (true) {}",
+            "for (;;) {}",
+            "do {} while (1)",
+            "x = f()",
+            "x = o.f ()",
+            "x = a?.()",
+            "x = (f)(1)",
+            "x = s.repeat(1e9)",
+            "x = [1,2][0](1)",
+            "x = 'a'(1)",
+            "let (x)",
+            "x = () => 1",
+            "x = a => a",
+            "function f() {}",
+            "class A {}",
+            "x = new Date",
+            "x = `t${a}`",
+            "eval",
+            "x = import('m')",
+            // Objects, arrays, destructuring, member assignment.
+            "x = {valueOf: a.indexOf, length: 1e15}; y = x * 1",
+            "x = [a.join]",
+            "[a] = b",
+            "let {a} = b",
+            "o.valueOf = a.indexOf",
+            "o['valueOf'] = 1",
+            "(o.x) = 1",
+            "o.x ||= f",
+            "valueOf = a.indexOf; length = 1e15; y = globalThis * 1",
+            "y = this * 1",
+            "__proto__ = o",
+            "x = o.__proto__",
+            "var x = 1",
+            "x = [...a]",
+            // Regular expressions and things that could hide code.
+            "x = /re/",
+            "if (x) /'/; while(1){} //'",
+            "} /'/; while(1){} //'",
+            "// comment\rwhile(1){}",
+            "// comment\u{2028}while(1){}",
+            "/* open comment",
+            "x = 'unterminated",
+            "x = 'line\nbreak'",
+            "\\u0077hile (1) {}",
+            "x = #p",
+            "x = 1; } { y = 2",
+            ")",
+        ] {
+            assert!(!statements(src), "should go to the script threads: {src:?}");
+        }
+        assert!(!expression("{a: 1}"));
+        assert!(!expression("a), (b"));
+        assert!(!statements(&"x = 1;".repeat(MAX_SOURCE / 6 + 1)));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod evaluation_tests {
+    use serde_json::{json, Value};
+
+    use super::super::tests_support::worker;
+    use super::super::{ScriptContext, ScriptPool};
+    use super::*;
+
+    fn msg(code: Code, globals: &[(&str, Value)]) -> Evaluate {
+        Evaluate {
+            globals: globals
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            code,
+            read_back: globals.iter().map(|(k, _)| (*k).to_owned()).collect(),
+            context: ScriptContext::default(),
+        }
+    }
+
+    const LIMITS: ScriptLimits = ScriptLimits {
+        timeout_ms: 2000,
+        memory_limit_mb: 32,
+    };
+
+    /// The calling thread's evaluation answers exactly as a script
+    /// thread's: values, results, logs and errors.
+    #[test]
+    fn the_calling_thread_answers_as_a_script_thread_does() {
+        let globals = [
+            ("n", json!(1)),
+            ("o", json!({"a": {"b": [1, 2, 3]}, "s": "x"})),
+            ("r", json!(null)),
+        ];
+        let cases = [
+            Code::Statements("n = n + 1; r = o.a.b[1] * n;".into()),
+            Code::Statements("r = o.s + o.a + o.a.b + typeof missing;".into()),
+            Code::Statements("if (n > 0) { r = 'pos' } else { r = 'neg' } n = -n".into()),
+            Code::Statements("r = o.nope.deeper;".into()),
+            Code::Statements("throw 'no stock for ' + o.s;".into()),
+            Code::Statements("throw o.a;".into()),
+            Code::Statements("let leak = 1; added = 2; r = 1 / 0;".into()),
+            Code::Statements("r = typeof added + typeof leak;".into()),
+            Code::Statements("undefined = 1; NaN = 2; r = undefined + ' ' + NaN;".into()),
+            Code::Statements("r = n++ + ++n; delete o.a; r = r + JSON.stringify;".into()),
+            Code::Expressions(vec![
+                ("a".into(), "n > 0 && o.s === 'x'".into()),
+                ("b".into(), "o.a.b.length".into()),
+                ("c".into(), "o?.a?.[\"b\"]".into()),
+            ]),
+        ];
+        let mut pool_side = worker();
+        for code in cases {
+            assert!(straight_line(&code), "not straight-line: {code:?}");
+            let here = evaluate_here(LIMITS, msg(code.clone(), &globals));
+            let there = pool_side.evaluate(msg(code.clone(), &globals));
+            match (&here, &there) {
+                (Ok(h), Ok(t)) => assert_eq!(
+                    (&h.values, &h.results, &h.logs),
+                    (&t.values, &t.results, &t.logs),
+                    "{code:?}"
+                ),
+                (Err(h), Err(t)) => assert_eq!(h, t, "{code:?}"),
+                _ => panic!("{code:?}: here {here:?}, on a script thread {there:?}"),
+            }
+        }
+    }
+
+    /// A loop is never run on the calling thread, even with
+    /// `scripts.inline` on: the actors' thread keeps serving other
+    /// executions (here, a straight-line script) while it runs.
+    #[actix_rt::test]
+    async fn a_loop_goes_to_a_script_thread_and_does_not_hold_the_caller() {
+        let pool = ScriptPool::start(
+            1,
+            ScriptLimits {
+                timeout_ms: 1500,
+                memory_limit_mb: 32,
+            },
+        );
+        let looping = {
+            let pool = pool.clone();
+            actix_rt::spawn(async move {
+                pool.evaluate(msg(Code::Statements("while (true) {}".into()), &[]))
+                    .await
+            })
+        };
+        // Let the loop start first, on this thread if it were inline.
+        actix_rt::task::yield_now().await;
+        let out = pool
+            .evaluate(msg(
+                Code::Statements("n = n + 1".into()),
+                &[("n", json!(1))],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(out.values["n"], json!(2));
+        assert!(
+            !looping.is_finished(),
+            "the loop ended before a one-line script did: it held this thread"
+        );
+        assert_eq!(
+            looping.await.unwrap().unwrap_err(),
+            ScriptError::Timeout(1500)
+        );
+    }
+}
