@@ -176,6 +176,11 @@ const LOCKDOWN_JS: &str = r#"(function () {
   push(Object.getPrototypeOf(new Map()[Symbol.iterator]()));
   push(Object.getPrototypeOf(new Set()[Symbol.iterator]()));
   push(Object.getPrototypeOf(/x/[Symbol.matchAll]('')));
+  // Reachable from no global: async generators (with their prototype and
+  // the async iterator prototype behind it) and iterator helpers.
+  push(Object.getPrototypeOf(async function* () {}));
+  try { push(Object.getPrototypeOf([].values().map((x) => x))); } catch (e) {}
+  try { push(Object.getPrototypeOf(Iterator.from({ next() { return { done: true }; } }))); } catch (e) {}
   const protos = [];
   while (stack.length) {
     const o = stack.pop();
@@ -744,6 +749,25 @@ mod tests {
             out.values["seen"],
             json!(["undefined", "undefined", "undefined", "undefined", 2])
         );
+        // Nor in prototypes no global names (async generators, iterator
+        // helpers).
+        let protos = "const ag = Object.getPrototypeOf(async function* () {}); \
+            const ps = [ag, ag.prototype, Object.getPrototypeOf(ag.prototype), \
+              Object.getPrototypeOf([].values().map((x) => x)), \
+              Object.getPrototypeOf(Iterator.from({ next() { return { done: true }; } }))];";
+        run(
+            &mut w,
+            &format!("{protos} for (const p of ps) {{ try {{ p.leak = 1; }} catch (e) {{}} }}"),
+            vec![],
+        )
+        .unwrap();
+        let out = run(
+            &mut w,
+            &format!("{protos} seen = ps.map((p) => typeof p.leak + Object.isFrozen(p));"),
+            vec![("seen", json!(null))],
+        )
+        .unwrap();
+        assert_eq!(out.values["seen"], json!(vec!["undefinedtrue"; 5]));
         // Nor through the global object's prototype, which every name
         // lookup falls back to.
         run(&mut w, "__proto__ = {leaked: 7};", vec![]).unwrap();
