@@ -15,19 +15,21 @@
 //!   included, so no Unicode line terminator can end a comment early), no
 //!   `\` outside string literals (no escaped identifiers);
 //! - no calls: `(` only opens a group, or follows `if`, `switch`, `catch`,
-//!   `return`, `typeof`, `void`, `delete`, `in`, `instanceof`, `case`,
-//!   `throw` or `else`;
+//!   `return`, `typeof`, `void`, `delete`, `in`, `instanceof`, `case` or
+//!   `throw`;
 //! - none of `for`, `while`, `do`, `function`, `class`, `new`, `async`,
 //!   `await`, `yield`, `import`, `export`, `with`, `eval`, `Function`,
 //!   `arguments`, `debugger`, `super`, `this`, `globalThis`, `var`,
-//!   `__proto__`; no template literals, `=>`, `...` or `#`;
+//!   `__proto__`; no template literals, `=>`, `...`, `#`, HTML-like
+//!   comments (`<!--`, `-->`) or BigInt literals;
+//! - numbers only as well-formed literals, nothing glued to them;
 //! - no object or array literal (so no destructuring either): `{` only
 //!   opens a block, `[` only indexes a value;
 //! - assignments only to a plain name, never to a member (`o.x = f`) or
 //!   through parentheses;
 //! - `/` only where it can only be division (after a name, a number, a
-//!   string, `]` or a group's `)`), so no regular expression literal can
-//!   hide code from the scanner.
+//!   string, `]`, a group's `)` or a postfix `++`/`--` on the same line),
+//!   so no regular expression literal can hide code from the scanner.
 //!
 //! Why that bounds the time: without loops, calls or functions every
 //! statement runs at most once. The calls JavaScript makes implicitly
@@ -36,7 +38,9 @@
 //! (no object literal, no member assignment) and cannot reach the global
 //! object. What is left is bounded by the source's length and the size of
 //! the execution's data, and a string doubled statement after statement
-//! by the memory limit. The interrupt deadline stays armed all the same.
+//! by the memory limit. (The interrupt deadline stays armed, but QuickJS
+//! consults it only every 10,000 calls or jumps, so it is not what bounds
+//! this code.)
 
 use std::cell::RefCell;
 
@@ -161,10 +165,22 @@ fn scan(src: &str, start: Prev) -> bool {
     let mut i = 0;
     let mut prev = start;
     let mut stack: Vec<Open> = Vec::new();
+    // A line break since the previous token (it makes `a\n++b` two
+    // statements: `++` after a line break is never postfix).
+    let mut line_break = false;
     while i < b.len() {
         let c = b[i];
+        let after_line_break = line_break;
+        if !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'/') {
+            // Any token but a comment (handled below) ends the run of space.
+            line_break = false;
+        }
         match c {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b' ' | b'\t' => i += 1,
+            b'\n' | b'\r' => {
+                line_break = true;
+                i += 1;
+            }
             b'/' if b.get(i + 1) == Some(&b'/') => {
                 // A line comment ends at \n or \r (non-ASCII refused below).
                 while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
@@ -178,12 +194,15 @@ fn scan(src: &str, start: Prev) -> bool {
                 let Some(end) = src[i + 2..].find("*/") else {
                     return false;
                 };
-                if !src[i + 2..i + 2 + end].is_ascii() {
+                let body = &src[i + 2..i + 2 + end];
+                if !body.is_ascii() {
                     return false;
                 }
+                line_break |= body.contains(['\n', '\r']);
                 i += 2 + end + 2;
             }
             b'/' => {
+                line_break = false;
                 // Division only where a value ended; anywhere else it would
                 // start a regular expression literal.
                 let Prev::Value { plain } = prev else {
@@ -225,11 +244,17 @@ fn scan(src: &str, start: Prev) -> bool {
                 prev = Prev::Value { plain: false };
             }
             b'0'..=b'9' => {
-                i = number(b, i);
+                let Some(end) = number(b, i) else {
+                    return false;
+                };
+                i = end;
                 prev = Prev::Value { plain: false };
             }
             b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                i = number(b, i);
+                let Some(end) = number(b, i) else {
+                    return false;
+                };
+                i = end;
                 prev = Prev::Value { plain: false };
             }
             b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'$' => {
@@ -244,6 +269,12 @@ fn scan(src: &str, start: Prev) -> bool {
                 prev = next;
             }
             _ => {
+                // HTML-like comments: `<!--` starts a comment where a
+                // script is run, but not in the module the definition was
+                // checked as; refuse both forms.
+                if src[i..].starts_with("<!--") || src[i..].starts_with("-->") {
+                    return false;
+                }
                 let Some(p) = PUNCTUATORS.iter().find(|p| src[i..].starts_with(**p)) else {
                     // `\`, a backtick, `#`, `@`, non-ASCII: not sure.
                     return false;
@@ -255,7 +286,13 @@ fn scan(src: &str, start: Prev) -> bool {
                     *p
                 };
                 i += p.len();
-                let Some(next) = punctuator(p, prev, &mut stack) else {
+                // `a <line break> ++b`: a prefix `++` of a new statement.
+                let before = if matches!(p, "++" | "--") && after_line_break {
+                    Prev::StatementStart
+                } else {
+                    prev
+                };
+                let Some(next) = punctuator(p, before, &mut stack) else {
                     return false;
                 };
                 prev = next;
@@ -265,22 +302,45 @@ fn scan(src: &str, start: Prev) -> bool {
     stack.is_empty()
 }
 
-/// Skips a numeric literal (decimal, hex, octal, binary, exponent,
-/// separators); a name glued to it is taken along, which only makes the
-/// scanner stricter.
-fn number(b: &[u8], mut i: usize) -> usize {
+/// The end of the numeric literal at `i`, or `None` when it is not one
+/// this scanner is sure of: decimal with at most one `.` and an exponent,
+/// or `0x`/`0o`/`0b` digits, with `_` separators; no BigInt (`n`), and
+/// nothing glued after it (`1..e-this` is `(1).e - this`).
+fn number(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |i: &mut usize, ok: fn(u8) -> bool| {
+        while *i < b.len() && (ok(b[*i]) || b[*i] == b'_') {
+            *i += 1;
+        }
+    };
     let radix = b.get(i) == Some(&b'0')
         && b.get(i + 1)
             .is_some_and(|c| matches!(c.to_ascii_lowercase(), b'x' | b'o' | b'b'));
-    while i < b.len() {
-        let c = b[i];
-        let exponent_sign = (c == b'+' || c == b'-') && !radix && matches!(b[i - 1], b'e' | b'E');
-        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || exponent_sign) {
-            break;
+    if radix {
+        i += 2;
+        digits(&mut i, |c| c.is_ascii_hexdigit());
+    } else {
+        digits(&mut i, |c| c.is_ascii_digit());
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            digits(&mut i, |c| c.is_ascii_digit());
         }
-        i += 1;
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let from = i;
+            digits(&mut i, |c| c.is_ascii_digit());
+            if i == from {
+                return None;
+            }
+        }
     }
-    i
+    // A letter, digit, `$`, `.` or `\\` right after: `1n`, `1..x`, `1.e`.
+    let glued = b
+        .get(i)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$' | b'.' | b'\\'));
+    (!glued).then_some(i)
 }
 
 fn name(word: &str, prev: Prev) -> Option<Prev> {
@@ -407,6 +467,8 @@ mod tests {
             "try { x = a.b.c; } catch (e) { x = null } finally { done = true }",
             "x = items[0].price * 1.5e+3 + 0x1F - .5; y = (!x && (a || b)) ?? c;",
             "n++; --m; k += 2; s = typeof v === 'string'; d = 'a' in o;",
+            "n++\nm = n++ / 2; k = 1_000.5e-3 + 0b1010 + 0o17 + 0xFF_FF + 1E3;",
+            "a = b\n++c",
             "// a comment\nx = 1; /* another */ y = x % 3;",
             "x = a?.b?.[0]; y = (a + b) / 2; z = a[i] / 3;",
             "throw 'no stock for ' + sku;",
@@ -468,6 +530,21 @@ mod tests {
             "x = 'unterminated",
             "x = 'line\nbreak'",
             "\\u0077hile (1) {}",
+            // Found by review: a line break makes `++` prefix, so `/` starts
+            // a regular expression that hid the rest from the scanner.
+            "a\n++/'/.x; Array.prototype.indexOf.call({length: 9e15}) //'",
+            "a\r--/'/.x; while(1){} //'",
+            "a/*\n*/++/'/.x; while(1){} //'",
+            // An HTML-like comment hides the rest of the line when run.
+            "x = a <!-- b /*\nArray.prototype.indexOf.call({length: 9e15})\n//*/",
+            "x = a --> b",
+            // A number that swallowed what follows it.
+            "length = 9e15; valueOf = Array.prototype.indexOf; x = 1..e-this",
+            "x = 1..e-new Date",
+            "x = 1..__proto__",
+            "x = 1.e",
+            // BigInt arithmetic runs as long as it likes inside C.
+            "a = 7n ** 20000000n",
             "x = #p",
             "x = 1; } { y = 2",
             ")",
