@@ -157,6 +157,16 @@ const RESET_FN: &str = "__baton_reset";
 const LOCKDOWN_JS: &str = r#"(function () {
   'use strict';
   const g = globalThis;
+  // Error.stackTraceLimit and Error.prepareStackTrace are accessors whose
+  // setters write the context itself (a function kept there runs for
+  // every later Error): freeze would not stop them, so they become
+  // read-only values.
+  for (const k of ['stackTraceLimit', 'prepareStackTrace']) {
+    const d = Reflect.getOwnPropertyDescriptor(Error, k);
+    if (d && d.get) {
+      Object.defineProperty(Error, k, { value: d.get.call(Error), writable: false, enumerable: d.enumerable, configurable: false });
+    }
+  }
   const overridable = ['constructor', 'toString', 'toLocaleString', 'valueOf', 'name', 'message',
                        'hasOwnProperty', 'isPrototypeOf', 'propertyIsEnumerable'];
   const seen = new Set([g]);
@@ -768,6 +778,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.values["seen"], json!(vec!["undefinedtrue"; 5]));
+        // Nor in the context's own settings behind Error's accessors.
+        let fresh = run(
+            &mut w,
+            "seen = [Error.stackTraceLimit, typeof Error.prepareStackTrace];",
+            vec![("seen", json!(null))],
+        )
+        .unwrap();
+        run(
+            &mut w,
+            "try { Error.stackTraceLimit = 0; } catch (e) {} \
+             try { Error.prepareStackTrace = function () { globalThis.hooked = 1; return 'x'; }; } catch (e) {}",
+            vec![],
+        )
+        .unwrap();
+        let out = run(
+            &mut w,
+            "const s = new Error('m').stack; seen = [Error.stackTraceLimit, typeof Error.prepareStackTrace]; h = typeof globalThis.hooked;",
+            vec![("seen", json!(null)), ("h", json!(null))],
+        )
+        .unwrap();
+        assert_eq!(out.values["seen"], fresh.values["seen"]);
+        assert_eq!(out.values["h"], json!("undefined"));
         // Nor through the global object's prototype, which every name
         // lookup falls back to.
         run(&mut w, "__proto__ = {leaked: 7};", vec![]).unwrap();
