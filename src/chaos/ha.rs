@@ -316,6 +316,40 @@ postgresql:
                 Err(_) => actix_rt::time::sleep(Duration::from_millis(300)).await,
             }
         }
+        // One connection reaching the leader does not mean the next will:
+        // HAProxy balances over every member it still counts up. Wait until
+        // twice as many fresh connections in a row as there are members
+        // all reach a server out of recovery, so that a node started now
+        // does not run its migrations on a read-only replica.
+        let mut in_a_row = 0;
+        while in_a_row < 2 * cluster.members.len() {
+            let recovering = async {
+                use sea_orm::ConnectionTrait as _;
+                let db = sea_orm::Database::connect(admin.as_str()).await?;
+                let row = db
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT pg_is_in_recovery()",
+                    ))
+                    .await;
+                db.close().await?;
+                match row? {
+                    Some(r) => r.try_get_by_index::<bool>(0),
+                    None => Ok(true),
+                }
+            }
+            .await;
+            match recovering {
+                Ok(false) => in_a_row += 1,
+                other => {
+                    if began.elapsed() > Duration::from_secs(60) {
+                        bail!("HAProxy still routes to a replica: {other:?}");
+                    }
+                    in_a_row = 0;
+                    actix_rt::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
         Ok(cluster)
     }
 
