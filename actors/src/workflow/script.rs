@@ -139,6 +139,10 @@ pub struct ScriptWorker {
     deadline: Rc<Cell<Option<Instant>>>,
     interrupted: Rc<Cell<bool>>,
     evaluations: u64,
+    /// Whether running out of memory counts in [`OUT_OF_MEMORY`]: not on
+    /// the calling thread, whose evaluation then runs again on a script
+    /// thread with the full limit.
+    counts_out_of_memory: bool,
 }
 
 /// The name of the hidden global that resets a context between
@@ -292,6 +296,7 @@ impl ScriptWorker {
             deadline,
             interrupted,
             evaluations: 0,
+            counts_out_of_memory: true,
             warm: None,
         })
     }
@@ -305,7 +310,9 @@ impl ScriptWorker {
 
     fn classify(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
         let e = self.classify_inner(ctx, err);
-        count(&e);
+        if self.counts_out_of_memory || !matches!(e, ScriptError::OutOfMemory(_)) {
+            count(&e);
+        }
         e
     }
 
@@ -335,7 +342,7 @@ impl ScriptWorker {
         }
     }
 
-    fn evaluate(&mut self, msg: Evaluate) -> Result<Evaluated, ScriptError> {
+    fn evaluate(&mut self, msg: &Evaluate) -> Result<Evaluated, ScriptError> {
         let context = match self.warm.take() {
             Some(c) => c,
             None => locked_down_context(&self.rt)?,
@@ -563,7 +570,7 @@ impl Handler<Evaluate> for ScriptWorker {
     type Result = Result<Evaluated, ScriptError>;
 
     fn handle(&mut self, msg: Evaluate, _: &mut SyncContext<Self>) -> Self::Result {
-        self.evaluate(msg)
+        self.evaluate(&msg)
     }
 }
 
@@ -642,9 +649,17 @@ impl ScriptPool {
     /// anything else on a script thread.
     pub async fn evaluate(&self, msg: Evaluate) -> Result<Evaluated, ScriptError> {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.inline && inline::straight_line(&msg.code) {
-            INLINE.fetch_add(1, Relaxed);
-            return inline::evaluate_here(self.limits, msg);
+        if self.inline && inline::straight_line(&msg.code) && inline::small_enough(&msg) {
+            match inline::evaluate_here(self.limits, &msg) {
+                // The calling thread's runtime has a small heap (see
+                // `inline`): what outgrows it runs again, from the same
+                // message, on a script thread with the full limit.
+                Err(ScriptError::OutOfMemory(_)) => {}
+                done => {
+                    INLINE.fetch_add(1, Relaxed);
+                    return done;
+                }
+            }
         }
         POOLED.fetch_add(1, Relaxed);
         self.addr
@@ -682,7 +697,7 @@ pub(super) mod tests_support {
         .unwrap()
     }
     pub(crate) fn evaluate(w: &mut ScriptWorker, msg: Evaluate) -> Result<Evaluated, ScriptError> {
-        w.evaluate(msg)
+        w.evaluate(&msg)
     }
     pub(crate) fn compile(w: &mut ScriptWorker, scripts: Vec<ScriptRef>) -> Vec<(String, String)> {
         w.compile(scripts)
@@ -693,7 +708,7 @@ pub(super) mod tests_support {
         globals: Vec<(&str, Value)>,
     ) -> Result<Evaluated, ScriptError> {
         let read_back = globals.iter().map(|(k, _)| k.to_string()).collect();
-        w.evaluate(Evaluate {
+        w.evaluate(&Evaluate {
             globals: globals
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))

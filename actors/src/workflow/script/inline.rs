@@ -44,10 +44,26 @@
 
 use std::cell::RefCell;
 
+use serde_json::Value;
+
 use super::{Code, Evaluate, Evaluated, ScriptError, ScriptLimits, ScriptWorker};
 
 /// The longest source evaluated on the calling thread.
 pub const MAX_SOURCE: usize = 2048;
+
+/// The most operators that may convert or copy a value (`+`, `-`, `<`,
+/// `===`, `[`, `in`, `case`, ...; not `;`, `,`, `.`, `=`, `&&`, `!`, ...)
+/// in code evaluated on the calling thread. Each can walk a whole string,
+/// so this and [`HEAP_MB`] together bound the work.
+pub const MAX_CONVERSIONS: usize = 16;
+
+/// The calling thread's QuickJS heap, at most (or `scripts.memory_limit_mb`
+/// if lower). Code that outgrows it runs again on a script thread.
+pub const HEAP_MB: u64 = 4;
+
+/// The most JSON (string bytes and values, roughly) an evaluation's globals
+/// may carry to run on the calling thread.
+pub const MAX_DATA: usize = 256 * 1024;
 
 /// Whether every piece of `code` is straight-line code (see the module).
 pub fn straight_line(code: &Code) -> bool {
@@ -64,18 +80,53 @@ thread_local! {
 
 /// Evaluates on this thread. Only for [`straight_line`] code: anything else
 /// could hold the thread until `scripts.timeout_ms`.
-pub fn evaluate_here(limits: ScriptLimits, msg: Evaluate) -> Result<Evaluated, ScriptError> {
+pub fn evaluate_here(limits: ScriptLimits, msg: &Evaluate) -> Result<Evaluated, ScriptError> {
+    let limits = ScriptLimits {
+        memory_limit_mb: limits.memory_limit_mb.min(HEAP_MB),
+        ..limits
+    };
     HERE.with(|cell| {
         // `evaluate` neither awaits nor calls back into this module, so the
         // cell is never borrowed twice.
         let mut slot = cell.borrow_mut();
         let worker = match slot.take() {
             Some(w) if w.limits == limits => w,
-            _ => ScriptWorker::new(limits)?,
+            _ => {
+                let mut w = ScriptWorker::new(limits)?;
+                w.counts_out_of_memory = false;
+                w
+            }
         };
         let worker = slot.insert(worker);
         worker.evaluate(msg)
     })
+}
+
+/// Whether the globals an evaluation carries are small enough for the
+/// calling thread ([`MAX_DATA`]); larger data would only run out of its
+/// heap and go to a script thread after all.
+pub fn small_enough(msg: &Evaluate) -> bool {
+    let mut budget = MAX_DATA;
+    msg.globals.iter().all(|(_, v)| fits(v, &mut budget))
+}
+
+fn fits(v: &Value, budget: &mut usize) -> bool {
+    let cost = match v {
+        Value::String(s) => s.len() + 8,
+        _ => 8,
+    };
+    let Some(left) = budget.checked_sub(cost) else {
+        return false;
+    };
+    *budget = left;
+    match v {
+        Value::Array(a) => a.iter().all(|x| fits(x, budget)),
+        Value::Object(o) => o.iter().all(|(k, x)| {
+            *budget = budget.saturating_sub(k.len());
+            fits(x, budget)
+        }),
+        _ => true,
+    }
 }
 
 /// What the previous token leaves the scanner expecting.
@@ -168,7 +219,11 @@ fn scan(src: &str, start: Prev) -> bool {
     // A line break since the previous token (it makes `a\n++b` two
     // statements: `++` after a line break is never postfix).
     let mut line_break = false;
+    let mut conversions = 0usize;
     while i < b.len() {
+        if conversions > MAX_CONVERSIONS {
+            return false;
+        }
         let c = b[i];
         let after_line_break = line_break;
         if !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'/') {
@@ -216,6 +271,7 @@ fn scan(src: &str, start: Prev) -> bool {
                 } else {
                     i += 1;
                 }
+                conversions += 1;
                 prev = Prev::Operator;
             }
             b'\'' | b'"' => {
@@ -263,9 +319,14 @@ fn scan(src: &str, start: Prev) -> bool {
                 {
                     i += 1;
                 }
-                let Some(next) = name(&src[s..i], prev) else {
+                let word = &src[s..i];
+                let Some(next) = name(word, prev) else {
                     return false;
                 };
+                if !matches!(prev, Prev::Dot { .. }) && matches!(word, "in" | "instanceof" | "case")
+                {
+                    conversions += 1;
+                }
                 prev = next;
             }
             _ => {
@@ -295,11 +356,31 @@ fn scan(src: &str, start: Prev) -> bool {
                 let Some(next) = punctuator(p, before, &mut stack) else {
                     return false;
                 };
+                if !matches!(
+                    p,
+                    ";" | ","
+                        | "("
+                        | ")"
+                        | "{"
+                        | "}"
+                        | "]"
+                        | ":"
+                        | "?"
+                        | "."
+                        | "?."
+                        | "="
+                        | "&&"
+                        | "||"
+                        | "??"
+                        | "!"
+                ) {
+                    conversions += 1;
+                }
                 prev = next;
             }
         }
     }
-    stack.is_empty()
+    stack.is_empty() && conversions <= MAX_CONVERSIONS
 }
 
 /// The end of the numeric literal at `i`, or `None` when it is not one
@@ -554,6 +635,15 @@ mod tests {
         assert!(!expression("{a: 1}"));
         assert!(!expression("a), (b"));
         assert!(!statements(&"x = 1;".repeat(MAX_SOURCE / 6 + 1)));
+        // Found by review: each conversion can walk a whole string, so
+        // many of them on a large one ran for seconds.
+        let walks = format!("let x = 0{}", "-s".repeat(MAX_CONVERSIONS + 1));
+        assert!(!statements(&walks));
+        assert!(statements(&format!(
+            "let x = 0{}",
+            "-s".repeat(MAX_CONVERSIONS)
+        )));
+        assert!(!statements(&"s = s + s;".repeat(MAX_CONVERSIONS + 1)));
     }
 }
 
@@ -612,8 +702,8 @@ mod evaluation_tests {
         let mut pool_side = worker();
         for code in cases {
             assert!(straight_line(&code), "not straight-line: {code:?}");
-            let here = evaluate_here(LIMITS, msg(code.clone(), &globals));
-            let there = pool_side.evaluate(msg(code.clone(), &globals));
+            let here = evaluate_here(LIMITS, &msg(code.clone(), &globals));
+            let there = pool_side.evaluate(&msg(code.clone(), &globals));
             match (&here, &there) {
                 (Ok(h), Ok(t)) => assert_eq!(
                     (&h.values, &h.results, &h.logs),
@@ -624,6 +714,59 @@ mod evaluation_tests {
                 _ => panic!("{code:?}: here {here:?}, on a script thread {there:?}"),
             }
         }
+    }
+
+    /// What outgrows the calling thread's small heap, or brings more data
+    /// than it takes, runs on a script thread with the full limit: the
+    /// same answer, counted there, and no out-of-memory counted.
+    #[actix_rt::test]
+    async fn what_outgrows_the_small_heap_runs_on_a_script_thread() {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        use super::super::{INLINE, OUT_OF_MEMORY, POOLED};
+        let pool = ScriptPool::start(1, LIMITS);
+        let counts = || {
+            (
+                INLINE.load(Relaxed),
+                POOLED.load(Relaxed),
+                OUT_OF_MEMORY.load(Relaxed),
+            )
+        };
+        // 1 KiB doubled 13 times: 8 MiB, past HEAP_MB, within 32.
+        let grow = format!(
+            "let s = '{}'; {} x = s.length;",
+            "x".repeat(1024),
+            "s = s + s; ".repeat(13)
+        );
+        let code = Code::Statements(grow);
+        assert!(straight_line(&code));
+        let before = counts();
+        let out = pool.evaluate(msg(code, &[("x", json!(0))])).await.unwrap();
+        assert_eq!(out.values["x"], json!(8 * 1024 * 1024));
+        let after = counts();
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+            (0, 1, 0)
+        );
+        // Data past MAX_DATA does not even try.
+        let big = json!("y".repeat(MAX_DATA + 1));
+        let before = counts();
+        let out = pool
+            .evaluate(msg(
+                Code::Statements("x = d.length".into()),
+                &[("x", json!(0)), ("d", big)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(out.values["x"], json!(MAX_DATA + 1));
+        let after = counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
+        // And small work stays here.
+        let before = counts();
+        pool.evaluate(msg(Code::Statements("x = 1".into()), &[("x", json!(0))]))
+            .await
+            .unwrap();
+        assert_eq!(counts().0 - before.0, 1);
     }
 
     /// A loop is never run on the calling thread, even with
