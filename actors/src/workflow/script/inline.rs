@@ -27,18 +27,25 @@
 //!   opens a block, `[` only indexes a value;
 //! - assignments only to a plain name, never to a member (`o.x = f`) or
 //!   through parentheses;
+//! - at most [`MAX_CONVERSIONS`] operators that can convert or copy a
+//!   value (`+`, `<`, `===`, `[`, `in`, `case`, ...);
 //! - `/` only where it can only be division (after a name, a number, a
 //!   string, `]`, a group's `)` or a postfix `++`/`--` on the same line),
 //!   so no regular expression literal can hide code from the scanner.
+//!
+//! The evaluation itself runs in a small heap ([`HEAP_MB`]) and only when
+//! the globals carry at most [`MAX_DATA`] of JSON; code that outgrows the
+//! heap runs again, from the same message, on a script thread with the
+//! full `scripts.memory_limit_mb` (an evaluation has no effect but its
+//! answer, so running it twice is safe).
 //!
 //! Why that bounds the time: without loops, calls or functions every
 //! statement runs at most once. The calls JavaScript makes implicitly
 //! (conversions to a primitive, getters, iterators) can reach only the
 //! frozen built-ins, because such code can put no function on an object
 //! (no object literal, no member assignment) and cannot reach the global
-//! object. What is left is bounded by the source's length and the size of
-//! the execution's data, and a string doubled statement after statement
-//! by the memory limit. (The interrupt deadline stays armed, but QuickJS
+//! object. What is left is at most [`MAX_CONVERSIONS`] walks over values
+//! that fit in [`HEAP_MB`]. (The interrupt deadline stays armed, but QuickJS
 //! consults it only every 10,000 calls or jumps, so it is not what bounds
 //! this code.)
 
