@@ -139,10 +139,10 @@ pub struct ScriptWorker {
     deadline: Rc<Cell<Option<Instant>>>,
     interrupted: Rc<Cell<bool>>,
     evaluations: u64,
-    /// Whether running out of memory counts in [`OUT_OF_MEMORY`]: not on
-    /// the calling thread, whose evaluation then runs again on a script
-    /// thread with the full limit.
-    counts_out_of_memory: bool,
+    /// Whether timeouts and running out of memory count in [`TIMEOUTS`]
+    /// and [`OUT_OF_MEMORY`]: not on the calling thread, whose failed
+    /// evaluation runs again on a script thread, which counts it.
+    counts: bool,
 }
 
 /// The name of the hidden global that resets a context between
@@ -296,7 +296,7 @@ impl ScriptWorker {
             deadline,
             interrupted,
             evaluations: 0,
-            counts_out_of_memory: true,
+            counts: true,
             warm: None,
         })
     }
@@ -310,7 +310,7 @@ impl ScriptWorker {
 
     fn classify(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
         let e = self.classify_inner(ctx, err);
-        if self.counts_out_of_memory || !matches!(e, ScriptError::OutOfMemory(_)) {
+        if self.counts {
             count(&e);
         }
         e
@@ -409,7 +409,9 @@ impl ScriptWorker {
                 let failed = self.rt.execute_pending_job().is_err();
                 if self.interrupted.get() {
                     let e = ScriptError::Timeout(self.limits.timeout_ms);
-                    count(&e);
+                    if self.counts {
+                        count(&e);
+                    }
                     return Err(e);
                 }
                 if failed || jobs > 100_000 {
@@ -649,16 +651,18 @@ impl ScriptPool {
     /// anything else on a script thread.
     pub async fn evaluate(&self, msg: Evaluate) -> Result<Evaluated, ScriptError> {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.inline && inline::straight_line(&msg.code) && inline::small_enough(&msg) {
-            match inline::evaluate_here(self.limits, &msg) {
-                // The calling thread's runtime has a small heap (see
-                // `inline`): what outgrows it runs again, from the same
-                // message, on a script thread with the full limit.
-                Err(ScriptError::OutOfMemory(_)) => {}
-                done => {
-                    INLINE.fetch_add(1, Relaxed);
-                    return done;
-                }
+        if self.inline
+            && inline::straight_line(&msg.code)
+            && inline::small_enough(&msg)
+            && !inline::outgrew_before(&msg.code)
+        {
+            // The calling thread's runtime has a small heap (see `inline`),
+            // and running out of it shows as more than one kind of error:
+            // whatever failed runs again, from the same message, on a
+            // script thread with the full limit, whose answer is the one.
+            if let Ok(done) = inline::evaluate_here(self.limits, &msg) {
+                INLINE.fetch_add(1, Relaxed);
+                return Ok(done);
             }
         }
         POOLED.fetch_add(1, Relaxed);

@@ -14,9 +14,11 @@
 //! - at most [`MAX_SOURCE`] bytes, ASCII outside string literals (comments
 //!   included, so no Unicode line terminator can end a comment early), no
 //!   `\` outside string literals (no escaped identifiers);
-//! - no calls: `(` only opens a group, or follows `if`, `switch`, `catch`,
+//! - no calls: `(` only opens a group, or follows `if`, `switch`,
 //!   `return`, `typeof`, `void`, `delete`, `in`, `instanceof`, `case` or
 //!   `throw`;
+//! - no `try`/`catch`/`finally` (a `catch` could swallow running out of the
+//!   small heap below and answer differently than a script thread);
 //! - none of `for`, `while`, `do`, `function`, `class`, `new`, `async`,
 //!   `await`, `yield`, `import`, `export`, `with`, `eval`, `Function`,
 //!   `arguments`, `debugger`, `super`, `this`, `globalThis`, `var`,
@@ -25,8 +27,9 @@
 //! - numbers only as well-formed literals, nothing glued to them;
 //! - no object or array literal (so no destructuring either): `{` only
 //!   opens a block, `[` only indexes a value;
-//! - assignments only to a plain name, never to a member (`o.x = f`) or
-//!   through parentheses;
+//! - assignments (`=`, `+=`, postfix `++`, ...) only to a plain name,
+//!   never to a member (`o.x = f`, `o.x++`) or through parentheses; no
+//!   prefix `++`/`--`;
 //! - at most [`MAX_CONVERSIONS`] operators that can convert or copy a
 //!   value (`+`, `<`, `===`, `[`, `in`, `case`, ...);
 //! - `/` only where it can only be division (after a name, a number, a
@@ -50,6 +53,9 @@
 //! this code.)
 
 use std::cell::RefCell;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use serde_json::Value;
 
@@ -75,18 +81,50 @@ pub const MAX_DATA: usize = 256 * 1024;
 /// Whether every piece of `code` is straight-line code (see the module).
 pub fn straight_line(code: &Code) -> bool {
     match code {
-        Code::Statements(src) => scan(src, Prev::StatementStart),
-        Code::Expressions(exprs) => exprs.iter().all(|(_, src)| scan(src, Prev::Operator)),
+        Code::Statements(src) => scan(src, Prev::StatementStart).is_some(),
+        // The expressions share their globals: the limits hold for all of
+        // them together.
+        Code::Expressions(exprs) => {
+            let (mut length, mut conversions) = (0, 0);
+            exprs.iter().all(|(_, src)| {
+                length += src.len();
+                conversions += scan(src, Prev::Operator).unwrap_or(usize::MAX / 2);
+                length <= MAX_SOURCE && conversions <= MAX_CONVERSIONS
+            })
+        }
     }
 }
 
 thread_local! {
     /// This thread's QuickJS runtime, made on first use.
     static HERE: RefCell<Option<ScriptWorker>> = const { RefCell::new(None) };
+    /// Code that cost this thread its context (it ran out of the small
+    /// heap): it goes to a script thread from then on, rather than making
+    /// every item rebuild a locked-down context here.
+    static OUTGREW: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+}
+
+fn fingerprint(code: &Code) -> u64 {
+    let mut h = DefaultHasher::new();
+    match code {
+        Code::Statements(src) => src.hash(&mut h),
+        Code::Expressions(exprs) => exprs.hash(&mut h),
+    }
+    h.finish()
+}
+
+/// Whether this code cost this thread its context before.
+pub fn outgrew_before(code: &Code) -> bool {
+    let key = fingerprint(code);
+    OUTGREW.with(|set| set.borrow().contains(&key))
 }
 
 /// Evaluates on this thread. Only for [`straight_line`] code: anything else
 /// could hold the thread until `scripts.timeout_ms`.
+///
+/// Any error is for the caller to run again on a script thread: running out
+/// of the small heap surfaces as several kinds of error, and an error is
+/// the rare path. So nothing is counted here.
 pub fn evaluate_here(limits: ScriptLimits, msg: &Evaluate) -> Result<Evaluated, ScriptError> {
     let limits = ScriptLimits {
         memory_limit_mb: limits.memory_limit_mb.min(HEAP_MB),
@@ -100,12 +138,23 @@ pub fn evaluate_here(limits: ScriptLimits, msg: &Evaluate) -> Result<Evaluated, 
             Some(w) if w.limits == limits => w,
             _ => {
                 let mut w = ScriptWorker::new(limits)?;
-                w.counts_out_of_memory = false;
+                w.counts = false;
                 w
             }
         };
         let worker = slot.insert(worker);
-        worker.evaluate(msg)
+        let out = worker.evaluate(msg);
+        if out.is_err() && worker.warm.is_none() {
+            let key = fingerprint(&msg.code);
+            OUTGREW.with(|set| {
+                let mut set = set.borrow_mut();
+                if set.len() >= 1024 {
+                    set.clear();
+                }
+                set.insert(key);
+            });
+        }
+        out
     })
 }
 
@@ -118,9 +167,10 @@ pub fn small_enough(msg: &Evaluate) -> bool {
 }
 
 fn fits(v: &Value, budget: &mut usize) -> bool {
+    // About what QuickJS spends on a value besides its text.
     let cost = match v {
-        Value::String(s) => s.len() + 8,
-        _ => 8,
+        Value::String(s) => s.len() + 64,
+        _ => 64,
     };
     let Some(left) = budget.checked_sub(cost) else {
         return false;
@@ -149,14 +199,14 @@ enum Prev {
     /// `.` or `?.`: a property name follows.
     Dot { optional: bool },
     /// A keyword an expression in parentheses may follow (`return`,
-    /// `typeof`, ...); `statement` for `if`, `switch`, `catch`, whose `)`
+    /// `typeof`, ...); `statement` for `if` and `switch`, whose `)`
     /// lets a statement start.
     KeywordParen { statement: bool },
-    /// `else`, `try`, `finally`: a block may follow.
+    /// `else`: a block may follow.
     KeywordBlock,
     /// Any other keyword that is allowed (`let`, `const`, `break`, ...).
     Keyword,
-    /// The `)` of `if (...)`, `switch (...)` or `catch (...)`.
+    /// The `)` of `if (...)` or `switch (...)`.
     StatementParen,
 }
 
@@ -192,6 +242,11 @@ const DENIED: &[&str] = &[
     "globalThis",
     "var",
     "__proto__",
+    // `catch` could swallow running out of the small heap, giving another
+    // answer than a script thread's larger one.
+    "try",
+    "catch",
+    "finally",
     "enum",
     "extends",
     "static",
@@ -215,9 +270,10 @@ fn is_assignment(p: &str) -> bool {
     p.ends_with('=') && !matches!(p, "==" | "===" | "!=" | "!==" | "<=" | ">=")
 }
 
-fn scan(src: &str, start: Prev) -> bool {
+/// The number of converting operators in `src` when it is straight-line.
+fn scan(src: &str, start: Prev) -> Option<usize> {
     if src.len() > MAX_SOURCE {
-        return false;
+        return None;
     }
     let b = src.as_bytes();
     let mut i = 0;
@@ -229,7 +285,7 @@ fn scan(src: &str, start: Prev) -> bool {
     let mut conversions = 0usize;
     while i < b.len() {
         if conversions > MAX_CONVERSIONS {
-            return false;
+            return None;
         }
         let c = b[i];
         let after_line_break = line_break;
@@ -247,18 +303,16 @@ fn scan(src: &str, start: Prev) -> bool {
                 // A line comment ends at \n or \r (non-ASCII refused below).
                 while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
                     if !b[i].is_ascii() {
-                        return false;
+                        return None;
                     }
                     i += 1;
                 }
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                let Some(end) = src[i + 2..].find("*/") else {
-                    return false;
-                };
+                let end = src[i + 2..].find("*/")?;
                 let body = &src[i + 2..i + 2 + end];
                 if !body.is_ascii() {
-                    return false;
+                    return None;
                 }
                 line_break |= body.contains(['\n', '\r']);
                 i += 2 + end + 2;
@@ -268,11 +322,11 @@ fn scan(src: &str, start: Prev) -> bool {
                 // Division only where a value ended; anywhere else it would
                 // start a regular expression literal.
                 let Prev::Value { plain } = prev else {
-                    return false;
+                    return None;
                 };
                 if b.get(i + 1) == Some(&b'=') {
                     if !plain {
-                        return false;
+                        return None;
                     }
                     i += 2;
                 } else {
@@ -285,7 +339,7 @@ fn scan(src: &str, start: Prev) -> bool {
                 i += 1;
                 loop {
                     match b.get(i) {
-                        None | Some(b'\n' | b'\r') => return false,
+                        None | Some(b'\n' | b'\r') => return None,
                         Some(b'\\') => {
                             // An escape, or a line continuation (\ CR LF).
                             i += if b.get(i + 1) == Some(&b'\r') && b.get(i + 2) == Some(&b'\n') {
@@ -302,21 +356,17 @@ fn scan(src: &str, start: Prev) -> bool {
                     }
                 }
                 if let Prev::Dot { .. } = prev {
-                    return false;
+                    return None;
                 }
                 prev = Prev::Value { plain: false };
             }
             b'0'..=b'9' => {
-                let Some(end) = number(b, i) else {
-                    return false;
-                };
+                let end = number(b, i)?;
                 i = end;
                 prev = Prev::Value { plain: false };
             }
             b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                let Some(end) = number(b, i) else {
-                    return false;
-                };
+                let end = number(b, i)?;
                 i = end;
                 prev = Prev::Value { plain: false };
             }
@@ -327,9 +377,7 @@ fn scan(src: &str, start: Prev) -> bool {
                     i += 1;
                 }
                 let word = &src[s..i];
-                let Some(next) = name(word, prev) else {
-                    return false;
-                };
+                let next = name(word, prev)?;
                 if !matches!(prev, Prev::Dot { .. }) && matches!(word, "in" | "instanceof" | "case")
                 {
                     conversions += 1;
@@ -341,11 +389,11 @@ fn scan(src: &str, start: Prev) -> bool {
                 // script is run, but not in the module the definition was
                 // checked as; refuse both forms.
                 if src[i..].starts_with("<!--") || src[i..].starts_with("-->") {
-                    return false;
+                    return None;
                 }
                 let Some(p) = PUNCTUATORS.iter().find(|p| src[i..].starts_with(**p)) else {
                     // `\`, a backtick, `#`, `@`, non-ASCII: not sure.
-                    return false;
+                    return None;
                 };
                 // `a?.5:1` is `?` then `.5`.
                 let p = if *p == "?." && b.get(i + 2).is_some_and(u8::is_ascii_digit) {
@@ -360,9 +408,7 @@ fn scan(src: &str, start: Prev) -> bool {
                 } else {
                     prev
                 };
-                let Some(next) = punctuator(p, before, &mut stack) else {
-                    return false;
-                };
+                let next = punctuator(p, before, &mut stack)?;
                 if !matches!(
                     p,
                     ";" | ","
@@ -375,7 +421,6 @@ fn scan(src: &str, start: Prev) -> bool {
                         | "?"
                         | "."
                         | "?."
-                        | "="
                         | "&&"
                         | "||"
                         | "??"
@@ -387,7 +432,7 @@ fn scan(src: &str, start: Prev) -> bool {
             }
         }
     }
-    stack.is_empty() && conversions <= MAX_CONVERSIONS
+    (stack.is_empty() && conversions <= MAX_CONVERSIONS).then_some(conversions)
 }
 
 /// The end of the numeric literal at `i`, or `None` when it is not one
@@ -443,11 +488,11 @@ fn name(word: &str, prev: Prev) -> Option<Prev> {
     // statement (automatic semicolon insertion); either way it is read
     // the same as anywhere else.
     Some(match word {
-        "if" | "switch" | "catch" => Prev::KeywordParen { statement: true },
+        "if" | "switch" => Prev::KeywordParen { statement: true },
         "return" | "typeof" | "void" | "delete" | "in" | "instanceof" | "case" | "throw" => {
             Prev::KeywordParen { statement: false }
         }
-        "else" | "try" | "finally" => Prev::KeywordBlock,
+        "else" => Prev::KeywordBlock,
         "let" | "const" | "break" | "continue" | "default" => Prev::Keyword,
         "true" | "false" | "null" => Prev::Value { plain: false },
         _ => Prev::Value { plain: true },
@@ -525,8 +570,15 @@ fn punctuator(p: &str, prev: Prev, stack: &mut Vec<Open>) -> Option<Prev> {
             }
             Prev::Dot { optional: true }
         }
-        // Postfix after a value (`n++` is a value), prefix otherwise.
-        "++" | "--" if value => Prev::Value { plain: false },
+        // Only postfix on a plain name: `o.x++` writes a member (an
+        // array's `length` through `d[4294967294]++`), and a prefix form
+        // would need a look ahead to know what it writes.
+        "++" | "--" => {
+            if prev != (Prev::Value { plain: true }) {
+                return None;
+            }
+            Prev::Value { plain: false }
+        }
         _ => Prev::Operator,
     })
 }
@@ -552,11 +604,9 @@ mod tests {
             "if (n > 2) { big = true; } else { big = false }",
             "let t = order.total / 2; x = t >= 10 ? 'a' : \"b\";",
             "switch (kind) { case 'a': n = 1; break; default: n = 2 }",
-            "try { x = a.b.c; } catch (e) { x = null } finally { done = true }",
             "x = items[0].price * 1.5e+3 + 0x1F - .5; y = (!x && (a || b)) ?? c;",
-            "n++; --m; k += 2; s = typeof v === 'string'; d = 'a' in o;",
+            "n++; m--; k += 2; s = typeof v === 'string'; d = 'a' in o;",
             "n++\nm = n++ / 2; k = 1_000.5e-3 + 0b1010 + 0o17 + 0xFF_FF + 1E3;",
-            "a = b\n++c",
             "// a comment\nx = 1; /* another */ y = x % 3;",
             "x = a?.b?.[0]; y = (a + b) / 2; z = a[i] / 3;",
             "throw 'no stock for ' + sku;",
@@ -633,6 +683,16 @@ mod tests {
             "x = 1.e",
             // BigInt arithmetic runs as long as it likes inside C.
             "a = 7n ** 20000000n",
+            // Found by the third review: a member written by ++ (an array's
+            // length set to 2**32 - 1, then joined), a prefix ++, and a
+            // catch that swallowed running out of the small heap.
+            "d[4294967294]++; x = d + ''",
+            "o.x++",
+            "(a.b)--",
+            "++n",
+            "--o.x",
+            "a = b\n++c",
+            "try { s = s + s } catch (e) { r = -1 }",
             "x = #p",
             "x = 1; } { y = 2",
             ")",
@@ -648,9 +708,16 @@ mod tests {
         assert!(!statements(&walks));
         assert!(statements(&format!(
             "let x = 0{}",
-            "-s".repeat(MAX_CONVERSIONS)
+            "-s".repeat(MAX_CONVERSIONS - 1)
         )));
         assert!(!statements(&"s = s + s;".repeat(MAX_CONVERSIONS + 1)));
+        assert!(!statements(&"v = s;".repeat(MAX_CONVERSIONS + 1)));
+        // Expressions share one budget.
+        let half = format!("0{}", "-s".repeat(MAX_CONVERSIONS / 2 + 1));
+        assert!(!straight_line(&Code::Expressions(vec![
+            ("a".into(), half.clone()),
+            ("b".into(), half),
+        ])));
     }
 }
 
@@ -699,7 +766,7 @@ mod evaluation_tests {
             Code::Statements("let leak = 1; added = 2; r = 1 / 0;".into()),
             Code::Statements("r = typeof added + typeof leak;".into()),
             Code::Statements("undefined = 1; NaN = 2; r = undefined + ' ' + NaN;".into()),
-            Code::Statements("r = n++ + ++n; delete o.a; r = r + JSON.stringify;".into()),
+            Code::Statements("r = n++ + n; delete o.a; r = r + JSON.stringify;".into()),
             Code::Expressions(vec![
                 ("a".into(), "n > 0 && o.s === 'x'".into()),
                 ("b".into(), "o.a.b.length".into()),
@@ -739,22 +806,29 @@ mod evaluation_tests {
                 OUT_OF_MEMORY.load(Relaxed),
             )
         };
-        // 1 KiB doubled 13 times: 8 MiB, past HEAP_MB, within 32.
-        let grow = format!(
-            "let s = '{}'; {} x = s.length;",
-            "x".repeat(1024),
-            "s = s + s; ".repeat(13)
-        );
+        // 200 KB joined 15 times: 3 MB, and the one before it, past
+        // HEAP_MB, within 32.
+        let grow = format!("x = (d{}).length;", " + d".repeat(14));
         let code = Code::Statements(grow);
         assert!(straight_line(&code));
+        let d = json!("y".repeat(200_000));
         let before = counts();
-        let out = pool.evaluate(msg(code, &[("x", json!(0))])).await.unwrap();
-        assert_eq!(out.values["x"], json!(8 * 1024 * 1024));
+        let out = pool
+            .evaluate(msg(code, &[("x", json!(0)), ("d", d)]))
+            .await
+            .unwrap();
+        assert_eq!(out.values["x"], json!(3_000_000));
         let after = counts();
         assert_eq!(
             (after.0 - before.0, after.1 - before.1, after.2 - before.2),
             (0, 1, 0)
         );
+        // It cost this thread its context, so the same code goes to a
+        // script thread from now on without trying here first.
+        assert!(outgrew_before(&Code::Statements(format!(
+            "x = (d{}).length;",
+            " + d".repeat(14)
+        ))));
         // Data past MAX_DATA does not even try.
         let big = json!("y".repeat(MAX_DATA + 1));
         let before = counts();
