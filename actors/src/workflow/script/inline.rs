@@ -74,21 +74,29 @@ pub const MAX_CONVERSIONS: usize = 16;
 /// if lower). Code that outgrows it runs again on a script thread.
 pub const HEAP_MB: u64 = 4;
 
-/// The most JSON (string bytes and values, roughly) an evaluation's globals
-/// may carry to run on the calling thread.
-pub const MAX_DATA: usize = 256 * 1024;
+/// The most JSON an evaluation's globals may carry to run on the calling
+/// thread, charged by what converting it costs (see [`small_enough`]).
+pub const MAX_DATA: usize = 16 * 1024;
+
+/// The most names an evaluation may read back on the calling thread (each
+/// is turned into JSON after every run).
+pub const MAX_READ_BACK: usize = 64;
+
+/// The deepest nesting of brackets on the calling thread (its QuickJS
+/// stack limit is counted from where its runtime was made).
+pub const MAX_DEPTH: usize = 32;
 
 /// Whether every piece of `code` is straight-line code (see the module).
 pub fn straight_line(code: &Code) -> bool {
     match code {
         Code::Statements(src) => scan(src, Prev::StatementStart).is_some(),
         // The expressions share their globals: the limits hold for all of
-        // them together.
+        // them together, and each result is turned into JSON (one more).
         Code::Expressions(exprs) => {
             let (mut length, mut conversions) = (0, 0);
             exprs.iter().all(|(_, src)| {
                 length += src.len();
-                conversions += scan(src, Prev::Operator).unwrap_or(usize::MAX / 2);
+                conversions += 1 + scan(src, Prev::Operator).unwrap_or(usize::MAX / 2);
                 length <= MAX_SOURCE && conversions <= MAX_CONVERSIONS
             })
         }
@@ -144,7 +152,10 @@ pub fn evaluate_here(limits: ScriptLimits, msg: &Evaluate) -> Result<Evaluated, 
         };
         let worker = slot.insert(worker);
         let out = worker.evaluate(msg);
-        if out.is_err() && worker.warm.is_none() {
+        // Whatever the answer, a run that cost this thread its context
+        // (including one whose globals cannot be reset, such as a declared
+        // name `__proto__`) must not make every item rebuild one here.
+        if worker.warm.is_none() {
             let key = fingerprint(&msg.code);
             OUTGREW.with(|set| {
                 let mut set = set.borrow_mut();
@@ -163,13 +174,22 @@ pub fn evaluate_here(limits: ScriptLimits, msg: &Evaluate) -> Result<Evaluated, 
 /// heap and go to a script thread after all.
 pub fn small_enough(msg: &Evaluate) -> bool {
     let mut budget = MAX_DATA;
-    msg.globals.iter().all(|(_, v)| fits(v, &mut budget))
+    msg.read_back.len() <= MAX_READ_BACK && msg.globals.iter().all(|(_, v)| fits(v, &mut budget))
 }
 
 fn fits(v: &Value, budget: &mut usize) -> bool {
-    // About what QuickJS spends on a value besides its text.
+    // Roughly what a value costs to hold and to turn into text: a number
+    // is printed by a search for its shortest form (several `snprintf`
+    // calls), a control character or quote is escaped one by one.
     let cost = match v {
-        Value::String(s) => s.len() + 64,
+        Value::String(s) => {
+            64 + s.len()
+                + 8 * s
+                    .bytes()
+                    .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+                    .count()
+        }
+        Value::Number(_) => 256,
         _ => 64,
     };
     let Some(left) = budget.checked_sub(cost) else {
@@ -284,7 +304,7 @@ fn scan(src: &str, start: Prev) -> Option<usize> {
     let mut line_break = false;
     let mut conversions = 0usize;
     while i < b.len() {
-        if conversions > MAX_CONVERSIONS {
+        if conversions > MAX_CONVERSIONS || stack.len() > MAX_DEPTH {
             return None;
         }
         let c = b[i];
@@ -712,6 +732,23 @@ mod tests {
         )));
         assert!(!statements(&"s = s + s;".repeat(MAX_CONVERSIONS + 1)));
         assert!(!statements(&"v = s;".repeat(MAX_CONVERSIONS + 1)));
+        // Found by the fourth review: nesting deeper here than a script
+        // thread's stack allows.
+        assert!(!expression(&format!(
+            "{}1{}",
+            "(".repeat(MAX_DEPTH + 1),
+            ")".repeat(MAX_DEPTH + 1)
+        )));
+        assert!(expression(&format!(
+            "{}1{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        )));
+        // Each expression's result is read back: one more each.
+        let many: Vec<(String, String)> = (0..=MAX_CONVERSIONS)
+            .map(|i| (format!("e{i}"), "v".to_owned()))
+            .collect();
+        assert!(!straight_line(&Code::Expressions(many)));
         // Expressions share one budget.
         let half = format!("0{}", "-s".repeat(MAX_CONVERSIONS / 2 + 1));
         assert!(!straight_line(&Code::Expressions(vec![
@@ -806,18 +843,18 @@ mod evaluation_tests {
                 OUT_OF_MEMORY.load(Relaxed),
             )
         };
-        // 200 KB joined 15 times: 3 MB, and the one before it, past
-        // HEAP_MB, within 32.
-        let grow = format!("x = (d{}).length;", " + d".repeat(14));
-        let code = Code::Statements(grow);
+        // 15,000 bytes doubled 8 times: 3.84 MB beside the 1.92 MB it
+        // was made from, past HEAP_MB, within 32.
+        let grow = format!("s = d + d; {} x = (s + s).length;", "s = s + s; ".repeat(6));
+        let code = Code::Statements(grow.clone());
         assert!(straight_line(&code));
-        let d = json!("y".repeat(200_000));
+        let d = json!("y".repeat(15_000));
         let before = counts();
         let out = pool
-            .evaluate(msg(code, &[("x", json!(0)), ("d", d)]))
+            .evaluate(msg(code, &[("x", json!(0)), ("s", json!(null)), ("d", d)]))
             .await
             .unwrap();
-        assert_eq!(out.values["x"], json!(3_000_000));
+        assert_eq!(out.values["x"], json!(3_840_000));
         let after = counts();
         assert_eq!(
             (after.0 - before.0, after.1 - before.1, after.2 - before.2),
@@ -825,10 +862,7 @@ mod evaluation_tests {
         );
         // It cost this thread its context, so the same code goes to a
         // script thread from now on without trying here first.
-        assert!(outgrew_before(&Code::Statements(format!(
-            "x = (d{}).length;",
-            " + d".repeat(14)
-        ))));
+        assert!(outgrew_before(&Code::Statements(grow)));
         // Data past MAX_DATA does not even try.
         let big = json!("y".repeat(MAX_DATA + 1));
         let before = counts();
@@ -848,6 +882,26 @@ mod evaluation_tests {
             .await
             .unwrap();
         assert_eq!(counts().0 - before.0, 1);
+    }
+
+    /// Found by the fourth review: a few thousand numbers cost a second to
+    /// turn into text 32 times, escaped characters likewise.
+    #[test]
+    fn data_is_charged_by_what_converting_it_costs() {
+        let m = |d: Value, read_back: usize| Evaluate {
+            globals: vec![("d".into(), d)],
+            code: Code::Statements("x = 1".into()),
+            read_back: (0..read_back).map(|i| format!("v{i}")).collect(),
+            context: ScriptContext::default(),
+        };
+        assert!(small_enough(&m(json!("y".repeat(10_000)), 1)));
+        assert!(!small_enough(&m(
+            json!(vec![1.797_693_134_862_315_7e308; 100]),
+            1
+        )));
+        assert!(!small_enough(&m(json!("\u{1}".repeat(2_000)), 1)));
+        assert!(!small_enough(&m(json!(1), MAX_READ_BACK + 1)));
+        assert!(small_enough(&m(json!(1), MAX_READ_BACK)));
     }
 
     /// A loop is never run on the calling thread, even with
