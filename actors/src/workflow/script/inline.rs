@@ -4,8 +4,9 @@
 //! two thread wake-ups, more than `n = n + 1` itself costs. A script that
 //! provably cannot run long is therefore evaluated on the thread that asks
 //! (the actors' thread), by a [`ScriptWorker`] of that thread's own: the
-//! same code, lockdown, limits, reset and error classification as on the
-//! script threads, so the result is the same wherever it ran.
+//! same code, lockdown, timeout, reset and error classification as on the
+//! script threads, with a smaller heap; whatever fails there runs again on
+//! a script thread, so the answer is the same wherever it ran.
 //!
 //! "Cannot run long" is decided from the source text alone, by a scanner
 //! that says yes only when it is sure; everything else goes to the script
@@ -31,16 +32,22 @@
 //!   never to a member (`o.x = f`, `o.x++`) or through parentheses; no
 //!   prefix `++`/`--`;
 //! - at most [`MAX_CONVERSIONS`] operators that can convert or copy a
-//!   value (`+`, `<`, `===`, `[`, `in`, `case`, ...);
+//!   value (`+`, `<`, `===`, `[`, `in`, `case`, assignments, ...; each
+//!   expression's result counts as one), brackets nested at most
+//!   [`MAX_DEPTH`] deep;
 //! - `/` only where it can only be division (after a name, a number, a
 //!   string, `]`, a group's `)` or a postfix `++`/`--` on the same line),
 //!   so no regular expression literal can hide code from the scanner.
 //!
-//! The evaluation itself runs in a small heap ([`HEAP_MB`]) and only when
-//! the globals carry at most [`MAX_DATA`] of JSON; code that outgrows the
-//! heap runs again, from the same message, on a script thread with the
-//! full `scripts.memory_limit_mb` (an evaluation has no effect but its
-//! answer, so running it twice is safe).
+//! The evaluation itself runs in a small heap ([`HEAP_MB`]), and only when
+//! the globals carry at most [`MAX_DATA`] of JSON (charged by what
+//! converting it costs) and at most [`MAX_READ_BACK`] names are read back.
+//! Whatever fails here (a thrown error, or outgrowing the heap, which
+//! surfaces as more than one kind of error) runs again, from the same
+//! message, on a script thread with the full `scripts.memory_limit_mb`: an
+//! evaluation has no effect but its answer, so running it twice is safe.
+//! Code that cost this thread its context is remembered and goes to a
+//! script thread from then on.
 //!
 //! Why that bounds the time: without loops, calls or functions every
 //! statement runs at most once. The calls JavaScript makes implicitly
@@ -65,9 +72,9 @@ use super::{Code, Evaluate, Evaluated, ScriptError, ScriptLimits, ScriptWorker};
 pub const MAX_SOURCE: usize = 2048;
 
 /// The most operators that may convert or copy a value (`+`, `-`, `<`,
-/// `===`, `[`, `in`, `case`, ...; not `;`, `,`, `.`, `=`, `&&`, `!`, ...)
-/// in code evaluated on the calling thread. Each can walk a whole string,
-/// so this and [`HEAP_MB`] together bound the work.
+/// `===`, `[`, `in`, `case`, `=`, ...; not `;`, `,`, `.`, `&&`, `!`, ...)
+/// in code evaluated on the calling thread. Each can walk a whole value,
+/// so this, [`HEAP_MB`] and [`MAX_DATA`] together bound the work.
 pub const MAX_CONVERSIONS: usize = 16;
 
 /// The calling thread's QuickJS heap, at most (or `scripts.memory_limit_mb`
@@ -107,8 +114,9 @@ thread_local! {
     /// This thread's QuickJS runtime, made on first use.
     static HERE: RefCell<Option<ScriptWorker>> = const { RefCell::new(None) };
     /// Code that cost this thread its context (it ran out of the small
-    /// heap): it goes to a script thread from then on, rather than making
-    /// every item rebuild a locked-down context here.
+    /// heap, or left globals the reset refuses): it goes to a script
+    /// thread from then on, rather than making every item rebuild a
+    /// locked-down context here.
     static OUTGREW: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
 }
 
