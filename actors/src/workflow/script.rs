@@ -310,10 +310,16 @@ impl ScriptWorker {
 
     fn classify(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
         let e = self.classify_inner(ctx, err);
-        if self.counts {
-            count(&e);
-        }
+        self.tally(&e);
         e
+    }
+
+    /// Counts a timeout or an out-of-memory in the metrics, unless this
+    /// worker's failures are run again (and counted) on a script thread.
+    fn tally(&self, e: &ScriptError) {
+        if self.counts {
+            count(e);
+        }
     }
 
     fn classify_inner(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
@@ -409,9 +415,7 @@ impl ScriptWorker {
                 let failed = self.rt.execute_pending_job().is_err();
                 if self.interrupted.get() {
                     let e = ScriptError::Timeout(self.limits.timeout_ms);
-                    if self.counts {
-                        count(&e);
-                    }
+                    self.tally(&e);
                     return Err(e);
                 }
                 if failed || jobs > 100_000 {
