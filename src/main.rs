@@ -326,6 +326,11 @@ enum BenchScenario {
         /// once); default: the configuration's default.
         #[arg(long)]
         max_running: Option<u32>,
+        /// Deliver the parked executions' signals over HTTP from this many
+        /// clients, each sending its share one after the other (0: all in
+        /// one statement, the engine's wake and completion alone timed).
+        #[arg(long, default_value_t = 0)]
+        signal_clients: usize,
     },
     /// The database's own one-row commit rate, then Baton's benchmarks on
     /// the same database, as one table of ratios.
@@ -748,6 +753,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     timers,
                     idle_parked,
                     max_running,
+                    signal_clients,
                 }),
             ..
         } => {
@@ -760,6 +766,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 timers,
                 idle_parked,
                 max_running,
+                signal_clients,
             };
             bench::waits::run(&opts).await.map(|_| ())
         }

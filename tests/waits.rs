@@ -21,6 +21,7 @@ on_all_backends!(
     rescans_during_a_wake_leave_woken_executions_alone,
     an_upgrade_wakes_an_execution_whose_signal_came_before_it,
     a_signal_stored_without_its_flag_is_caught_up,
+    a_burst_of_signals_and_answers_shares_commits_and_keeps_their_rules,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -590,5 +591,146 @@ async fn a_signal_stored_without_its_flag_is_caught_up(b: Backend) {
         (Some("completed"), &json!(1)),
         "{e}"
     );
+    node.stop().await;
+}
+
+/// Issue 14 item 3: signals and answers that arrive together share one
+/// transaction (the group commit of deliveries), and still keep their
+/// rules: the signals of one name to one execution are taken in the order
+/// they were sent, three answers to one interaction sent at once are taken
+/// once (DESIGN.md invariant 13) and the one taken is the one the execution
+/// sees, and every signal of the burst wakes its execution.
+async fn a_burst_of_signals_and_answers_shares_commits_and_keeps_their_rules(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "ticks", "variables": {"a": 0, "b": 0, "c": 0},
+        "outputs": {"a": "number", "b": "number", "c": "number"}, "start": "w1", "items": {
+        "w1": {"type": "signal", "name": "tick", "store": "a", "next": "w2"},
+        "w2": {"type": "signal", "name": "tick", "store": "b", "next": "w3"},
+        "w3": {"type": "signal", "name": "tick", "store": "c", "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    import(&http, &json!({"id": "two-asks", "variables": {"a": 0, "b": 0}, "outputs": {"a": "number", "b": "number"},
+        "start": "ask1", "items": {
+        "ask1": {"type": "interaction", "inputs": {"a": "number"}, "next": "ask2"},
+        "ask2": {"type": "interaction", "inputs": {"b": "number"}, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let mut ticks = Vec::new();
+    let mut asks = Vec::new();
+    for _ in 0..12 {
+        ticks.push(start(&http, "ticks", json!({})).await);
+        asks.push(start(&http, "two-asks", json!({})).await);
+    }
+    let store = node.store().clone();
+    for id in ticks.iter().chain(&asks) {
+        eventually("parked", LONG, || async {
+            get(&http, id).await["state"] == "waiting-signal"
+        })
+        .await;
+    }
+    let mut steps = Vec::new();
+    for id in &asks {
+        let row = store.execution(id).await.expect("read").expect("row");
+        steps.push(row.step);
+    }
+    let stats = store.delivery_stats();
+    let batches0 = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    // All at once, interleaved: three ticks to each execution (payloads 1,
+    // 2, 3, in that order) and three answers to each first interaction.
+    let mut sends = Vec::new();
+    let mut answers = Vec::new();
+    for round in 1..=3 {
+        for id in &ticks {
+            let store = store.clone();
+            let id = id.clone();
+            sends.push(Box::pin(async move {
+                store
+                    .insert_signal(&id, "tick", &json!(round))
+                    .await
+                    .map(|()| true)
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>);
+        }
+        for (id, step) in asks.iter().zip(&steps) {
+            let store = store.clone();
+            let (id, step) = (id.clone(), *step);
+            answers.push((id.clone(), round));
+            sends.push(Box::pin(async move {
+                store
+                    .answer_interaction(&id, step, &json!({"a": round}))
+                    .await
+            }));
+        }
+    }
+    let results: Vec<bool> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.expect("delivered"))
+        .collect();
+    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed) - batches0;
+    assert!(
+        batches < results.len() as u64,
+        "{} deliveries sent at once took {batches} transactions: none was shared",
+        results.len()
+    );
+    // Every tick was stored, and taken in the order sent.
+    for id in &ticks {
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(e["state"], "completed", "{e}");
+        assert_eq!(
+            (
+                e["outputs"]["a"].clone(),
+                e["outputs"]["b"].clone(),
+                e["outputs"]["c"].clone()
+            ),
+            (json!(1), json!(2), json!(3)),
+            "the signals of one name were taken out of order: {e}"
+        );
+    }
+    // One answer of three taken per interaction, and that one is what the
+    // execution took.
+    let taken: Vec<(String, i64)> = results
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 24 >= 12)
+        .zip(&answers)
+        .filter(|((_, t), _)| **t)
+        .map(|(_, (id, round))| (id.clone(), *round))
+        .collect();
+    for id in &asks {
+        let mine: Vec<i64> = taken
+            .iter()
+            .filter(|(t, _)| t == id)
+            .map(|(_, r)| *r)
+            .collect();
+        assert_eq!(mine.len(), 1, "answers taken for {id}: {mine:?}");
+        eventually("waiting for the second answer", LONG, || async {
+            let e = get(&http, id).await;
+            e["current_item"] == "ask2" && e["waiting_for"]["kind"] == "interaction"
+        })
+        .await;
+        let r = http
+            .post(
+                &format!("/api/executions/{id}/interaction"),
+                &json!({"inputs": {"b": 7}}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let e = wait_final(&http, id, LONG).await;
+        assert_eq!(
+            (
+                e["state"].clone(),
+                e["outputs"]["a"].clone(),
+                e["outputs"]["b"].clone()
+            ),
+            (json!("completed"), json!(mine[0]), json!(7)),
+            "{e}"
+        );
+    }
     node.stop().await;
 }

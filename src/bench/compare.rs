@@ -149,6 +149,7 @@ pub async fn run(opts: &CompareOptions) -> anyhow::Result<()> {
         timers: opts.timers,
         idle_parked: 0,
         max_running: None,
+        signal_clients: 0,
     })
     .await?;
 

@@ -33,6 +33,9 @@ pub struct WaitOptions {
     pub idle_parked: usize,
     /// `engine.max_running`; `None`: the default.
     pub max_running: Option<u32>,
+    /// Deliver the signals over HTTP from this many clients; 0: in one
+    /// statement.
+    pub signal_clients: usize,
 }
 
 /// This process's CPU time (user + system), from `/proc/self/stat`.
@@ -206,6 +209,99 @@ async fn wait_until(
     }
 }
 
+/// Every signal at once, as a sender would store each: the signal and the
+/// wake flag in one transaction.
+async fn deliver_in_one_statement(store: &Store, workflow: &str) -> anyhow::Result<()> {
+    let wf = workflow.to_owned();
+    store
+        .db()
+        .run(move |c| async move {
+            let backend = c.get_database_backend();
+            let now = Store::now_sql(backend);
+            let sql = format!(
+                "INSERT INTO signals (execution_id, name, payload, created_at) \
+                 SELECT id, 'go', 'null', {now} FROM executions WHERE workflow_id = '{wf}' AND state = 'waiting-signal'"
+            );
+            let txn = c.begin().await?;
+            txn.execute_unprepared(&sql).await?;
+            txn.execute_unprepared(&format!(
+                "UPDATE executions SET signaled = 1 WHERE workflow_id = '{wf}' AND state = 'waiting-signal'"
+            ))
+            .await?;
+            txn.commit().await?;
+            Ok(())
+        })
+        .await
+        .context("delivering the signals")
+}
+
+/// Every signal over HTTP (`POST /api/executions/{id}/signals/go`), from
+/// `clients` clients each sending its share one after the other, as users
+/// do; prints the rate and what the group commit of deliveries did.
+async fn deliver_over_http(
+    node: &crate::NodeHandle,
+    store: &Store,
+    workflow: &str,
+    clients: usize,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let wf = workflow.to_owned();
+    let ids: Vec<String> = store
+        .db()
+        .run_read(move |c| async move {
+            Ok(execution::Entity::find()
+                .filter(execution::Column::WorkflowId.eq(wf))
+                .all(&c)
+                .await?
+                .into_iter()
+                .map(|e| e.id)
+                .collect())
+        })
+        .await?;
+    let stats = store.delivery_stats();
+    stats.commit.reset();
+    let (batches0, delivered0) = (
+        stats.batches.load(Ordering::Relaxed),
+        stats.checkpoints.load(Ordering::Relaxed),
+    );
+    let t0 = Instant::now();
+    let shares: Vec<Vec<String>> = (0..clients)
+        .map(|c| ids.iter().skip(c).step_by(clients).cloned().collect())
+        .collect();
+    let sends = shares.into_iter().map(|share| {
+        let client = crate::client::Client::new(&node.url(), None);
+        async move {
+            for id in share {
+                client
+                    .send_json(
+                        awc::http::Method::POST,
+                        &format!("/api/executions/{id}/signals/go"),
+                        None,
+                    )
+                    .await
+                    .with_context(|| format!("signaling {id}"))?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    for r in futures::future::join_all(sends).await {
+        r?;
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let batches = stats.batches.load(Ordering::Relaxed) - batches0;
+    let delivered = stats.checkpoints.load(Ordering::Relaxed) - delivered0;
+    println!(
+        "delivered: {} signals over HTTP from {clients} clients in {took:.1} s, {:.0} a second; \
+         {batches} transactions, {:.1} signals each, commit p50 {:.2} ms, p99 {:.2} ms",
+        ids.len(),
+        ids.len() as f64 / took,
+        delivered as f64 / batches.max(1) as f64,
+        stats.commit.quantile(0.5).as_secs_f64() * 1e3,
+        stats.commit.quantile(0.99).as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
 /// What `run` measured (`None`: not run).
 #[derive(Clone, Debug, Default)]
 pub struct WaitReport {
@@ -293,31 +389,12 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
             node_max_running,
             after - before
         );
-        // Deliver every signal (one insert for all), then wake.
         let t1 = Instant::now();
-        let wf = parked_wf.clone();
-        store
-            .db()
-            .run(move |c| async move {
-                let backend = c.get_database_backend();
-                let now = Store::now_sql(backend);
-                let sql = format!(
-                    "INSERT INTO signals (execution_id, name, payload, created_at) \
-                     SELECT id, 'go', 'null', {now} FROM executions WHERE workflow_id = '{wf}' AND state = 'waiting-signal'"
-                );
-                // As every sender does: the signal and the wake flag in
-                // one transaction.
-                let txn = c.begin().await?;
-                txn.execute_unprepared(&sql).await?;
-                txn.execute_unprepared(&format!(
-                    "UPDATE executions SET signaled = 1 WHERE workflow_id = '{wf}' AND state = 'waiting-signal'"
-                ))
-                .await?;
-                txn.commit().await?;
-                Ok(())
-            })
-            .await
-            .context("delivering the signals")?;
+        if opts.signal_clients > 0 {
+            deliver_over_http(&node, &store, &parked_wf, opts.signal_clients).await?;
+        } else {
+            deliver_in_one_statement(&store, &parked_wf).await?;
+        }
         // Tables that grew from nothing in seconds (a hundred thousand
         // signals in one statement) have not been analyzed yet:
         // autovacuum's first pass comes within a minute, and until then
@@ -333,7 +410,7 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
         let _ = done;
         report.signals_secs = Some(t1.elapsed().as_secs_f64());
         println!(
-            "signaled: all {n} complete {:.1} s after the signals were delivered",
+            "signaled: all {n} complete {:.1} s after the first signal was sent",
             t1.elapsed().as_secs_f64()
         );
     }

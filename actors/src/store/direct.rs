@@ -191,16 +191,6 @@ pub(super) enum CommitFailed {
     Unknown(DbErr),
 }
 
-impl CommitFailed {
-    /// The error, whatever the outcome (for callers that report a failed
-    /// commit as a database error either way).
-    pub(super) fn into_db_err(self) -> DbErr {
-        match self {
-            CommitFailed::NotWritten(e) | CommitFailed::Unknown(e) => e,
-        }
-    }
-}
-
 impl Drop for Direct {
     fn drop(&mut self) {
         // Never hand the connection back inside a transaction: sqlx would

@@ -15,6 +15,7 @@
 //! # Layout
 //! - `batch`: group commit of checkpoints from many executions
 //! - `starts`: group commit of new executions
+//! - `deliveries`: group commit of signals and interaction answers
 //! - `cluster`: membership: join, heartbeat, promotion, takeover, adoption, leave
 //! - `entities`: the sea-orm models of the tables
 //! - `executions`: executions and the item log, with the fenced writes
@@ -27,6 +28,7 @@
 
 mod batch;
 pub mod cluster;
+mod deliveries;
 mod direct;
 pub mod entities;
 mod executions;
@@ -167,6 +169,7 @@ pub struct Store {
     db: Db,
     batcher: std::sync::Arc<batch::Batcher>,
     starter: std::sync::Arc<starts::Starter>,
+    deliverer: std::sync::Arc<deliveries::Deliverer>,
 }
 
 impl Store {
@@ -174,6 +177,12 @@ impl Store {
     /// commit times.
     pub fn checkpoint_stats(&self) -> &crate::metrics::CheckpointStats {
         &self.batcher.stats
+    }
+
+    /// What the group commit of signals and answers did: batches, their
+    /// sizes and commit times.
+    pub fn delivery_stats(&self) -> &crate::metrics::CheckpointStats {
+        &self.deliverer.stats
     }
 
     /// This process's database calls: counted, queued for a connection, timed.
@@ -187,15 +196,22 @@ impl Store {
         self.db.pool_stats()
     }
 
-    /// Wraps a connection and starts its checkpoint and start batchers.
+    /// Wraps a connection and starts its checkpoint, start and delivery
+    /// batchers.
     pub fn new(db: Db) -> Store {
         let batcher = std::sync::Arc::new(batch::Batcher::start(&db));
         let starter = std::sync::Arc::new(starts::Starter::start(&db));
+        let deliverer = std::sync::Arc::new(deliveries::Deliverer::start(&db));
         Store {
             db,
             batcher,
             starter,
+            deliverer,
         }
+    }
+
+    fn deliverer(&self) -> &deliveries::Deliverer {
+        &self.deliverer
     }
 
     fn starter(&self) -> &starts::Starter {

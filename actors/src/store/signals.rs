@@ -11,15 +11,15 @@
 //! flag set for a signal nobody awaits costs one early wake at most: the
 //! woken run finds no signal for its wait and parks again.
 
+use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Statement,
 };
 use serde_json::Value;
 
-use super::direct::{CommitFailed, Direct};
+use super::deliveries::{signals_insert, Delivery};
 use super::entities::{execution, signal};
 use super::writes::Writes;
 use super::{state, Store};
@@ -33,30 +33,6 @@ pub const INTERACTION: &str = "__interaction";
 /// an answered execution waits for it (`wait_signal`), so the wake scan
 /// finds it at once.
 pub const ANSWER: &str = "__answer";
-
-/// The one `INSERT` of a signal (any name), stamped with the database clock.
-fn signal_insert(
-    backend: DbBackend,
-    execution_id: &str,
-    name: &str,
-    payload: String,
-) -> sea_orm::sea_query::InsertStatement {
-    Query::insert()
-        .into_table(signal::Entity)
-        .columns([
-            signal::Column::ExecutionId,
-            signal::Column::Name,
-            signal::Column::Payload,
-            signal::Column::CreatedAt,
-        ])
-        .values_panic([
-            Expr::value(execution_id),
-            Expr::value(name),
-            Expr::value(payload),
-            Store::now_expr(backend),
-        ])
-        .to_owned()
-}
 
 /// Flags executions as signaled (the wake scan looks for the flag), in
 /// the transaction that stored their signals; in id order, so that two
@@ -112,55 +88,9 @@ pub(super) async fn notify_parent<W: Writes>(
     child: &str,
 ) -> Result<(), sea_orm::DbErr> {
     let payload = serde_json::json!({ "child": child }).to_string();
-    txn.exec_built(&signal_insert(backend, parent, CHILD_DONE, payload))
+    txn.exec_built(&signals_insert(backend, &[(parent, CHILD_DONE, &payload)]))
         .await?;
     Ok(())
-}
-
-/// The writes of a signal: the signal, and its execution's wake flag.
-async fn store_signal<W: Writes>(
-    w: &W,
-    backend: DbBackend,
-    execution_id: String,
-    name: &str,
-    payload: String,
-) -> Result<(), sea_orm::DbErr> {
-    w.exec_built(&signal_insert(backend, &execution_id, name, payload))
-        .await?;
-    mark_signaled(w, vec![execution_id]).await
-}
-
-/// The writes of an answer ([`Store::answer_interaction`]): the
-/// compare-and-set, then the answer if it moved the execution; whether it
-/// did (if not, nothing was written and the caller rolls back).
-async fn take_answer<W: Writes>(
-    w: &W,
-    backend: DbBackend,
-    execution_id: &str,
-    step: i64,
-    answer: String,
-) -> Result<bool, sea_orm::DbErr> {
-    let now = Store::now_expr(backend);
-    let cas = execution::Entity::update_many()
-        .col_expr(execution::Column::WaitSignal, Expr::value(ANSWER))
-        .col_expr(execution::Column::Signaled, Expr::value(1i16))
-        .col_expr(execution::Column::UpdatedAt, now.clone())
-        .filter(execution::Column::Id.eq(execution_id))
-        .filter(execution::Column::State.eq(state::WAITING_SIGNAL))
-        .filter(execution::Column::WaitSignal.eq(INTERACTION))
-        .filter(execution::Column::Step.eq(step))
-        .filter(
-            Condition::any()
-                .add(execution::Column::WaitUntil.is_null())
-                .add(Expr::col(execution::Column::WaitUntil).gt(now)),
-        )
-        .build(backend);
-    if w.exec(cas).await? != 1 {
-        return Ok(false);
-    }
-    w.exec_built(&signal_insert(backend, execution_id, ANSWER, answer))
-        .await?;
-    Ok(true)
 }
 
 impl Store {
@@ -177,30 +107,11 @@ impl Store {
         step: i64,
         answer: &Value,
     ) -> Result<bool, StoreError> {
-        let backend = self.backend();
-        let (execution_id, answer) = (execution_id.to_owned(), answer.to_string());
-        self.db()
-            .run(move |c| async move {
-                if backend == DbBackend::Sqlite {
-                    // On this thread, without a hop per statement (`direct`).
-                    return Ok(Direct::transaction(&c, |d| {
-                        let taken =
-                            Direct::now(take_answer(d, backend, &execution_id, step, answer))?;
-                        if taken {
-                            d.commit().map_err(CommitFailed::into_db_err)?;
-                        }
-                        Ok::<_, sea_orm::DbErr>(taken)
-                    })
-                    .await??);
-                }
-                let txn = crate::store::begin(&c).await?;
-                let taken = take_answer(&txn, backend, &execution_id, step, answer).await?;
-                if taken {
-                    txn.commit().await?;
-                } else {
-                    txn.rollback().await?;
-                }
-                Ok(taken)
+        self.deliverer()
+            .submit(Delivery::Answer {
+                execution_id: execution_id.to_owned(),
+                step,
+                answer: answer.to_string(),
             })
             .await
     }
@@ -307,35 +218,22 @@ impl Store {
             .await
     }
 
-    /// Stores a signal for an execution; returns its id.
+    /// Stores a signal for an execution and flags it for the wake scan,
+    /// in the group commit of deliveries (`deliveries`).
     pub async fn insert_signal(
         &self,
         execution_id: &str,
         name: &str,
         payload: &Value,
     ) -> Result<(), StoreError> {
-        let backend = self.backend();
-        let (execution_id, name, payload) = (
-            execution_id.to_owned(),
-            name.to_owned(),
-            payload.to_string(),
-        );
-        self.db()
-            .run(move |c| async move {
-                if backend == DbBackend::Sqlite {
-                    // On this thread, without a hop per statement (`direct`).
-                    return Ok(Direct::transaction(&c, |d| {
-                        Direct::now(store_signal(d, backend, execution_id, &name, payload))?;
-                        d.commit().map_err(CommitFailed::into_db_err)
-                    })
-                    .await??);
-                }
-                let txn = crate::store::begin(&c).await?;
-                store_signal(&txn, backend, execution_id, &name, payload).await?;
-                txn.commit().await?;
-                Ok(())
+        self.deliverer()
+            .submit(Delivery::Signal {
+                execution_id: execution_id.to_owned(),
+                name: name.to_owned(),
+                payload: payload.to_string(),
             })
             .await
+            .map(drop)
     }
 
     /// The oldest unconsumed signal of this name for an execution.

@@ -1,0 +1,266 @@
+//! Group commit of signals and interaction answers (issue 14, item 3).
+//! Signals and answers that arrive at the same moment share one
+//! transaction: each answer's compare-and-set (DESIGN.md invariant 13,
+//! unchanged: an answer moves its execution only if it still waits on that
+//! interaction at that step, before its timeout), then one multi-row
+//! `INSERT` of every signal and every answer taken, then one `UPDATE`
+//! flagging the signaled executions for the wake scan, then one commit.
+//! On SQLite the transaction runs on the writer's thread (`direct`).
+//!
+//! Order is kept: one writer takes the queue in arrival order, and the rows
+//! of one `INSERT` get ascending ids in the order given, so two signals of
+//! one name to one execution are consumed in the order they were sent, in
+//! one batch or in two. Two answers to one interaction in one batch are
+//! two compare-and-sets in one transaction: the first moves the execution
+//! and the second finds it moved, as when they come one after the other.
+//!
+//! If the shared transaction fails before its commit (a deadlock with a
+//! checkpoint, a dropped connection), nothing was written and each delivery
+//! is tried alone, so one cannot hold back the rest. If the commit's
+//! outcome is unknown, every caller is told so
+//! ([`StoreError::CommitUnknown`]): a signal is not idempotent, so it is not
+//! sent again on the callers' behalf.
+
+use std::sync::Arc;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbBackend, EntityTrait, QueryFilter};
+use sea_orm::{QueryTrait, Value};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::direct::{CommitFailed, Direct};
+use super::entities::{execution, signal};
+use super::signals::{mark_signaled, ANSWER, INTERACTION};
+use super::writes::Writes;
+use super::{state, Store};
+use crate::db::Db;
+use crate::error::StoreError;
+
+/// Most deliveries in one transaction (4 bound values per row inserted).
+const MAX_BATCH: usize = 128;
+
+/// What to write.
+#[derive(Debug)]
+pub(super) enum Delivery {
+    /// A signal: stored, and its execution flagged.
+    Signal {
+        execution_id: String,
+        name: String,
+        payload: String,
+    },
+    /// An answer to the interaction `execution_id` waits on at `step`:
+    /// stored only if its compare-and-set moves the execution.
+    Answer {
+        execution_id: String,
+        step: i64,
+        answer: String,
+    },
+}
+
+struct Pending {
+    delivery: Delivery,
+    /// A signal: `true`. An answer: whether it was taken.
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// The queue in front of the delivery writer.
+#[derive(Debug)]
+pub(super) struct Deliverer {
+    tx: mpsc::UnboundedSender<Pending>,
+    /// What the group commit of deliveries did.
+    pub(super) stats: Arc<crate::metrics::CheckpointStats>,
+}
+
+impl Deliverer {
+    /// Starts the writer on the database runtime. One: it keeps arrival
+    /// order, and a batch commits while the next one queues.
+    pub(super) fn start(db: &Db) -> Deliverer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        let backend = db.backend();
+        let stats = Arc::new(crate::metrics::CheckpointStats::default());
+        let s = stats.clone();
+        db.spawn(move |conn, calls| writer(conn, calls, backend, rx, s));
+        Deliverer { tx, stats }
+    }
+
+    /// Writes `delivery` with whatever else is queued; see [`Pending::reply`].
+    pub(super) async fn submit(&self, delivery: Delivery) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { delivery, reply })
+            .map_err(|_| StoreError::RuntimeGone)?;
+        answer.await.map_err(|_| StoreError::RuntimeGone)?
+    }
+}
+
+async fn writer(
+    conn: DatabaseConnection,
+    calls: Arc<crate::db::DbCalls>,
+    backend: DbBackend,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    stats: Arc<crate::metrics::CheckpointStats>,
+) {
+    while let Some(batch) = super::batch::next_batch(&rx, MAX_BATCH).await {
+        let began = calls.began(&conn);
+        let applied = apply(&conn, backend, &batch).await;
+        calls.ended(began);
+        match applied {
+            Ok(results) => {
+                stats.record(batch.len(), began.elapsed());
+                for (p, r) in batch.into_iter().zip(results) {
+                    let _ = p.reply.send(Ok(r));
+                }
+            }
+            Err(Failed::AtCommit(e)) => {
+                // Written or not: not sent again (a signal would be stored
+                // twice, and an answer taken already would then be refused).
+                for p in batch {
+                    let _ = p.reply.send(Err(StoreError::CommitUnknown(e.clone())));
+                }
+            }
+            Err(Failed::Before(e)) if batch.len() == 1 => {
+                for p in batch {
+                    let _ = p.reply.send(Err(StoreError::Db(e.clone())));
+                }
+            }
+            Err(Failed::Before(e)) => {
+                tracing::debug!(error = %e, deliveries = batch.len(), "shared delivery transaction failed; each alone");
+                for p in batch {
+                    let r = match apply(&conn, backend, std::slice::from_ref(&p)).await {
+                        Ok(mut r) => Ok(r.pop().unwrap_or(false)),
+                        Err(Failed::Before(e)) => Err(StoreError::Db(e)),
+                        Err(Failed::AtCommit(e)) => Err(StoreError::CommitUnknown(e)),
+                    };
+                    let _ = p.reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+/// Why a batch's transaction failed.
+enum Failed {
+    /// Before the commit: nothing was written.
+    Before(sea_orm::DbErr),
+    /// At the commit: it may or may not have been written.
+    AtCommit(sea_orm::DbErr),
+}
+
+impl From<sea_orm::DbErr> for Failed {
+    fn from(e: sea_orm::DbErr) -> Failed {
+        Failed::Before(e)
+    }
+}
+
+/// Writes a batch in one transaction; per delivery, [`Pending::reply`]'s
+/// answer.
+async fn apply(
+    conn: &DatabaseConnection,
+    backend: DbBackend,
+    batch: &[Pending],
+) -> Result<Vec<bool>, Failed> {
+    let deliveries: Vec<&Delivery> = batch.iter().map(|p| &p.delivery).collect();
+    if backend == DbBackend::Sqlite {
+        return Direct::transaction(conn, |d| {
+            let out = Direct::now(write(d, backend, &deliveries))?;
+            d.commit().map_err(|e| match e {
+                CommitFailed::NotWritten(e) => Failed::Before(e),
+                CommitFailed::Unknown(e) => Failed::AtCommit(e),
+            })?;
+            Ok(out)
+        })
+        .await?;
+    }
+    let txn = super::begin(conn).await?;
+    let out = write(&txn, backend, &deliveries).await?;
+    txn.commit().await.map_err(Failed::AtCommit)?;
+    Ok(out)
+}
+
+/// The writes of a batch inside a transaction: the answers'
+/// compare-and-sets in arrival order, one `INSERT` of every signal and
+/// every answer taken, the signaled executions flagged (in id order).
+pub(super) async fn write<W: Writes>(
+    w: &W,
+    backend: DbBackend,
+    batch: &[&Delivery],
+) -> Result<Vec<bool>, sea_orm::DbErr> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut rows: Vec<(&str, &str, &str)> = Vec::with_capacity(batch.len());
+    let mut flag = Vec::new();
+    for d in batch {
+        match d {
+            Delivery::Signal {
+                execution_id,
+                name,
+                payload,
+            } => {
+                rows.push((execution_id, name, payload));
+                flag.push(execution_id.clone());
+                out.push(true);
+            }
+            Delivery::Answer {
+                execution_id,
+                step,
+                answer,
+            } => {
+                // The compare-and-set sets the flag itself.
+                let taken = w.exec(answer_cas(backend, execution_id, *step)).await? == 1;
+                if taken {
+                    rows.push((execution_id, ANSWER, answer));
+                }
+                out.push(taken);
+            }
+        }
+    }
+    if !rows.is_empty() {
+        w.exec_built(&signals_insert(backend, &rows)).await?;
+    }
+    mark_signaled(w, flag).await?;
+    Ok(out)
+}
+
+/// The compare-and-set of an answer: from waiting on the interaction at
+/// `step`, before its timeout (database clock), to answered.
+fn answer_cas(backend: DbBackend, execution_id: &str, step: i64) -> sea_orm::Statement {
+    let now = Store::now_expr(backend);
+    execution::Entity::update_many()
+        .col_expr(execution::Column::WaitSignal, Expr::value(ANSWER))
+        .col_expr(execution::Column::Signaled, Expr::value(1i16))
+        .col_expr(execution::Column::UpdatedAt, now.clone())
+        .filter(execution::Column::Id.eq(execution_id))
+        .filter(execution::Column::State.eq(state::WAITING_SIGNAL))
+        .filter(execution::Column::WaitSignal.eq(INTERACTION))
+        .filter(execution::Column::Step.eq(step))
+        .filter(
+            Condition::any()
+                .add(execution::Column::WaitUntil.is_null())
+                .add(Expr::col(execution::Column::WaitUntil).gt(now)),
+        )
+        .build(backend)
+}
+
+/// One `INSERT` of signals `(execution, name, payload)`, stamped with the
+/// database clock, ids ascending in the order given.
+pub(super) fn signals_insert(
+    backend: DbBackend,
+    rows: &[(&str, &str, &str)],
+) -> sea_orm::sea_query::InsertStatement {
+    let mut insert = Query::insert();
+    insert.into_table(signal::Entity).columns([
+        signal::Column::ExecutionId,
+        signal::Column::Name,
+        signal::Column::Payload,
+        signal::Column::CreatedAt,
+    ]);
+    for (execution_id, name, payload) in rows {
+        insert.values_panic([
+            Expr::value(Value::from(*execution_id)),
+            Expr::value(Value::from(*name)),
+            Expr::value(Value::from(*payload)),
+            Store::now_expr(backend),
+        ]);
+    }
+    insert
+}
