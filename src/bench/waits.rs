@@ -389,6 +389,10 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
             node_max_running,
             after - before
         );
+        let calls0 = store
+            .db_calls()
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed);
         let t1 = Instant::now();
         if opts.signal_clients > 0 {
             deliver_over_http(&node, &store, &parked_wf, opts.signal_clients).await?;
@@ -410,8 +414,9 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
         let _ = done;
         report.signals_secs = Some(t1.elapsed().as_secs_f64());
         println!(
-            "signaled: all {n} complete {:.1} s after the first signal was sent",
-            t1.elapsed().as_secs_f64()
+            "signaled: all {n} complete {:.1} s after the first signal was sent; {:.1} database calls per signal (through sqlx or a writer)",
+            t1.elapsed().as_secs_f64(),
+            (store.db_calls().calls.load(std::sync::atomic::Ordering::Relaxed) - calls0) as f64 / n as f64
         );
     }
     if opts.timers > 0 {
