@@ -14,19 +14,23 @@
 //! two compare-and-sets in one transaction: the first moves the execution
 //! and the second finds it moved, as when they come one after the other.
 //!
-//! If the shared transaction fails before its commit (a deadlock with a
-//! checkpoint, a dropped connection), nothing was written and each delivery
-//! is tried alone, so one cannot hold back the rest. If the commit's
-//! outcome is unknown, every caller is told so
-//! ([`StoreError::CommitUnknown`]): a signal is not idempotent, so it is not
-//! sent again on the callers' behalf.
+//! If the shared transaction fails before its commit, nothing was written:
+//! when a statement failed (a deadlock with a checkpoint, which locks its
+//! rows in another order), each delivery is tried alone, so one cannot hold
+//! back the rest; when the database could not be reached, every caller is
+//! told at once (alone, each would wait as long again). If the commit's
+//! outcome is unknown, every caller whose delivery wrote something is told
+//! so ([`StoreError::CommitUnknown`]): a signal is not idempotent, so it is
+//! not sent again on the callers' behalf; an answer whose compare-and-set
+//! moved nothing is refused as usual. A batch holds at most
+//! [`MAX_BATCH`] deliveries and [`MAX_BATCH_BYTES`] of payload.
 
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbBackend, EntityTrait, QueryFilter};
 use sea_orm::{QueryTrait, Value};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use super::direct::{CommitFailed, Direct};
 use super::entities::{execution, signal};
@@ -38,6 +42,11 @@ use crate::error::StoreError;
 
 /// Most deliveries in one transaction (4 bound values per row inserted).
 const MAX_BATCH: usize = 128;
+
+/// Most payload bytes in one transaction: a batch of large payloads (a
+/// request body may be 1 MiB) must stay well under MariaDB's 16 MiB
+/// `max_allowed_packet`. A single larger delivery goes alone.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// What to write.
 #[derive(Debug)]
@@ -55,6 +64,16 @@ pub(super) enum Delivery {
         step: i64,
         answer: String,
     },
+}
+
+impl Delivery {
+    /// The bytes it adds to a batch's `INSERT`.
+    fn bytes(&self) -> usize {
+        match self {
+            Delivery::Signal { payload, .. } => payload.len(),
+            Delivery::Answer { answer, .. } => answer.len(),
+        }
+    }
 }
 
 struct Pending {
@@ -76,7 +95,6 @@ impl Deliverer {
     /// order, and a batch commits while the next one queues.
     pub(super) fn start(db: &Db) -> Deliverer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let rx = Arc::new(Mutex::new(rx));
         let backend = db.backend();
         let stats = Arc::new(crate::metrics::CheckpointStats::default());
         let s = stats.clone();
@@ -98,10 +116,11 @@ async fn writer(
     conn: DatabaseConnection,
     calls: Arc<crate::db::DbCalls>,
     backend: DbBackend,
-    rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
     stats: Arc<crate::metrics::CheckpointStats>,
 ) {
-    while let Some(batch) = super::batch::next_batch(&rx, MAX_BATCH).await {
+    let mut carried: Option<Pending> = None;
+    while let Some(batch) = next_batch(&mut rx, &mut carried).await {
         let began = calls.began(&conn);
         let applied = apply(&conn, backend, &batch).await;
         calls.ended(began);
@@ -112,14 +131,23 @@ async fn writer(
                     let _ = p.reply.send(Ok(r));
                 }
             }
-            Err(Failed::AtCommit(e)) => {
+            Err(Failed::AtCommit(e, written)) => {
                 // Written or not: not sent again (a signal would be stored
-                // twice, and an answer taken already would then be refused).
-                for p in batch {
-                    let _ = p.reply.send(Err(StoreError::CommitUnknown(e.clone())));
+                // twice, and an answer taken already would then be
+                // refused). An answer whose compare-and-set moved nothing
+                // wrote nothing either way: refused.
+                for (p, w) in batch.into_iter().zip(written) {
+                    let r = if w {
+                        Err(StoreError::CommitUnknown(e.clone()))
+                    } else {
+                        Ok(false)
+                    };
+                    let _ = p.reply.send(r);
                 }
             }
-            Err(Failed::Before(e)) if batch.len() == 1 => {
+            Err(Failed::Before(e)) if batch.len() == 1 || unreachable(&e) => {
+                // Alone, each would wait as long again for the same
+                // answer: every caller hears it now.
                 for p in batch {
                     let _ = p.reply.send(Err(StoreError::Db(e.clone())));
                 }
@@ -130,7 +158,13 @@ async fn writer(
                     let r = match apply(&conn, backend, std::slice::from_ref(&p)).await {
                         Ok(mut r) => Ok(r.pop().unwrap_or(false)),
                         Err(Failed::Before(e)) => Err(StoreError::Db(e)),
-                        Err(Failed::AtCommit(e)) => Err(StoreError::CommitUnknown(e)),
+                        Err(Failed::AtCommit(e, written)) => {
+                            if written.first().copied().unwrap_or(true) {
+                                Err(StoreError::CommitUnknown(e))
+                            } else {
+                                Ok(false)
+                            }
+                        }
                     };
                     let _ = p.reply.send(r);
                 }
@@ -139,12 +173,49 @@ async fn writer(
     }
 }
 
+/// Waits for the next delivery, then takes whatever else is queued
+/// already, up to [`MAX_BATCH`] deliveries and [`MAX_BATCH_BYTES`] of
+/// payload (the one that would pass it is carried to the next batch, first
+/// in line); `None` once the queue is closed.
+async fn next_batch(
+    rx: &mut mpsc::UnboundedReceiver<Pending>,
+    carried: &mut Option<Pending>,
+) -> Option<Vec<Pending>> {
+    let first = match carried.take() {
+        Some(p) => p,
+        None => rx.recv().await?,
+    };
+    let mut bytes = first.delivery.bytes();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let Ok(p) = rx.try_recv() else { break };
+        bytes += p.delivery.bytes();
+        if bytes > MAX_BATCH_BYTES {
+            *carried = Some(p);
+            break;
+        }
+        batch.push(p);
+    }
+    Some(batch)
+}
+
+/// Whether `e` says the database could not be reached at all (no
+/// connection, or a broken one), rather than that a statement failed.
+fn unreachable(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e,
+        sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
+    )
+}
+
 /// Why a batch's transaction failed.
 enum Failed {
     /// Before the commit: nothing was written.
     Before(sea_orm::DbErr),
-    /// At the commit: it may or may not have been written.
-    AtCommit(sea_orm::DbErr),
+    /// At the commit: it may or may not have been written; per delivery,
+    /// whether it wrote anything in the transaction (a refused answer did
+    /// not).
+    AtCommit(sea_orm::DbErr, Vec<bool>),
 }
 
 impl From<sea_orm::DbErr> for Failed {
@@ -166,7 +237,7 @@ async fn apply(
             let out = Direct::now(write(d, backend, &deliveries))?;
             d.commit().map_err(|e| match e {
                 CommitFailed::NotWritten(e) => Failed::Before(e),
-                CommitFailed::Unknown(e) => Failed::AtCommit(e),
+                CommitFailed::Unknown(e) => Failed::AtCommit(e, out.clone()),
             })?;
             Ok(out)
         })
@@ -174,7 +245,9 @@ async fn apply(
     }
     let txn = super::begin(conn).await?;
     let out = write(&txn, backend, &deliveries).await?;
-    txn.commit().await.map_err(Failed::AtCommit)?;
+    txn.commit()
+        .await
+        .map_err(|e| Failed::AtCommit(e, out.clone()))?;
     Ok(out)
 }
 
@@ -263,4 +336,88 @@ pub(super) fn signals_insert(
         ]);
     }
     insert
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal(i: usize, bytes: usize) -> (Pending, oneshot::Receiver<Result<bool, StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let delivery = Delivery::Signal {
+            execution_id: format!("e{i}"),
+            name: "go".into(),
+            payload: "x".repeat(bytes),
+        };
+        (Pending { delivery, reply }, rx)
+    }
+
+    fn ids(batch: &[Pending]) -> Vec<String> {
+        batch
+            .iter()
+            .map(|p| match &p.delivery {
+                Delivery::Signal { execution_id, .. } | Delivery::Answer { execution_id, .. } => {
+                    execution_id.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// A batch stops at the byte budget; the delivery that would pass it
+    /// opens the next batch, so arrival order is kept; one delivery larger
+    /// than the budget goes alone.
+    #[tokio::test]
+    async fn batches_stop_at_the_byte_budget_and_keep_arrival_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut replies = Vec::new();
+        let mb = 1024 * 1024;
+        for (i, size) in [mb, mb, mb, mb, mb, 5 * mb, 10].into_iter().enumerate() {
+            let (p, r) = signal(i, size);
+            replies.push(r);
+            tx.send(p).map_err(drop).expect("queued");
+        }
+        drop(tx);
+        let mut carried = None;
+        let mut seen = Vec::new();
+        while let Some(batch) = next_batch(&mut rx, &mut carried).await {
+            let bytes: usize = batch.iter().map(|p| p.delivery.bytes()).sum();
+            assert!(
+                bytes <= MAX_BATCH_BYTES || batch.len() == 1,
+                "{bytes} bytes in a batch of {}",
+                batch.len()
+            );
+            seen.push(ids(&batch));
+        }
+        let want: Vec<Vec<String>> = [&["e0", "e1", "e2", "e3"][..], &["e4"], &["e5"], &["e6"]]
+            .iter()
+            .map(|b| b.iter().map(|s| s.to_string()).collect())
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    /// Past [`MAX_BATCH`] deliveries the next batch takes the rest.
+    #[tokio::test]
+    async fn batches_stop_at_the_count() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut replies = Vec::new();
+        for i in 0..MAX_BATCH + 3 {
+            let (p, r) = signal(i, 1);
+            replies.push(r);
+            tx.send(p).map_err(drop).expect("queued");
+        }
+        drop(tx);
+        let mut carried = None;
+        let first = next_batch(&mut rx, &mut carried).await.expect("one");
+        let second = next_batch(&mut rx, &mut carried).await.expect("two");
+        assert_eq!((first.len(), second.len()), (MAX_BATCH, 3));
+        assert_eq!(
+            ids(&second),
+            vec![
+                format!("e{MAX_BATCH}"),
+                format!("e{}", MAX_BATCH + 1),
+                format!("e{}", MAX_BATCH + 2)
+            ]
+        );
+        assert!(next_batch(&mut rx, &mut carried).await.is_none());
+    }
 }
