@@ -485,7 +485,12 @@ postgresql:
     }
 }
 
-/// SIGKILLs a data directory's postmaster and its children.
+/// SIGKILLs a data directory's postmaster and its children, if it still
+/// runs. `postmaster.pid` outlives a postmaster killed with SIGKILL, and on
+/// a busy machine its number soon belongs to another process (pids wrap at
+/// 32,768 here): a stale file once had this kill a test runner's shell. So
+/// the pid is killed only while it is a process whose working directory is
+/// that data directory (a postmaster runs in its own).
 fn kill_postmaster(data: &Path) {
     let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
         return;
@@ -493,8 +498,23 @@ fn kill_postmaster(data: &Path) {
     let Some(pid) = text.lines().next().map(str::trim).filter(|p| !p.is_empty()) else {
         return;
     };
+    if !runs_in(pid, data) {
+        return;
+    }
     let _ = Command::new("kill").args(["-9", pid]).status();
     let _ = Command::new("pkill").args(["-9", "-P", pid]).status();
+}
+
+/// Whether process `pid` is alive with `dir` as its working directory.
+fn runs_in(pid: &str, dir: &Path) -> bool {
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+        return false;
+    };
+    let want = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    cwd == want
 }
 
 impl Drop for PatroniCluster {
@@ -757,5 +777,26 @@ impl Drop for GaleraCluster {
         if std::env::var_os("BATON_KEEP_HA").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod pid_tests {
+    use super::runs_in;
+
+    /// Only a live process in that very directory counts: a stale pid
+    /// file's number, reused by some other process, is left alone.
+    #[test]
+    fn a_pid_is_killed_only_while_it_runs_in_the_data_directory() {
+        let me = std::process::id().to_string();
+        let here = std::env::current_dir().expect("cwd");
+        assert!(runs_in(&me, &here));
+        let elsewhere = std::env::temp_dir().join(format!("not-a-data-dir-{me}"));
+        std::fs::create_dir_all(&elsewhere).expect("dir");
+        assert!(!runs_in(&me, &elsewhere));
+        assert!(!runs_in("", &here));
+        assert!(!runs_in("-1", &here));
+        assert!(!runs_in("99999999", &here));
+        let _ = std::fs::remove_dir(&elsewhere);
     }
 }
