@@ -14,7 +14,8 @@ use baton_actors::store::entities::{execution, item_log};
 use baton_actors::store::Store;
 use baton_actors::supervisor::WakeDue;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 use serde_json::json;
 
@@ -170,6 +171,23 @@ async fn count(store: &Store, workflow: &str, state: &str) -> anyhow::Result<u64
         .await?)
 }
 
+/// The ids of every execution of `workflow`.
+async fn execution_ids(store: &Store, workflow: &str) -> anyhow::Result<Vec<String>> {
+    let wf = workflow.to_owned();
+    Ok(store
+        .db()
+        .run_read(move |c| async move {
+            Ok(execution::Entity::find()
+                .select_only()
+                .column(execution::Column::Id)
+                .filter(execution::Column::WorkflowId.eq(wf))
+                .into_tuple()
+                .all(&c)
+                .await?)
+        })
+        .await?)
+}
+
 async fn start_many(
     node: &crate::NodeHandle,
     workflow: &str,
@@ -245,19 +263,7 @@ async fn deliver_over_http(
     clients: usize,
 ) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering;
-    let wf = workflow.to_owned();
-    let ids: Vec<String> = store
-        .db()
-        .run_read(move |c| async move {
-            Ok(execution::Entity::find()
-                .filter(execution::Column::WorkflowId.eq(wf))
-                .all(&c)
-                .await?
-                .into_iter()
-                .map(|e| e.id)
-                .collect())
-        })
-        .await?;
+    let ids = execution_ids(store, workflow).await?;
     let stats = store.delivery_stats();
     stats.commit.reset();
     let (batches0, delivered0) = (
@@ -437,17 +443,10 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
             Ok(count(&store, &timer_wf, baton_actors::store::state::COMPLETED).await? >= n)
         })
         .await?;
-        let wf = timer_wf.clone();
+        let ids = execution_ids(&store, &timer_wf).await?;
         let mut delays: Vec<i64> = store
             .db()
             .run(move |c| async move {
-                let ids = execution::Entity::find()
-                    .filter(execution::Column::WorkflowId.eq(wf))
-                    .all(&c)
-                    .await?
-                    .into_iter()
-                    .map(|e| e.id)
-                    .collect::<Vec<_>>();
                 let mut out = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(500) {
                     out.extend(

@@ -254,7 +254,7 @@ async fn apply(
 /// The writes of a batch inside a transaction: the answers'
 /// compare-and-sets in arrival order, one `INSERT` of every signal and
 /// every answer taken, the signaled executions flagged (in id order).
-pub(super) async fn write<W: Writes>(
+async fn write<W: Writes>(
     w: &W,
     backend: DbBackend,
     batch: &[&Delivery],
