@@ -101,7 +101,10 @@ async fn wait_for(
 
 impl PatroniCluster {
     /// Starts etcd, `members` PostgreSQL members under Patroni (the first
-    /// bootstraps and leads; `synchronous`: Patroni's `synchronous_mode`)
+    /// bootstraps and leads; `synchronous`: Patroni's `synchronous_mode`;
+    /// without it `maximum_lag_on_failover` is 64 MB, so that a replica
+    /// left behind by [`stall_replication`](Self::stall_replication) is
+    /// still promoted, as a lagging asynchronous replica is in production)
     /// and HAProxy, waits until the leader takes writes through HAProxy
     /// and every replica streams, and creates the database `baton`.
     pub async fn start(members: usize, synchronous: bool) -> anyhow::Result<PatroniCluster> {
@@ -158,7 +161,7 @@ bootstrap:
     ttl: 10
     loop_wait: 1
     retry_timeout: 4
-    maximum_lag_on_failover: 1048576
+    maximum_lag_on_failover: {max_lag}
     synchronous_mode: {synchronous}
     postgresql:
       use_pg_rewind: true
@@ -189,6 +192,7 @@ postgresql:
 "#,
                     data = data.display(),
                     bin = bin.display(),
+                    max_lag = if synchronous { 1 << 20 } else { 64 << 20 },
                     dir = dir.display(),
                 ),
             )?;
@@ -439,6 +443,43 @@ postgresql:
         }
         kill_postmaster(&m.data);
         Ok(leader)
+    }
+
+    /// Stops the leader's WAL senders (SIGSTOP), as a replication link
+    /// that stalls: from now on its replicas receive nothing more. With
+    /// asynchronous replication the leader keeps committing; with
+    /// `synchronous_mode` every commit waits for the synchronous standby
+    /// and so never returns. Returns the stopped pids. Kill the leader to
+    /// end it (SIGKILL takes stopped processes too).
+    pub async fn stall_replication(&self) -> anyhow::Result<Vec<u32>> {
+        use sea_orm::ConnectionTrait as _;
+        let leader = self.wait_leader(Duration::from_secs(60)).await?;
+        let url = self.member_url(&leader).context("the leader's url")?;
+        let db = sea_orm::Database::connect(url.as_str()).await?;
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pid FROM pg_stat_replication",
+            ))
+            .await?;
+        db.close().await?;
+        let pids: Vec<u32> = rows
+            .iter()
+            .map(|r| r.try_get_by_index::<i32>(0).map(|p| p as u32))
+            .collect::<Result<_, _>>()?;
+        if pids.is_empty() {
+            bail!("{leader} has no WAL sender to stall");
+        }
+        for pid in &pids {
+            let ok = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()?
+                .success();
+            if !ok {
+                bail!("kill -STOP {pid} (a WAL sender of {leader})");
+            }
+        }
+        Ok(pids)
     }
 
     /// Starts a killed member's Patroni again (it rejoins as a replica,
