@@ -361,6 +361,25 @@ enum BenchScenario {
         #[arg(long, default_value_t = 50)]
         requests: usize,
     },
+    /// Items per second with 1, then N active nodes of a local cluster of
+    /// `baton serve` processes on one database, started over HTTP.
+    Nodes {
+        /// Database URL (a scratch database); default: a fresh SQLite file per run.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Active node counts to run, one cluster each, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        nodes: Vec<u32>,
+        /// Workflows (W) per run.
+        #[arg(long, short = 'w', default_value_t = 3000)]
+        workflows: u64,
+        /// No-op task items per workflow (S).
+        #[arg(long, short = 's', default_value_t = 5)]
+        steps: u64,
+        /// HTTP clients in all, spread evenly over the nodes.
+        #[arg(long, short = 'c', default_value_t = 16)]
+        clients: usize,
+    },
     /// Kill -9 the active node of a local cluster again and again.
     Failover {
         /// Database URL (a scratch database); default: a fresh SQLite file.
@@ -728,6 +747,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exe: std::env::current_exe()?,
             };
             bench::failover::run(&opts).await
+        }
+        Command::Bench {
+            scenario:
+                Some(BenchScenario::Nodes {
+                    database_url,
+                    nodes,
+                    workflows,
+                    steps,
+                    clients,
+                }),
+            ..
+        } => {
+            let opts = bench::nodes::NodesOptions {
+                database_url,
+                nodes,
+                workflows,
+                steps,
+                clients,
+                exe: std::env::current_exe()?,
+            };
+            bench::nodes::run(&opts).await
         }
         Command::Bench {
             scenario:

@@ -692,3 +692,31 @@ async fn one_executions_lines_follow_it_across_nodes() {
     assert_eq!(access["fields"]["method"], "GET", "{access}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `baton bench nodes` (the two-active-node figures in docs/scaling.md):
+/// a cluster of two real `baton serve` processes with `active_nodes = 2`
+/// on one SQLite file finishes every workflow started over HTTP, and each
+/// node completes the half its clients sent it; a node count of 0 is
+/// refused naming the option.
+#[actix_rt::test]
+async fn bench_nodes_spreads_the_starts_over_two_active_nodes() {
+    let opts = baton::bench::nodes::NodesOptions {
+        database_url: None,
+        nodes: vec![2],
+        workflows: 40,
+        steps: 2,
+        clients: 4,
+        exe: std::path::PathBuf::from(env!("CARGO_BIN_EXE_baton")),
+    };
+    let r = baton::bench::nodes::run_one(&opts, 2, 0)
+        .await
+        .expect("the bench runs");
+    assert_eq!(r.nodes, 2);
+    let counts: Vec<i64> = r.shares.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, vec![20, 20], "each node completes its half: {r:?}");
+    assert!(r.items_per_sec > 0.0);
+    let err = baton::bench::nodes::run_one(&opts, 0, 1)
+        .await
+        .expect_err("no nodes");
+    assert!(err.to_string().contains("--nodes"), "{err}");
+}

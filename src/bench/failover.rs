@@ -42,10 +42,11 @@ pub struct FailoverOptions {
     pub exe: PathBuf,
 }
 
-struct Cluster {
-    url: String,
+pub(super) struct Cluster {
+    pub(super) url: String,
     nodes: Vec<(String, Option<NodeProcess>)>,
     opts: FailoverOptions,
+    active_nodes: u32,
     _dir: Option<TempDir>,
 }
 
@@ -66,7 +67,7 @@ fn percentile(sorted: &[i64], q: f64) -> i64 {
 }
 
 impl Cluster {
-    fn new(opts: &FailoverOptions, tag: &str) -> anyhow::Result<Cluster> {
+    pub(super) fn new(opts: &FailoverOptions, tag: &str) -> anyhow::Result<Cluster> {
         let (url, dir) = match &opts.database_url {
             Some(u) => (u.clone(), None),
             None => {
@@ -83,8 +84,15 @@ impl Cluster {
             url,
             nodes: Vec::new(),
             opts: opts.clone(),
+            active_nodes: 1,
             _dir: dir,
         })
+    }
+
+    /// `cluster.active_nodes` for the nodes started from now on.
+    pub(super) fn with_active_nodes(mut self, n: u32) -> Cluster {
+        self.active_nodes = n;
+        self
     }
 
     fn env(&self, id: &str) -> Vec<(&'static str, String)> {
@@ -101,10 +109,11 @@ impl Cluster {
                 self.opts.heartbeats.to_string(),
             ),
             ("BATON_SCRIPTS__THREADS", "1".into()),
+            ("BATON_CLUSTER__ACTIVE_NODES", self.active_nodes.to_string()),
         ]
     }
 
-    fn start(&mut self, id: &str) -> anyhow::Result<()> {
+    pub(super) fn start(&mut self, id: &str) -> anyhow::Result<()> {
         let echo = std::env::var_os("BATON_BENCH_ECHO").is_some();
         let mut env = self.env(id);
         if echo {
@@ -131,7 +140,12 @@ impl Cluster {
         }
     }
 
-    async fn wait_state(&self, id: &str, want: &str, limit: Duration) -> anyhow::Result<()> {
+    pub(super) async fn wait_state(
+        &self,
+        id: &str,
+        want: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
         let url = self.url_of(id)?;
         let start = Instant::now();
         while start.elapsed() < limit {
@@ -143,7 +157,7 @@ impl Cluster {
         bail!("node {id} did not become {want} within {limit:?}")
     }
 
-    fn url_of(&self, id: &str) -> anyhow::Result<String> {
+    pub(super) fn url_of(&self, id: &str) -> anyhow::Result<String> {
         self.nodes
             .iter()
             .find(|(n, _)| n == id)
@@ -164,6 +178,16 @@ impl Cluster {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
         bail!("no active node within {limit:?}")
+    }
+
+    /// Stops every node gracefully (SIGTERM: each drains and leaves), so
+    /// that the next cluster on the same database finds no dead member.
+    pub(super) fn stop_all(&mut self) {
+        for (_, slot) in &mut self.nodes {
+            if let Some(mut p) = slot.take() {
+                let _ = p.terminate();
+            }
+        }
     }
 
     fn kill(&mut self, id: &str) {
@@ -189,7 +213,7 @@ fn sleeper(id: &str, items: usize, ms: u64) -> serde_json::Value {
     json!({"id": id, "start": "s0", "items": map})
 }
 
-async fn import(url: &str, def: &serde_json::Value) -> anyhow::Result<()> {
+pub(super) async fn import(url: &str, def: &serde_json::Value) -> anyhow::Result<()> {
     let path = std::env::temp_dir().join(format!(
         "baton-bench-def-{}-{}.json",
         std::process::id(),

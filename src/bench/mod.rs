@@ -14,6 +14,7 @@
 
 pub mod compare;
 pub mod failover;
+pub mod nodes;
 pub mod search;
 pub mod waits;
 
@@ -85,20 +86,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let node = Node::builder().config(config).start().await?;
 
     let id = format!("bench-s{}", opts.steps);
-    let mut items = serde_json::Map::new();
-    for i in 0..opts.steps {
-        let next = if i + 1 == opts.steps {
-            "done".to_owned()
-        } else {
-            format!("t{}", i + 1)
-        };
-        items.insert(
-            format!("t{i}"),
-            json!({"type": "task", "script": "n = n + 1;", "next": next}),
-        );
-    }
-    items.insert("done".into(), json!({"type": "end"}));
-    let def = json!({"id": id, "variables": {"n": 0}, "start": "t0", "items": items});
+    let def = task_chain(&id, opts.steps);
     let client = crate::client::Client::new(&node.url(), None);
     if client.get(&format!("/api/workflows/{id}")).await.is_err() {
         let path = std::env::temp_dir().join(format!("{id}-{}.json", std::process::id()));
@@ -198,6 +186,25 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     };
     node.stop().await;
     Ok(report)
+}
+
+/// The benchmark's workflow: `steps` no-op `task` items (`n = n + 1;`),
+/// then its `end`.
+pub(crate) fn task_chain(id: &str, steps: u64) -> serde_json::Value {
+    let mut items = serde_json::Map::new();
+    for i in 0..steps {
+        let next = if i + 1 == steps {
+            "done".to_owned()
+        } else {
+            format!("t{}", i + 1)
+        };
+        items.insert(
+            format!("t{i}"),
+            json!({"type": "task", "script": "n = n + 1;", "next": next}),
+        );
+    }
+    items.insert("done".into(), json!({"type": "end"}));
+    json!({"id": id, "variables": {"n": 0}, "start": "t0", "items": items})
 }
 
 /// Writes `n` execution rows made by `row` straight into the table, a
