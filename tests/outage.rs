@@ -251,3 +251,78 @@ async fn long_outage(b: Backend) {
     }
     node.stop().await;
 }
+
+/// The same on MariaDB: a server running with `read_only` (a replica, or
+/// a primary demoted by the operator's failover tooling) refuses writes
+/// with error 1290. The node answers 503 `database_unavailable` saying
+/// read-only, never 500, reads still work, and it writes again once the
+/// server is writable. `read_only` is global and does not bind a user with
+/// `READ_ONLY ADMIN` (root), so this runs on a private server (its own
+/// directory and port) with Baton as a user of its own database only.
+#[actix_rt::test]
+async fn mysql_a_read_only_server_answers_503_not_500() {
+    use baton::chaos::dbserver::{self, DbServer, ServerKind};
+    use sea_orm::ConnectionTrait as _;
+    if let Err(why) = dbserver::available(ServerKind::Mariadb) {
+        // CI sets the URL and must run this; elsewhere, say why it is skipped.
+        assert!(
+            std::env::var_os("BATON_TEST_MYSQL_URL").is_none(),
+            "BATON_TEST_MYSQL_URL is set but {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let server = DbServer::start(ServerKind::Mariadb)
+        .await
+        .expect("a private MariaDB server");
+    let root = sea_orm::Database::connect(server.url.as_str())
+        .await
+        .expect("connect as root");
+    let admin = |sql: &'static str| {
+        let root = root.clone();
+        async move { root.execute_unprepared(sql).await.expect(sql) }
+    };
+    admin("CREATE USER 'baton'@'%' IDENTIFIED BY 'baton'").await;
+    admin("CREATE USER 'baton'@'localhost' IDENTIFIED BY 'baton'").await;
+    admin("GRANT ALL ON chaos.* TO 'baton'@'%'").await;
+    admin("GRANT ALL ON chaos.* TO 'baton'@'localhost'").await;
+    let url = server.url.replacen("root@", "baton:baton@", 1);
+    let mut config = baton::Config::default();
+    config.database.url = url;
+    config.database.max_connections = 4;
+    config.http.listen = "127.0.0.1:0".into();
+    config.http.workers = 1;
+    let node = baton::Node::builder()
+        .config(config)
+        .start()
+        .await
+        .expect("node starts");
+    let http = Http::new(&node.url());
+    let wf = |id: &str| json!({"id": id, "start": "e", "items": {"e": {"type": "end"}}});
+    assert_eq!(http.post("/api/workflows", &wf("before")).await.status, 201);
+
+    admin("SET GLOBAL read_only = ON").await;
+    eventually("a write refused as read-only, 503", LONG, || async {
+        let r = http.post("/api/workflows", &wf("during")).await;
+        assert_ne!(r.status, 500, "{}", r.text);
+        r.status == 503
+            && r.json["error"]["code"] == "database_unavailable"
+            && r.text.contains("read-only")
+            && r.headers.contains_key("retry-after")
+    })
+    .await;
+    assert_eq!(http.get("/api/workflows/before").await.status, 200);
+    assert_eq!(
+        http.get("/api/workflows/during").await.status,
+        404,
+        "a refused write stored nothing"
+    );
+
+    admin("SET GLOBAL read_only = OFF").await;
+    eventually("writes again once the server is writable", LONG, || async {
+        http.post("/api/workflows", &wf("after")).await.status == 201
+    })
+    .await;
+    node.stop().await;
+    drop(server);
+}
