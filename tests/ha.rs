@@ -88,6 +88,70 @@ fn writer(urls: Vec<String>, stop: Rc<RefCell<bool>>, acked: Rc<RefCell<Vec<Stri
     });
 }
 
+/// A two-member Patroni cluster behind HAProxy with three Baton nodes
+/// (`active_nodes = 2`) on it, `slow-steps` imported, and [`writer`]
+/// starting executions (at least 10 acknowledged already).
+struct PatroniRig {
+    pg: PatroniCluster,
+    nodes: Vec<Process>,
+    monitor: ActiveMonitor,
+    urls: Vec<String>,
+    /// The newest cluster event's id before the writer began.
+    events_before: i64,
+    stop: Rc<RefCell<bool>>,
+    acked: Rc<RefCell<Vec<String>>>,
+}
+
+impl PatroniRig {
+    async fn start(synchronous: bool, ids: [&str; 3]) -> PatroniRig {
+        let pg = PatroniCluster::start(2, synchronous)
+            .await
+            .expect("the Patroni cluster");
+        let nodes: Vec<Process> = ids.iter().map(|id| serve(&node_env(&pg.url, id))).collect();
+        eventually("two nodes are active", LONG, || async {
+            active(&nodes).await.len() == 2
+        })
+        .await;
+        let monitor = ActiveMonitor::start_url(pg.url.clone()).await;
+        let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+        let first = active(&nodes).await[0];
+        import_slow_steps(&Http::new(&urls[first])).await;
+        let events_before = Http::new(&urls[first])
+            .get("/api/cluster/events")
+            .await
+            .json[0]["id"]
+            .as_i64()
+            .unwrap_or(0);
+        let stop = Rc::new(RefCell::new(false));
+        let acked = Rc::new(RefCell::new(Vec::new()));
+        writer(urls.clone(), stop.clone(), acked.clone());
+        eventually(
+            "the writer starts executions",
+            LONG,
+            acked_at_least(&acked, 10),
+        )
+        .await;
+        PatroniRig {
+            pg,
+            nodes,
+            monitor,
+            urls,
+            events_before,
+            stop,
+            acked,
+        }
+    }
+}
+
+/// A condition for [`eventually`]: at least `n` starts acknowledged.
+fn acked_at_least(
+    acked: &Rc<RefCell<Vec<String>>>,
+    n: usize,
+) -> impl FnMut() -> std::future::Ready<bool> {
+    let acked = acked.clone();
+    move || std::future::ready(acked.borrow().len() >= n)
+}
+
 fn ha_unavailable(available: Result<(), String>) -> bool {
     match available {
         Ok(()) => false,
@@ -106,39 +170,16 @@ async fn patroni_switchover_and_killed_primary_lose_nothing_and_fail_no_node_ove
     if ha_unavailable(patroni_available()) {
         return;
     }
-    let mut pg = PatroniCluster::start(2, true)
-        .await
-        .expect("the Patroni cluster");
-    let nodes: Vec<Process> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|id| serve(&node_env(&pg.url, id)))
-        .collect();
-    eventually("two nodes are active", LONG, || async {
-        active(&nodes).await.len() == 2
-    })
-    .await;
-    let monitor = ActiveMonitor::start_url(pg.url.clone()).await;
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let first = active(&nodes).await[0];
-    import_slow_steps(&Http::new(&urls[first])).await;
-    let events_before = Http::new(&urls[first])
-        .get("/api/cluster/events")
-        .await
-        .json[0]["id"]
-        .as_i64()
-        .unwrap_or(0);
-
-    let stop = Rc::new(RefCell::new(false));
-    let acked = Rc::new(RefCell::new(Vec::new()));
-    writer(urls.clone(), stop.clone(), acked.clone());
-    let acks = |n: usize| {
-        let acked = acked.clone();
-        move || {
-            let acked = acked.clone();
-            async move { acked.borrow().len() >= n }
-        }
-    };
-    eventually("the writer starts executions", LONG, acks(10)).await;
+    let PatroniRig {
+        mut pg,
+        nodes,
+        monitor,
+        urls,
+        events_before,
+        stop,
+        acked,
+    } = PatroniRig::start(true, ["h1", "h2", "h3"]).await;
+    let acks = |n: usize| acked_at_least(&acked, n);
 
     let mut report = Vec::new();
     for fault in ["switchover", "kill -9 of the leader"] {
@@ -502,38 +543,16 @@ struct Loss {
 /// row is), and no acknowledged start lost was acknowledged before the
 /// stall began. Returns what was lost, for the caller to judge.
 async fn killed_primary_with_a_replica_behind(synchronous: bool, stall: Duration) -> Loss {
-    let mut pg = PatroniCluster::start(2, synchronous)
-        .await
-        .expect("the Patroni cluster");
-    let nodes: Vec<Process> = ["l1", "l2", "l3"]
-        .iter()
-        .map(|id| serve(&node_env(&pg.url, id)))
-        .collect();
-    eventually("two nodes are active", LONG, || async {
-        active(&nodes).await.len() == 2
-    })
-    .await;
-    let monitor = ActiveMonitor::start_url(pg.url.clone()).await;
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let first = active(&nodes).await[0];
-    import_slow_steps(&Http::new(&urls[first])).await;
-    let events_before = Http::new(&urls[first])
-        .get("/api/cluster/events")
-        .await
-        .json[0]["id"]
-        .as_i64()
-        .unwrap_or(0);
-    let stop = Rc::new(RefCell::new(false));
-    let acked = Rc::new(RefCell::new(Vec::new()));
-    writer(urls.clone(), stop.clone(), acked.clone());
-    let acks = |n: usize| {
-        let acked = acked.clone();
-        move || {
-            let acked = acked.clone();
-            async move { acked.borrow().len() >= n }
-        }
-    };
-    eventually("the writer starts executions", LONG, acks(10)).await;
+    let PatroniRig {
+        mut pg,
+        nodes,
+        monitor,
+        urls,
+        events_before,
+        stop,
+        acked,
+    } = PatroniRig::start(synchronous, ["l1", "l2", "l3"]).await;
+    let acks = |n: usize| acked_at_least(&acked, n);
     if synchronous {
         pg.wait_sync(LONG).await.expect("a synchronous standby");
     }

@@ -37,21 +37,13 @@ async fn a_read_only_database_answers_503_not_500() {
     };
     let node = start_node(&db, |_| {}).await;
     let http = Http::new(&node.url());
-    let wf = |id: &str| json!({"id": id, "start": "e", "items": {"e": {"type": "end"}}});
+    let wf = one_end;
     assert_eq!(http.post("/api/workflows", &wf("before")).await.status, 201);
     let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                      WHERE datname = '{db}' AND pid <> pg_backend_pid()";
     db.admin_sql("ALTER DATABASE \"{db}\" SET default_transaction_read_only = on");
     db.admin_sql(terminate);
-    eventually("a write refused as read-only, 503", LONG, || async {
-        let r = http.post("/api/workflows", &wf("during")).await;
-        assert_ne!(r.status, 500, "{}", r.text);
-        r.status == 503
-            && r.json["error"]["code"] == "database_unavailable"
-            && r.text.contains("read-only")
-            && r.headers.contains_key("retry-after")
-    })
-    .await;
+    a_write_is_refused_as_read_only(&http).await;
     // Reads still work.
     assert_eq!(http.get("/api/workflows/before").await.status, 200);
     db.admin_sql("ALTER DATABASE \"{db}\" SET default_transaction_read_only = off");
@@ -298,19 +290,11 @@ async fn mysql_a_read_only_server_answers_503_not_500() {
         .await
         .expect("node starts");
     let http = Http::new(&node.url());
-    let wf = |id: &str| json!({"id": id, "start": "e", "items": {"e": {"type": "end"}}});
+    let wf = one_end;
     assert_eq!(http.post("/api/workflows", &wf("before")).await.status, 201);
 
     admin("SET GLOBAL read_only = ON").await;
-    eventually("a write refused as read-only, 503", LONG, || async {
-        let r = http.post("/api/workflows", &wf("during")).await;
-        assert_ne!(r.status, 500, "{}", r.text);
-        r.status == 503
-            && r.json["error"]["code"] == "database_unavailable"
-            && r.text.contains("read-only")
-            && r.headers.contains_key("retry-after")
-    })
-    .await;
+    a_write_is_refused_as_read_only(&http).await;
     assert_eq!(http.get("/api/workflows/before").await.status, 200);
     assert_eq!(
         http.get("/api/workflows/during").await.status,
@@ -325,4 +309,23 @@ async fn mysql_a_read_only_server_answers_503_not_500() {
     .await;
     node.stop().await;
     drop(server);
+}
+
+/// A workflow of one `end` item, to write with.
+fn one_end(id: &str) -> serde_json::Value {
+    json!({"id": id, "start": "e", "items": {"e": {"type": "end"}}})
+}
+
+/// Waits until a write (of workflow `during`) is refused as read-only:
+/// 503 `database_unavailable` naming it, with `Retry-After`; never 500.
+async fn a_write_is_refused_as_read_only(http: &Http) {
+    eventually("a write refused as read-only, 503", LONG, || async {
+        let r = http.post("/api/workflows", &one_end("during")).await;
+        assert_ne!(r.status, 500, "{}", r.text);
+        r.status == 503
+            && r.json["error"]["code"] == "database_unavailable"
+            && r.text.contains("read-only")
+            && r.headers.contains_key("retry-after")
+    })
+    .await;
 }
