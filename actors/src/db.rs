@@ -127,6 +127,9 @@ pub struct Db {
     /// connection this process writes through, heartbeats included. In WAL
     /// mode a reader blocks no writer. Elsewhere reads share the pool.
     read: Option<DatabaseConnection>,
+    /// SQLite only (a file): this process's own write connection, used
+    /// while holding the pool's (see `store::direct`).
+    own: Option<Arc<crate::store::OwnConn>>,
     handle: tokio::runtime::Handle,
     _rt: Arc<DbRuntime>,
     calls: Arc<DbCalls>,
@@ -357,9 +360,15 @@ impl Db {
         } else {
             None
         };
+        let own = if is_sqlite && !in_memory {
+            own_sqlite_connection(url)
+        } else {
+            None
+        };
         Ok(Db {
             conn,
             read,
+            own,
             handle,
             _rt: rt,
             calls: Arc::default(),
@@ -375,7 +384,7 @@ impl Db {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = self.read.as_ref().unwrap_or(&self.conn).clone();
+        let conn = self.read_conn();
         let began = self.calls.began(&conn);
         let out = self
             .handle
@@ -384,6 +393,17 @@ impl Db {
             .map_err(|_| StoreError::RuntimeGone)?;
         self.calls.ended(began);
         out
+    }
+
+    /// The connections for reads that need no transaction with writes:
+    /// SQLite's readers (a file), else the pool.
+    pub(crate) fn read_conn(&self) -> DatabaseConnection {
+        self.read.as_ref().unwrap_or(&self.conn).clone()
+    }
+
+    /// This process's own SQLite write connection (a file), if open.
+    pub(crate) fn own_sqlite(&self) -> Option<Arc<crate::store::OwnConn>> {
+        self.own.clone()
     }
 
     /// This process's database calls so far.
@@ -436,6 +456,24 @@ impl Db {
                 conn.close().await
             })
             .await;
+    }
+}
+
+/// This process's own write connection to the SQLite file of `url`
+/// (opened after the pool, which created the file and set it to WAL).
+/// Without it the writers borrow the pool's handle, which works the same
+/// with one more thread round trip per transaction.
+fn own_sqlite_connection(url: &str) -> Option<Arc<crate::store::OwnConn>> {
+    use std::str::FromStr;
+    let opened = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
+        .and_then(|o| crate::store::OwnConn::open(o.get_filename().to_owned()));
+    match opened {
+        Ok(own) => Some(Arc::new(own)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no own SQLite write connection; writing through the pool's");
+            None
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::direct::{CommitFailed, Direct};
+use super::direct::{CommitFailed, Direct, OwnConn};
 use super::executions::{fenced_update, insert_log_rows};
 use super::writes::Writes;
 use super::{state, Checkpoint, ExecutionState, Fence, Store};
@@ -58,7 +58,8 @@ impl Batcher {
         let stats = Arc::new(crate::metrics::CheckpointStats::default());
         for _ in 0..writers {
             let (rx, stats) = (rx.clone(), stats.clone());
-            db.spawn(move |conn, calls| writer(conn, calls, backend, rx, stats));
+            let own = db.own_sqlite();
+            db.spawn(move |conn, calls| writer(conn, own, calls, backend, rx, stats));
         }
         Batcher { tx, stats }
     }
@@ -74,6 +75,7 @@ impl Batcher {
 
 async fn writer(
     conn: DatabaseConnection,
+    own: Option<Arc<OwnConn>>,
     calls: Arc<crate::db::DbCalls>,
     backend: DbBackend,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
@@ -81,7 +83,7 @@ async fn writer(
 ) {
     while let Some(batch) = next_batch(&rx, MAX_BATCH).await {
         let began = calls.began(&conn);
-        let applied = apply(&conn, backend, &batch).await;
+        let applied = apply(&conn, own.as_deref(), backend, &batch).await;
         calls.ended(began);
         match applied {
             Ok(results) => {
@@ -101,7 +103,9 @@ async fn writer(
                 // already: its unique violation means "written".
                 let maybe_committed = matches!(first, Failed::AtCommit(_));
                 for p in batch {
-                    let r = match apply(&conn, backend, std::slice::from_ref(&p)).await {
+                    let r = match apply(&conn, own.as_deref(), backend, std::slice::from_ref(&p))
+                        .await
+                    {
                         Ok(mut r) => r.pop().unwrap_or(Err(StoreError::RuntimeGone)),
                         Err(Failed::Before(e))
                             if maybe_committed && super::is_unique_violation(&e) =>
@@ -595,6 +599,7 @@ impl From<sea_orm::DbErr> for Failed {
 /// Applies a batch in one transaction; answers each checkpoint.
 async fn apply(
     conn: &DatabaseConnection,
+    own: Option<&OwnConn>,
     backend: DbBackend,
     batch: &[Pending],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
@@ -602,7 +607,7 @@ async fn apply(
         return one_statement(conn, batch).await;
     }
     if backend == DbBackend::Sqlite {
-        return apply_direct(conn, batch).await;
+        return apply_direct(conn, own, batch).await;
     }
     let txn = crate::store::begin(conn).await?;
     let results = write_batch(&txn, backend, batch).await?;
@@ -615,9 +620,10 @@ async fn apply(
 /// its statements cross no thread.
 async fn apply_direct(
     conn: &DatabaseConnection,
+    own: Option<&OwnConn>,
     batch: &[Pending],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
-    Direct::transaction(conn, |d| {
+    Direct::transaction(conn, own, |d| {
         let results = Direct::now(write_batch(d, DbBackend::Sqlite, batch))?;
         d.commit().map_err(|e| match e {
             CommitFailed::NotWritten(e) => Failed::Before(e),

@@ -32,7 +32,7 @@ use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbBackend, EntityTrait
 use sea_orm::{QueryTrait, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::direct::{CommitFailed, Direct};
+use super::direct::{CommitFailed, Direct, OwnConn};
 use super::entities::{execution, signal};
 use super::signals::{mark_signaled, ANSWER, INTERACTION};
 use super::writes::Writes;
@@ -98,7 +98,8 @@ impl Deliverer {
         let backend = db.backend();
         let stats = Arc::new(crate::metrics::CheckpointStats::default());
         let s = stats.clone();
-        db.spawn(move |conn, calls| writer(conn, calls, backend, rx, s));
+        let own = db.own_sqlite();
+        db.spawn(move |conn, calls| writer(conn, own, calls, backend, rx, s));
         Deliverer { tx, stats }
     }
 
@@ -114,6 +115,7 @@ impl Deliverer {
 
 async fn writer(
     conn: DatabaseConnection,
+    own: Option<Arc<OwnConn>>,
     calls: Arc<crate::db::DbCalls>,
     backend: DbBackend,
     mut rx: mpsc::UnboundedReceiver<Pending>,
@@ -122,7 +124,7 @@ async fn writer(
     let mut carried: Option<Pending> = None;
     while let Some(batch) = next_batch(&mut rx, &mut carried).await {
         let began = calls.began(&conn);
-        let applied = apply(&conn, backend, &batch).await;
+        let applied = apply(&conn, own.as_deref(), backend, &batch).await;
         calls.ended(began);
         match applied {
             Ok(results) => {
@@ -155,7 +157,9 @@ async fn writer(
             Err(Failed::Before(e)) => {
                 tracing::debug!(error = %e, deliveries = batch.len(), "shared delivery transaction failed; each alone");
                 for p in batch {
-                    let r = match apply(&conn, backend, std::slice::from_ref(&p)).await {
+                    let r = match apply(&conn, own.as_deref(), backend, std::slice::from_ref(&p))
+                        .await
+                    {
                         Ok(mut r) => Ok(r.pop().unwrap_or(false)),
                         Err(Failed::Before(e)) => Err(StoreError::Db(e)),
                         Err(Failed::AtCommit(e, written)) => {
@@ -228,12 +232,13 @@ impl From<sea_orm::DbErr> for Failed {
 /// answer.
 async fn apply(
     conn: &DatabaseConnection,
+    own: Option<&OwnConn>,
     backend: DbBackend,
     batch: &[Pending],
 ) -> Result<Vec<bool>, Failed> {
     let deliveries: Vec<&Delivery> = batch.iter().map(|p| &p.delivery).collect();
     if backend == DbBackend::Sqlite {
-        return Direct::transaction(conn, |d| {
+        return Direct::transaction(conn, own, |d| {
             let out = Direct::now(write(d, backend, &deliveries))?;
             d.commit().map_err(|e| match e {
                 CommitFailed::NotWritten(e) => Failed::Before(e),

@@ -3,19 +3,29 @@
 //! sqlx runs each SQLite connection on a worker thread of its own: every
 //! statement is sent there and its result sent back, so a group commit of
 //! `BEGIN`, a bulk `UPDATE`, an `INSERT` and `COMMIT` crossed threads eight
-//! times. [`Direct::transaction`] takes the pool's one write connection as usual
-//! (so it still queues behind this process's other writers, heartbeats
-//! included), asks sqlx's worker to let go of the SQLite handle (one round
-//! trip), and then runs a whole transaction on the calling thread through
-//! `rusqlite`, which links the same `libsqlite3-sys` as sqlx. The handle
-//! goes back to the worker, in autocommit, before the pooled connection
-//! is released.
+//! times. [`Direct::transaction`] takes the pool's one write connection as
+//! usual (so it still queues behind this process's other writers,
+//! heartbeats included) and then runs a whole transaction on the calling
+//! thread through `rusqlite`, which links the same `libsqlite3-sys` as sqlx.
+//!
+//! On a database file the transaction runs on a connection of this
+//! process's own ([`OwnConn`]), opened beside the pool's: the pooled
+//! connection is only held, as the token that keeps this process's writers
+//! in one queue, so a batch costs no round trip to sqlx's worker, and the
+//! own connection keeps its prepared statements from batch to batch. An
+//! in-memory database exists only on the pool's connection: there sqlx's
+//! worker is asked to let go of its SQLite handle (one round trip), which
+//! goes back to it, in autocommit, before the pooled connection is
+//! released. So does a file whose own connection could not be opened or
+//! was left unusable.
 //!
 //! [`Direct`] implements [`Writes`], so the statements are the ones the
 //! other databases run, built by the same code.
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,24 +34,109 @@ use sea_orm::{ConnAcquireErr, DatabaseConnection, DbBackend, DbErr, RuntimeErr, 
 
 use super::writes::Writes;
 
-/// One SQLite connection borrowed from sqlx's worker thread, used on the
-/// calling thread.
-pub(super) struct Direct {
+/// This process's own write connection to a SQLite file, used by
+/// [`Direct::transaction`] while it holds the pool's one connection (so
+/// the two never write at once: no in-process lock wait). It is sound only
+/// because rusqlite links the very SQLite library sqlx does: one library
+/// in the process keeps one table of the file's POSIX locks, so closing
+/// either connection cannot drop the other's locks.
+pub(crate) struct OwnConn {
     conn: Mutex<rusqlite::Connection>,
+    path: PathBuf,
+    /// Set when the connection was left in a transaction and could not be
+    /// replaced: the transactions go through the pool's handle instead.
+    unusable: AtomicBool,
 }
 
-impl Direct {
+/// Prepared statements kept per own connection: a batch's text changes
+/// with its size, so one per size and shape that recurs.
+const STATEMENT_CACHE: usize = 256;
+
+impl OwnConn {
+    /// Opens `path` (the file the pool already opened and set to WAL) with
+    /// the pool's settings: `synchronous = NORMAL`, foreign keys on, the
+    /// busy timeout.
+    pub(crate) fn open(path: PathBuf) -> Result<OwnConn, DbErr> {
+        let conn = Self::connect(&path)?;
+        Ok(OwnConn {
+            conn: Mutex::new(conn),
+            path,
+            unusable: AtomicBool::new(false),
+        })
+    }
+
+    fn connect(path: &std::path::Path) -> Result<rusqlite::Connection, DbErr> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        conn.busy_timeout(crate::db::SQLITE_BUSY_TIMEOUT)
+            .map_err(db_err)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    /// Replaces a connection left in a transaction by a fresh one; if that
+    /// fails, stops using this one.
+    fn replace(&self) {
+        tracing::warn!("the SQLite write connection was left in a transaction: reopened");
+        match Self::connect(&self.path) {
+            Ok(fresh) => *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(e) => {
+                tracing::warn!(error = %e, "reopening the SQLite write connection failed; writing through the pool's");
+                self.unusable.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for OwnConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnConn").field("path", &self.path).finish()
+    }
+}
+
+/// One SQLite connection used on the calling thread for one transaction:
+/// this process's own ([`OwnConn`]) or the pool's, borrowed from sqlx's
+/// worker thread.
+pub(crate) struct Direct<'a> {
+    conn: &'a Mutex<rusqlite::Connection>,
+    /// Whether prepared statements outlive the transaction (own
+    /// connection only: a borrowed handle's go with it).
+    cached: bool,
+}
+
+impl Direct<'_> {
     /// Runs `f` in a transaction (`BEGIN IMMEDIATE`, as
-    /// [`super::begin`]: it holds the write lock from the start) on the
-    /// one write connection of `pool` (SQLite), on this thread. `f`
-    /// commits; a transaction it leaves open (an error, a panic) is rolled
-    /// back here.
-    pub(super) async fn transaction<T>(
+    /// [`super::begin`]: it holds the write lock from the start) on this
+    /// process's own connection `own` (a file; see [`OwnConn`]), or else on
+    /// the one write connection of `pool` (SQLite), on this thread, while
+    /// holding `pool`'s connection either way. `f` commits; a transaction it
+    /// leaves open (an error, a panic) is rolled back here.
+    pub(crate) async fn transaction<T>(
         pool: &DatabaseConnection,
-        f: impl FnOnce(&Direct) -> T,
+        own: Option<&OwnConn>,
+        f: impl FnOnce(&Direct<'_>) -> T,
     ) -> Result<T, DbErr> {
         let pool = pool.get_sqlite_connection_pool();
         let mut pooled = pool.acquire().await.map_err(acquire_err)?;
+        if let Some(own) = own.filter(|o| !o.unusable.load(Ordering::Relaxed)) {
+            let direct = Direct {
+                conn: &own.conn,
+                cached: true,
+            };
+            let (out, clean) = direct.run_transaction(f);
+            drop(direct);
+            if !clean {
+                own.replace();
+            }
+            drop(pooled);
+            return out;
+        }
         let mut locked = pooled
             .lock_handle()
             .await
@@ -55,25 +150,14 @@ impl Direct {
         // before `locked` is.
         #[allow(unsafe_code)]
         let conn = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(db_err)?;
+        let conn = Mutex::new(conn);
         let direct = Direct {
-            conn: Mutex::new(conn),
+            conn: &conn,
+            cached: false,
         };
-        // Only another process holding the file's write lock (nodes that
-        // share one file) makes `BEGIN IMMEDIATE` wait, up to the busy
-        // timeout: try without waiting first, and wait only off the
-        // runtime's thread (`block_in_place` costs about a sixth of a
-        // one-checkpoint batch, so not every time).
-        let out = match direct.begin_without_waiting() {
-            Ok(true) => f(&direct),
-            Ok(false) => tokio::task::block_in_place(|| {
-                direct.begin()?;
-                Ok::<_, DbErr>(f(&direct))
-            })?,
-            Err(e) => return Err(e),
-        };
-        direct.rollback();
-        let clean = direct.conn().is_autocommit();
+        let (out, clean) = direct.run_transaction(f);
         drop(direct);
+        drop(conn);
         drop(locked);
         if !clean {
             // Even the rollback failed: never hand sqlx a connection in a
@@ -81,7 +165,28 @@ impl Direct {
             tracing::warn!("a SQLite connection left in a transaction is closed");
             pooled.close_on_drop();
         }
-        Ok(out)
+        out
+    }
+
+    /// `BEGIN IMMEDIATE`, `f`, and a rollback of whatever `f` left open;
+    /// whether the connection is back in autocommit.
+    fn run_transaction<T>(&self, f: impl FnOnce(&Direct<'_>) -> T) -> (Result<T, DbErr>, bool) {
+        // Only another process holding the file's write lock (nodes that
+        // share one file) makes `BEGIN IMMEDIATE` wait, up to the busy
+        // timeout: try without waiting first, and wait only off the
+        // runtime's thread (`block_in_place` costs about a sixth of a
+        // one-checkpoint batch, so not every time).
+        let out = match self.begin_without_waiting() {
+            Ok(true) => Ok(f(self)),
+            Ok(false) => tokio::task::block_in_place(|| {
+                self.begin()?;
+                Ok::<_, DbErr>(f(self))
+            }),
+            Err(e) => Err(e),
+        };
+        self.rollback();
+        let clean = self.conn().is_autocommit();
+        (out, clean)
     }
 
     /// Runs `fut`, which uses only [`Direct`] statements, on this thread.
@@ -155,20 +260,17 @@ impl Direct {
     /// changed.
     fn run(&self, stmt: &Statement) -> Result<(Vec<String>, u64), DbErr> {
         let conn = self.conn();
-        let mut prepared = conn.prepare(&stmt.sql).map_err(db_err)?;
         let params: Vec<rusqlite::types::Value> = match &stmt.values {
             Some(v) => v.0.iter().map(to_sqlite).collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
-        let mut rows = prepared
-            .query(rusqlite::params_from_iter(params))
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(db_err)? {
-            out.push(row.get::<_, String>(0).map_err(db_err)?);
-        }
-        drop(rows);
-        drop(prepared);
+        let out = if self.cached {
+            let mut prepared = conn.prepare_cached(&stmt.sql).map_err(db_err)?;
+            first_column(&mut prepared, params)?
+        } else {
+            let mut prepared = conn.prepare(&stmt.sql).map_err(db_err)?;
+            first_column(&mut prepared, params)?
+        };
         // The rows the statement (an INSERT, UPDATE or DELETE: all
         // `Writes` runs) changed.
         let changed = conn.changes();
@@ -191,7 +293,22 @@ pub(super) enum CommitFailed {
     Unknown(DbErr),
 }
 
-impl Drop for Direct {
+/// Steps `prepared` with `params`; the first column of each row, as text.
+fn first_column(
+    prepared: &mut rusqlite::Statement<'_>,
+    params: Vec<rusqlite::types::Value>,
+) -> Result<Vec<String>, DbErr> {
+    let mut rows = prepared
+        .query(rusqlite::params_from_iter(params))
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        out.push(row.get::<_, String>(0).map_err(db_err)?);
+    }
+    Ok(out)
+}
+
+impl Drop for Direct<'_> {
     fn drop(&mut self) {
         // Never hand the connection back inside a transaction: sqlx would
         // not know, and its next user would write into it.
@@ -199,7 +316,7 @@ impl Drop for Direct {
     }
 }
 
-impl Writes for Direct {
+impl Writes for Direct<'_> {
     fn backend(&self) -> DbBackend {
         DbBackend::Sqlite
     }
@@ -383,11 +500,22 @@ mod tests {
     #[test]
     fn a_direct_transaction_shares_the_pools_connection_and_hands_it_back_in_autocommit() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
+        // On the pool's borrowed handle, then on this process's own
+        // connection.
+        for use_own in [false, true] {
+            rt.block_on(one_of_each(use_own));
+        }
+    }
+
+    async fn one_of_each(use_own: bool) {
+        {
             let (_dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)").await;
+            let own = db.own_sqlite().filter(|_| use_own);
+            assert_eq!(own.is_some(), use_own, "a file has its own connection");
             db.run(|c| async move {
+                let own = own.as_deref();
                 // Committed rows, their ids returned, read back through sqlx.
-                let returned = Direct::transaction(&c, |d| {
+                let returned = Direct::transaction(&c, own, |d| {
                     let ids = block_on(d.ids(stmt(
                         "INSERT INTO t (id, n) VALUES (?, ?), (?, ?) RETURNING id",
                         vec!["a".into(), 1i64.into(), "b".into(), 2i32.into()],
@@ -402,7 +530,7 @@ mod tests {
                 .await??;
                 assert_eq!(returned, (vec!["a".to_owned(), "b".to_owned()], 2));
                 // A unique violation reads as one, and wrote nothing.
-                let dup = Direct::transaction(&c, |d| {
+                let dup = Direct::transaction(&c, own, |d| {
                     let e = block_on(d.exec(stmt(
                         "INSERT INTO t (id, n) VALUES (?, ?)",
                         vec!["a".into(), 3i64.into()],
@@ -417,7 +545,7 @@ mod tests {
                 assert!(crate::store::wrote_nothing(&dup), "{dup}");
                 // A transaction left open is rolled back, and sqlx's own
                 // transactions work after it.
-                Direct::transaction(&c, |d| {
+                Direct::transaction(&c, own, |d| {
                     block_on(d.exec(stmt("INSERT INTO t (id, n) VALUES ('c', 3)", vec![])))
                         .expect("insert");
                 })
@@ -442,7 +570,7 @@ mod tests {
             })
             .await
             .expect("direct");
-        });
+        }
     }
 
     #[test]
@@ -462,8 +590,15 @@ mod tests {
     #[test]
     fn a_direct_transaction_waits_for_another_process_holding_the_write_lock() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
+        for use_own in [false, true] {
+            rt.block_on(waits_for_another_process(use_own));
+        }
+    }
+
+    async fn waits_for_another_process(use_own: bool) {
+        {
             let (dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY)").await;
+            let own = db.own_sqlite().filter(|_| use_own);
             // Another process's connection holds the write lock a while.
             let file = dir.0.join("d.db");
             let (held, release) = std::sync::mpsc::channel::<()>();
@@ -478,7 +613,7 @@ mod tests {
             let _ = tokio::task::spawn_blocking(move || release.recv()).await;
             let written = db
                 .run(|c| async move {
-                    Ok(Direct::transaction(&c, |d| {
+                    Ok(Direct::transaction(&c, own.as_deref(), |d| {
                         block_on(d.exec(stmt("INSERT INTO t (id) VALUES ('mine')", vec![])))?;
                         d.commit().map_err(|e| match e {
                             super::CommitFailed::NotWritten(e)
@@ -501,6 +636,74 @@ mod tests {
                 .await
                 .expect("count");
             assert_eq!(n, 2);
+        }
+    }
+
+    #[test]
+    fn the_own_connection_keeps_its_statements_across_a_schema_change_and_a_failed_transaction() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (_dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)").await;
+            let own = db.own_sqlite().expect("a file has its own connection");
+
+            // One row written on the own connection, through the runtime.
+            let write = |id: &'static str| {
+                let own = own.clone();
+                db.run(move |c| async move {
+                    Ok(Direct::transaction(&c, Some(&own), |d| {
+                        let ids = block_on(d.ids(stmt(
+                            "INSERT INTO t (id, n) VALUES (?, ?) RETURNING id",
+                            vec![id.into(), 1i64.into()],
+                        )))?;
+                        d.commit().map_err(|e| match e {
+                            super::CommitFailed::NotWritten(e)
+                            | super::CommitFailed::Unknown(e) => e,
+                        })?;
+                        Ok::<_, sea_orm::DbErr>(ids)
+                    })
+                    .await?)
+                })
+            };
+            assert_eq!(write("a").await.expect("run").expect("a"), ["a"]);
+            // The pool changes the table under the cached statement: SQLite
+            // prepares it again.
+            db.run(|c| async move {
+                c.execute_unprepared("ALTER TABLE t ADD COLUMN m INTEGER DEFAULT 7")
+                    .await?;
+                Ok(())
+            })
+            .await
+            .expect("alter");
+            assert_eq!(write("b").await.expect("run").expect("b"), ["b"]);
+            // A duplicate fails, rolls back, and the next one works.
+            let dup = write("b").await.expect("run").expect_err("a duplicate");
+            assert!(crate::store::is_unique_violation(&dup), "{dup}");
+            assert_eq!(write("c").await.expect("run").expect("c"), ["c"]);
+            let got = db
+                .run(|c| async move {
+                    let rows = c
+                        .query_all_raw(stmt("SELECT id, m FROM t ORDER BY id", vec![]))
+                        .await?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "m")?)))
+                        .collect::<Result<Vec<(String, i64)>, sea_orm::DbErr>>()?)
+                })
+                .await
+                .expect("read");
+            assert_eq!(got, [("a".into(), 7), ("b".into(), 7), ("c".into(), 7)]);
+        });
+    }
+
+    #[test]
+    fn an_in_memory_database_has_no_own_connection() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let db = Db::connect("sqlite::memory:", 1).await.expect("connect");
+            assert!(
+                db.own_sqlite().is_none(),
+                "another connection would see another database"
+            );
         });
     }
 }

@@ -30,6 +30,7 @@ mod batch;
 pub mod cluster;
 mod deliveries;
 mod direct;
+pub(crate) use direct::OwnConn;
 pub mod entities;
 mod executions;
 mod nodes;

@@ -236,7 +236,10 @@ impl Store {
             .map(drop)
     }
 
-    /// The oldest unconsumed signal of this name for an execution.
+    /// The oldest unconsumed signal of this name for an execution. On a
+    /// reader connection (SQLite): it sees every signal committed before
+    /// it, as the write connection would, and its consumption is fenced in
+    /// the checkpoint that takes it.
     pub async fn pending_signal(
         &self,
         execution_id: &str,
@@ -244,7 +247,7 @@ impl Store {
     ) -> Result<Option<signal::Model>, StoreError> {
         let (execution_id, name) = (execution_id.to_owned(), name.to_owned());
         self.db()
-            .run(move |c| async move {
+            .run_read(move |c| async move {
                 Ok(signal::Entity::find()
                     .filter(signal::Column::ExecutionId.eq(execution_id))
                     .filter(signal::Column::Name.eq(name))

@@ -19,7 +19,7 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::direct::{CommitFailed, Direct};
+use super::direct::{CommitFailed, Direct, OwnConn};
 use super::entities::{execution, node};
 use super::executions::{create_one, insert_log_rows, new_execution_insert};
 use super::writes::Writes;
@@ -51,7 +51,8 @@ impl Starter {
         let writers = if backend == DbBackend::Sqlite { 1 } else { 2 };
         for _ in 0..writers {
             let rx = rx.clone();
-            db.spawn(move |conn, calls| writer(conn, calls, backend, rx));
+            let (own, read) = (db.own_sqlite(), db.read_conn());
+            db.spawn(move |conn, calls| writer(conn, own, read, calls, backend, rx));
         }
         Starter { tx }
     }
@@ -67,6 +68,8 @@ impl Starter {
 
 async fn writer(
     conn: DatabaseConnection,
+    own: Option<Arc<OwnConn>>,
+    read: DatabaseConnection,
     calls: Arc<crate::db::DbCalls>,
     backend: DbBackend,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
@@ -85,7 +88,7 @@ async fn writer(
             continue;
         }
         let began = calls.began(&conn);
-        let applied = apply(&conn, backend, &batch).await;
+        let applied = apply(&conn, own.as_deref(), &read, backend, &batch).await;
         calls.ended(began);
         match applied {
             Ok(outcomes) => {
@@ -128,6 +131,8 @@ impl From<sea_orm::DbErr> for Failed {
 /// Creates a batch of starts in one transaction.
 async fn apply(
     conn: &DatabaseConnection,
+    own: Option<&OwnConn>,
+    read: &DatabaseConnection,
     backend: DbBackend,
     batch: &[Pending],
 ) -> Result<Vec<Result<StartOutcome, StoreError>>, Failed> {
@@ -143,10 +148,13 @@ async fn apply(
     let ids: Vec<String> = firsts.iter().map(|n| n.id.clone()).collect();
     let (created, stored) = if backend == DbBackend::Sqlite {
         // The writes on this thread (`Direct`), then the rows read once
-        // committed: nothing else writes a new execution before its start
-        // is answered, and a repeat's row is as current either way. A
-        // failed read leaves the callers where a lost commit would.
-        let created = Direct::transaction(conn, |d| {
+        // committed, on a reader connection (in WAL mode it sees every
+        // commit made before it began, and it leaves the write connection
+        // to the other writers): nothing else writes a new execution
+        // before its start is answered, and a repeat's row is as current
+        // either way. A failed read leaves the callers where a lost commit
+        // would.
+        let created = Direct::transaction(conn, own, |d| {
             let created = Direct::now(write(d, backend, &firsts))?;
             d.commit().map_err(|e| match e {
                 CommitFailed::NotWritten(e) => Failed::Before(e.into()),
@@ -155,7 +163,7 @@ async fn apply(
             Ok::<_, Failed>(created)
         })
         .await??;
-        let stored = read_committed(conn, ids).await.map_err(Failed::AtCommit)?;
+        let stored = read_committed(read, ids).await.map_err(Failed::AtCommit)?;
         (created, stored)
     } else {
         let txn = crate::store::begin(conn).await?;

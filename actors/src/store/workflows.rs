@@ -41,11 +41,12 @@ impl Store {
             .await
     }
 
-    /// The current version of a definition, without its body.
+    /// The current version of a definition, without its body (on a reader
+    /// connection on SQLite: every start reads it).
     pub async fn workflow_summary(&self, id: &str) -> Result<Option<WorkflowSummary>, StoreError> {
         let id = id.to_owned();
         self.db()
-            .run(move |c| async move {
+            .run_read(move |c| async move {
                 Ok(workflow::Entity::find_by_id(id)
                     .one(&c)
                     .await?
