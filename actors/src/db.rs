@@ -277,39 +277,53 @@ impl Db {
                     .busy_timeout(SQLITE_BUSY_TIMEOUT)
             });
         }
-        // A SET on each new connection rather than a startup option, which
+        // On each new connection: `TCP_NODELAY` (see `nodelay`), then the
+        // session's limits, as a SET rather than a startup option, which
         // poolers such as PgBouncer refuse. (Behind PgBouncer it needs
         // session pooling: in transaction pooling the SET lands on
-        // whichever server connection ran it.)
-        if let Some(idle) = limits.idle_in_transaction {
-            let ms = idle.as_millis();
-            opts.map_sqlx_postgres_pool_opts(move |p| {
-                p.after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        use sea_orm::sqlx::{AssertSqlSafe, Executor};
-                        let sql = format!("SET idle_in_transaction_session_timeout = {ms}");
+        // whichever server connection ran it.) sea-orm applies the hook of
+        // the URL's database only.
+        let server = tcp_server_of(url);
+        let pg_set = limits.idle_in_transaction.map(|idle| {
+            format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                idle.as_millis()
+            )
+        });
+        // MariaDB runs what is inside `/*M! */`; MySQL, which has no such
+        // limit, reads a comment.
+        let mysql_set = limits.mariadb_idle_secs().map(|secs| {
+            format!("SET @baton_session = 1 /*M! , SESSION idle_transaction_timeout = {secs} */")
+        });
+        let (pg_server, mysql_server) = (server.clone(), server);
+        opts.map_sqlx_postgres_pool_opts(move |p| {
+            let (pg_server, pg_set) = (pg_server.clone(), pg_set.clone());
+            p.after_connect(move |conn, _| {
+                let (server, set) = (pg_server.clone(), pg_set.clone());
+                Box::pin(async move {
+                    use sea_orm::sqlx::{AssertSqlSafe, Executor};
+                    no_delay(server).await;
+                    if let Some(sql) = set {
                         conn.execute(AssertSqlSafe(sql)).await?;
-                        Ok(())
-                    })
+                    }
+                    Ok(())
                 })
-            });
-        }
-        if let Some(secs) = limits.mariadb_idle_secs() {
-            opts.map_sqlx_mysql_pool_opts(move |p| {
-                p.after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        use sea_orm::sqlx::{AssertSqlSafe, Executor};
-                        // MariaDB runs what is inside `/*M! */`; MySQL,
-                        // which has no such limit, reads a comment.
-                        let sql = format!(
-                            "SET @baton_session = 1 /*M! , SESSION idle_transaction_timeout = {secs} */"
-                        );
+            })
+        });
+        opts.map_sqlx_mysql_pool_opts(move |p| {
+            let (mysql_server, mysql_set) = (mysql_server.clone(), mysql_set.clone());
+            p.after_connect(move |conn, _| {
+                let (server, set) = (mysql_server.clone(), mysql_set.clone());
+                Box::pin(async move {
+                    use sea_orm::sqlx::{AssertSqlSafe, Executor};
+                    no_delay(server).await;
+                    if let Some(sql) = set {
                         conn.execute(AssertSqlSafe(sql)).await?;
-                        Ok(())
-                    })
+                    }
+                    Ok(())
                 })
-            });
-        }
+            })
+        });
         // Switching a new SQLite file to WAL takes a lock that SQLite's busy
         // timeout does not wait for: nodes starting together on a fresh
         // file can see "database is locked" once; try again. A database
@@ -475,6 +489,42 @@ fn own_sqlite_connection(url: &str) -> Option<Arc<crate::store::OwnConn>> {
             None
         }
     }
+}
+
+/// The database server's host and TCP port in a PostgreSQL or MySQL URL;
+/// `None` for SQLite and for a Unix socket.
+pub(crate) fn tcp_server_of(url: &str) -> Option<(String, u16)> {
+    use sea_orm::sqlx::mysql::MySqlConnectOptions;
+    use sea_orm::sqlx::postgres::PgConnectOptions;
+    use std::str::FromStr;
+    if url.starts_with("postgres") {
+        let o = PgConnectOptions::from_str(url).ok()?;
+        o.get_socket()
+            .is_none()
+            .then(|| (o.get_host().to_owned(), o.get_port()))
+    } else if url.starts_with("mysql") || url.starts_with("mariadb") {
+        let o = MySqlConnectOptions::from_str(url).ok()?;
+        o.get_socket()
+            .is_none()
+            .then(|| (o.get_host().to_owned(), o.get_port()))
+    } else {
+        None
+    }
+}
+
+/// Turns `TCP_NODELAY` on for this process's connections to `server` (a
+/// new one among them), off the runtime's threads: it resolves the name
+/// again (the server's address may have moved) and reads `/proc`.
+async fn no_delay(server: Option<(String, u16)>) {
+    let Some((host, port)) = server else {
+        return;
+    };
+    let changed = tokio::task::spawn_blocking(move || {
+        crate::nodelay::set_on_sockets_to(&crate::nodelay::server_addrs(&host, port))
+    })
+    .await
+    .unwrap_or(0);
+    tracing::trace!(changed, "TCP_NODELAY on the database connections");
 }
 
 /// The directory a SQLite URL's file would live in, when it does not exist

@@ -30,6 +30,7 @@ pub mod heartbeat;
 pub mod http_action;
 pub mod messages;
 pub mod metrics;
+mod nodelay;
 pub mod notify;
 pub mod status;
 pub mod store;
