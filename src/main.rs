@@ -845,7 +845,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = bench::run(&opts).await?;
             let backend = opts.database_url.split(':').next().unwrap_or("?");
             println!(
-                "bench {backend}: W={} S={} C={}: {} items in {:.2} s = {:.0} items/s; item latency p50 {:.2} ms, p99 {:.2} ms",
+                "bench {backend}: W={} S={} C={}: {} items in {:.2} s = {:.0} items/s; item latency p50 {:.3} ms, p99 {:.2} ms",
                 opts.workflows,
                 opts.steps,
                 opts.concurrency,

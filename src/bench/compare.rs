@@ -136,7 +136,7 @@ pub async fn run(opts: &CompareOptions) -> anyhow::Result<()> {
         };
         let r = super::run(&o).await?;
         println!(
-            "  {label}: {:.0} items/s, item latency p50 {:.2} ms, p99 {:.2} ms",
+            "  {label}: {:.0} items/s, item latency p50 {:.3} ms, p99 {:.2} ms",
             r.items_per_sec,
             r.p50.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3
@@ -177,7 +177,7 @@ pub async fn run(opts: &CompareOptions) -> anyhow::Result<()> {
     if let Some((_, r)) = runs.iter().find(|(l, _)| l == "bench -c 1") {
         let commit_ms = 1e3 / one;
         println!(
-            "| bench -c 1: item latency p50 | {:.2} ms ({} one-connection commits of {commit_ms:.2} ms) | | |",
+            "| bench -c 1: item latency p50 | {:.3} ms ({} one-connection commits of {commit_ms:.2} ms) | | |",
             r.p50.as_secs_f64() * 1e3,
             ratio(r.p50.as_secs_f64() * 1e3, commit_ms)
         );
