@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::direct::{CommitFailed, Direct, OwnConn};
 use super::executions::{fenced_update, insert_log_rows};
-use super::writes::Writes;
+use super::writes::{unwound, Writes};
 use super::{state, Checkpoint, ExecutionState, Fence, Store};
 use crate::db::Db;
 use crate::error::StoreError;
@@ -83,7 +83,18 @@ async fn writer(
 ) {
     while let Some(batch) = next_batch(&rx, MAX_BATCH).await {
         let began = calls.began(&conn);
-        let applied = apply(&conn, own.as_deref(), backend, &batch).await;
+        let applied = unwound("a checkpoint batch", async {
+            #[cfg(test)]
+            if batch
+                .iter()
+                .any(|p| p.fence.execution == super::writes::TEST_PANIC)
+            {
+                panic!("a test's panic");
+            }
+            apply(&conn, own.as_deref(), backend, &batch).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(Failed::AtCommit(e)));
         calls.ended(began);
         match applied {
             Ok(results) => {
@@ -103,9 +114,13 @@ async fn writer(
                 // already: its unique violation means "written".
                 let maybe_committed = matches!(first, Failed::AtCommit(_));
                 for p in batch {
-                    let r = match apply(&conn, own.as_deref(), backend, std::slice::from_ref(&p))
-                        .await
-                    {
+                    let alone = unwound(
+                        "a checkpoint",
+                        apply(&conn, own.as_deref(), backend, std::slice::from_ref(&p)),
+                    )
+                    .await
+                    .unwrap_or_else(|e| Err(Failed::AtCommit(e)));
+                    let r = match alone {
                         Ok(mut r) => r.pop().unwrap_or(Err(StoreError::RuntimeGone)),
                         Err(Failed::Before(e))
                             if maybe_committed && super::is_unique_violation(&e) =>

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::direct::{CommitFailed, Direct, OwnConn};
 use super::entities::{execution, signal};
 use super::signals::{mark_signaled, ANSWER, INTERACTION};
-use super::writes::Writes;
+use super::writes::{unwound, Writes};
 use super::{state, Store};
 use crate::db::Db;
 use crate::error::StoreError;
@@ -124,7 +124,19 @@ async fn writer(
     let mut carried: Option<Pending> = None;
     while let Some(batch) = next_batch(&mut rx, &mut carried).await {
         let began = calls.began(&conn);
-        let applied = apply(&conn, own.as_deref(), backend, &batch).await;
+        let applied = unwound("a delivery batch", async {
+            #[cfg(test)]
+            if batch.iter().any(|p| match &p.delivery {
+                Delivery::Signal { execution_id, .. } | Delivery::Answer { execution_id, .. } => {
+                    execution_id == super::writes::TEST_PANIC
+                }
+            }) {
+                panic!("a test's panic");
+            }
+            apply(&conn, own.as_deref(), backend, &batch).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(Failed::AtCommit(e, vec![true; batch.len()])));
         calls.ended(began);
         match applied {
             Ok(results) => {
@@ -157,9 +169,13 @@ async fn writer(
             Err(Failed::Before(e)) => {
                 tracing::debug!(error = %e, deliveries = batch.len(), "shared delivery transaction failed; each alone");
                 for p in batch {
-                    let r = match apply(&conn, own.as_deref(), backend, std::slice::from_ref(&p))
-                        .await
-                    {
+                    let alone = unwound(
+                        "a delivery",
+                        apply(&conn, own.as_deref(), backend, std::slice::from_ref(&p)),
+                    )
+                    .await
+                    .unwrap_or_else(|e| Err(Failed::AtCommit(e, vec![true])));
+                    let r = match alone {
                         Ok(mut r) => Ok(r.pop().unwrap_or(false)),
                         Err(Failed::Before(e)) => Err(StoreError::Db(e)),
                         Err(Failed::AtCommit(e, written)) => {

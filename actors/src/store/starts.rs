@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::direct::{CommitFailed, Direct, OwnConn};
 use super::entities::{execution, node};
 use super::executions::{create_one, insert_log_rows, new_execution_insert};
-use super::writes::Writes;
+use super::writes::{unwound, Writes};
 use super::{LogEntry, NewExecution, StartOutcome};
 use crate::db::Db;
 use crate::error::StoreError;
@@ -81,14 +81,22 @@ async fn writer(
         if batch.len() == 1 && backend != DbBackend::Sqlite {
             for p in batch {
                 let began = calls.began(&conn);
-                let r = create_one(&conn, backend, p.new).await;
+                let r = start_alone(&conn, backend, p.new).await;
                 calls.ended(began);
                 let _ = p.reply.send(r);
             }
             continue;
         }
         let began = calls.began(&conn);
-        let applied = apply(&conn, own.as_deref(), &read, backend, &batch).await;
+        let applied = unwound("a start batch", async {
+            #[cfg(test)]
+            if batch.iter().any(|p| p.new.id == super::writes::TEST_PANIC) {
+                panic!("a test's panic");
+            }
+            apply(&conn, own.as_deref(), &read, backend, &batch).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(Failed::AtCommit(e)));
         calls.ended(began);
         match applied {
             Ok(outcomes) => {
@@ -107,12 +115,25 @@ async fn writer(
             Err(Failed::Before(e)) => {
                 tracing::debug!(error = %e, starts = batch.len(), "shared start transaction failed; each alone");
                 for p in batch {
-                    let r = create_one(&conn, backend, p.new).await;
+                    let r = start_alone(&conn, backend, p.new).await;
                     let _ = p.reply.send(r);
                 }
             }
         }
     }
+}
+
+/// One start in a transaction of its own ([`create_one`]), a panic in it
+/// answered as a lost commit (see [`unwound`]): a retry with the same id
+/// finds the execution if it was written.
+async fn start_alone(
+    conn: &DatabaseConnection,
+    backend: DbBackend,
+    new: NewExecution,
+) -> Result<StartOutcome, StoreError> {
+    unwound("a start", create_one(conn, backend, new))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::CommitUnknown(e)))
 }
 
 enum Failed {
