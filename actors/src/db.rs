@@ -458,8 +458,11 @@ impl Db {
         self.handle.spawn(f(self.conn.clone(), self.calls.clone()));
     }
 
-    /// Closes the pools.
+    /// Closes the pools and this process's own SQLite connection.
     pub async fn close(&self) {
+        if let Some(own) = &self.own {
+            own.close();
+        }
         let (conn, read) = (self.conn.clone(), self.read.clone());
         let _ = self
             .handle
@@ -479,6 +482,13 @@ impl Db {
 /// with one more thread round trip per transaction.
 fn own_sqlite_connection(url: &str) -> Option<Arc<crate::store::OwnConn>> {
     use std::str::FromStr;
+    if let Some(option) = option_the_own_connection_ignores(url) {
+        tracing::info!(
+            option,
+            "the SQLite URL asks for {option}: writing through the pool's connection"
+        );
+        return None;
+    }
     let opened = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url)
         .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
         .and_then(|o| crate::store::OwnConn::open(o.get_filename().to_owned()));
@@ -489,6 +499,23 @@ fn own_sqlite_connection(url: &str) -> Option<Arc<crate::store::OwnConn>> {
             None
         }
     }
+}
+
+/// The first option of a SQLite URL that this process's own connection
+/// (opened read-write on the default VFS) would not honour: a read-only
+/// file must refuse writes, an immutable one is not locked, and another
+/// VFS may lock the file differently from the pool's connections.
+fn option_the_own_connection_ignores(url: &str) -> Option<&'static str> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value) {
+            ("mode", "ro") => Some("mode=ro"),
+            ("immutable", "true" | "1") => Some("immutable"),
+            ("vfs", _) => Some("another VFS"),
+            _ => None,
+        }
+    })
 }
 
 /// The database server's host and TCP port in a PostgreSQL or MySQL URL;

@@ -16,8 +16,9 @@
 //! in-memory database exists only on the pool's connection: there sqlx's
 //! worker is asked to let go of its SQLite handle (one round trip), which
 //! goes back to it, in autocommit, before the pooled connection is
-//! released. So does a file whose own connection could not be opened or
-//! was left unusable.
+//! released. So does a file whose own connection could not be opened (or
+//! opened again), and one whose URL asks for what the own connection would
+//! not honour: read-only, immutable, another VFS.
 //!
 //! [`Direct`] implements [`Writes`], so the statements are the ones the
 //! other databases run, built by the same code.
@@ -41,12 +42,18 @@ use super::writes::Writes;
 /// in the process keeps one table of the file's POSIX locks, so closing
 /// either connection cannot drop the other's locks.
 pub(crate) struct OwnConn {
-    conn: Mutex<rusqlite::Connection>,
+    /// `None` once closed ([`OwnConn::close`]) or when it could not be
+    /// opened again: the transactions go through the pool's handle then.
+    slot: Mutex<Option<Opened>>,
     path: PathBuf,
-    /// Set when the connection was left in a transaction and could not be
-    /// replaced: the transactions go through the pool's handle instead.
-    unusable: AtomicBool,
+    closed: AtomicBool,
+    /// Makes opening again fail (a test of what follows).
+    #[cfg(test)]
+    fail_reopen: AtomicBool,
 }
+
+/// An open own connection.
+type Opened = Arc<Mutex<rusqlite::Connection>>;
 
 /// Prepared statements kept per own connection: a batch's text changes
 /// with its size, so one per size and shape that recurs.
@@ -57,15 +64,17 @@ impl OwnConn {
     /// the pool's settings: `synchronous = NORMAL`, foreign keys on, the
     /// busy timeout.
     pub(crate) fn open(path: PathBuf) -> Result<OwnConn, DbErr> {
-        let conn = Self::connect(&path)?;
+        let opened = Self::connect(&path)?;
         Ok(OwnConn {
-            conn: Mutex::new(conn),
+            slot: Mutex::new(Some(opened)),
             path,
-            unusable: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_reopen: AtomicBool::new(false),
         })
     }
 
-    fn connect(path: &std::path::Path) -> Result<rusqlite::Connection, DbErr> {
+    fn connect(path: &std::path::Path) -> Result<Opened, DbErr> {
         use rusqlite::OpenFlags;
         let conn = rusqlite::Connection::open_with_flags(
             path,
@@ -77,20 +86,61 @@ impl OwnConn {
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(conn)
+        Ok(Arc::new(Mutex::new(conn)))
     }
 
-    /// Replaces a connection left in a transaction by a fresh one; if that
-    /// fails, stops using this one.
-    fn replace(&self) {
-        tracing::warn!("the SQLite write connection was left in a transaction: reopened");
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Opened>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection for the next transaction; `None` when closed or not
+    /// opened again. Only the holder of the pool's connection calls it, so
+    /// the returned connection has no other user.
+    fn current(&self) -> Option<Opened> {
+        self.slot().clone()
+    }
+
+    /// Closes a connection left in a transaction (closing rolls it back
+    /// and lets go of the file's write lock, whatever happens next) and
+    /// opens a fresh one; if that fails, the transactions go through the
+    /// pool's handle from now on.
+    fn discard(&self) {
+        tracing::warn!(
+            "the SQLite write connection was left in a transaction: closed and opened again"
+        );
+        let mut slot = self.slot();
+        *slot = None;
+        self.reopen(&mut slot);
+    }
+
+    fn reopen(&self, slot: &mut Option<Opened>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        #[cfg(test)]
+        if self.fail_reopen.load(Ordering::Relaxed) {
+            tracing::warn!("opening the SQLite write connection again failed (test)");
+            return;
+        }
         match Self::connect(&self.path) {
-            Ok(fresh) => *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Ok(fresh) => *slot = Some(fresh),
             Err(e) => {
-                tracing::warn!(error = %e, "reopening the SQLite write connection failed; writing through the pool's");
-                self.unusable.store(true, Ordering::Relaxed);
+                tracing::warn!(error = %e, "opening the SQLite write connection again failed; writing through the pool's");
             }
         }
+    }
+
+    /// Closes the connection for good (with the pool's, so that the last
+    /// one closed checkpoints the write-ahead log into the file).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        *self.slot() = None;
+    }
+
+    /// Whether the connection is open.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        self.slot().is_some()
     }
 }
 
@@ -124,15 +174,16 @@ impl Direct<'_> {
     ) -> Result<T, DbErr> {
         let pool = pool.get_sqlite_connection_pool();
         let mut pooled = pool.acquire().await.map_err(acquire_err)?;
-        if let Some(own) = own.filter(|o| !o.unusable.load(Ordering::Relaxed)) {
+        if let Some((own, conn)) = own.and_then(|o| Some((o, o.current()?))) {
             let direct = Direct {
-                conn: &own.conn,
+                conn: &conn,
                 cached: true,
             };
             let (out, clean) = direct.run_transaction(f);
             drop(direct);
+            drop(conn);
             if !clean {
-                own.replace();
+                own.discard();
             }
             drop(pooled);
             return out;
@@ -692,6 +743,135 @@ mod tests {
                 .await
                 .expect("read");
             assert_eq!(got, [("a".into(), 7), ("b".into(), 7), ("c".into(), 7)]);
+        });
+    }
+
+    /// Writes `id` into `t` through `own` (or the pool's handle).
+    async fn write_one(
+        db: &Db,
+        own: Option<std::sync::Arc<super::OwnConn>>,
+        id: &'static str,
+    ) -> Result<(), sea_orm::DbErr> {
+        db.run(move |c| async move {
+            Ok(Direct::transaction(&c, own.as_deref(), |d| {
+                block_on(d.exec(stmt("INSERT INTO t (id) VALUES (?)", vec![id.into()])))?;
+                d.commit().map_err(|e| match e {
+                    super::CommitFailed::NotWritten(e) | super::CommitFailed::Unknown(e) => e,
+                })
+            })
+            .await?)
+        })
+        .await
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+    }
+
+    #[test]
+    fn a_read_only_immutable_or_other_vfs_url_writes_through_the_pool_and_read_only_refuses() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY)").await;
+            write_one(&db, db.own_sqlite(), "a").await.expect("rw");
+            db.close().await;
+            let file = dir.0.join("d.db");
+            let ro = Db::connect(&format!("sqlite://{}?mode=ro", file.display()), 1)
+                .await
+                .expect("connect read-only");
+            assert!(ro.own_sqlite().is_none(), "mode=ro has no own connection");
+            let refused = write_one(&ro, ro.own_sqlite(), "b")
+                .await
+                .expect_err("a read-only URL refuses writes");
+            assert!(refused.to_string().contains("readonly"), "{refused}");
+            ro.close().await;
+            let vfs = Db::connect(&format!("sqlite://{}?vfs=unix", file.display()), 1)
+                .await
+                .expect("connect with another VFS");
+            assert!(
+                vfs.own_sqlite().is_none(),
+                "another VFS has no own connection"
+            );
+            vfs.close().await;
+            let rw = Db::connect(&format!("sqlite://{}?mode=rwc", file.display()), 1)
+                .await
+                .expect("connect");
+            assert!(rw.own_sqlite().is_some());
+            rw.close().await;
+        });
+    }
+
+    #[test]
+    fn an_own_connection_left_in_a_transaction_is_closed_even_when_it_cannot_be_opened_again() {
+        use std::sync::atomic::Ordering;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY)").await;
+            let own = db.own_sqlite().expect("own");
+            // The own connection is left holding the write lock, and
+            // opening another fails.
+            {
+                let conn = own.current().expect("open");
+                let conn = conn.lock().expect("lock");
+                conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (id) VALUES ('lost')")
+                    .expect("lock");
+            }
+            own.fail_reopen.store(true, Ordering::Relaxed);
+            own.discard();
+            // The lock is free: another process writes at once, and so does
+            // this one, through the pool's handle.
+            let other = rusqlite::Connection::open(dir.0.join("d.db")).expect("open");
+            other
+                .busy_timeout(std::time::Duration::ZERO)
+                .expect("timeout");
+            other
+                .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (id) VALUES ('other'); COMMIT")
+                .expect("the write lock was let go");
+            assert!(!own.is_open());
+            write_one(&db, Some(own.clone()), "mine")
+                .await
+                .expect("through the pool's");
+            // Opening again works when it can.
+            own.fail_reopen.store(false, Ordering::Relaxed);
+            {
+                let conn = own.current();
+                assert!(conn.is_none(), "not reopened on its own");
+            }
+            let (dir2, db2) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY)").await;
+            let own2 = db2.own_sqlite().expect("own");
+            own2.discard();
+            assert!(own2.is_open(), "opened again");
+            write_one(&db2, Some(own2), "x")
+                .await
+                .expect("on the fresh one");
+            let ids: Vec<String> = other
+                .prepare("SELECT id FROM t ORDER BY id")
+                .expect("prepare")
+                .query_map([], |r| r.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert_eq!(ids, ["mine", "other"], "the open transaction's row is gone");
+            drop((dir2, db2));
+        });
+    }
+
+    #[test]
+    fn closing_the_db_closes_the_own_connection_and_the_last_close_empties_the_log() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (dir, db) = scratch("CREATE TABLE t (id TEXT PRIMARY KEY)").await;
+            let own = db.own_sqlite().expect("own");
+            write_one(&db, Some(own.clone()), "a").await.expect("write");
+            assert!(dir.0.join("d.db-wal").exists(), "WAL mode");
+            db.close().await;
+            assert!(!own.is_open());
+            assert!(
+                !dir.0.join("d.db-wal").exists(),
+                "the last connection closed checkpoints and removes the log"
+            );
+            let conn = rusqlite::Connection::open(dir.0.join("d.db")).expect("open");
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                .expect("count");
+            assert_eq!(n, 1);
         });
     }
 
