@@ -122,11 +122,17 @@ impl Drop for DbRuntime {
 #[derive(Clone)]
 pub struct Db {
     conn: DatabaseConnection,
-    /// SQLite only (a file): read-only connections for long reads (the
-    /// `/metrics` gauges, searches), so that they never hold the one
-    /// connection this process writes through, heartbeats included. In WAL
-    /// mode a reader blocks no writer. Elsewhere reads share the pool.
+    /// SQLite only (a file): read-only connections for the engine's reads
+    /// that need no transaction with writes (a start batch's rows, an
+    /// awaited signal, a workflow's current version), so that they never
+    /// hold the one connection this process writes through, heartbeats
+    /// included. In WAL mode a reader blocks no writer. Elsewhere reads
+    /// share the pool.
     read: Option<DatabaseConnection>,
+    /// SQLite only (a file): read-only connections for what users ask
+    /// (searches, item logs, the `/metrics` gauges), apart from `read`, so
+    /// that slow searches never hold up starts and signals.
+    report: Option<DatabaseConnection>,
     /// SQLite only (a file): this process's own write connection, used
     /// while holding the pool's (see `store::direct`).
     own: Option<Arc<crate::store::OwnConn>>,
@@ -357,7 +363,10 @@ impl Db {
             .await
             .map_err(|_| StoreError::RuntimeGone)??;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let read = if is_sqlite && !in_memory {
+        let readers = || async {
+            if !is_sqlite || in_memory {
+                return Ok::<_, StoreError>(None);
+            }
             let mut ro = ConnectOptions::new(url.to_owned());
             ro.max_connections(2)
                 .min_connections(0)
@@ -365,15 +374,15 @@ impl Db {
                 .test_before_acquire(false)
                 .sqlx_logging(false)
                 .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(SQLITE_BUSY_TIMEOUT));
-            Some(
+            Ok(Some(
                 handle
                     .spawn(Database::connect(ro))
                     .await
                     .map_err(|_| StoreError::RuntimeGone)??,
-            )
-        } else {
-            None
+            ))
         };
+        let read = readers().await?;
+        let report = readers().await?;
         let own = if is_sqlite && !in_memory {
             own_sqlite_connection(url)
         } else {
@@ -382,6 +391,7 @@ impl Db {
         Ok(Db {
             conn,
             read,
+            report,
             own,
             handle,
             _rt: rt,
@@ -390,23 +400,28 @@ impl Db {
         })
     }
 
-    /// [`Db::run`] for a read that may take long and needs no transaction
-    /// with writes: on its own connections on SQLite (see `read`).
+    /// [`Db::run`] for the engine's reads that need no transaction with
+    /// writes: on their own connections on SQLite (see `read`).
     pub async fn run_read<F, Fut, T>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(DatabaseConnection) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = self.read_conn();
-        let began = self.calls.began(&conn);
-        let out = self
-            .handle
-            .spawn(f(conn))
+        self.run_on(self.read_conn(), f).await
+    }
+
+    /// [`Db::run_read`] for what users ask (searches, logs, gauges): on
+    /// SQLite, on readers of their own, so that however long they take
+    /// the engine's reads do not wait for them.
+    pub async fn run_report<F, Fut, T>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_on(self.report.as_ref().unwrap_or(&self.conn).clone(), f)
             .await
-            .map_err(|_| StoreError::RuntimeGone)?;
-        self.calls.ended(began);
-        out
     }
 
     /// The connections for reads that need no transaction with writes:
@@ -437,11 +452,20 @@ impl Db {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let began = self.calls.began(&self.conn);
-        let fut = f(self.conn.clone());
+        self.run_on(self.conn.clone(), f).await
+    }
+
+    /// Runs `f` with `conn` on the database runtime, counted in `calls`.
+    async fn run_on<F, Fut, T>(&self, conn: DatabaseConnection, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let began = self.calls.began(&conn);
         let out = self
             .handle
-            .spawn(fut)
+            .spawn(f(conn))
             .await
             .map_err(|_| StoreError::RuntimeGone)?;
         self.calls.ended(began);
@@ -463,11 +487,11 @@ impl Db {
         if let Some(own) = &self.own {
             own.close();
         }
-        let (conn, read) = (self.conn.clone(), self.read.clone());
+        let (conn, readers) = (self.conn.clone(), [self.read.clone(), self.report.clone()]);
         let _ = self
             .handle
             .spawn(async move {
-                if let Some(read) = read {
+                for read in readers.into_iter().flatten() {
                     let _ = read.close().await;
                 }
                 conn.close().await
@@ -539,18 +563,26 @@ pub(crate) fn tcp_server_of(url: &str) -> Option<(String, u16)> {
     }
 }
 
-/// Turns `TCP_NODELAY` on for this process's connections to `server` (a
-/// new one among them), off the runtime's threads: it resolves the name
-/// again (the server's address may have moved) and reads `/proc`.
+/// Turns `TCP_NODELAY` on for this process's connections to `server`'s
+/// port (a new one among them), off the runtime's threads: it reads
+/// `/proc`.
 async fn no_delay(server: Option<(String, u16)>) {
     let Some((host, port)) = server else {
         return;
     };
-    let changed = tokio::task::spawn_blocking(move || {
-        crate::nodelay::set_on_sockets_to(&crate::nodelay::server_addrs(&host, port))
-    })
-    .await
-    .unwrap_or(0);
+    if host.starts_with('/') {
+        return; // a Unix socket: no Nagle
+    }
+    if !crate::nodelay::SUPPORTED {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!("TCP_NODELAY cannot be set on the database connections on this platform: a large statement may wait 40 ms for a delayed acknowledgement");
+        });
+        return;
+    }
+    let changed = tokio::task::spawn_blocking(move || crate::nodelay::set_on_sockets_to(port))
+        .await
+        .unwrap_or(0);
     tracing::trace!(changed, "TCP_NODELAY on the database connections");
 }
 
@@ -574,6 +606,60 @@ pub fn missing_sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
 mod tests {
     use super::{missing_sqlite_dir, SessionLimits};
     use std::time::Duration;
+
+    #[test]
+    fn user_reads_holding_every_report_connection_do_not_hold_up_the_engines_reads() {
+        use sea_orm::TransactionTrait;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("baton-db-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let db = super::Db::connect(&format!("sqlite://{}/d.db?mode=rwc", dir.display()), 1)
+                .await
+                .expect("connect");
+            // Two slow searches: each holds a report connection until told.
+            let (mut release, mut held) = (Vec::new(), Vec::new());
+            for _ in 0..2 {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let (got_tx, got_rx) = tokio::sync::oneshot::channel::<()>();
+                release.push(tx);
+                held.push(got_rx);
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.run_report(move |c| async move {
+                        let txn = c.begin().await?;
+                        let _ = got_tx.send(());
+                        let _ = rx.await;
+                        txn.commit().await?;
+                        Ok(())
+                    })
+                    .await
+                });
+            }
+            for h in held {
+                h.await.expect("a report connection held");
+            }
+            // The engine's reads go on.
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                db.run_read(|c| async move {
+                    use sea_orm::ConnectionTrait;
+                    c.execute_unprepared("SELECT 1").await?;
+                    Ok(())
+                }),
+            )
+            .await;
+            assert!(
+                matches!(read, Ok(Ok(()))),
+                "an engine read waited for the users' reads: {read:?}"
+            );
+            for r in release {
+                let _ = r.send(());
+            }
+            db.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
 
     #[test]
     fn a_sqlite_file_in_a_missing_directory_is_named() {

@@ -10,33 +10,22 @@
 //! statement time stayed under 7 ms).
 //!
 //! sqlx gives no hold on its socket, so each new connection's
-//! `after_connect` turns the option on for every socket of this process
-//! whose peer is the database server's address: the new connection among
-//! them (the others to that address are this process's database
-//! connections too, and have it already). It reads `/proc/self/fd`, so it
-//! works on Linux only; elsewhere it does nothing. When sqlx sets the
-//! option again itself, this finds it set.
+//! `after_connect` turns the option on for every TCP socket of this
+//! process whose peer is the database server's port: the new connection
+//! among them (the others are this process's other database connections,
+//! which have it already, or some other client's connection to a server
+//! on that port, for which it is harmless: it only sends small writes at
+//! once). Matching the port, not the address, needs no name lookup, which
+//! could block or return another subset of addresses than sqlx connected
+//! to. It reads `/proc/self/fd`, so it works on Linux only; elsewhere it
+//! does nothing, and the node says so once. When sqlx sets the option
+//! again itself, this finds it set.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-
-/// The addresses `host:port` resolves to; none for a name that does not
-/// resolve (the connection then fails on its own) or a Unix socket path.
-pub(crate) fn server_addrs(host: &str, port: u16) -> Vec<SocketAddr> {
-    if host.starts_with('/') {
-        return Vec::new();
-    }
-    let host = host.trim_matches(['[', ']']);
-    (host, port)
-        .to_socket_addrs()
-        .map(Iterator::collect)
-        .unwrap_or_default()
-}
-
-/// Turns `TCP_NODELAY` on for this process's TCP sockets connected to one
-/// of `servers`; how many it changed.
-pub(crate) fn set_on_sockets_to(servers: &[SocketAddr]) -> usize {
+/// Turns `TCP_NODELAY` on for this process's TCP sockets connected to a
+/// peer on `port`; how many it changed.
+pub(crate) fn set_on_sockets_to(port: u16) -> usize {
     let mut changed = 0;
-    each_socket_to(servers, |sock| {
+    each_socket_to(port, |sock| {
         if sock.tcp_nodelay().is_ok_and(|on| !on) && sock.set_tcp_nodelay(true).is_ok() {
             changed += 1;
         }
@@ -44,24 +33,22 @@ pub(crate) fn set_on_sockets_to(servers: &[SocketAddr]) -> usize {
     changed
 }
 
-/// For each TCP socket of this process connected to one of `servers`,
+/// Whether this platform lets [`set_on_sockets_to`] find sqlx's sockets.
+pub(crate) const SUPPORTED: bool = cfg!(target_os = "linux");
+
+/// For each TCP socket of this process connected to a peer on `port`,
 /// whether it has `TCP_NODELAY` (tests).
 #[cfg(test)]
-pub(crate) fn sockets_to(servers: &[SocketAddr]) -> Vec<bool> {
+pub(crate) fn sockets_to(port: u16) -> Vec<bool> {
     let mut out = Vec::new();
-    each_socket_to(servers, |sock| {
-        out.push(sock.tcp_nodelay().unwrap_or(false))
-    });
+    each_socket_to(port, |sock| out.push(sock.tcp_nodelay().unwrap_or(false)));
     out
 }
 
-/// Calls `f` with each socket of this process whose peer is one of
-/// `servers`.
+/// Calls `f` with each TCP socket of this process whose peer is on
+/// `port`.
 #[cfg(target_os = "linux")]
-fn each_socket_to(servers: &[SocketAddr], mut f: impl FnMut(socket2::SockRef<'_>)) {
-    if servers.is_empty() {
-        return;
-    }
+fn each_socket_to(port: u16, mut f: impl FnMut(socket2::SockRef<'_>)) {
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
@@ -90,7 +77,7 @@ fn each_socket_to(servers: &[SocketAddr], mut f: impl FnMut(socket2::SockRef<'_>
             .peer_addr()
             .ok()
             .and_then(|a| a.as_socket())
-            .is_some_and(|peer| servers.contains(&peer));
+            .is_some_and(|peer| peer.port() == port);
         if to_server {
             f(sock);
         }
@@ -99,7 +86,7 @@ fn each_socket_to(servers: &[SocketAddr], mut f: impl FnMut(socket2::SockRef<'_>
 
 /// Off Linux there is no `/proc/self/fd`: nothing.
 #[cfg(not(target_os = "linux"))]
-fn each_socket_to(_servers: &[SocketAddr], _f: impl FnMut(socket2::SockRef<'_>)) {}
+fn each_socket_to(_port: u16, _f: impl FnMut(socket2::SockRef<'_>)) {}
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
@@ -124,7 +111,7 @@ mod tests {
             r.expect("read");
         }
         let (host, port) = crate::db::tcp_server_of(&url).expect("a TCP server");
-        let sockets = super::sockets_to(&super::server_addrs(&host, port));
+        let sockets = super::sockets_to(port);
         assert!(!sockets.is_empty(), "no socket to {host}:{port} found");
         assert!(
             sockets.iter().all(|on| *on),

@@ -239,7 +239,7 @@ impl Store {
         let backend = self.backend();
         let node = node.to_owned();
         self.db()
-            .run_read(move |c| async move {
+            .run_report(move |c| async move {
                 let unfinished = super::state::UNFINISHED
                     .iter()
                     .map(|s| format!("'{s}'"))
@@ -306,7 +306,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let backend = self.backend();
         self.db()
-            .run_read(move |c| async move {
+            .run_report(move |c| async move {
                 let now = Store::now_sql_for_index(backend);
                 let unfinished = super::state::UNFINISHED
                     .iter()

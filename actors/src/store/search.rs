@@ -137,7 +137,7 @@ impl Store {
             });
         }
         self.db()
-            .run_read(move |c| async move { Ok(select(&filter, below.as_ref()).all(&c).await?) })
+            .run_report(move |c| async move { Ok(select(&filter, below.as_ref()).all(&c).await?) })
             .await
     }
 
@@ -151,7 +151,7 @@ impl Store {
             return Ok(HashMap::new());
         }
         self.db()
-            .run_read(move |c| async move {
+            .run_report(move |c| async move {
                 let rows = execution::Entity::find()
                     .select_only()
                     .column(execution::Column::ParentId)
@@ -189,7 +189,7 @@ impl Store {
     ) -> Result<Vec<item_log::Model>, StoreError> {
         let id = execution_id.to_owned();
         self.db()
-            .run_read(move |c| async move {
+            .run_report(move |c| async move {
                 let mut q = item_log::Entity::find().filter(item_log::Column::ExecutionId.eq(id));
                 if let Some(a) = after {
                     q = q.filter(item_log::Column::Id.gt(a));
