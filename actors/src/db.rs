@@ -147,7 +147,7 @@ pub struct Db {
 /// each took from the call to its result, the wait included.
 #[derive(Debug, Default)]
 pub struct DbCalls {
-    /// Calls made ([`Db::run`] and [`Db::run_read`]).
+    /// Calls made ([`Db::run`], [`Db::run_read`] and [`Db::run_report`]).
     pub calls: std::sync::atomic::AtomicU64,
     /// Calls that found no idle connection with the pool at its limit.
     pub queued: std::sync::atomic::AtomicU64,
@@ -506,17 +506,21 @@ impl Db {
 /// with one more thread round trip per transaction.
 fn own_sqlite_connection(url: &str) -> Option<Arc<crate::store::OwnConn>> {
     use std::str::FromStr;
-    if let Some(option) = option_the_own_connection_ignores(url) {
+    let options = match sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "no own SQLite write connection; writing through the pool's");
+            return None;
+        }
+    };
+    if let Some(option) = option_the_own_connection_ignores(&options) {
         tracing::info!(
             option,
             "the SQLite URL asks for {option}: writing through the pool's connection"
         );
         return None;
     }
-    let opened = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url)
-        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
-        .and_then(|o| crate::store::OwnConn::open(o.get_filename().to_owned()));
-    match opened {
+    match crate::store::OwnConn::open(options.get_filename().to_owned()) {
         Ok(own) => Some(Arc::new(own)),
         Err(e) => {
             tracing::warn!(error = %e, "no own SQLite write connection; writing through the pool's");
@@ -528,18 +532,20 @@ fn own_sqlite_connection(url: &str) -> Option<Arc<crate::store::OwnConn>> {
 /// The first option of a SQLite URL that this process's own connection
 /// (opened read-write on the default VFS) would not honour: a read-only
 /// file must refuse writes, an immutable one is not locked, and another
-/// VFS may lock the file differently from the pool's connections.
-fn option_the_own_connection_ignores(url: &str) -> Option<&'static str> {
-    let query = url.split_once('?')?.1;
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match (key, value) {
+/// VFS may lock the file differently from the pool's connections. Read
+/// from the options as sqlx parsed them (percent-escapes decoded).
+fn option_the_own_connection_ignores(
+    options: &sea_orm::sqlx::sqlite::SqliteConnectOptions,
+) -> Option<&'static str> {
+    use sea_orm::sqlx::ConnectOptions;
+    let url = options.to_url_lossy();
+    url.query_pairs()
+        .find_map(|(key, value)| match (&*key, &*value) {
             ("mode", "ro") => Some("mode=ro"),
-            ("immutable", "true" | "1") => Some("immutable"),
+            ("immutable", "true") => Some("immutable"),
             ("vfs", _) => Some("another VFS"),
             _ => None,
-        }
-    })
+        })
 }
 
 /// The database server's host and TCP port in a PostgreSQL or MySQL URL;

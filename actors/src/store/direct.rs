@@ -64,6 +64,9 @@ impl OwnConn {
     /// the pool's settings: `synchronous = NORMAL`, foreign keys on, the
     /// busy timeout.
     pub(crate) fn open(path: PathBuf) -> Result<OwnConn, DbErr> {
+        // Reopened later by this path: made absolute now, so that a change
+        // of the working directory cannot point it at another file.
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
         let opened = Self::connect(&path)?;
         Ok(OwnConn {
             slot: Mutex::new(Some(opened)),
@@ -105,12 +108,18 @@ impl OwnConn {
     /// opens a fresh one; if that fails, the transactions go through the
     /// pool's handle from now on.
     fn discard(&self) {
-        tracing::warn!(
-            "the SQLite write connection was left in a transaction: closed and opened again"
-        );
         let mut slot = self.slot();
-        *slot = None;
+        if let Some(old) = slot.take() {
+            close_connection(old);
+        }
         self.reopen(&mut slot);
+        if slot.is_some() {
+            tracing::warn!(
+                "the SQLite write connection was left in a transaction: closed and opened again"
+            );
+        } else {
+            tracing::warn!("the SQLite write connection was left in a transaction: closed; writing through the pool's");
+        }
     }
 
     fn reopen(&self, slot: &mut Option<Opened>) {
@@ -133,14 +142,30 @@ impl OwnConn {
     /// Closes the connection for good (with the pool's, so that the last
     /// one closed checkpoints the write-ahead log into the file).
     pub(crate) fn close(&self) {
+        let mut slot = self.slot();
         self.closed.store(true, Ordering::Relaxed);
-        *self.slot() = None;
+        if let Some(old) = slot.take() {
+            close_connection(old);
+        }
     }
 
     /// Whether the connection is open.
     #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
         self.slot().is_some()
+    }
+}
+
+/// Closes an own connection, saying so if SQLite refused (dropping a
+/// connection would ignore it). A transaction still running on it (a
+/// [`OwnConn::close`] while a writer holds it) keeps it until that ends.
+fn close_connection(conn: Opened) {
+    let Ok(conn) = Arc::try_unwrap(conn) else {
+        return;
+    };
+    let conn = conn.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Err((_, e)) = conn.close() {
+        tracing::error!(error = %e, "closing the SQLite write connection failed");
     }
 }
 
@@ -179,14 +204,25 @@ impl Direct<'_> {
                 conn: &conn,
                 cached: true,
             };
-            let (out, clean) = direct.run_transaction(f);
+            // A panic in `f` still leaves the connection in autocommit or
+            // closed before the pool's connection is let go.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                direct.run_transaction(f)
+            }));
             drop(direct);
+            let clean = conn
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_autocommit();
             drop(conn);
             if !clean {
                 own.discard();
             }
             drop(pooled);
-            return out;
+            return match ran {
+                Ok((out, _)) => out,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
         }
         let mut locked = pooled
             .lock_handle()
@@ -773,23 +809,31 @@ mod tests {
             write_one(&db, db.own_sqlite(), "a").await.expect("rw");
             db.close().await;
             let file = dir.0.join("d.db");
-            let ro = Db::connect(&format!("sqlite://{}?mode=ro", file.display()), 1)
-                .await
-                .expect("connect read-only");
-            assert!(ro.own_sqlite().is_none(), "mode=ro has no own connection");
-            let refused = write_one(&ro, ro.own_sqlite(), "b")
-                .await
-                .expect_err("a read-only URL refuses writes");
-            assert!(refused.to_string().contains("readonly"), "{refused}");
-            ro.close().await;
-            let vfs = Db::connect(&format!("sqlite://{}?vfs=unix", file.display()), 1)
-                .await
-                .expect("connect with another VFS");
-            assert!(
-                vfs.own_sqlite().is_none(),
-                "another VFS has no own connection"
-            );
-            vfs.close().await;
+            // Read-only, spelled plainly or percent-encoded as sqlx reads it.
+            for query in ["mode=ro", "mode=r%6F", "m%6Fde=ro"] {
+                let ro = Db::connect(&format!("sqlite://{}?{query}", file.display()), 1)
+                    .await
+                    .expect("connect read-only");
+                assert!(ro.own_sqlite().is_none(), "{query} has no own connection");
+                let refused = write_one(&ro, ro.own_sqlite(), "b")
+                    .await
+                    .expect_err("a read-only URL refuses writes");
+                assert!(
+                    refused.to_string().contains("readonly"),
+                    "{query}: {refused}"
+                );
+                ro.close().await;
+            }
+            for query in ["vfs=unix", "immutable=1", "immutable=true"] {
+                let other = Db::connect(&format!("sqlite://{}?{query}", file.display()), 1)
+                    .await
+                    .expect("connect");
+                assert!(
+                    other.own_sqlite().is_none(),
+                    "{query} has no own connection"
+                );
+                other.close().await;
+            }
             let rw = Db::connect(&format!("sqlite://{}?mode=rwc", file.display()), 1)
                 .await
                 .expect("connect");
