@@ -191,9 +191,11 @@ impl From<StoreError> for ApiError {
 /// sqlx I/O, TLS, pool time-out, closed pool and crashed-worker errors
 /// inside `Exec`/`Query`; PostgreSQL SQLSTATE class 08 (connection
 /// exception), 57P01..57P05 (shutdown, cannot connect now) and 53300 (too
-/// many connections), 25006 (read-only: a standby or a demoted primary),
+/// many connections), 25P03 (an idle transaction ended by the server),
+/// 25006 (read-only: a standby or a demoted primary),
 /// 40001/40P01 (serialization failure, deadlock: rolled back, retry);
 /// MySQL/MariaDB class 08 (08S01 server shutdown), 1290 (`--read-only`),
+/// 4031 (disconnected by the server for inactivity),
 /// 1047 (a Galera member without quorum), the
 /// error numbers for a killed or lost connection, and "server has gone
 /// away"/"lost connection" messages; and the database runtime gone.
@@ -247,6 +249,15 @@ fn sqlx_reason(e: &sea_orm::SqlxError) -> Option<&'static str> {
                 Some("connection failure")
             } else if matches!(code, "57P01" | "57P02" | "57P03" | "57P04" | "57P05") {
                 Some("the server is shutting down or not accepting connections")
+            } else if code == "25P03" {
+                // idle_in_transaction_session_timeout: the server ended
+                // this session's transaction, rolled back, while the
+                // process was paused (a cluster node's sessions have the
+                // limit, so that a frozen node cannot hold cluster_lock).
+                // Nothing was written; the request may simply be retried.
+                // Found by `baton chaos --server postgres --seed 2027`: a
+                // start answered 500 after a SIGSTOP, and the client gave up.
+                Some("the server ended a transaction this node left idle (the node was paused)")
             } else if code == "53300" {
                 Some("too many connections")
             } else if code == "25006" {
@@ -269,7 +280,10 @@ fn sqlx_reason(e: &sea_orm::SqlxError) -> Option<&'static str> {
             } else if db
                 .try_downcast_ref::<sea_orm::SqlxMySqlError>()
                 .is_some_and(|m| {
-                    matches!(m.number(), 1040 | 1053 | 1927 | 2002 | 2003 | 2006 | 2013)
+                    matches!(
+                        m.number(),
+                        1040 | 1053 | 1927 | 2002 | 2003 | 2006 | 2013 | 4031
+                    )
                 })
             {
                 Some("the server closed the connection")
@@ -430,6 +444,12 @@ mod tests {
             )),
             query(server("57P02", "crash shutdown")),
             query(server("57P03", "the database system is starting up")),
+            // The session's idle transaction ended by the server while this
+            // process was paused (baton chaos, seed 2027).
+            exec(server(
+                "25P03",
+                "terminating connection due to idle-in-transaction timeout",
+            )),
             // A demoted primary or a hot standby; a lost race.
             exec(server(
                 "25006",
