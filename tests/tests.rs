@@ -27,6 +27,7 @@ mod http_action;
 mod metrics;
 mod nested;
 mod outage;
+mod planner;
 mod readme;
 mod scripts;
 mod search;

@@ -22,6 +22,7 @@
 //! - `signals`: signals and interaction answers, and waking parked executions
 //! - `workflows`: definitions and their versions
 //! - `nodes`: cluster members and cluster events
+//! - `planner`: analyzing PostgreSQL tables that outgrow their statistics
 //! - `retention`: deleting finished executions, one or in batches
 //! - `search`: executions and item logs in pages, children counts
 //! - `webhooks`: webhook deliveries of cluster events, and their claims
@@ -34,6 +35,7 @@ pub(crate) use direct::OwnConn;
 pub mod entities;
 mod executions;
 mod nodes;
+pub mod planner;
 mod retention;
 mod search;
 mod signals;
@@ -45,6 +47,7 @@ mod writes;
 pub use cluster::{fingerprint_difference, node_state, PeerView, Takeover};
 pub use executions::{Checkpoint, Fence, LogEntry, NewExecution, StartOutcome, Wait};
 pub use nodes::{NodeRegistration, OwnedCounts};
+pub use planner::PlannerStats;
 pub use retention::{Deletion, Purged};
 pub use search::{search_sql, ChildCounts, ExecutionFilter, PageKey};
 pub use signals::{ANSWER, CANCEL, CHILD_DONE, INTERACTION};

@@ -35,6 +35,7 @@
 //! - `recovery`: start-up recovery, rescans, the wake scan, retries after store failures
 //! - `commands`: start, cancel, resume, child start and shutdown
 //! - `retention`: purging finished executions and old cluster events
+//! - `planner`: keeping PostgreSQL's statistics in step with growing tables
 
 use crate::messages::NodeRole;
 use std::collections::{HashMap, HashSet};
@@ -114,6 +115,10 @@ pub struct NodeSupervisor {
     /// The executions the wake scan in flight is waking (see `wake_due`).
     waking_ids: std::rc::Rc<std::cell::RefCell<HashSet<String>>>,
     purging: bool,
+    /// A look at the planner's statistics is under way (`planner`).
+    planning: bool,
+    /// Tables this role may not analyze, said once.
+    not_analyzable: std::collections::HashSet<String>,
     /// A `config-refused` event was recorded for this process.
     refusal_recorded: bool,
     /// Since when, and why, this node is fenced (until it rejoins).
@@ -136,6 +141,8 @@ impl NodeSupervisor {
             last_wake: std::time::Instant::now(),
             waking_ids: Default::default(),
             purging: false,
+            planning: false,
+            not_analyzable: Default::default(),
             refusal_recorded: false,
             fenced: None,
         }
@@ -226,6 +233,11 @@ impl Actor for NodeSupervisor {
         });
         if let Some(policy) = self.cfg.retention {
             ctx.run_interval(policy.every, |act, ctx| act.purge(ctx));
+        }
+        if self.cfg.store.backend() == sea_orm::DbBackend::Postgres {
+            ctx.run_interval(crate::store::planner::EVERY, |act, ctx| {
+                act.keep_planner_stats(ctx)
+            });
         }
         match self.cfg.cluster {
             None => self.recover(ctx),
@@ -319,6 +331,7 @@ impl Handler<ExecutionEnded> for NodeSupervisor {
 
 mod commands;
 mod membership;
+mod planner;
 mod recovery;
 mod retention;
 

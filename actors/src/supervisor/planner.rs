@@ -1,0 +1,42 @@
+//! Every second a PostgreSQL node analyzes the engine's tables that have
+//! outgrown the planner's statistics (`Store::keep_planner_stats`, whose
+//! documentation says why). One look at a time; a failed look is logged
+//! and the next one tries again.
+
+use actix::{ActorFutureExt, Context, WrapFuture};
+
+use super::NodeSupervisor;
+use crate::messages::NodeState;
+
+impl NodeSupervisor {
+    pub(super) fn keep_planner_stats(&mut self, ctx: &mut Context<Self>) {
+        use actix::AsyncContext;
+        if self.planning || self.cfg.status.get().state != NodeState::Running {
+            return;
+        }
+        self.planning = true;
+        let store = self.cfg.store.clone();
+        let fut = async move { store.keep_planner_stats().await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, _| {
+            act.planning = false;
+            match result {
+                Ok(stats) => {
+                    for table in &stats.analyzed {
+                        tracing::info!(node = %act.cfg.node_id, table, "analyzed a table that had outgrown the planner's statistics");
+                    }
+                    for table in stats.not_permitted {
+                        if act.not_analyzable.insert(table.clone()) {
+                            tracing::warn!(node = %act.cfg.node_id, table, "this database role may not ANALYZE the table (it needs its owner): until autovacuum does, PostgreSQL may plan the engine's statements for an empty table");
+                        }
+                    }
+                    for table in &stats.busy {
+                        tracing::debug!(node = %act.cfg.node_id, table, "another session is analyzing or vacuuming the table; looking again in a second");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(node = %act.cfg.node_id, error = %e, "could not look at the planner's statistics; trying again in a second");
+                }
+            }
+        }));
+    }
+}

@@ -1,0 +1,212 @@
+//! PostgreSQL's planner statistics kept in step with tables that grow
+//! faster than autovacuum looks at them (`store::planner`): a node
+//! analyzes the tables it grows, so the group commit's cached plans stop
+//! scanning whole tables. Autovacuum is turned off on the tables here, as
+//! it is in the first minute of a new database, so the tests do not
+//! depend on when it comes. A no-op on SQLite and MariaDB.
+
+use std::time::Duration;
+
+use baton_actors::store::{Checkpoint, ExecutionState, Fence, NewExecution, StartOutcome, Wait};
+use baton_actors::Store;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde_json::json;
+
+use crate::on_all_backends;
+use crate::util::*;
+
+on_all_backends!(
+    checkpoints_stop_scanning_the_table_once_it_is_analyzed,
+    a_node_analyzes_the_executions_table_as_it_grows,
+);
+
+/// Turns autovacuum off on the tables the engine grows.
+async fn without_autovacuum(store: &Store) {
+    store
+        .db()
+        .run(|c| async move {
+            for t in ["executions", "signals", "item_log"] {
+                c.execute_unprepared(&format!("ALTER TABLE {t} SET (autovacuum_enabled = false)"))
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("autovacuum off");
+}
+
+/// A statistic of `executions` from `pg_stat_user_tables`.
+async fn executions_stat(url: &str, column: &str) -> i64 {
+    let store = Store::connect(url, 1).await.expect("connect");
+    let sql = format!(
+        "SELECT {column}::bigint AS n FROM pg_stat_user_tables WHERE relname = 'executions'"
+    );
+    let n = store
+        .db()
+        .run(move |c| async move {
+            let row = c
+                .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+                .await?
+                .expect("a row");
+            Ok(row.try_get::<i64>("", "n")?)
+        })
+        .await
+        .expect("read the statistic");
+    store.db().close().await;
+    n
+}
+
+/// Sessions on this test database other than the one asking.
+async fn other_sessions(url: &str) -> i64 {
+    let store = Store::connect(url, 1).await.expect("connect");
+    let n = store
+        .db()
+        .run(|c| async move {
+            let row = c
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT count(*)::bigint AS n FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                ))
+                .await?
+                .expect("a row");
+            Ok(row.try_get::<i64>("", "n")?)
+        })
+        .await
+        .expect("count sessions");
+    store.db().close().await;
+    n
+}
+
+/// Starts `n` executions one after the other, each parked on a signal
+/// by a checkpoint of its own (the group commit's one statement).
+async fn start_and_park(store: &Store, from: usize, n: usize) {
+    for i in from..from + n {
+        let new = NewExecution {
+            id: format!("e{i}"),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            parent_id: None,
+            inputs: json!({}),
+            variables: json!({}),
+            start_item: "wait".into(),
+            owner_node: "n1".into(),
+            node_epoch: None,
+        };
+        let row = match store.create_execution(new).await.expect("start") {
+            StartOutcome::Created(row) => row,
+            StartOutcome::Existing(row) => panic!("{} existed", row.id),
+        };
+        let fence = Fence {
+            execution: row.id.clone(),
+            node: "n1".into(),
+            epoch: row.owner_epoch,
+            run: Some(row.run_token),
+            step: Some(row.step),
+        };
+        let park = Checkpoint {
+            wait: Some(Wait {
+                state: ExecutionState::WaitingSignal,
+                until: None,
+                signal: Some("go".into()),
+            }),
+            ..Checkpoint::default()
+        };
+        store.checkpoint(&fence, park).await.expect("park");
+    }
+}
+
+/// 1,200 executions parked one by one on a new database: the checkpoint
+/// statement is prepared while `executions` is empty, and PostgreSQL
+/// keeps that plan, a scan of the whole table, for each checkpoint. Once
+/// the table is analyzed, the plan is made again: the next 1,200 read
+/// the table by its key. Without the analysis they would read about
+/// 1,200 x 1,800 rows more; the first 1,200 read about 1,200 x 600.
+async fn checkpoints_stop_scanning_the_table_once_it_is_analyzed(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let store = Store::connect(&db.url, 2).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    if b != Backend::Postgres {
+        start_and_park(&store, 0, 20).await;
+        let stats = store.keep_planner_stats().await.expect("look");
+        assert_eq!(stats, Default::default(), "nothing to do on {b:?}");
+        return;
+    }
+    without_autovacuum(&store).await;
+    start_and_park(&store, 0, 1_200).await;
+    // Sessions report their counts to the statistics within a second or
+    // so of their commits.
+    let analyzed = |want: bool| {
+        let store = store.clone();
+        async move {
+            let stats = store.keep_planner_stats().await.expect("look");
+            assert!(stats.not_permitted.is_empty(), "{stats:?}");
+            stats.analyzed.iter().any(|t| t == "executions") == want
+        }
+    };
+    eventually(
+        "executions analyzed once it holds 1,200 rows",
+        Duration::from_secs(30),
+        || analyzed(true),
+    )
+    .await;
+    assert!(
+        analyzed(false).await,
+        "a table that has not doubled since is left alone"
+    );
+    start_and_park(&store, 1_200, 1_200).await;
+    store.db().close().await;
+    // A session's counts are in once it has ended.
+    let url = db.url.clone();
+    eventually("the store's sessions end", Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { other_sessions(&url).await == 0 }
+    })
+    .await;
+    let read = executions_stat(&db.url, "seq_tup_read").await;
+    assert!(
+        read < 1_200_000,
+        "the checkpoints read {read} rows by sequential scans: the plan made while the table was empty was kept after it was analyzed"
+    );
+    assert!(executions_stat(&db.url, "analyze_count").await >= 1);
+}
+
+/// A node on PostgreSQL analyzes `executions` by itself once it has
+/// started 1,100 executions.
+async fn a_node_analyzes_the_executions_table_as_it_grows(b: Backend) {
+    if b != Backend::Postgres {
+        return; // a no-op elsewhere; the test above checks that
+    }
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    without_autovacuum(node.store()).await;
+    let def = json!({"id": "parked", "start": "wait", "items": {
+        "wait": {"type": "signal", "name": "go", "next": "done"}, "done": {"type": "end"}}});
+    node.store()
+        .insert_workflow("parked", "parked", def.to_string())
+        .await
+        .expect("workflow");
+    for chunk in 0..(1_100 / 50) {
+        let starts = (0..50).map(|i| {
+            node.starter().start(
+                "parked".into(),
+                json!({}),
+                Some(format!("p{}", chunk * 50 + i)),
+            )
+        });
+        for r in futures::future::join_all(starts).await {
+            r.expect("start");
+        }
+    }
+    let url = db.url.clone();
+    eventually(
+        "the node analyzes executions",
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            async move { executions_stat(&url, "analyze_count").await >= 1 }
+        },
+    )
+    .await;
+    node.stop().await;
+}
