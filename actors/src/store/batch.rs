@@ -442,10 +442,11 @@ fn fits_one_statement(backend: DbBackend, batch: &[Pending]) -> bool {
 /// the item-log records of the executions written and marks the signals
 /// they consumed, all or nothing, in one round trip instead of four
 /// (`BEGIN`, `UPDATE`, `INSERT`, `COMMIT`). The rows travel as JSON
-/// parameters (`json_to_recordset`), so the statement's text is the same
-/// for every batch: prepared once per connection, and planned once
-/// instead of at every batch size. An error from the server wrote
-/// nothing; a broken connection leaves the outcome unknown.
+/// parameters (`json_to_recordset`), so the statement's text depends on
+/// which shapes the batch holds (and whether it consumes signals), not on
+/// its size: at most 30 texts, each prepared once per connection and
+/// planned once. An error from the server wrote nothing; a broken
+/// connection leaves the outcome unknown.
 async fn one_statement(
     conn: &DatabaseConnection,
     batch: &[Pending],
@@ -455,6 +456,11 @@ async fn one_statement(
     let shapes = [Shape::Advance, Shape::Resume, Shape::Complete, Shape::Park];
     let mut ctes = Vec::new();
     let mut values: Vec<sea_orm::Value> = Vec::new();
+    // Only the shapes this batch holds: each `UPDATE` in the statement
+    // costs the server its executor start-up (opening the table's dozen
+    // indexes) whether it writes a row or not. So the text varies with
+    // the shapes present (at most 15 texts, each prepared once).
+    let mut written = Vec::new();
     for (i, shape) in shapes.into_iter().enumerate() {
         let rows: Vec<serde_json::Value> = batch
             .iter()
@@ -472,7 +478,11 @@ async fn one_statement(
                 serde_json::Value::Object(row)
             })
             .collect();
+        if rows.is_empty() {
+            continue;
+        }
         values.push(serde_json::Value::Array(rows).to_string().into());
+        let param = values.len();
         let types: Vec<String> = shape
             .columns()
             .iter()
@@ -485,8 +495,7 @@ async fn one_statement(
             })
             .collect();
         ctes.push(format!(
-            "v{i} AS (SELECT * FROM json_to_recordset(${}::json) AS t(id text, owner_node text, owner_epoch bigint, run_token bigint, fence_step bigint, {}))",
-            i + 1,
+            "v{i} AS (SELECT * FROM json_to_recordset(${param}::json) AS t(id text, owner_node text, owner_epoch bigint, run_token bigint, fence_step bigint, {}))",
             types.join(", ")
         ));
         // The planner cannot see how many rows a JSON parameter holds (it
@@ -503,10 +512,8 @@ async fn one_statement(
             "u{i} AS ({})",
             fenced_bulk_update(&format!("v{i}"), shape, now, &unfinished)
         ));
+        written.push(format!("SELECT id FROM u{i}"));
     }
-    let written: Vec<String> = (0..shapes.len())
-        .map(|i| format!("SELECT id FROM u{i}"))
-        .collect();
     ctes.push(format!("w AS ({})", written.join(" UNION ALL ")));
     let logs: Vec<serde_json::Value> = batch
         .iter()
@@ -537,14 +544,16 @@ async fn one_statement(
         .iter()
         .flat_map(|p| p.cp.consume_signals.iter().copied())
         .collect();
-    values.push(serde_json::Value::from(consumed).to_string().into());
-    let signal_param = values.len();
-    // Only the signals of executions written: the others keep theirs.
-    ctes.push(format!(
-        "s AS (UPDATE signals SET consumed_at = {now} \
-         WHERE id = ANY(ARRAY(SELECT value::bigint FROM json_array_elements_text(${signal_param}::json))) \
-         AND consumed_at IS NULL AND execution_id IN (SELECT id FROM w))"
-    ));
+    if !consumed.is_empty() {
+        values.push(serde_json::Value::from(consumed).to_string().into());
+        let signal_param = values.len();
+        // Only the signals of executions written: the others keep theirs.
+        ctes.push(format!(
+            "s AS (UPDATE signals SET consumed_at = {now} \
+             WHERE id = ANY(ARRAY(SELECT value::bigint FROM json_array_elements_text(${signal_param}::json))) \
+             AND consumed_at IS NULL AND execution_id IN (SELECT id FROM w))"
+        ));
+    }
     let sql = format!("WITH {} SELECT id FROM w", ctes.join(", "));
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
