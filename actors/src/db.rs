@@ -206,6 +206,28 @@ impl Db {
         self.limits
     }
 
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        match self.conn.get_database_backend() {
+            DbBackend::Postgres => self
+                .conn
+                .get_postgres_connection_pool()
+                .options()
+                .get_max_connections(),
+            DbBackend::MySql => self
+                .conn
+                .get_mysql_connection_pool()
+                .options()
+                .get_max_connections(),
+            DbBackend::Sqlite => self
+                .conn
+                .get_sqlite_connection_pool()
+                .options()
+                .get_max_connections(),
+            _ => 1,
+        }
+    }
+
     /// The pool's size (open connections) and how many of them are idle.
     pub fn pool_stats(&self) -> Option<(u32, usize)> {
         match self.conn.get_database_backend() {

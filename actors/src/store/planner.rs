@@ -23,12 +23,17 @@
 //! in service this does nothing; while a table grows from nothing it
 //! analyzes it about log2(rows / 1,000) times.
 //!
-//! `ANALYZE` runs in a transaction with a short `lock_timeout`: if another
-//! node or autovacuum is already at that table, this pass skips it. It
-//! needs the table's owner (or a superuser); the tables a role cannot
-//! analyze are left out, and said once. MySQL and MariaDB recompute
-//! their statistics themselves as a table changes by a tenth, and SQLite
-//! keeps none unless asked: there this does nothing.
+//! `ANALYZE` runs in a transaction that waits at most 200 ms for the
+//! table (`lock_timeout`: if another node or autovacuum is at it, this
+//! pass skips it) and runs at most 5 s (`statement_timeout`). Heartbeats
+//! share the pool, so a pass runs only when a connection is idle and the
+//! pool has more than one. Who may analyze: the table's owner, the
+//! database's owner or a superuser (since PostgreSQL 17, the `MAINTAIN`
+//! privilege); the tables a role may not analyze are left out, and said
+//! once. The tables are the ones the engine's statements find on the
+//! search path. MySQL and MariaDB recompute their statistics themselves
+//! as a table changes by a tenth, and SQLite keeps none unless asked:
+//! there this does nothing.
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
@@ -56,37 +61,60 @@ pub struct PlannerStats {
     /// Tables that had grown but another session held them (autovacuum,
     /// another node): the next pass looks again.
     pub busy: Vec<String>,
+    /// Tables whose `ANALYZE` failed, with the error.
+    pub failed: Vec<(String, String)>,
 }
 
 impl Store {
     /// Analyzes the engine's tables that have grown past their statistics
     /// (see the module documentation); PostgreSQL only, a no-op elsewhere.
+    /// Each table on its own: one that fails is reported in
+    /// [`PlannerStats::failed`] and the others are still looked at.
     pub async fn keep_planner_stats(&self) -> Result<PlannerStats, StoreError> {
         if self.backend() != DbBackend::Postgres {
             return Ok(PlannerStats::default());
         }
+        // Heartbeats share this pool: with no connection idle, or a pool
+        // of one, this pass waits for the next second rather than take it.
+        match self.db().pool_stats() {
+            Some((_, idle)) if idle > 0 && self.db().max_connections() > 1 => {}
+            _ => return Ok(PlannerStats::default()),
+        }
         self.db()
             .run(|c| async move {
-                let names = TABLES.map(|t| format!("'{t}'")).join(", ");
+                let names = TABLES.map(|t| format!("('{t}')")).join(", ");
+                // The tables as the engine's unqualified statements find
+                // them (`to_regclass` follows the search path).
                 // `n_live_tup` counts what the sessions reported (within a
                 // second or so); `reltuples` is what the planner believes,
-                // -1 before the first analysis.
+                // -1 before the first analysis. Who may analyze: since
+                // PostgreSQL 17 the MAINTAIN privilege; before, the table's
+                // owner (with its rights inherited), the database's owner
+                // or a superuser.
                 let rows = c
                     .query_all_raw(Statement::from_string(
                         DbBackend::Postgres,
                         format!(
-                            "SELECT s.relname::text AS name, s.n_live_tup AS live, c.reltuples::float8 AS planned, \
-                             (pg_has_role(current_user, c.relowner, 'MEMBER') \
-                              OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) AS permitted \
-                             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
-                             WHERE s.schemaname = current_schema() AND s.relname IN ({names}) \
-                             ORDER BY s.relname"
+                            "SELECT t.name, format('%I.%I', n.nspname, c.relname) AS qualified, \
+                             s.n_live_tup AS live, c.reltuples::float8 AS planned, \
+                             CASE WHEN current_setting('server_version_num')::int >= 170000 \
+                                  THEN has_table_privilege(c.oid, 'MAINTAIN') \
+                                  ELSE pg_has_role(current_user, c.relowner, 'USAGE') \
+                                    OR pg_has_role(current_user, (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE') \
+                                    OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                             END AS permitted \
+                             FROM (VALUES {names}) AS t(name) \
+                             JOIN pg_class c ON c.oid = to_regclass(t.name) \
+                             JOIN pg_namespace n ON n.oid = c.relnamespace \
+                             JOIN pg_stat_user_tables s ON s.relid = c.oid \
+                             ORDER BY t.name"
                         ),
                     ))
                     .await?;
                 let mut out = PlannerStats::default();
                 for r in rows {
                     let name: String = r.try_get("", "name")?;
+                    let qualified: String = r.try_get("", "qualified")?;
                     let live: i64 = r.try_get("", "live")?;
                     let planned: f64 = r.try_get("", "planned")?;
                     let permitted: bool = r.try_get("", "permitted")?;
@@ -97,20 +125,10 @@ impl Store {
                         out.not_permitted.push(name);
                         continue;
                     }
-                    // The name is one of `TABLES`, not input.
-                    let txn = c.begin().await?;
-                    txn.execute_unprepared("SET LOCAL lock_timeout = '200ms'")
-                        .await?;
-                    match txn.execute_unprepared(&format!("ANALYZE {name}")).await {
-                        Ok(_) => {
-                            txn.commit().await?;
-                            out.analyzed.push(name);
-                        }
-                        Err(e) if is_lock_timeout(&e) => {
-                            let _ = txn.rollback().await;
-                            out.busy.push(name);
-                        }
-                        Err(e) => return Err(e.into()),
+                    match analyze(&c, &qualified).await {
+                        Ok(()) => out.analyzed.push(name),
+                        Err(e) if super::is_lock_wait_timeout(&e) => out.busy.push(name),
+                        Err(e) => out.failed.push((name, e.to_string())),
                     }
                 }
                 Ok(out)
@@ -119,24 +137,42 @@ impl Store {
     }
 }
 
+/// `ANALYZE` of one table (`qualified`, quoted by the server), waiting at
+/// most [`LOCK_WAIT`] for it and running at most [`ANALYZE_LIMIT`].
+async fn analyze(c: &sea_orm::DatabaseConnection, qualified: &str) -> Result<(), sea_orm::DbErr> {
+    let txn = c.begin().await?;
+    let result = async {
+        txn.execute_unprepared(&format!(
+            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+            LOCK_WAIT.as_millis(),
+            ANALYZE_LIMIT.as_millis()
+        ))
+        .await?;
+        txn.execute_unprepared(&format!("ANALYZE {qualified}"))
+            .await
+            .map(drop)
+    }
+    .await;
+    match result {
+        Ok(()) => txn.commit().await,
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// How long `ANALYZE` waits for a table another session holds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How long one `ANALYZE` may run (a sample of 30,000 rows takes well
+/// under a second; it holds one of the pool's connections meanwhile).
+const ANALYZE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether a table with `live` rows has outgrown the planner's belief of
 /// `planned` rows (negative: never analyzed).
 fn outgrown(live: i64, planned: f64) -> bool {
     live >= MIN_ROWS && live as f64 >= 2.0 * planned.max(0.0)
-}
-
-/// PostgreSQL's `lock_not_available` (55P03), which `lock_timeout` raises.
-fn is_lock_timeout(e: &sea_orm::DbErr) -> bool {
-    use sea_orm::{sqlx, RuntimeErr};
-    let sqlx_err = match e {
-        sea_orm::DbErr::Exec(RuntimeErr::SqlxError(e))
-        | sea_orm::DbErr::Query(RuntimeErr::SqlxError(e)) => e,
-        _ => return false,
-    };
-    match &**sqlx_err {
-        sqlx::Error::Database(d) => d.code().as_deref() == Some("55P03"),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

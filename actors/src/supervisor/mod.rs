@@ -119,6 +119,10 @@ pub struct NodeSupervisor {
     planning: bool,
     /// Tables this role may not analyze, said once.
     not_analyzable: std::collections::HashSet<String>,
+    /// Tables whose `ANALYZE` failed, said once.
+    planner_failed: std::collections::HashSet<String>,
+    /// No look at the planner's statistics before this (after a failure).
+    planner_paused_until: Option<std::time::Instant>,
     /// A `config-refused` event was recorded for this process.
     refusal_recorded: bool,
     /// Since when, and why, this node is fenced (until it rejoins).
@@ -143,6 +147,8 @@ impl NodeSupervisor {
             purging: false,
             planning: false,
             not_analyzable: Default::default(),
+            planner_failed: Default::default(),
+            planner_paused_until: None,
             refusal_recorded: false,
             fenced: None,
         }
