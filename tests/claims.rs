@@ -58,6 +58,7 @@ on_all_backends!(
     batched_completions_are_fenced_and_consume_only_their_own_signals,
     starts_wait_for_a_takeover_in_flight_and_are_refused_by_it,
     batched_parks_are_fenced,
+    a_batch_of_every_shape_writes_each_as_asked,
     a_rejoined_node_does_not_jump_the_standby_queue,
 );
 
@@ -1321,4 +1322,168 @@ async fn sqlite_a_write_transaction_waits_for_another_writer_instead_of_failing(
         .expect("task")
         .expect("the import waited and wrote");
     assert_eq!(version, 1);
+}
+
+/// The group commit's shapes mixed in one batch: "next item", "run
+/// again", "completed" (consuming a signal) and "parked", each with a run
+/// that still holds its row and one that lost it, all submitted at once.
+/// On PostgreSQL the batch is one statement holding only the shapes
+/// present, its parameters numbered on from one shape to the next: each
+/// row must get its own shape's values, and the fenced-out rows nothing.
+async fn a_batch_of_every_shape_writes_each_as_asked(b: Backend) {
+    use baton_actors::store::{Checkpoint, ExecutionState, LogEntry, Wait};
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let log = |event: &'static str, step: i64| LogEntry {
+        item: "a".into(),
+        step,
+        attempt: 1,
+        event,
+        message: None,
+    };
+    // Rounds of shapes submitted together: one shape alone (a batch of
+    // it alone, numbered from $1 whatever its place among the shapes),
+    // then pairs and all four, each twice so that some batch holds them
+    // together. Every other run has lost its claim.
+    let rounds: [&[usize]; 7] = [
+        &[3],
+        &[1],
+        &[2],
+        &[0, 2, 0, 2],
+        &[1, 3, 1, 3],
+        &[2, 3, 2, 3],
+        &[0, 1, 2, 3, 0, 1, 2, 3],
+    ];
+    let mut results = Vec::new();
+    let mut runs = Vec::new();
+    let mut n = 0;
+    for round in rounds {
+        let mut wave = Vec::new();
+        for &shape in round {
+            let i = n;
+            n += 1;
+            let fence = claimed_run(&store, &format!("m{i}"), i % 2 == 1).await;
+            let step = fence.step.expect("step");
+            let attempt = store
+                .execution(&fence.execution)
+                .await
+                .expect("read")
+                .expect("row")
+                .attempt;
+            let cp = match shape {
+                0 => Checkpoint {
+                    variables: Some(json!({"shape": "advance", "i": i})),
+                    outputs: Some(json!({"o": i})),
+                    current_item: Some(Some("b".into())),
+                    step: Some(step + 1),
+                    attempt: Some(1),
+                    item_retries: Some(0),
+                    logs: vec![log("completed", step), log("started", step + 1)],
+                    ..Default::default()
+                },
+                1 => Checkpoint {
+                    attempt: Some(7),
+                    logs: vec![log("resumed", step)],
+                    ..Default::default()
+                },
+                2 => {
+                    store
+                        .insert_signal(&fence.execution, "go", &json!(i))
+                        .await
+                        .expect("signal");
+                    let signal = store
+                        .pending_signal(&fence.execution, "go")
+                        .await
+                        .expect("read")
+                        .expect("pending");
+                    Checkpoint {
+                        variables: Some(json!({"shape": "complete", "i": i})),
+                        outputs: Some(json!({"done": i})),
+                        current_item: Some(None),
+                        state: Some(ExecutionState::Completed),
+                        ended: true,
+                        consume_signals: vec![signal.id],
+                        logs: vec![log("completed", step)],
+                        ..Default::default()
+                    }
+                }
+                _ => Checkpoint {
+                    wait: Some(Wait {
+                        state: ExecutionState::Waiting,
+                        until: Some(4_102_444_800_000 + i as i64),
+                        signal: None,
+                    }),
+                    ..Default::default()
+                },
+            };
+            wave.push((i, shape, fence, cp, step, attempt));
+        }
+        results.extend(
+            futures::future::join_all(
+                wave.iter()
+                    .map(|(_, _, f, cp, _, _)| store.checkpoint(f, cp.clone())),
+            )
+            .await,
+        );
+        runs.extend(wave);
+    }
+    for ((i, shape, f, _, step, attempt), r) in runs.iter().zip(results) {
+        let id = &f.execution;
+        let row = store.execution(id).await.expect("read").expect("row");
+        let pending = store.pending_signal(id, "go").await.expect("read");
+        let events: Vec<String> = store
+            .item_log(id)
+            .await
+            .expect("log")
+            .iter()
+            .map(|l| l.event.clone())
+            .collect();
+        if i % 2 == 1 {
+            assert!(r.is_err_and(|e| e.is_ownership_lost()), "{id}");
+            assert_eq!(row.state, "running", "{id}");
+            assert_eq!((row.step, row.attempt), (*step, *attempt), "{id}");
+            assert_eq!(row.current_item.as_deref(), Some("a"), "{id}");
+            assert!(row.wait_until.is_none() && row.ended_at.is_none(), "{id}");
+            assert_eq!(events, ["started"], "{id}: no record of the lost run");
+            if *shape == 2 {
+                assert!(pending.is_some(), "{id}: its signal is kept");
+            }
+            continue;
+        }
+        assert!(r.is_ok(), "{id}: {r:?}");
+        match shape {
+            0 => {
+                assert_eq!(row.state, "running", "{id}");
+                assert_eq!(row.current_item.as_deref(), Some("b"), "{id}");
+                assert_eq!((row.step, row.attempt), (step + 1, 1), "{id}");
+                let vars: serde_json::Value =
+                    serde_json::from_str(&row.variables).expect("variables");
+                assert_eq!(vars, json!({"shape": "advance", "i": i}), "{id}");
+                assert_eq!(events, ["started", "completed", "started"], "{id}");
+            }
+            1 => {
+                assert_eq!(row.state, "running", "{id}");
+                assert_eq!((row.step, row.attempt), (*step, 7), "{id}");
+                assert_eq!(events, ["started", "resumed"], "{id}");
+            }
+            2 => {
+                assert_eq!(row.state, "completed", "{id}");
+                assert!(row.ended_at.is_some() && row.current_item.is_none(), "{id}");
+                let outputs = format!(r#"{{"done":{i}}}"#);
+                assert_eq!(row.outputs.as_deref(), Some(outputs.as_str()), "{id}");
+                assert!(pending.is_none(), "{id}: its signal is consumed");
+                assert_eq!(events, ["started", "completed"], "{id}");
+            }
+            _ => {
+                assert_eq!(row.state, "waiting", "{id}");
+                assert_eq!(
+                    row.wait_until,
+                    Some(4_102_444_800_000 + i64::from(*i)),
+                    "{id}"
+                );
+                assert_eq!(events, ["started"], "{id}");
+            }
+        }
+    }
 }
