@@ -755,20 +755,6 @@ async fn batched_checkpoints_refuse_rows_that_went_backwards(b: Backend) {
     }
 }
 
-fn new_start(id: &str, owner: &str, epoch: Option<i64>) -> NewExecution {
-    NewExecution {
-        id: id.into(),
-        workflow_id: "w".into(),
-        workflow_version: 1,
-        parent_id: None,
-        inputs: json!({}),
-        variables: json!({}),
-        start_item: "a".into(),
-        owner_node: owner.into(),
-        node_epoch: epoch,
-    }
-}
-
 /// Issue 14 item 3: starts made at the same moment share one transaction
 /// (the store's start batcher). An `execution_id` repeated in one batch,
 /// or already taken, creates nothing new and answers the stored row; each
@@ -958,6 +944,24 @@ async fn claimed_run(store: &baton_actors::Store, id: &str, lost: bool) -> Fence
     }
 }
 
+/// Sends `execution` a signal `go` and returns the id it is pending under.
+async fn pending_go(
+    store: &baton_actors::Store,
+    execution: &str,
+    payload: serde_json::Value,
+) -> i64 {
+    store
+        .insert_signal(execution, "go", &payload)
+        .await
+        .expect("signal");
+    store
+        .pending_signal(execution, "go")
+        .await
+        .expect("read")
+        .expect("pending")
+        .id
+}
+
 /// Issue 14: completions and signal consumption join the group commit
 /// (one bulk fenced `UPDATE` for the executions that complete together,
 /// one `UPDATE` of the signals they consumed). A completion under a token
@@ -972,16 +976,8 @@ async fn batched_completions_are_fenced_and_consume_only_their_own_signals(b: Ba
     for i in 0..24 {
         // Every third run lost its claim to another run since.
         let fence = claimed_run(&store, &format!("c{i}"), i % 3 == 0).await;
-        store
-            .insert_signal(&fence.execution, "go", &json!(i))
-            .await
-            .expect("signal");
-        let signal = store
-            .pending_signal(&fence.execution, "go")
-            .await
-            .expect("read")
-            .expect("pending");
-        runs.push((fence, signal.id));
+        let signal = pending_go(&store, &fence.execution, json!(i)).await;
+        runs.push((fence, signal));
     }
     let complete = |signal: i64| Checkpoint {
         variables: Some(json!({"n": 1})),
@@ -1388,22 +1384,14 @@ async fn a_batch_of_every_shape_writes_each_as_asked(b: Backend) {
                     ..Default::default()
                 },
                 2 => {
-                    store
-                        .insert_signal(&fence.execution, "go", &json!(i))
-                        .await
-                        .expect("signal");
-                    let signal = store
-                        .pending_signal(&fence.execution, "go")
-                        .await
-                        .expect("read")
-                        .expect("pending");
+                    let signal = pending_go(&store, &fence.execution, json!(i)).await;
                     Checkpoint {
                         variables: Some(json!({"shape": "complete", "i": i})),
                         outputs: Some(json!({"done": i})),
                         current_item: Some(None),
                         state: Some(ExecutionState::Completed),
                         ended: true,
-                        consume_signals: vec![signal.id],
+                        consume_signals: vec![signal],
                         logs: vec![log("completed", step)],
                         ..Default::default()
                     }

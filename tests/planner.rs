@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use baton_actors::store::{Checkpoint, ExecutionState, Fence, NewExecution, StartOutcome, Wait};
+use baton_actors::store::{Checkpoint, ExecutionState, Fence, StartOutcome, Wait};
 use baton_actors::Store;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::json;
@@ -40,12 +40,10 @@ async fn without_autovacuum(store: &Store) {
         .expect("autovacuum off");
 }
 
-/// A statistic of `executions` from `pg_stat_user_tables`.
-async fn executions_stat(url: &str, column: &str) -> i64 {
+/// One `bigint` the query `sql` (a column `n`) returns, read on a
+/// connection of its own, closed after.
+async fn scalar(url: &str, sql: String) -> i64 {
     let store = Store::connect(url, 1).await.expect("connect");
-    let sql = format!(
-        "SELECT {column}::bigint AS n FROM pg_stat_user_tables WHERE relname = 'executions'"
-    );
     let n = store
         .db()
         .run(move |c| async move {
@@ -56,48 +54,38 @@ async fn executions_stat(url: &str, column: &str) -> i64 {
             Ok(row.try_get::<i64>("", "n")?)
         })
         .await
-        .expect("read the statistic");
+        .expect("read");
     store.db().close().await;
     n
 }
 
+/// A statistic of `executions` from `pg_stat_user_tables`.
+async fn executions_stat(url: &str, column: &str) -> i64 {
+    scalar(
+        url,
+        format!(
+            "SELECT {column}::bigint AS n FROM pg_stat_user_tables WHERE relname = 'executions'"
+        ),
+    )
+    .await
+}
+
 /// Sessions on this test database other than the one asking.
 async fn other_sessions(url: &str) -> i64 {
-    let store = Store::connect(url, 1).await.expect("connect");
-    let n = store
-        .db()
-        .run(|c| async move {
-            let row = c
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Postgres,
-                    "SELECT count(*)::bigint AS n FROM pg_stat_activity \
-                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                ))
-                .await?
-                .expect("a row");
-            Ok(row.try_get::<i64>("", "n")?)
-        })
-        .await
-        .expect("count sessions");
-    store.db().close().await;
-    n
+    scalar(
+        url,
+        "SELECT count(*)::bigint AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            .into(),
+    )
+    .await
 }
 
 /// Starts `n` executions one after the other, each parked on a signal
 /// by a checkpoint of its own (the group commit's one statement).
 async fn start_and_park(store: &Store, from: usize, n: usize) {
     for i in from..from + n {
-        let new = NewExecution {
-            id: format!("e{i}"),
-            workflow_id: "w".into(),
-            workflow_version: 1,
-            parent_id: None,
-            inputs: json!({}),
-            variables: json!({}),
-            start_item: "wait".into(),
-            owner_node: "n1".into(),
-            node_epoch: None,
-        };
+        let new = new_start(&format!("e{i}"), "n1", None);
         let row = match store.create_execution(new).await.expect("start") {
             StartOutcome::Created(row) => row,
             StartOutcome::Existing(row) => panic!("{} existed", row.id),
@@ -238,17 +226,7 @@ async fn a_role_that_may_not_analyze_leaves_the_tables_alone(b: Backend) {
     without_autovacuum(&owner).await;
     for chunk in 0..(1_100 / 100) {
         let starts = (0..100).map(|i| {
-            owner.create_execution(NewExecution {
-                id: format!("r{}", chunk * 100 + i),
-                workflow_id: "w".into(),
-                workflow_version: 1,
-                parent_id: None,
-                inputs: json!({}),
-                variables: json!({}),
-                start_item: "wait".into(),
-                owner_node: "n1".into(),
-                node_epoch: None,
-            })
+            owner.create_execution(new_start(&format!("r{}", chunk * 100 + i), "n1", None))
         });
         for r in futures::future::join_all(starts).await {
             r.expect("start");

@@ -203,6 +203,22 @@ pub async fn start_node(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> NodeHan
         .expect("node starts")
 }
 
+/// A new execution `id` of workflow `w` owned by `owner`, accepted under
+/// `epoch` (`None`: not checked), starting at item `a`.
+pub fn new_start(id: &str, owner: &str, epoch: Option<i64>) -> baton_actors::store::NewExecution {
+    baton_actors::store::NewExecution {
+        id: id.into(),
+        workflow_id: "w".into(),
+        workflow_version: 1,
+        parent_id: None,
+        inputs: serde_json::json!({}),
+        variables: serde_json::json!({}),
+        start_item: "a".into(),
+        owner_node: owner.into(),
+        node_epoch: epoch,
+    }
+}
+
 /// A store on `db`, for looking behind the API.
 pub async fn store(db: &TestDb) -> baton_actors::Store {
     baton_actors::Store::connect(&db.url, 2)
