@@ -518,9 +518,10 @@ async fn unsent_wal(url: &str) -> i64 {
 /// What a killed primary with a replica left behind cost.
 struct Loss {
     /// Starts answered 202 while replication stalled (until the snapshot
-    /// of the old primary), and of them, those missing afterwards (404).
-    /// One answered between the snapshot and the kill may be lost too: it
-    /// is in neither count, since the snapshot cannot show it.
+    /// of the old primary began), and of them, those missing afterwards
+    /// (404). One answered during the snapshot's read or before the kill
+    /// may be lost too: it is in neither count, since the snapshot may not
+    /// show it.
     acked_in_stall: usize,
     acked_lost: usize,
     /// Against what the old primary showed just before its kill:
@@ -565,10 +566,11 @@ async fn killed_primary_with_a_replica_behind(synchronous: bool, stall: Duration
     pg.stall_replication().await.expect("stall the WAL senders");
     actix_rt::time::sleep(stall).await;
     let unsent_bytes = unsent_wal(&leader_url).await;
-    let before = snapshot(&leader_url).await;
-    // Starts acknowledged from here to the kill are on the old primary
-    // but not in `before`: the comparison below leaves them out.
+    // Starts acknowledged from here to the kill (during the snapshot's
+    // read too) are on the old primary but maybe not in `before`: the
+    // comparison below leaves them out.
     let acked_at_snapshot = acked.borrow().len();
+    let before = snapshot(&leader_url).await;
     let acked_in_stall = acked_at_snapshot - acked_before_stall;
     let killed = pg.kill_leader().await.expect("kill the leader");
     assert_eq!(killed, leader, "the leader changed during the stall");
