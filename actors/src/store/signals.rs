@@ -134,8 +134,10 @@ impl Store {
         let node = node.to_owned();
         self.db()
             .run(move |c| async move {
+                // The name in the statement's text, not bound: only then
+                // may the database read the cancels' partial index.
                 let ids: Vec<String> = signal::Entity::find()
-                    .filter(signal::Column::Name.eq(CANCEL))
+                    .filter(Expr::cust(format!("name = '{CANCEL}'")))
                     .filter(signal::Column::ConsumedAt.is_null())
                     .all(&c)
                     .await?
@@ -307,8 +309,9 @@ impl Store {
     /// The catch-up behind the flag: flags `node`'s executions parked on a
     /// signal that arrived in the last `window_ms` (database clock) without
     /// setting their flag (a node of an older version stored it). Reads only
-    /// that window's unconsumed signals, then the executions they name by
-    /// id; returns how many it flagged.
+    /// that window's signals (`ix_signals_created`) and keeps the
+    /// unconsumed, then reads the executions they name by id; returns how
+    /// many it flagged.
     pub async fn flag_recent_signals(&self, node: &str, window_ms: i64) -> Result<u64, StoreError> {
         let backend = self.backend();
         let node = node.to_owned();
