@@ -840,6 +840,31 @@ async fn starts_made_together_stay_idempotent_and_epoch_checked(b: Backend) {
             );
         }
     }
+    // Wave 3: a whole batch under the epoch the node has left (on
+    // PostgreSQL one statement, whose owner check writes nothing), with a
+    // taken id among them: the new ids are refused, the taken one answered.
+    let mut wave: Vec<NewExecution> = (0..10)
+        .map(|i| new_start(&format!("u-{i}"), "n1", Some(epoch - 1)))
+        .collect();
+    wave.push(new_start("taken", "n1", Some(epoch - 1)));
+    wave.push(new_start("u-3", "n1", Some(epoch - 1)));
+    let ids: Vec<String> = wave.iter().map(|n| n.id.clone()).collect();
+    let outcomes =
+        futures::future::join_all(wave.into_iter().map(|n| store.create_execution(n))).await;
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        if id == "taken" {
+            assert!(
+                matches!(&outcome, Ok(StartOutcome::Existing(row)) if row.created_at == before.created_at),
+                "{outcome:?}"
+            );
+        } else {
+            assert!(
+                matches!(outcome, Err(baton_actors::StoreError::Conflict(_))),
+                "{id}: {outcome:?}"
+            );
+            assert!(store.execution(id).await.expect("read").is_none());
+        }
+    }
 }
 
 /// Issue 14: a wake moves the run token of exactly the rows it wakes, so
