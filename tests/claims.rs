@@ -46,6 +46,17 @@ async fn mysql_a_scans_membership_steps_give_up_on_a_held_cluster_lock() {
     a_scans_membership_steps_give_up_on_a_held_cluster_lock(Backend::Mysql).await
 }
 
+// SQLite writes one transaction at a time: no start can race another's.
+#[actix_rt::test]
+async fn postgres_an_id_taken_while_its_batch_is_written_is_answered_as_existing() {
+    an_id_taken_while_its_batch_is_written_is_answered_as_existing(Backend::Postgres).await
+}
+
+#[actix_rt::test]
+async fn mysql_an_id_taken_while_its_batch_is_written_is_answered_as_existing() {
+    an_id_taken_while_its_batch_is_written_is_answered_as_existing(Backend::Mysql).await
+}
+
 on_all_backends!(
     an_execution_is_created_only_under_the_nodes_current_epoch,
     a_stale_row_starts_no_second_run,
@@ -1125,6 +1136,70 @@ async fn starts_wait_for_a_takeover_in_flight_and_are_refused_by_it(b: Backend) 
             .expect("read")
             .is_none());
     }
+}
+
+/// A start batch whose id another writer (another node, the other start
+/// writer) inserts while the batch is written. On PostgreSQL the batch's
+/// one statement waits for that insert, leaves the id alone when it
+/// commits, and cannot see its row (the statement's snapshot is older):
+/// the id's start is then tried alone and finds it. The others of the
+/// batch are created; the raced id is answered with the other writer's
+/// row, and gets no `started` record from this batch.
+async fn an_id_taken_while_its_batch_is_written_is_answered_as_existing(b: Backend) {
+    use baton_actors::store::NodeRegistration;
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let epoch = store
+        .register_node(NodeRegistration {
+            id: "n1".into(),
+            address: "http://127.0.0.1:1".into(),
+            role: "active".into(),
+            state: baton_actors::store::node_state::RUNNING.into(),
+            fingerprint: String::new(),
+        })
+        .await
+        .expect("register");
+    let other = Database::connect(db.url.as_str()).await.expect("connect");
+    let writer = other.begin().await.expect("begin");
+    writer
+        .execute_unprepared(
+            "INSERT INTO executions (id, workflow_id, workflow_version, state, inputs, variables, \
+             current_item, step, attempt, owner_node, owner_epoch, created_at, updated_at) \
+             VALUES ('raced', 'wf', 1, 'running', '{}', '{}', 'a', 1, 1, 'n1', 1, 12345, 12345)",
+        )
+        .await
+        .expect("the other writer's insert");
+    let mut wave: Vec<NewExecution> = (0..15)
+        .map(|i| new_start(&format!("r-{i:02}"), "n1", Some(epoch)))
+        .collect();
+    wave.insert(8, new_start("raced", "n1", Some(epoch)));
+    let ids: Vec<String> = wave.iter().map(|n| n.id.clone()).collect();
+    let starts = actix_rt::spawn({
+        let store = store.clone();
+        async move {
+            futures::future::join_all(wave.into_iter().map(|n| store.create_execution(n))).await
+        }
+    });
+    // Let the batch reach the raced key (it waits on the open insert; had
+    // it not reached it yet, it finds the committed row all the same).
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    writer.commit().await.expect("the other writer commits");
+    for (id, r) in ids.iter().zip(starts.await.expect("starts")) {
+        match r.unwrap_or_else(|e| panic!("{id}: {e:?}")) {
+            StartOutcome::Existing(row) => {
+                assert_eq!(id, "raced", "{id} answered as existing");
+                assert_eq!(row.created_at, 12345, "the other writer's row");
+            }
+            StartOutcome::Created(row) => {
+                assert_ne!(id, "raced", "the raced id answered as created");
+                assert_eq!(&row.id, id);
+            }
+        }
+    }
+    let log = store.item_log("raced").await.expect("log");
+    assert!(log.is_empty(), "no started record from the batch: {log:?}");
 }
 
 /// Issue 14: parks join the group commit's bulk `UPDATE` (a `Park` shape:

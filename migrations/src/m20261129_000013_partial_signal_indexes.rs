@@ -11,9 +11,9 @@
 //! read then walked every pending signal (delivering 20,000 signals read
 //! 310 million index entries). Those two become:
 //! - `ix_signals_cancels` on `(execution_id) WHERE name = '__cancel' AND
-//!   consumed_at IS NULL`: the cancels other nodes asked for. Only a
-//!   statement that names `'__cancel'` in its text can use it, so no read
-//!   with a bound name can;
+//!   consumed_at IS NULL`: the cancels other nodes asked for (whose
+//!   statement names `'__cancel'` in its text). A plan made for a bound
+//!   name cannot use it, so a cached plan for any other name never does;
 //! - `ix_signals_created` on `(created_at)`: the catch-up over the last
 //!   seconds' signals reads that range, consumed ones included, and keeps
 //!   the pending. No other read has a condition on `created_at`.

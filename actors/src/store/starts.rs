@@ -170,7 +170,7 @@ async fn apply(
     let Written {
         created,
         stored,
-        mut refused,
+        alone,
     } = if backend == DbBackend::Sqlite {
         // The writes on this thread (`Direct`), then the rows read once
         // committed, on a reader connection (in WAL mode it sees every
@@ -208,24 +208,29 @@ async fn apply(
         }
     };
     let mut writer_of: HashSet<&str> = HashSet::with_capacity(batch.len());
-    Ok(batch
-        .iter()
-        .map(|p| {
-            let id = p.new.id.as_str();
-            let Some(row) = stored.get(id).cloned() else {
-                return Err(refused.remove(id).unwrap_or_else(|| StoreError::NotFound {
-                    kind: "execution",
-                    id: id.to_owned(),
-                }));
-            };
-            // Only the first start of a new id created it.
-            Ok(if created.contains(id) && writer_of.insert(id) {
-                StartOutcome::Created(row)
-            } else {
-                StartOutcome::Existing(row)
-            })
-        })
-        .collect())
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for p in batch {
+        let id = p.new.id.as_str();
+        if alone.contains(id) {
+            // Each start of the id, repeats included, answered as alone.
+            outcomes.push(start_alone(conn, backend, p.new.clone()).await);
+            continue;
+        }
+        let Some(row) = stored.get(id).cloned() else {
+            outcomes.push(Err(StoreError::NotFound {
+                kind: "execution",
+                id: id.to_owned(),
+            }));
+            continue;
+        };
+        // Only the first start of a new id created it.
+        outcomes.push(Ok(if created.contains(id) && writer_of.insert(id) {
+            StartOutcome::Created(row)
+        } else {
+            StartOutcome::Existing(row)
+        }));
+    }
+    Ok(outcomes)
 }
 
 /// The one owner and epoch every start of the batch was accepted under,
@@ -258,8 +263,8 @@ fn one_owner<'a>(backend: DbBackend, firsts: &[&'a NewExecution]) -> Option<(&'a
 /// longer running at its epoch, most likely), each start is tried alone,
 /// as after [`write`] refused the batch. An id it leaves unanswered after
 /// writing others is one another writer's start of the same id took while
-/// this statement ran (its row is not in the statement's snapshot): that
-/// start alone ([`create_one`]) finds it.
+/// this statement ran (its row is not in the statement's snapshot): each
+/// start of that id, tried alone ([`create_one`]), finds it.
 async fn one_statement(
     conn: &DatabaseConnection,
     backend: DbBackend,
@@ -332,36 +337,20 @@ async fn one_statement(
             "a start of the batch was not written".into(),
         )));
     }
-    let mut refused = HashMap::new();
-    for n in unanswered {
-        match start_alone(conn, backend, n.clone()).await {
-            Ok(StartOutcome::Created(row)) => {
-                created.insert(row.id.clone());
-                stored.insert(row.id.clone(), row);
-            }
-            Ok(StartOutcome::Existing(row)) => {
-                stored.insert(row.id.clone(), row);
-            }
-            // This start's own answer; the others stand.
-            Err(e) => {
-                refused.insert(n.id.clone(), e);
-            }
-        }
-    }
     Ok(Written {
         created,
         stored,
-        refused,
+        alone: unanswered.iter().map(|n| n.id.clone()).collect(),
     })
 }
 
-/// What a batch of starts wrote: the ids it created, the rows of every id,
-/// and the starts of ids tried alone that failed.
+/// What a batch of starts wrote: the ids it created, the rows of the ids
+/// it answered, and the ids whose starts are to be tried alone.
 #[derive(Default)]
 struct Written {
     created: HashSet<String>,
     stored: HashMap<String, execution::Model>,
-    refused: HashMap<String, StoreError>,
+    alone: HashSet<String>,
 }
 
 /// The writes of a batch of starts (each id once) inside `txn`: the new
