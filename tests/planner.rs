@@ -19,6 +19,7 @@ on_all_backends!(
     checkpoints_stop_scanning_the_table_once_it_is_analyzed,
     a_node_analyzes_the_executions_table_as_it_grows,
     an_awaited_signal_is_read_by_its_execution_not_among_all_pending,
+    the_wake_scan_reads_only_what_is_due_and_its_indexes_hold_only_that,
 );
 
 #[actix_rt::test]
@@ -438,4 +439,176 @@ async fn an_awaited_signal_is_read_by_its_execution_not_among_all_pending(b: Bac
         read < 20_000,
         "200 reads of one execution's pending signal, 20 cancel scans and 20 catch-ups read {read} index entries or rows: one of them walked the pending signals of every execution"
     );
+}
+
+/// Index entries and rows of `executions` read so far (statistics).
+async fn execution_rows_read(url: &str) -> i64 {
+    scalar(
+        url,
+        "SELECT ((SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE relname = 'executions') \
+         + (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'executions'))::bigint AS n"
+            .into(),
+    )
+    .await
+}
+
+/// The wake scan (`Store::due_for_wake`) reads what is due, not every
+/// parked execution, and the indexes it reads hold only rows that can be
+/// due (migration 14): 2,000 executions parked on a signal and 1,000 on a
+/// timer a day away leave no entry in the signaled index and none of the
+/// first in the timers' index, so a park, a wake or a completion writes
+/// fewer index entries. Checked on PostgreSQL by the statistics (entries
+/// read, entries held after a `VACUUM`), on SQLite by the schema (each of
+/// those indexes is partial); on MariaDB (no partial indexes) the scan's
+/// answer.
+async fn the_wake_scan_reads_only_what_is_due_and_its_indexes_hold_only_that(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let store = Store::connect(&db.url, 2).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    if b == Backend::Postgres {
+        without_autovacuum(&store).await;
+    }
+    let far = 4_102_444_800_000i64;
+    let rows: Vec<String> = (0..3_020)
+        .map(|i| {
+            let (state, until, signaled) = match i {
+                0..2_000 => ("waiting-signal", "NULL".to_owned(), 0),
+                2_000..3_000 => ("waiting", far.to_string(), 0),
+                3_000..3_010 => ("waiting-signal", "NULL".to_owned(), 1),
+                _ => ("waiting", "1".to_owned(), 0),
+            };
+            format!(
+                "('w{i}', 'wf', 1, '{state}', '{{}}', '{{}}', 'a', 1, 1, 'n1', 1, 1, 1, {until}, 'go', {signaled})"
+            )
+        })
+        .collect();
+    store
+        .db()
+        .run(move |c| async move {
+            for chunk in rows.chunks(500) {
+                c.execute_unprepared(&format!(
+                    "INSERT INTO executions (id, workflow_id, workflow_version, state, inputs, variables, \
+                     current_item, step, attempt, owner_node, owner_epoch, created_at, updated_at, \
+                     wait_until, wait_signal, signaled) VALUES {}",
+                    chunk.join(", ")
+                ))
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("park");
+    let mut want: Vec<String> = (3_000..3_020).map(|i| format!("w{i}")).collect();
+    want.sort();
+    let before = if b == Backend::Postgres {
+        store.db().close().await;
+        let url = db.url.clone();
+        eventually("the setup's sessions end", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { other_sessions(&url).await == 0 }
+        })
+        .await;
+        execution_rows_read(&db.url).await
+    } else {
+        0
+    };
+    let store = Store::connect(&db.url, 2).await.expect("connect");
+    for _ in 0..50 {
+        let mut due = store.due_for_wake("n1", 1_000).await.expect("scan");
+        due.sort();
+        assert_eq!(due, want, "the 10 signaled and the 10 due timers");
+    }
+    match b {
+        Backend::Postgres => {
+            store.db().close().await;
+            let url = db.url.clone();
+            eventually("the scans' sessions end", Duration::from_secs(30), || {
+                let url = url.clone();
+                async move { other_sessions(&url).await == 0 }
+            })
+            .await;
+            let read = execution_rows_read(&db.url).await - before;
+            eprintln!("executions rows and index entries read by 50 wake scans: {read}");
+            assert!(
+                read < 5_000,
+                "50 wake scans read {read} entries or rows: they walked the parked executions"
+            );
+            // After an ANALYZE (whose sample here is the whole table) a
+            // partial index's reltuples is its number of entries; a full
+            // index's, the table's.
+            let entries = |columns: &'static str| {
+                let url = db.url.clone();
+                async move {
+                    scalar(
+                        &url,
+                        format!(
+                            "SELECT c.reltuples::bigint AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                             WHERE i.indrelid = 'executions'::regclass AND pg_get_indexdef(i.indexrelid) LIKE '%({columns})%'"
+                        ),
+                    )
+                    .await
+                }
+            };
+            let analyze = Store::connect(&db.url, 1).await.expect("connect");
+            analyze
+                .db()
+                .run(|c| async move {
+                    c.execute_unprepared("ANALYZE executions").await?;
+                    Ok(())
+                })
+                .await
+                .expect("analyze");
+            analyze.db().close().await;
+            assert_eq!(
+                entries("owner_node, state, signaled").await,
+                10,
+                "only the signaled"
+            );
+            assert_eq!(
+                entries("owner_node, state, wait_until").await,
+                1_010,
+                "only those with a deadline"
+            );
+            assert_eq!(
+                entries("state, wait_until").await,
+                1_010,
+                "only those with a deadline"
+            );
+            assert_eq!(entries("ended_at").await, 0, "none has ended");
+            assert_eq!(
+                entries("parent_id, created_at, id").await,
+                0,
+                "none is a child"
+            );
+        }
+        Backend::Sqlite => {
+            let partial = store
+                .db()
+                .run(|c| async move {
+                    let rows = c
+                        .query_all_raw(Statement::from_string(
+                            DbBackend::Sqlite,
+                            "SELECT name FROM pragma_index_list('executions') WHERE partial = 1 ORDER BY name",
+                        ))
+                        .await?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| r.try_get::<String>("", "name").unwrap_or_default())
+                        .collect::<Vec<_>>())
+                })
+                .await
+                .expect("index list");
+            assert_eq!(
+                partial,
+                [
+                    "ix_executions_children",
+                    "ix_executions_due_by_owner",
+                    "ix_executions_due_by_state",
+                    "ix_executions_ended_at",
+                    "ix_executions_signaled_by_owner"
+                ]
+            );
+        }
+        Backend::Mysql => {}
+    }
 }
