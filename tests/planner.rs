@@ -454,11 +454,11 @@ async fn execution_rows_read(url: &str) -> i64 {
 
 /// The wake scan (`Store::due_for_wake`) reads what is due, not every
 /// parked execution, and the indexes it reads hold only rows that can be
-/// due (migration 14): 2,000 executions parked on a signal and 1,000 on a
+/// due (migration 13): 2,000 executions parked on a signal and 1,000 on a
 /// timer a day away leave no entry in the signaled index and none of the
 /// first in the timers' index, so a park, a wake or a completion writes
 /// fewer index entries. Checked on PostgreSQL by the statistics (entries
-/// read, entries held after a `VACUUM`), on SQLite by the schema (each of
+/// read, entries held after an `ANALYZE`), on SQLite by the schema (each of
 /// those indexes is partial); on MariaDB (no partial indexes) the scan's
 /// answer.
 async fn the_wake_scan_reads_only_what_is_due_and_its_indexes_hold_only_that(b: Backend) {

@@ -22,8 +22,7 @@
 //! - `m20261126_000010_webhook_deliveries`: webhook deliveries of cluster events, and their claims
 //! - `m20261126_000011_wake_indexes`: the signaled flag and the indexes that let the wake scan read only what is due
 //! - `m20261128_000012_long_text_on_mysql`: documents past 64 KB on MySQL/MariaDB (`LONGTEXT`)
-//! - `m20261129_000013_partial_signal_indexes`: signal indexes no read of an execution's pending signal can mistake for its own
-//! - `m20261129_000014_partial_execution_indexes`: execution indexes that hold only the rows their reads can match
+//! - `m20261129_000013_partial_indexes`: signal and execution indexes that hold only the rows their reads can match
 // `#[async_trait]` needs `&SchemaManager` with its lifetime elided.
 #![allow(elided_lifetimes_in_paths)]
 
@@ -41,8 +40,7 @@ mod m20261126_000009_search_and_retention;
 mod m20261126_000010_webhook_deliveries;
 mod m20261126_000011_wake_indexes;
 mod m20261128_000012_long_text_on_mysql;
-mod m20261129_000013_partial_signal_indexes;
-mod m20261129_000014_partial_execution_indexes;
+mod m20261129_000013_partial_indexes;
 
 pub use m20261126_000009_search_and_retention::RETENTION_LOCK_ROW;
 
@@ -66,8 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000010_webhook_deliveries::Migration),
             Box::new(m20261126_000011_wake_indexes::Migration),
             Box::new(m20261128_000012_long_text_on_mysql::Migration),
-            Box::new(m20261129_000013_partial_signal_indexes::Migration),
-            Box::new(m20261129_000014_partial_execution_indexes::Migration),
+            Box::new(m20261129_000013_partial_indexes::Migration),
         ]
     }
 }
