@@ -77,8 +77,14 @@ async fn writer(
     while let Some(batch) = super::batch::next_batch(&rx, MAX_BATCH).await {
         // One start alone is written by `create_one` (a `RETURNING *`
         // saves the read), except on SQLite, where the batch's writes run
-        // without a thread hop per statement.
-        if batch.len() == 1 && backend != DbBackend::Sqlite {
+        // without a thread hop per statement, and on PostgreSQL under an
+        // epoch, where the batch's one statement is one round trip
+        // against five.
+        let refs: Vec<&NewExecution> = batch.iter().map(|p| &p.new).collect();
+        if batch.len() == 1
+            && backend != DbBackend::Sqlite
+            && one_owner(backend, &refs).is_none()
+        {
             for p in batch {
                 let began = calls.began(&conn);
                 let r = start_alone(&conn, backend, p.new).await;
