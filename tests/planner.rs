@@ -83,6 +83,17 @@ async fn other_sessions(url: &str) -> i64 {
     .await
 }
 
+/// Waits until the other sessions on the test database have ended: a
+/// session's counts are in the statistics once it has.
+async fn sessions_end(url: &str, what: &str) {
+    let url = url.to_owned();
+    eventually(what, Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { other_sessions(&url).await == 0 }
+    })
+    .await;
+}
+
 /// Starts `n` executions one after the other, each parked on a signal
 /// by a checkpoint of its own (the group commit's one statement).
 async fn start_and_park(store: &Store, from: usize, n: usize) {
@@ -152,12 +163,7 @@ async fn checkpoints_stop_scanning_the_table_once_it_is_analyzed(b: Backend) {
     start_and_park(&store, 1_200, 1_200).await;
     store.db().close().await;
     // A session's counts are in once it has ended.
-    let url = db.url.clone();
-    eventually("the store's sessions end", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move { other_sessions(&url).await == 0 }
-    })
-    .await;
+    sessions_end(&db.url, "the store's sessions end").await;
     let read = executions_stat(&db.url, "seq_tup_read").await;
     eprintln!("rows read by sequential scans of executions: {read}");
     // The premise: before the analysis the kept plan scanned the table
@@ -266,14 +272,15 @@ async fn a_role_that_may_not_analyze_leaves_the_tables_alone(b: Backend) {
     db.admin_sql(&format!("DROP ROLE {role}"));
 }
 
-/// Index entries of `signals` read so far, by any index (its sequential
-/// scans too), from the statistics.
-async fn signal_rows_read(url: &str) -> i64 {
+/// Index entries and rows of `table` read so far, by any index or
+/// sequential scan, from the statistics.
+async fn rows_read(url: &str, table: &str) -> i64 {
     scalar(
         url,
-        "SELECT ((SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE relname = 'signals') \
-         + (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'signals'))::bigint AS n"
-            .into(),
+        format!(
+            "SELECT ((SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE relname = '{table}') \
+             + (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = '{table}'))::bigint AS n"
+        ),
     )
     .await
 }
@@ -374,13 +381,8 @@ async fn an_awaited_signal_is_read_by_its_execution_not_among_all_pending(b: Bac
     }
     store.db().close().await;
     let before = if b == Backend::Postgres {
-        let url = db.url.clone();
-        eventually("the setup's sessions end", Duration::from_secs(30), || {
-            let url = url.clone();
-            async move { other_sessions(&url).await == 0 }
-        })
-        .await;
-        signal_rows_read(&db.url).await
+        sessions_end(&db.url, "the setup's sessions end").await;
+        rows_read(&db.url, "signals").await
     } else {
         0
     };
@@ -427,29 +429,13 @@ async fn an_awaited_signal_is_read_by_its_execution_not_among_all_pending(b: Bac
     if b != Backend::Postgres {
         return;
     }
-    let url = db.url.clone();
-    eventually("the reads' sessions end", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move { other_sessions(&url).await == 0 }
-    })
-    .await;
-    let read = signal_rows_read(&db.url).await - before;
+    sessions_end(&db.url, "the reads' sessions end").await;
+    let read = rows_read(&db.url, "signals").await - before;
     eprintln!("signal rows and index entries read by 200 pending-signal reads and 20 scans of each kind: {read}");
     assert!(
         read < 20_000,
         "200 reads of one execution's pending signal, 20 cancel scans and 20 catch-ups read {read} index entries or rows: one of them walked the pending signals of every execution"
     );
-}
-
-/// Index entries and rows of `executions` read so far (statistics).
-async fn execution_rows_read(url: &str) -> i64 {
-    scalar(
-        url,
-        "SELECT ((SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE relname = 'executions') \
-         + (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'executions'))::bigint AS n"
-            .into(),
-    )
-    .await
 }
 
 /// The wake scan (`Store::due_for_wake`) reads what is due, not every
@@ -502,13 +488,8 @@ async fn the_wake_scan_reads_only_what_is_due_and_its_indexes_hold_only_that(b: 
     want.sort();
     let before = if b == Backend::Postgres {
         store.db().close().await;
-        let url = db.url.clone();
-        eventually("the setup's sessions end", Duration::from_secs(30), || {
-            let url = url.clone();
-            async move { other_sessions(&url).await == 0 }
-        })
-        .await;
-        execution_rows_read(&db.url).await
+        sessions_end(&db.url, "the setup's sessions end").await;
+        rows_read(&db.url, "executions").await
     } else {
         0
     };
@@ -521,13 +502,8 @@ async fn the_wake_scan_reads_only_what_is_due_and_its_indexes_hold_only_that(b: 
     match b {
         Backend::Postgres => {
             store.db().close().await;
-            let url = db.url.clone();
-            eventually("the scans' sessions end", Duration::from_secs(30), || {
-                let url = url.clone();
-                async move { other_sessions(&url).await == 0 }
-            })
-            .await;
-            let read = execution_rows_read(&db.url).await - before;
+            sessions_end(&db.url, "the scans' sessions end").await;
+            let read = rows_read(&db.url, "executions").await - before;
             eprintln!("executions rows and index entries read by 50 wake scans: {read}");
             assert!(
                 read < 5_000,

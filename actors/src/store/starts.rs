@@ -81,10 +81,7 @@ async fn writer(
         // epoch, where the batch's one statement is one round trip
         // against five.
         let refs: Vec<&NewExecution> = batch.iter().map(|p| &p.new).collect();
-        if batch.len() == 1
-            && backend != DbBackend::Sqlite
-            && one_owner(backend, &refs).is_none()
-        {
+        if batch.len() == 1 && backend != DbBackend::Sqlite && one_owner(backend, &refs).is_none() {
             for p in batch {
                 let began = calls.began(&conn);
                 let r = start_alone(&conn, backend, p.new).await;
