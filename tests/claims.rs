@@ -75,6 +75,20 @@ on_all_backends!(
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// Registers node `n1`, running and active; its epoch.
+async fn running_node(store: &baton_actors::Store) -> i64 {
+    store
+        .register_node(baton_actors::store::NodeRegistration {
+            id: "n1".into(),
+            address: "http://127.0.0.1:1".into(),
+            role: "active".into(),
+            state: baton_actors::store::node_state::RUNNING.into(),
+            fingerprint: String::new(),
+        })
+        .await
+        .expect("register")
+}
+
 /// Stands in for the supervisor: reports how each run ended.
 struct Ends(mpsc::UnboundedSender<RunOutcome>);
 
@@ -773,20 +787,10 @@ async fn batched_checkpoints_refuse_rows_that_went_backwards(b: Backend) {
 /// epoch the node has left is refused without taking the rest of its
 /// batch with it.
 async fn starts_made_together_stay_idempotent_and_epoch_checked(b: Backend) {
-    use baton_actors::store::NodeRegistration;
     let Some(db) = TestDb::create(b) else { return };
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
-    let epoch = store
-        .register_node(NodeRegistration {
-            id: "n1".into(),
-            address: "http://127.0.0.1:1".into(),
-            role: "active".into(),
-            state: baton_actors::store::node_state::RUNNING.into(),
-            fingerprint: String::new(),
-        })
-        .await
-        .expect("register");
+    let epoch = running_node(&store).await;
     let StartOutcome::Created(before) = store
         .create_execution(new_start("taken", "n1", Some(epoch)))
         .await
@@ -1088,21 +1092,11 @@ async fn batched_completions_are_fenced_and_consume_only_their_own_signals(b: Ba
 /// row as it was, and were created under a node declared dead (on MySQL,
 /// a plain read even sees the transaction's earlier snapshot).
 async fn starts_wait_for_a_takeover_in_flight_and_are_refused_by_it(b: Backend) {
-    use baton_actors::store::NodeRegistration;
     use sea_orm::{ConnectionTrait, Database, TransactionTrait};
     let Some(db) = TestDb::create(b) else { return };
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
-    let epoch = store
-        .register_node(NodeRegistration {
-            id: "n1".into(),
-            address: "http://127.0.0.1:1".into(),
-            role: "active".into(),
-            state: baton_actors::store::node_state::RUNNING.into(),
-            fingerprint: String::new(),
-        })
-        .await
-        .expect("register");
+    let epoch = running_node(&store).await;
     let other = Database::connect(db.url.as_str()).await.expect("connect");
     let takeover = other.begin().await.expect("begin");
     takeover
@@ -1146,21 +1140,11 @@ async fn starts_wait_for_a_takeover_in_flight_and_are_refused_by_it(b: Backend) 
 /// batch are created; the raced id is answered with the other writer's
 /// row, and gets no `started` record from this batch.
 async fn an_id_taken_while_its_batch_is_written_is_answered_as_existing(b: Backend) {
-    use baton_actors::store::NodeRegistration;
     use sea_orm::{ConnectionTrait, Database, TransactionTrait};
     let Some(db) = TestDb::create(b) else { return };
     let store = store(&db).await;
     store.migrate().await.expect("migrate");
-    let epoch = store
-        .register_node(NodeRegistration {
-            id: "n1".into(),
-            address: "http://127.0.0.1:1".into(),
-            role: "active".into(),
-            state: baton_actors::store::node_state::RUNNING.into(),
-            fingerprint: String::new(),
-        })
-        .await
-        .expect("register");
+    let epoch = running_node(&store).await;
     let other = Database::connect(db.url.as_str()).await.expect("connect");
     let writer = other.begin().await.expect("begin");
     writer

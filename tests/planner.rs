@@ -272,6 +272,31 @@ async fn a_role_that_may_not_analyze_leaves_the_tables_alone(b: Backend) {
     db.admin_sql(&format!("DROP ROLE {role}"));
 }
 
+/// A migrated store on a new test database, autovacuum off on PostgreSQL.
+async fn fresh_store(db: &TestDb, b: Backend) -> Store {
+    let store = Store::connect(&db.url, 2).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    if b == Backend::Postgres {
+        without_autovacuum(&store).await;
+    }
+    store
+}
+
+/// Runs `insert` (ending in `VALUES`) with `rows`, 500 to a statement.
+async fn insert_rows(store: &Store, insert: &'static str, rows: Vec<String>) {
+    store
+        .db()
+        .run(move |c| async move {
+            for chunk in rows.chunks(500) {
+                c.execute_unprepared(&format!("{insert} {}", chunk.join(", ")))
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("insert rows");
+}
+
 /// Index entries and rows of `table` read so far, by any index or
 /// sequential scan, from the statistics.
 async fn rows_read(url: &str, table: &str) -> i64 {
@@ -298,11 +323,7 @@ async fn rows_read(url: &str, table: &str) -> i64 {
 /// (and on SQLite the plan) are checked.
 async fn an_awaited_signal_is_read_by_its_execution_not_among_all_pending(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let store = Store::connect(&db.url, 2).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    if b == Backend::Postgres {
-        without_autovacuum(&store).await;
-    }
+    let store = fresh_store(&db, b).await;
     let now = |i: usize| i as i64;
     let insert = |prefix: &'static str, consumed: &'static str| {
         let store = store.clone();
@@ -310,20 +331,12 @@ async fn an_awaited_signal_is_read_by_its_execution_not_among_all_pending(b: Bac
             let rows: Vec<String> = (0..5_000)
                 .map(|i| format!("('{prefix}{i}', 'go', 'null', {}, {consumed})", now(i)))
                 .collect();
-            store
-                .db()
-                .run(move |c| async move {
-                    for chunk in rows.chunks(500) {
-                        c.execute_unprepared(&format!(
-                            "INSERT INTO signals (execution_id, name, payload, created_at, consumed_at) VALUES {}",
-                            chunk.join(", ")
-                        ))
-                        .await?;
-                    }
-                    Ok(())
-                })
-                .await
-                .expect("insert signals");
+            insert_rows(
+                &store,
+                "INSERT INTO signals (execution_id, name, payload, created_at, consumed_at) VALUES",
+                rows,
+            )
+            .await;
         }
     };
     insert("h", "1").await;
@@ -449,11 +462,7 @@ async fn an_awaited_signal_is_read_by_its_execution_not_among_all_pending(b: Bac
 /// answer.
 async fn the_wake_scan_reads_only_what_is_due_and_its_indexes_hold_only_that(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
-    let store = Store::connect(&db.url, 2).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    if b == Backend::Postgres {
-        without_autovacuum(&store).await;
-    }
+    let store = fresh_store(&db, b).await;
     let far = 4_102_444_800_000i64;
     let rows: Vec<String> = (0..3_020)
         .map(|i| {
@@ -468,22 +477,14 @@ async fn the_wake_scan_reads_only_what_is_due_and_its_indexes_hold_only_that(b: 
             )
         })
         .collect();
-    store
-        .db()
-        .run(move |c| async move {
-            for chunk in rows.chunks(500) {
-                c.execute_unprepared(&format!(
-                    "INSERT INTO executions (id, workflow_id, workflow_version, state, inputs, variables, \
-                     current_item, step, attempt, owner_node, owner_epoch, created_at, updated_at, \
-                     wait_until, wait_signal, signaled) VALUES {}",
-                    chunk.join(", ")
-                ))
-                .await?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("park");
+    insert_rows(
+        &store,
+        "INSERT INTO executions (id, workflow_id, workflow_version, state, inputs, variables, \
+         current_item, step, attempt, owner_node, owner_epoch, created_at, updated_at, \
+         wait_until, wait_signal, signaled) VALUES",
+        rows,
+    )
+    .await;
     let mut want: Vec<String> = (3_000..3_020).map(|i| format!("w{i}")).collect();
     want.sort();
     let before = if b == Backend::Postgres {
