@@ -3,7 +3,8 @@
 //!
 //! Script evaluation is blocking CPU work and must never run on an actix
 //! arbiter or an HTTP worker. Each evaluation gets a deadline enforced by
-//! QuickJS's interrupt handler and the runtime's memory limit, so
+//! QuickJS's interrupt handler and a heap limit kept by the runtime's
+//! allocator (see `heap`), so
 //! `while(true){}` and memory bombs fail their item with a clear error
 //! while the node keeps running.
 //!
@@ -13,7 +14,7 @@
 //! evaluation. No evaluation can leave state for the next one: a context
 //! whose globals cannot be reset, or that was interrupted, is discarded.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use rquickjs::{Context, Ctx, Function, Module, Runtime};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+mod heap;
 pub mod inline;
 
 const MAX_LOG_LINES: usize = 100;
@@ -138,6 +140,8 @@ pub struct ScriptWorker {
     limits: ScriptLimits,
     deadline: Rc<Cell<Option<Instant>>>,
     interrupted: Rc<Cell<bool>>,
+    /// Whether the heap refused an allocation during this evaluation.
+    heap: heap::Watch,
     evaluations: u64,
     /// Whether timeouts and running out of memory count in [`TIMEOUTS`]
     /// and [`OUT_OF_MEMORY`]: not on the calling thread, whose failed
@@ -148,6 +152,31 @@ pub struct ScriptWorker {
 /// The name of the hidden global that resets a context between
 /// evaluations.
 const RESET_FN: &str = "__baton_reset";
+
+/// The hidden global that makes an evaluation's `log` (see `LOCKDOWN_JS`).
+const LOGGER_FN: &str = "__baton_logger";
+
+/// The lines `log` wrote, at most [`MAX_LOG_LINES`], each cut to
+/// [`MAX_LOG_LINE`] bytes.
+fn logged(globals: &rquickjs::Object<'_>) -> rquickjs::Result<Vec<String>> {
+    let lines: rquickjs::Array<'_> = globals.get("__baton_lines")?;
+    let mut out = Vec::new();
+    for i in 0..lines.len().min(MAX_LOG_LINES) {
+        let line: rquickjs::Value<'_> = lines.get(i)?;
+        let Some(mut s) = line.as_string().and_then(|s| s.to_string().ok()) else {
+            continue;
+        };
+        if s.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
 
 /// Makes a context safe to share between evaluations of different
 /// executions: every built-in object reachable from the global object is
@@ -227,6 +256,20 @@ const LOCKDOWN_JS: &str = r#"(function () {
     const d = Reflect.getOwnPropertyDescriptor(g, k);
     if ('value' in d) Object.defineProperty(g, k, { writable: false, configurable: false });
   }
+  // `log` for one evaluation, writing to the hidden `__baton_lines`
+  // (deleted by the reset). In JavaScript, not a Rust closure: QuickJS
+  // cannot see what a Rust function holds, and a context holding one is
+  // not freed when dropped, so a discarded context's whole heap stayed.
+  const defineProperty = Object.defineProperty;
+  const logger = function (max) {
+    const lines = [];
+    defineProperty(g, '__baton_lines', { value: lines, writable: false, enumerable: false, configurable: true });
+    return function log(line) {
+      if (lines.length < max) lines[lines.length] = String(line);
+    };
+  };
+  Object.freeze(logger);
+  defineProperty(g, '__baton_logger', { value: logger, writable: false, configurable: false, enumerable: false });
   const base = new Set(Reflect.ownKeys(g));
   base.add('__baton_reset');
   const getPrototypeOf = Object.getPrototypeOf;
@@ -277,8 +320,10 @@ fn new_context(rt: &Runtime) -> rquickjs::Result<Context> {
 
 impl ScriptWorker {
     fn new(limits: ScriptLimits) -> Result<ScriptWorker, ScriptError> {
-        let rt = Runtime::new().map_err(|e| ScriptError::Engine(e.to_string()))?;
-        rt.set_memory_limit((limits.memory_limit_mb as usize).saturating_mul(1024 * 1024));
+        let (allocator, heap) =
+            heap::Heap::new((limits.memory_limit_mb as usize).saturating_mul(1024 * 1024));
+        let rt =
+            Runtime::new_with_alloc(allocator).map_err(|e| ScriptError::Engine(e.to_string()))?;
         rt.set_max_stack_size(512 * 1024);
         let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
         let interrupted = Rc::new(Cell::new(false));
@@ -295,6 +340,7 @@ impl ScriptWorker {
             limits,
             deadline,
             interrupted,
+            heap,
             evaluations: 0,
             counts: true,
             warm: None,
@@ -303,6 +349,7 @@ impl ScriptWorker {
 
     fn arm(&self) {
         self.interrupted.set(false);
+        self.heap.reset();
         self.deadline.set(Some(
             Instant::now() + Duration::from_millis(self.limits.timeout_ms),
         ));
@@ -325,6 +372,11 @@ impl ScriptWorker {
     fn classify_inner(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> ScriptError {
         if self.interrupted.get() {
             return ScriptError::Timeout(self.limits.timeout_ms);
+        }
+        // Whatever it threw (`null` when even the error could not be
+        // made): the heap said no.
+        if self.heap.refused() {
+            return ScriptError::OutOfMemory(self.limits.memory_limit_mb);
         }
         let message = match err {
             rquickjs::Error::Exception => match thrown(ctx) {
@@ -353,7 +405,6 @@ impl ScriptWorker {
             Some(c) => c,
             None => locked_down_context(&self.rt)?,
         };
-        let logs: Rc<RefCell<Vec<String>>> = Rc::new(RefCell::new(Vec::new()));
         self.arm();
         let result = context.with(|ctx| -> Result<Evaluated, ScriptError> {
             let globals = ctx.globals();
@@ -363,21 +414,8 @@ impl ScriptWorker {
                 }
                 let ctx_json = serde_json::to_string(&msg.context).unwrap_or_else(|_| "{}".into());
                 globals.set("ctx", ctx.json_parse(ctx_json)?)?;
-                let sink = logs.clone();
-                let log = Function::new(ctx.clone(), move |line: rquickjs::Coerced<String>| {
-                    let mut l = sink.borrow_mut();
-                    if l.len() < MAX_LOG_LINES {
-                        let mut s = line.0;
-                        if s.len() > MAX_LOG_LINE {
-                            let mut cut = MAX_LOG_LINE;
-                            while !s.is_char_boundary(cut) {
-                                cut -= 1;
-                            }
-                            s.truncate(cut);
-                        }
-                        l.push(s);
-                    }
-                })?;
+                let logger: Function<'_> = globals.get(LOGGER_FN)?;
+                let log: rquickjs::Value<'_> = logger.call((MAX_LOG_LINES,))?;
                 globals.set("log", log)?;
                 Ok(())
             };
@@ -430,6 +468,7 @@ impl ScriptWorker {
         let result = result.and_then(|mut out| {
             context.with(|ctx| {
                 let globals = ctx.globals();
+                out.logs = logged(&globals).map_err(|e| self.classify(&ctx, e))?;
                 for name in &msg.read_back {
                     let v: rquickjs::Value<'_> = globals
                         .get(name.as_str())
@@ -473,9 +512,7 @@ impl ScriptWorker {
         if self.evaluations.is_multiple_of(64) {
             self.rt.run_gc();
         }
-        let mut out = result?;
-        out.logs = std::mem::take(&mut *logs.borrow_mut());
-        Ok(out)
+        result
     }
 
     fn compile(&mut self, scripts: Vec<ScriptRef>) -> Vec<(String, String)> {
@@ -887,6 +924,89 @@ mod tests {
         );
         assert!(!w.rt.is_job_pending());
         drop(w); // QuickJS aborts here if anything leaked.
+    }
+
+    /// A heap filled by small allocations leaves no room for the error
+    /// QuickJS makes of the failure, and it throws `null` instead: still
+    /// out of memory, not an exception named "null".
+    #[test]
+    fn a_heap_filled_to_the_last_bytes_is_out_of_memory_not_null() {
+        for src in [
+            "var h = null; while (true) { h = {n: h}; }",
+            "var h = null; while (true) { h = [h]; }",
+            "var a = []; while (true) { a.push(new Array(100000).fill(7)); }",
+            "var s = 'x'; while (true) { s = s + s; }",
+            "function f() { var h = null; while (true) { h = {n: h}; } } f();",
+        ] {
+            eprintln!("DEBUG {src}");
+            let mut w = ScriptWorker::new(ScriptLimits {
+                timeout_ms: 10_000,
+                memory_limit_mb: 4,
+            })
+            .unwrap();
+            assert_eq!(
+                run(&mut w, src, vec![]).unwrap_err(),
+                ScriptError::OutOfMemory(4),
+                "{src}"
+            );
+            // The runtime is usable afterwards (the next context fits),
+            // and `throw null` from a script with room left is the
+            // exception it always was.
+            let out = run(&mut w, "x = 1;", vec![("x", json!(0))]).unwrap();
+            assert_eq!(out.values["x"], json!(1));
+            assert_eq!(
+                run(&mut w, "throw null;", vec![]).unwrap_err(),
+                ScriptError::Exception("null".into())
+            );
+        }
+    }
+
+    #[test]
+    fn log_keeps_a_hundred_lines_each_cut_at_a_character_boundary() {
+        let mut w = worker();
+        let out = run(
+            &mut w,
+            "log(1); log({a: 1}); log('\\u00e9'.repeat(3000)); for (var i = 0; i < 200; i++) log('n' + i);",
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(out.logs.len(), 100);
+        assert_eq!(
+            (out.logs[0].as_str(), out.logs[1].as_str()),
+            ("1", "[object Object]")
+        );
+        // 3,000 two-byte characters: cut to 4,096 bytes, 2,048 whole ones.
+        assert_eq!(out.logs[2], "\u{e9}".repeat(2048));
+        assert_eq!(out.logs[99], "n96");
+        // The next evaluation starts with no lines, and sees no `log` state.
+        let out = run(&mut w, "log(typeof __baton_lines);", vec![]).unwrap();
+        assert_eq!(out.logs, ["object"]);
+        let out = run(&mut w, "x = 1;", vec![("x", json!(0))]).unwrap();
+        assert!(out.logs.is_empty());
+    }
+
+    /// A context discarded after its evaluation (a top-level `var` cannot
+    /// be reset) gives back everything it held at once, `log` included.
+    #[test]
+    fn a_discarded_context_gives_its_whole_heap_back() {
+        let mut w = worker();
+        let used = |w: &ScriptWorker| w.rt.memory_usage().malloc_size;
+        run(&mut w, "log('warm');", vec![]).unwrap();
+        let before = used(&w);
+        let out = run(
+            &mut w,
+            "var h = null; for (var i = 0; i < 20000; i++) { h = {n: h}; } log('built', 20000);",
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(out.logs, ["built"]);
+        assert!(w.warm.is_none(), "a top-level var costs the context");
+        let after = used(&w);
+        assert!(
+            after < before + 256 * 1024,
+            "{} bytes still held after the context was dropped",
+            after - before
+        );
     }
 
     #[test]
