@@ -106,6 +106,32 @@ async fn order_runs_to_completion_with_outputs_and_log(b: Backend) {
             .any(|l| l["event"] == "log" && l["message"] == "doubled 7"),
         "script log() lands in the item log"
     );
+    // The plain `end` is started and completed in the checkpoint of the
+    // item before it, with the same records, and the row ends at the
+    // `end`'s step: one checkpoint per item before it (big: double, check,
+    // big; small: double, check), five in all where it took seven.
+    let row = store(&db)
+        .await
+        .execution(&big)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(
+        (row.step, row.attempt, row.item_retries, row.wait_until),
+        (4, 1, 0, None)
+    );
+    assert_eq!(
+        (pos("started", 4), pos("completed", 4)),
+        (pos("completed", 3) + 1, pos("completed", 3) + 2),
+        "{log:?}"
+    );
+    let metrics = http.get("/metrics").await.text;
+    let batched: Option<f64> = metrics
+        .lines()
+        .find(|l| l.starts_with("baton_checkpoints_batched_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok());
+    assert_eq!(batched, Some(5.0), "{metrics}");
     node.stop().await;
 }
 

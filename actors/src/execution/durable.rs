@@ -58,10 +58,11 @@ impl Run {
         // A checkpoint that moves the step landed when the row is at that
         // step; one that ends the execution where it stands, when the row
         // is in that final state.
-        let (step, ended) = match (cp.step, cp.state) {
-            (Some(step), _) => (step, None),
-            (None, Some(state)) if cp.ended => (self.step, Some(state.as_str())),
-            _ => return false,
+        let ended = cp.state.filter(|_| cp.ended).map(|s| s.as_str());
+        let step = match (cp.step, ended) {
+            (Some(step), _) => step,
+            (None, Some(_)) => self.step,
+            (None, None) => return false,
         };
         match self.store.execution(&self.fence.execution).await {
             Ok(Some(row)) => {
@@ -330,13 +331,41 @@ impl Run {
     }
 
     /// Records an item's completion and the next item's start in one
-    /// transaction; at an `end` item, finishes the execution.
+    /// transaction; at an `end` item, finishes the execution. `settled`:
+    /// no cancel or stop is pending, so a plain `end` next may be recorded
+    /// in this same transaction.
     pub(super) async fn complete(
         &mut self,
         done: ItemDone,
+        settled: bool,
     ) -> Result<Option<RunOutcome>, RunOutcome> {
         let mut logs = self.script_logs(done.logs);
         match done.next {
+            Next::Item(next) if settled && self.plain_end(&next, &done.outputs) => {
+                // The next item is a plain `end` (no `fail`) that will
+                // accept these outputs: it is started and completed in this
+                // same transaction, which also ends the execution. It does
+                // nothing that could happen between its start and its
+                // completion, so a crash before the commit leaves this item
+                // to run again, as for any checkpoint.
+                logs.push(self.log(&self.item, self.step, self.attempt, "completed", None));
+                let step = self.step + 1;
+                logs.push(self.log(&next, step, 1, "started", None));
+                logs.push(self.log(&next, step, 1, "completed", None));
+                let (this_type, this_started) = (self.item_type, self.item_started);
+                self.item = next;
+                self.item_started = std::time::Instant::now();
+                self.item_type = "end";
+                EngineMetrics::inc(&self.metrics.items_started);
+                self.metrics.item_event(self.item_type, "started");
+                let outcome = self
+                    .finish(done.variables, done.outputs, step, 1, logs, done.consume)
+                    .await?;
+                EngineMetrics::inc(&self.metrics.items_completed);
+                self.metrics.item_event(this_type, "completed");
+                self.metrics.item_latency.record(this_started.elapsed());
+                Ok(Some(outcome))
+            }
             Next::Item(next) => {
                 logs.push(self.log(&self.item, self.step, self.attempt, "completed", None));
                 self.move_to(next, done.variables, Some(done.outputs), logs, done.consume)
@@ -358,37 +387,82 @@ impl Run {
                 fail: Some(message),
             } => self.fail(message, logs).await.map(Some),
             Next::End { fail: None } => {
-                let mut problems = Vec::new();
-                for (name, ty) in &self.def.outputs {
-                    let v = done.outputs.get(name).unwrap_or(&Value::Null);
-                    if !ty.accepts(v) {
-                        problems.push(format!(
-                            "output `{name}` must be {}, got {}",
-                            ty.name(),
-                            type_of(v)
-                        ));
-                    }
-                }
+                let problems = self.output_problems(&done.outputs);
                 if !problems.is_empty() {
                     return self.fail(problems.join("; "), logs).await.map(Some);
                 }
                 logs.push(self.log(&self.item, self.step, self.attempt, "completed", None));
-                self.write(Checkpoint {
-                    variables: Some(Value::Object(done.variables)),
-                    outputs: Some(Value::Object(done.outputs)),
-                    current_item: Some(None),
-                    state: Some(ExecutionState::Completed),
-                    ended: true,
-                    notify_parent: self.parent.clone(),
+                let (step, attempt) = (self.step, self.attempt);
+                self.finish(
+                    done.variables,
+                    done.outputs,
+                    step,
+                    attempt,
                     logs,
-                    ..Default::default()
-                })
-                .await?;
-                self.completed_item();
-                EngineMetrics::inc(&self.metrics.executions_completed);
-                Ok(Some(RunOutcome::Finished(ExecutionState::Completed)))
+                    done.consume,
+                )
+                .await
+                .map(Some)
             }
         }
+    }
+
+    /// Whether `next` is an `end` without `fail` that accepts `outputs`.
+    fn plain_end(&self, next: &str, outputs: &serde_json::Map<String, Value>) -> bool {
+        matches!(
+            self.def.items.get(next).map(|i| &i.kind),
+            Some(ItemKind::End { fail: None })
+        ) && self.output_problems(outputs).is_empty()
+    }
+
+    /// What is wrong with `outputs` for the definition's declared types.
+    fn output_problems(&self, outputs: &serde_json::Map<String, Value>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, ty) in &self.def.outputs {
+            let v = outputs.get(name).unwrap_or(&Value::Null);
+            if !ty.accepts(v) {
+                problems.push(format!(
+                    "output `{name}` must be {}, got {}",
+                    ty.name(),
+                    type_of(v)
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Ends the execution `completed` at its `end` item (`step`,
+    /// `attempt`), whose completion record `logs` holds.
+    async fn finish(
+        &mut self,
+        variables: serde_json::Map<String, Value>,
+        outputs: serde_json::Map<String, Value>,
+        step: i64,
+        attempt: i32,
+        logs: Vec<LogEntry>,
+        consume: Vec<i64>,
+    ) -> Result<RunOutcome, RunOutcome> {
+        self.write(Checkpoint {
+            variables: Some(Value::Object(variables)),
+            outputs: Some(Value::Object(outputs)),
+            current_item: Some(None),
+            step: Some(step),
+            attempt: Some(attempt),
+            item_retries: Some(0),
+            clear_wait: true,
+            state: Some(ExecutionState::Completed),
+            ended: true,
+            notify_parent: self.parent.clone(),
+            consume_signals: consume,
+            logs,
+            ..Default::default()
+        })
+        .await?;
+        self.step = step;
+        self.attempt = attempt;
+        self.completed_item();
+        EngineMetrics::inc(&self.metrics.executions_completed);
+        Ok(RunOutcome::Finished(ExecutionState::Completed))
     }
 
     /// Retries the item, hands the error to an `on_error` item, or fails

@@ -255,7 +255,10 @@ impl Run {
                 }
                 Ok(done) => {
                     store_failures = 0;
-                    self.complete(done).await?
+                    // A cancel or stop that came while the item ran is
+                    // seen before the next item, even a plain `end`.
+                    let settled = !control.cancel.get() && !control.stop.get();
+                    self.complete(done, settled).await?
                 }
                 Err(failure) => self.item_failed(&item, failure, control).await?,
             };

@@ -164,9 +164,9 @@ enum Shape {
     /// "Interrupted item runs again": a new attempt, nothing else. A node
     /// that adopts thousands of executions writes thousands of these.
     Resume,
-    /// "Execution completed": its last variables and outputs, no current
-    /// item, `completed`, ended now. Every execution that ends well writes
-    /// one.
+    /// "Execution completed": its last variables, outputs, step and
+    /// attempt (those of its `end`), no current item and no wait,
+    /// `completed`, ended now. Every execution that ends well writes one.
     Complete,
     /// "Parked": the waiting state, its deadline and the awaited signal,
     /// nothing else. Every timer, signal and interaction writes one.
@@ -193,14 +193,15 @@ impl Shape {
             return parks_only.then_some(Shape::Park);
         }
         if cp.state == Some(ExecutionState::Completed) {
+            // The shape always clears the wait and the retries.
             let completes = cp.ended
                 && cp.variables.is_some()
                 && cp.outputs.is_some()
                 && cp.current_item == Some(None)
-                && cp.step.is_none()
-                && cp.attempt.is_none()
-                && cp.item_retries.is_none()
-                && !cp.clear_wait;
+                && cp.step.is_some()
+                && cp.attempt.is_some()
+                && cp.item_retries == Some(0)
+                && cp.clear_wait;
             return completes.then_some(Shape::Complete);
         }
         let rest_untouched =
@@ -237,7 +238,12 @@ impl Shape {
                 ("item_retries", "::int"),
             ],
             Shape::Resume => &[("attempt", "::int")],
-            Shape::Complete => &[("variables", ""), ("outputs", "")],
+            Shape::Complete => &[
+                ("variables", ""),
+                ("outputs", ""),
+                ("step", "::bigint"),
+                ("attempt", "::int"),
+            ],
             Shape::Park => &[
                 ("state", ""),
                 ("wait_until", "::bigint"),
@@ -254,6 +260,9 @@ impl Shape {
             Shape::Resume | Shape::Park => Vec::new(),
             Shape::Complete => vec![
                 "current_item = NULL".into(),
+                "item_retries = 0".into(),
+                "wait_until = NULL".into(),
+                "wait_signal = NULL".into(),
                 format!("state = '{}'", state::COMPLETED),
                 format!("ended_at = {now}"),
             ],
@@ -285,7 +294,12 @@ impl Shape {
                     wait.and_then(|w| w.signal.clone()).into(),
                 ]
             }
-            Shape::Complete => vec![text(&cp.variables), text(&cp.outputs)],
+            Shape::Complete => vec![
+                text(&cp.variables),
+                text(&cp.outputs),
+                cp.step.unwrap_or_default().into(),
+                attempt,
+            ],
         }
     }
 }
