@@ -1469,14 +1469,25 @@ async fn a_batch_of_every_shape_writes_each_as_asked(b: Backend) {
                 },
                 2 => {
                     let signal = pending_go(&store, &fence.execution, json!(i)).await;
+                    // An item and the plain `end` after it, as the engine
+                    // writes them (the bulk shape carries the end's step and
+                    // attempt).
                     Checkpoint {
                         variables: Some(json!({"shape": "complete", "i": i})),
                         outputs: Some(json!({"done": i})),
                         current_item: Some(None),
+                        step: Some(step + 1),
+                        attempt: Some(1),
+                        item_retries: Some(0),
+                        clear_wait: true,
                         state: Some(ExecutionState::Completed),
                         ended: true,
                         consume_signals: vec![signal],
-                        logs: vec![log("completed", step)],
+                        logs: vec![
+                            log("completed", step),
+                            log("started", step + 1),
+                            log("completed", step + 1),
+                        ],
                         ..Default::default()
                     }
                 }
@@ -1545,7 +1556,16 @@ async fn a_batch_of_every_shape_writes_each_as_asked(b: Backend) {
                 let outputs = format!(r#"{{"done":{i}}}"#);
                 assert_eq!(row.outputs.as_deref(), Some(outputs.as_str()), "{id}");
                 assert!(pending.is_none(), "{id}: its signal is consumed");
-                assert_eq!(events, ["started", "completed"], "{id}");
+                assert_eq!(
+                    (row.step, row.attempt, row.item_retries),
+                    (step + 1, 1, 0),
+                    "{id}"
+                );
+                assert_eq!(
+                    events,
+                    ["started", "completed", "started", "completed"],
+                    "{id}"
+                );
             }
             _ => {
                 assert_eq!(row.state, "waiting", "{id}");

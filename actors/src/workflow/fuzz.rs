@@ -583,6 +583,7 @@ fn js_expr() -> impl Strategy<Value = String> {
             "async () => 1",
             "function* () { yield 1; }",
             "__baton_reset",
+            "__baton_logger",
             "Object.freeze",
             "eval",
         ])

@@ -266,6 +266,7 @@ const RESERVED_NAMES: &[&str] = &[
     "escape",
     "unescape",
     "__baton_reset",
+    "__baton_logger",
 ];
 
 fn is_identifier(s: &str) -> bool {
@@ -979,11 +980,17 @@ mod tests {
     #[test]
     fn duplicate_keys_unreachable_items_and_reserved_names() {
         let p = parse(
-            r#"{"id":"w","variables":{"ctx":1,"n":2},"inputs":{"n":"number"},"start":"a","items":{
+            r#"{"id":"w","variables":{"ctx":1,"n":2,"__baton_logger":3},"inputs":{"n":"number"},"start":"a","items":{
             "a":{"type":"end"},"a":{"type":"end"},"lost":{"type":"end"}}}"#,
         );
         let got = paths(&p);
-        for want in ["variables.ctx", "variables.n", "items.a", "items.lost"] {
+        for want in [
+            "variables.ctx",
+            "variables.n",
+            "variables.__baton_logger",
+            "items.a",
+            "items.lost",
+        ] {
             assert!(
                 got.contains(&want.to_owned()),
                 "{want} missing from {got:?}"

@@ -14,12 +14,12 @@
 //! evaluation. No evaluation can leave state for the next one: a context
 //! whose globals cannot be reset, or that was interrupted, is discarded.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
-use rquickjs::{Context, Ctx, Function, Module, Runtime};
+use rquickjs::{Context, Ctx, Function, Module, Persistent, Runtime};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -156,13 +156,15 @@ const RESET_FN: &str = "__baton_reset";
 /// The hidden global that makes an evaluation's `log` (see `LOCKDOWN_JS`).
 const LOGGER_FN: &str = "__baton_logger";
 
-/// The lines `log` wrote, at most [`MAX_LOG_LINES`], each cut to
-/// [`MAX_LOG_LINE`] bytes.
-fn logged(globals: &rquickjs::Object<'_>) -> rquickjs::Result<Vec<String>> {
-    let lines: rquickjs::Array<'_> = globals.get("__baton_lines")?;
+/// The lines `log` wrote (strings only it could append), at most
+/// [`MAX_LOG_LINES`], each cut to [`MAX_LOG_LINE`] bytes.
+fn logged(lines: &rquickjs::Array<'_>) -> rquickjs::Result<Vec<String>> {
     let mut out = Vec::new();
-    for i in 0..lines.len().min(MAX_LOG_LINES) {
+    for i in 0..MAX_LOG_LINES {
         let line: rquickjs::Value<'_> = lines.get(i)?;
+        if line.is_undefined() {
+            break;
+        }
         let Some(mut s) = line.as_string().and_then(|s| s.to_string().ok()) else {
             continue;
         };
@@ -251,32 +253,32 @@ const LOCKDOWN_JS: &str = r#"(function () {
     }
   }
   for (const o of seen) if (o !== g) Object.freeze(o);
-  for (const f of made) Object.freeze(f);
+  // The accessors' own `prototype` objects too: anything reachable that
+  // stays writable carries state from one evaluation to the next.
+  for (const f of made) { Object.freeze(f); Object.freeze(f.prototype); }
   for (const k of Reflect.ownKeys(g)) {
     const d = Reflect.getOwnPropertyDescriptor(g, k);
     if ('value' in d) Object.defineProperty(g, k, { writable: false, configurable: false });
   }
-  // `log` for one evaluation, writing to the hidden `__baton_lines`
-  // (deleted by the reset). In JavaScript, not a Rust closure: QuickJS
-  // cannot see what a Rust function holds, and a context holding one is
-  // not freed when dropped, so a discarded context's whole heap stayed.
-  const defineProperty = Object.defineProperty;
-  const logger = function (max) {
-    const lines = [];
-    defineProperty(g, '__baton_lines', { value: lines, writable: false, enumerable: false, configurable: true });
-    return function log(line) {
-      if (lines.length < max) lines[lines.length] = String(line);
-    };
+  // `log` for one evaluation, appending to `lines`, an array only the
+  // caller (Rust) holds. In JavaScript, not a Rust closure: QuickJS cannot
+  // see what a Rust function holds, and a context holding one was not
+  // freed when dropped, so a discarded context's whole heap stayed. Arrow
+  // functions: no `prototype` object to carry state between evaluations.
+  const logger = (lines, max) => (line) => {
+    if (lines.length < max) lines[lines.length] = String(line);
   };
   Object.freeze(logger);
-  defineProperty(g, '__baton_logger', { value: logger, writable: false, configurable: false, enumerable: false });
+  Object.defineProperty(g, '__baton_logger', { value: logger, writable: false, configurable: false, enumerable: false });
   const base = new Set(Reflect.ownKeys(g));
   base.add('__baton_reset');
   const getPrototypeOf = Object.getPrototypeOf;
   const proto = getPrototypeOf(g);
-  const reset = function () {
-    // `__proto__ = o` changes what every later name lookup falls back to.
-    let clean = getPrototypeOf(g) === proto;
+  const isExtensible = Object.isExtensible;
+  const reset = () => {
+    // `__proto__ = o` changes what every later name lookup falls back to;
+    // a global object made non-extensible refuses the next evaluation's.
+    let clean = getPrototypeOf(g) === proto && isExtensible(g);
     for (const k of Reflect.ownKeys(g)) {
       if (!base.has(k) && !Reflect.deleteProperty(g, k)) clean = false;
     }
@@ -406,6 +408,10 @@ impl ScriptWorker {
             None => locked_down_context(&self.rt)?,
         };
         self.arm();
+        // The evaluation's log lines: held here, out of the scripts' reach,
+        // and let go before the context is.
+        let kept_lines: RefCell<Option<Persistent<rquickjs::Array<'static>>>> = RefCell::new(None);
+        let broken = Cell::new(false);
         let result = context.with(|ctx| -> Result<Evaluated, ScriptError> {
             let globals = ctx.globals();
             let setup = || -> rquickjs::Result<()> {
@@ -415,11 +421,18 @@ impl ScriptWorker {
                 let ctx_json = serde_json::to_string(&msg.context).unwrap_or_else(|_| "{}".into());
                 globals.set("ctx", ctx.json_parse(ctx_json)?)?;
                 let logger: Function<'_> = globals.get(LOGGER_FN)?;
-                let log: rquickjs::Value<'_> = logger.call((MAX_LOG_LINES,))?;
+                let lines = rquickjs::Array::new(ctx.clone())?;
+                let log: rquickjs::Value<'_> = logger.call((lines.clone(), MAX_LOG_LINES))?;
                 globals.set("log", log)?;
+                *kept_lines.borrow_mut() = Some(Persistent::save(&ctx, lines));
                 Ok(())
             };
-            setup().map_err(|e| self.classify(&ctx, e))?;
+            // A setup that fails (the global object made read-only, say)
+            // would fail again: the context is not kept.
+            setup().map_err(|e| {
+                broken.set(true);
+                self.classify(&ctx, e)
+            })?;
             let mut out = Evaluated::default();
             match &msg.code {
                 Code::Statements(src) => {
@@ -468,7 +481,10 @@ impl ScriptWorker {
         let result = result.and_then(|mut out| {
             context.with(|ctx| {
                 let globals = ctx.globals();
-                out.logs = logged(&globals).map_err(|e| self.classify(&ctx, e))?;
+                if let Some(lines) = kept_lines.borrow_mut().take() {
+                    let lines = lines.restore(&ctx).map_err(|e| self.classify(&ctx, e))?;
+                    out.logs = logged(&lines).map_err(|e| self.classify(&ctx, e))?;
+                }
                 for name in &msg.read_back {
                     let v: rquickjs::Value<'_> = globals
                         .get(name.as_str())
@@ -486,19 +502,37 @@ impl ScriptWorker {
         // exception, and every global it added could be deleted. A
         // timeout, out-of-memory or an undeletable global (`var` at the top
         // level) costs a fresh context instead.
-        let reusable = matches!(
-            result,
-            Ok(_)
-                | Err(ScriptError::Exception(_)
-                    | ScriptError::Thrown { .. }
-                    | ScriptError::Syntax(_))
-        ) && !self.interrupted.get()
+        if let Some(lines) = kept_lines.borrow_mut().take() {
+            context.with(|_| drop(lines));
+        }
+        let mut reusable = !broken.get()
+            && matches!(
+                result,
+                Ok(_)
+                    | Err(ScriptError::Exception(_)
+                        | ScriptError::Thrown { .. }
+                        | ScriptError::Syntax(_))
+            )
+            && !self.interrupted.get()
             && context.with(|ctx| {
                 ctx.globals()
                     .get::<_, Function<'_>>(RESET_FN)
                     .and_then(|f| f.call::<_, bool>(()))
                     .unwrap_or(false)
             });
+        if self.rt.is_job_pending() {
+            // Promise reactions queued after the queue was settled (by a
+            // getter the read-back ran): run out under an expired
+            // deadline, so that none is left for the next evaluation, and
+            // the context is not kept.
+            reusable = false;
+            self.deadline.set(Some(Instant::now()));
+            let mut jobs = 0u32;
+            while self.rt.is_job_pending() && jobs < 100_000 {
+                let _ = self.rt.execute_pending_job();
+                jobs += 1;
+            }
+        }
         self.deadline.set(None);
         self.evaluations += 1;
         if reusable {
@@ -523,6 +557,9 @@ impl ScriptWorker {
         let problems = context.with(|ctx| {
             let mut problems = Vec::new();
             for (i, s) in scripts.into_iter().enumerate() {
+                // A refusal while compiling one script says nothing of
+                // the next.
+                self.heap.reset();
                 // Compile-only (JS_EVAL_FLAG_COMPILE_ONLY): parsed, never run.
                 // `new Function(body)` would not do: QuickJS builds it by
                 // pasting the body into source text, and a body such as
@@ -944,6 +981,8 @@ mod tests {
                 memory_limit_mb: 4,
             })
             .unwrap();
+            // Not in the process's counters, which other tests read.
+            w.counts = false;
             assert_eq!(
                 run(&mut w, src, vec![]).unwrap_err(),
                 ScriptError::OutOfMemory(4),
@@ -978,11 +1017,48 @@ mod tests {
         // 3,000 two-byte characters: cut to 4,096 bytes, 2,048 whole ones.
         assert_eq!(out.logs[2], "\u{e9}".repeat(2048));
         assert_eq!(out.logs[99], "n96");
-        // The next evaluation starts with no lines, and sees no `log` state.
+        // The next evaluation starts with no lines, out of its reach.
         let out = run(&mut w, "log(typeof __baton_lines);", vec![]).unwrap();
-        assert_eq!(out.logs, ["object"]);
+        assert_eq!(out.logs, ["undefined"]);
         let out = run(&mut w, "x = 1;", vec![("x", json!(0))]).unwrap();
         assert!(out.logs.is_empty());
+    }
+
+    /// What the lockdown adds (the logger, the reset, the accessors) keeps
+    /// nothing a script could write for the next evaluation to read, and
+    /// a script that breaks its context does not break the next one.
+    #[test]
+    fn the_helpers_carry_nothing_between_evaluations() {
+        let mut w = worker();
+        let d = "const d = Object.getOwnPropertyDescriptor(Object.prototype, 'toString');";
+        let write = format!("{d} try {{ d.get.prototype.x = 'left'; }} catch (e) {{}}");
+        run(&mut w, &write, vec![]).unwrap();
+        assert!(
+            w.warm.is_some(),
+            "the context is kept for the next evaluation"
+        );
+        let read = format!(
+            "{d} seen = [typeof __baton_lines, typeof __baton_logger.prototype, String(d.get.prototype.x)];"
+        );
+        let out = run(&mut w, &read, vec![("seen", json!(null))]).unwrap();
+        assert_eq!(
+            out.values["seen"],
+            json!(["undefined", "undefined", "undefined"])
+        );
+        // The global object made non-extensible: the next evaluation runs.
+        run(&mut w, "Object.preventExtensions(globalThis);", vec![]).unwrap();
+        let out = run(&mut w, "x = 1;", vec![("x", json!(0))]).unwrap();
+        assert_eq!(out.values["x"], json!(1));
+        // A getter the read-back runs queues a reaction: it never runs in
+        // the next evaluation.
+        run(
+            &mut w,
+            "Object.defineProperty(globalThis, 'v', { get() { Promise.resolve().then(() => { globalThis.leak = 'from before'; }); return 1; }, configurable: true });",
+            vec![("v", json!(0))],
+        )
+        .unwrap();
+        let out = run(&mut w, "x = 2;", vec![("x", json!(0)), ("leak", json!(0))]).unwrap();
+        assert_eq!(out.values["leak"], json!(0));
     }
 
     /// A context discarded after its evaluation (a top-level `var` cannot
