@@ -109,10 +109,7 @@ async fn writer(
                 }
             }
             Err(first) => {
-                // Each alone. If the shared commit's outcome is unknown and
-                // it did commit, a checkpoint's completion record is there
-                // already: its unique violation means "written".
-                let maybe_committed = matches!(first, Failed::AtCommit(_));
+                // Each alone, answered as `alone_answer` says.
                 for p in batch {
                     let alone = unwound(
                         "a checkpoint",
@@ -120,16 +117,7 @@ async fn writer(
                     )
                     .await
                     .unwrap_or_else(|e| Err(Failed::AtCommit(e)));
-                    let r = match alone {
-                        Ok(mut r) => r.pop().unwrap_or(Err(StoreError::RuntimeGone)),
-                        Err(Failed::Before(e))
-                            if maybe_committed && super::is_unique_violation(&e) =>
-                        {
-                            Ok(())
-                        }
-                        Err(e) => Err(e.into_store_error()),
-                    };
-                    let _ = p.reply.send(r);
+                    let _ = p.reply.send(alone_answer(&first, alone));
                 }
             }
         }
@@ -610,6 +598,32 @@ fn json_of(v: sea_orm::Value) -> serde_json::Value {
     }
 }
 
+/// The answer to a checkpoint tried alone after its batch failed with
+/// `first`. If the batch's commit had an unknown outcome and did commit,
+/// the checkpoint is written already: its completion record's unique
+/// violation means "written", and a fence that no longer matches (the row
+/// moved on, by this very write perhaps) is an unknown outcome too, for
+/// the run to check (`Run::landed`), not a lost ownership.
+fn alone_answer(
+    first: &Failed,
+    alone: Result<Vec<Result<(), StoreError>>, Failed>,
+) -> Result<(), StoreError> {
+    let Failed::AtCommit(unknown) = first else {
+        return match alone {
+            Ok(mut r) => r.pop().unwrap_or(Err(StoreError::RuntimeGone)),
+            Err(e) => Err(e.into_store_error()),
+        };
+    };
+    match alone {
+        Ok(mut r) => match r.pop().unwrap_or(Err(StoreError::RuntimeGone)) {
+            Err(e) if e.is_ownership_lost() => Err(StoreError::CommitUnknown(unknown.clone())),
+            other => other,
+        },
+        Err(Failed::Before(e)) if super::is_unique_violation(&e) => Ok(()),
+        Err(e) => Err(e.into_store_error()),
+    }
+}
+
 /// Why a batch's transaction failed.
 #[derive(Clone, Debug)]
 enum Failed {
@@ -729,4 +743,39 @@ async fn write_batch<W: Writes>(
     // transaction locks.
     super::signals::mark_signaled(txn, parents).await?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod alone_tests {
+    use super::*;
+    use sea_orm::DbErr;
+
+    fn lost() -> StoreError {
+        StoreError::OwnershipLost {
+            execution: "e".into(),
+            node: "n".into(),
+            epoch: 1,
+        }
+    }
+
+    /// A batch whose commit had an unknown outcome may have written the
+    /// checkpoint: the row then no longer matches its fence, which is no
+    /// proof that ownership was lost. The run is told "unknown" and checks
+    /// (`Run::landed`); after a batch that surely wrote nothing, the fence
+    /// is believed.
+    #[test]
+    fn a_fence_missed_after_an_unknown_commit_is_unknown_not_lost() {
+        let unknown = Failed::AtCommit(DbErr::Custom("connection reset at COMMIT".into()));
+        let before = Failed::Before(DbErr::Custom("deadlock".into()));
+        assert!(matches!(
+            alone_answer(&unknown, Ok(vec![Err(lost())])),
+            Err(StoreError::CommitUnknown(_))
+        ));
+        assert!(alone_answer(&before, Ok(vec![Err(lost())])).is_err_and(|e| e.is_ownership_lost()));
+        assert!(alone_answer(&unknown, Ok(vec![Ok(())])).is_ok());
+        assert!(matches!(
+            alone_answer(&before, Err(Failed::AtCommit(DbErr::Custom("x".into())))),
+            Err(StoreError::CommitUnknown(_))
+        ));
+    }
 }
