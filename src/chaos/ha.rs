@@ -542,8 +542,13 @@ fn kill_postmaster(data: &Path) {
     if !runs_in(pid, data) {
         return;
     }
-    let _ = Command::new("kill").args(["-9", pid]).status();
+    // Its children first, while they are still its children: once it is
+    // dead they belong to init, and a stopped one (`stall_replication`)
+    // would never notice and stay behind. Frozen meanwhile, it forks no
+    // new one.
+    let _ = Command::new("kill").args(["-STOP", pid]).status();
     let _ = Command::new("pkill").args(["-9", "-P", pid]).status();
+    let _ = Command::new("kill").args(["-9", pid]).status();
 }
 
 /// Whether process `pid` is alive with `dir` as its working directory.
