@@ -214,6 +214,13 @@ pub fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// Whether a declared input, output or variable may not take this name:
+/// one of [`RESERVED_NAMES`], or any starting `__baton_` (the script
+/// helpers' prefix).
+fn reserved(name: &str) -> bool {
+    RESERVED_NAMES.contains(&name) || name.starts_with("__baton_")
+}
+
 /// Names a declared input, output or variable may not take: what scripts
 /// already see (`ctx`, `log`) and JavaScript's own globals, which are
 /// read-only in Baton's script contexts.
@@ -265,8 +272,6 @@ const RESERVED_NAMES: &[&str] = &[
     "encodeURIComponent",
     "escape",
     "unescape",
-    "__baton_reset",
-    "__baton_logger",
 ];
 
 fn is_identifier(s: &str) -> bool {
@@ -439,7 +444,7 @@ impl Parser<'_> {
                     m.at(k),
                     "must be a JavaScript identifier (letters, digits, _ and $)",
                 );
-            } else if RESERVED_NAMES.contains(&k.as_str()) {
+            } else if reserved(k) {
                 self.problem(m.at(k), format!("`{k}` is reserved"));
             }
             match v {
@@ -489,7 +494,7 @@ impl Parser<'_> {
                             m.at(k),
                             "must be a JavaScript identifier (letters, digits, _ and $)",
                         );
-                    } else if RESERVED_NAMES.contains(&k.as_str()) {
+                    } else if reserved(k) {
                         self.problem(m.at(k), format!("`{k}` is reserved"));
                     } else if inputs.contains_key(k) {
                         self.problem(m.at(k), "is also an input; inputs are read-only");
@@ -980,7 +985,7 @@ mod tests {
     #[test]
     fn duplicate_keys_unreachable_items_and_reserved_names() {
         let p = parse(
-            r#"{"id":"w","variables":{"ctx":1,"n":2,"__baton_logger":3},"inputs":{"n":"number"},"start":"a","items":{
+            r#"{"id":"w","variables":{"ctx":1,"n":2,"__baton_logger":3,"__baton_next":4},"inputs":{"n":"number"},"start":"a","items":{
             "a":{"type":"end"},"a":{"type":"end"},"lost":{"type":"end"}}}"#,
         );
         let got = paths(&p);
@@ -988,6 +993,7 @@ mod tests {
             "variables.ctx",
             "variables.n",
             "variables.__baton_logger",
+            "variables.__baton_next",
             "items.a",
             "items.lost",
         ] {
