@@ -18,15 +18,16 @@ use std::rc::Rc;
 
 use rquickjs::allocator::{Allocator, RustAllocator};
 
-/// What a [`Heap`] tells its worker: bytes in use, and whether an
-/// allocation was refused since the last [`Watch::reset`].
+/// What a [`Heap`] tells its worker: whether an allocation was refused
+/// since the last [`Watch::reset`].
 #[derive(Clone, Default)]
 pub(crate) struct Watch {
     refused: Rc<Cell<bool>>,
 }
 
 impl Watch {
-    /// Forgets earlier refusals (before each evaluation).
+    /// Forgets earlier refusals (before each evaluation, and each script
+    /// compiled).
     pub(crate) fn reset(&self) {
         self.refused.set(false);
     }
