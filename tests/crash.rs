@@ -127,12 +127,7 @@ async fn sigterm_finishes_the_running_item_and_restart_continues(b: Backend) {
     // was the claim, so the row does not say it).
     eventually("s1 runs", Duration::from_secs(30), || async {
         let m = http.get("/metrics").await;
-        m.text.lines().any(|l| {
-            l.strip_prefix("baton_items_started_total")
-                .and_then(|rest| rest.rsplit(' ').next())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .is_some_and(|v| v >= 1.0)
-        })
+        metric_value(&m.text, "baton_items_started_total", &[]).is_some_and(|v| v >= 1.0)
     })
     .await;
     let status = first.terminate().expect("terminate");

@@ -126,11 +126,7 @@ async fn order_runs_to_completion_with_outputs_and_log(b: Backend) {
         "{log:?}"
     );
     let metrics = http.get("/metrics").await.text;
-    let batched: Option<f64> = metrics
-        .lines()
-        .find(|l| l.starts_with("baton_checkpoints_batched_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok());
+    let batched = metric_value(&metrics, "baton_checkpoints_batched_total", &[]);
     assert_eq!(batched, Some(5.0), "{metrics}");
     node.stop().await;
 }

@@ -96,11 +96,7 @@ async fn runaway_scripts_fail_their_item_not_the_node() {
     );
     // Counted by /metrics (this process's script threads).
     let metrics = http.get("/metrics").await.text;
-    let timeouts: Option<f64> = metrics
-        .lines()
-        .find(|l| l.starts_with("baton_script_timeouts_total{"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok());
+    let timeouts = metric_value(&metrics, "baton_script_timeouts_total{", &[]);
     assert!(timeouts.is_some_and(|n| n >= 2.0), "{metrics}");
     // The node still runs scripts after all that, on every script thread
     // (a bomb's heap is given back with its context).
@@ -182,17 +178,10 @@ async fn a_syntax_error_is_refused_at_import() {
 }
 
 fn evaluations(metrics: &str, thread: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("baton_script_evaluations_total{")
-                && l.contains(&format!("thread=\"{thread}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            panic!("no baton_script_evaluations_total{{thread={thread}}} in {metrics}")
-        })
+    let label = format!("thread=\"{thread}\"");
+    metric_value(metrics, "baton_script_evaluations_total{", &[&label]).unwrap_or_else(|| {
+        panic!("no baton_script_evaluations_total{{thread={thread}}} in {metrics}")
+    })
 }
 
 /// `scripts.inline`: straight-line scripts run on the actors' thread with

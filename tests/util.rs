@@ -582,3 +582,14 @@ pub async fn active_nodes(store: &baton_actors::Store) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// The value of the first sample in a `/metrics` text whose line starts
+/// with `series` (a name, or a name and the start of its labels) and
+/// contains every one of `labels`.
+pub fn metric_value(metrics: &str, series: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse().ok())
+}

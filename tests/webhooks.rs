@@ -406,12 +406,8 @@ async fn a_failing_or_hung_receiver_ends_failed_and_never_holds_up_the_engine() 
     );
     assert_eq!(failing.got().len(), 2, "two attempts, no more");
     let metrics = http.get("/metrics").await.text;
-    let failed: Option<u64> = metrics
-        .lines()
-        .find(|l| l.starts_with("baton_webhooks_failed_total{"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok());
-    assert_eq!(failed, Some(2), "{metrics}");
+    let failed = metric_value(&metrics, "baton_webhooks_failed_total{", &[]);
+    assert_eq!(failed, Some(2.0), "{metrics}");
     node.stop().await;
     failing.handle.stop(false).await;
     hung.handle.stop(false).await;
