@@ -157,9 +157,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
-            StoreError::AlreadyExists { .. } | StoreError::Conflict(_) => {
-                ApiError::Conflict(e.to_string())
-            }
+            StoreError::AlreadyExists { .. }
+            | StoreError::Conflict(_)
+            | StoreError::NotCurrent { .. } => ApiError::Conflict(e.to_string()),
             StoreError::VersionMismatch { .. } => ApiError::PreconditionFailed(e.to_string()),
             StoreError::OwnershipLost { .. } => ApiError::Conflict(e.to_string()),
             StoreError::Db(_) | StoreError::RuntimeGone => match unavailable_reason(&e) {

@@ -242,6 +242,7 @@ async fn of_two_claims_from_one_read_exactly_one_wins(b: Backend) {
             start_item: "a".into(),
             owner_node: "n1".into(),
             node_epoch: None,
+            expect_current: false,
         })
         .await
         .expect("create");
@@ -331,6 +332,7 @@ async fn an_execution_is_created_only_under_the_nodes_current_epoch(b: Backend) 
         start_item: "e".into(),
         owner_node: me.id.clone(),
         node_epoch: Some(epoch),
+        expect_current: false,
     };
     let refused = store
         .create_execution(new("stale-epoch", me.epoch - 1))
@@ -525,6 +527,7 @@ async fn a_write_under_a_stale_fence_writes_nothing(b: Backend) {
             start_item: "a".into(),
             owner_node: "n1".into(),
             node_epoch: None,
+            expect_current: false,
         })
         .await
         .expect("create")
@@ -715,6 +718,7 @@ async fn batched_checkpoints_refuse_rows_that_went_backwards(b: Backend) {
                 start_item: "a".into(),
                 owner_node: "n1".into(),
                 node_epoch: None,
+                expect_current: false,
             })
             .await
             .expect("create")

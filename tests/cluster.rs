@@ -580,6 +580,7 @@ async fn race(b: Backend) {
                 start_item: "a".into(),
                 owner_node: victim.clone(),
                 node_epoch: None,
+                expect_current: false,
             })
             .await
             .expect("create");

@@ -236,6 +236,7 @@ async fn a_standalone_node_recovers_a_stranded_row_without_a_restart(b: Backend)
             start_item: "a".into(),
             owner_node: n.node_id().to_owned(),
             node_epoch: None,
+            expect_current: false,
         })
         .await
         .expect("create");
@@ -610,6 +611,7 @@ async fn an_active_node_adopts_executions_whose_owner_is_not_active(b: Backend) 
             start_item: "a".into(),
             owner_node: owner.into(),
             node_epoch: None,
+            expect_current: false,
         })
         .await
         .expect("create");

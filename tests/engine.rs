@@ -18,6 +18,7 @@ on_all_backends!(
     order_runs_to_completion_with_outputs_and_log,
     repeated_execution_id_starts_nothing_new,
     definitions_have_versions_and_running_executions_keep_theirs,
+    a_start_after_another_node_replaced_the_workflow_runs_the_new_version,
     cancel_stops_a_running_execution_and_is_idempotent,
     fenced_write_refused_after_epoch_bump_stops_the_actor,
     restart_resumes_only_the_interrupted_item,
@@ -263,6 +264,120 @@ async fn definitions_have_versions_and_running_executions_keep_theirs(b: Backend
         Some("\"3\"")
     );
     node.stop().await;
+}
+
+/// Version `v` of workflow `ver`: its inputs are `inputs`, and it
+/// records `v` as its output.
+fn versioned(v: i64, inputs: Value) -> Value {
+    json!({"id": "ver", "inputs": inputs, "outputs": {"v": "number"}, "variables": {"v": 0},
+        "start": "t", "items": {
+            "t": {"type": "task", "script": format!("v = {v};"), "next": "e"},
+            "e": {"type": "end"}}})
+}
+
+/// A node remembers each workflow's current version instead of reading
+/// it for every start; its starts check, when they commit, that it still
+/// is. Another node replaces and deletes the workflow behind its back:
+/// its starts (alone and sixteen at once, which the group commit batches),
+/// its inputs check and its children follow what is stored, never the
+/// version it remembered.
+async fn a_start_after_another_node_replaced_the_workflow_runs_the_new_version(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let a = start_node(&db, |_| {}).await;
+    let b_node = start_node(&db, |_| {}).await;
+    let (ha, hb) = (Http::new(&a.url()), Http::new(&b_node.url()));
+    import(&ha, &versioned(1, json!({"x": "number"}))).await;
+    let first = start(&ha, "ver", json!({"x": 1})).await;
+    assert_eq!(wait_final(&ha, &first, LONG).await["outputs"]["v"], 1);
+
+    // Version 2, stored by node b, also takes `y`.
+    let replace = |http: &Http, v: i64, inputs: Value| {
+        let body = versioned(v, inputs).to_string().into_bytes();
+        let etag = format!("\"{}\"", v - 1);
+        let http = http.clone();
+        async move {
+            let r = http
+                .request(
+                    "PUT",
+                    "/api/workflows/ver",
+                    &[("If-Match", etag.as_str())],
+                    Some(body),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    };
+    let xy = json!({"x": "number", "y": "number"});
+    replace(&hb, 2, xy.clone()).await;
+    // Inputs only version 2 takes: refused by the version node a
+    // remembers, accepted on a fresh read, and run at version 2.
+    let alone = start(&ha, "ver", json!({"x": 1, "y": 2})).await;
+    let e = wait_final(&ha, &alone, LONG).await;
+    assert_eq!(
+        (e["workflow_version"].clone(), e["outputs"]["v"].clone()),
+        (json!(2), json!(2)),
+        "{e}"
+    );
+
+    // Version 3 takes the same inputs: only the check at commit can tell
+    // node a that 2 is stale, for sixteen starts at once (batched) ...
+    replace(&hb, 3, xy.clone()).await;
+    let starts = (0..16).map(|_| start(&ha, "ver", json!({"x": 1, "y": 2})));
+    for id in futures::future::join_all(starts).await {
+        let e = wait_final(&ha, &id, LONG).await;
+        assert_eq!(
+            (e["workflow_version"].clone(), e["outputs"]["v"].clone()),
+            (json!(3), json!(3)),
+            "{e}"
+        );
+    }
+    // ... for one alone ...
+    replace(&hb, 4, xy.clone()).await;
+    let alone = start(&ha, "ver", json!({"x": 1, "y": 2})).await;
+    let e = wait_final(&ha, &alone, LONG).await;
+    assert_eq!(
+        (e["workflow_version"].clone(), e["outputs"]["v"].clone()),
+        (json!(4), json!(4)),
+        "{e}"
+    );
+    // ... and for a child started by a parent running on node a.
+    replace(&hb, 5, xy).await;
+    import(&ha, &json!({"id": "parent", "outputs": {"kid": "number"}, "variables": {"kid": 0},
+        "start": "call", "items": {
+        "call": {"type": "workflow", "workflow": "ver", "inputs": {"x": "1", "y": "2"}, "outputs": {"kid": "v"}, "next": "e"},
+        "e": {"type": "end"}}}))
+    .await;
+    let parent = start(&ha, "parent", json!({})).await;
+    let e = wait_final(&ha, &parent, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["outputs"]["kid"].clone()),
+        (json!("completed"), json!(5)),
+        "{e}"
+    );
+
+    // Deleted by node b: node a answers 404 and stores nothing.
+    let count = |http: &Http| {
+        let http = http.clone();
+        async move {
+            let r = http.get("/api/executions?workflow=ver&limit=100").await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["executions"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let before = count(&ha).await;
+    assert_eq!(before, 20, "1 + 1 + 16 + 1 + the child");
+    let gone = hb.request("DELETE", "/api/workflows/ver", &[], None).await;
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    let r = ha
+        .post(
+            "/api/workflows/ver/executions",
+            &json!({"inputs": {"x": 1, "y": 2}}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(count(&ha).await, before, "the refused start stored nothing");
+    a.stop().await;
+    b_node.stop().await;
 }
 
 async fn cancel_stops_a_running_execution_and_is_idempotent(b: Backend) {

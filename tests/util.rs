@@ -216,6 +216,7 @@ pub fn new_start(id: &str, owner: &str, epoch: Option<i64>) -> baton_actors::sto
         start_item: "a".into(),
         owner_node: owner.into(),
         node_epoch: epoch,
+        expect_current: false,
     }
 }
 

@@ -42,6 +42,17 @@ pub enum StoreError {
         /// The version stored.
         current: i64,
     },
+    /// A start named a version of its workflow as current
+    /// ([`NewExecution::expect_current`](crate::store::NewExecution)), and
+    /// it no longer is (replaced or deleted since it was last read):
+    /// nothing was written.
+    #[error("workflow {workflow} is no longer at version {version}")]
+    NotCurrent {
+        /// The workflow.
+        workflow: String,
+        /// The version the start expected.
+        version: i64,
+    },
     /// The operation conflicts with the stored state.
     #[error("{0}")]
     Conflict(String),

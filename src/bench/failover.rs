@@ -471,6 +471,7 @@ pub async fn rehydrate(opts: &FailoverOptions) -> anyhow::Result<(i64, u64)> {
                 start_item: "s0".into(),
                 owner_node: ghost.clone(),
                 node_epoch: None,
+                expect_current: false,
             })
         });
         for r in futures::future::join_all(batch).await {

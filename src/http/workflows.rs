@@ -250,6 +250,9 @@ pub(crate) async fn replace(
         .store
         .replace_workflow(&id, expected, &def.name, text.clone())
         .await?;
+    // This node's next start reads the new version (another node's finds
+    // its remembered one stale when it commits, and reads it then).
+    state.definitions.forget_current(&id);
     Ok(definition_response(HttpResponse::Ok(), &text, version))
 }
 
@@ -263,6 +266,7 @@ pub(crate) async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     state.store.delete_workflow(&id).await?;
+    state.definitions.forget_current(&id);
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Map, Value};
 
 use super::run::{type_of, ItemDone, ItemFailure, Next, Run};
+use crate::error::{EngineError, StoreError};
 use crate::messages::StartChild;
 use crate::store::entities::execution;
 use crate::store::{state, ExecutionState, Wait, CHILD_DONE};
+use crate::workflow::Current;
 
 /// A `foreach` item's fields.
 pub(super) struct Foreach<'a> {
@@ -227,41 +229,63 @@ impl Run {
                 self.max_depth
             )));
         }
-        let summary = self
-            .store
-            .workflow_summary(workflow)
-            .await
-            .map_err(|e| ItemFailure::store("", &e))?
-            .ok_or_else(|| fail(format!("no workflow `{workflow}`")))?;
-        let def = self
-            .definitions
-            .get(&self.store, &summary.id, summary.version)
-            .await
-            .map_err(|e| ItemFailure::engine(&e))?;
+        let current = |reread: bool| async move {
+            match self
+                .definitions
+                .current(&self.store, workflow, reread)
+                .await
+            {
+                Err(EngineError::WorkflowNotFound(_)) => {
+                    Err(fail(format!("no workflow `{workflow}`")))
+                }
+                other => other.map_err(|e| ItemFailure::engine(&e)),
+            }
+        };
         let inputs = Value::Object(inputs);
-        let problems = crate::workflow::check_inputs(&def, &inputs);
-        if !problems.is_empty() {
+        let check = |cur: &Current| {
+            let problems = crate::workflow::check_inputs(&cur.def, &inputs);
+            if problems.is_empty() {
+                return Ok(());
+            }
             let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(fail(format!(
+            Err(fail(format!(
                 "inputs of workflow {workflow}: {}",
                 text.join("; ")
-            )));
+            )))
+        };
+        let mut cur = current(false).await?;
+        if !cur.fresh && check(&cur).is_err() {
+            // Refused by the version last read: the stored one may take them.
+            cur = current(true).await?;
         }
-        let outcome = self
-            .store
-            .create_execution(crate::store::NewExecution {
-                id,
-                workflow_id: summary.id,
-                workflow_version: summary.version,
-                parent_id: Some(self.fence.execution.clone()),
-                inputs,
-                variables: Value::Object(def.variables.clone()),
-                start_item: def.start.clone(),
-                owner_node: self.fence.node.clone(),
-                node_epoch: Some(self.node_epoch),
-            })
-            .await
-            .map_err(|e| ItemFailure::store("", &e))?;
+        check(&cur)?;
+        let outcome = loop {
+            let created = self
+                .store
+                .create_execution(crate::store::NewExecution {
+                    id: id.clone(),
+                    workflow_id: cur.def.id.clone(),
+                    workflow_version: cur.version,
+                    parent_id: Some(self.fence.execution.clone()),
+                    inputs: inputs.clone(),
+                    variables: Value::Object(cur.def.variables.clone()),
+                    start_item: cur.def.start.clone(),
+                    owner_node: self.fence.node.clone(),
+                    node_epoch: Some(self.node_epoch),
+                    expect_current: !cur.fresh,
+                })
+                .await;
+            match created {
+                // Replaced or deleted by another node since this node read
+                // it: start the child on what is stored now.
+                Err(StoreError::NotCurrent { .. }) if !cur.fresh => {
+                    self.definitions.forget_current(workflow);
+                    cur = current(true).await?;
+                    check(&cur)?;
+                }
+                other => break other.map_err(|e| ItemFailure::store("", &e))?,
+            }
+        };
         if let crate::store::StartOutcome::Created(row) = outcome {
             self.starter.do_send(StartChild { row });
         }

@@ -6,11 +6,11 @@ use super::writes::Writes;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QueryTrait,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 use serde_json::Value;
 
-use super::entities::{execution, item_log, node};
+use super::entities::{execution, item_log, node, workflow};
 use super::{is_unique_violation, state, ExecutionState, Store};
 use crate::error::StoreError;
 
@@ -123,6 +123,13 @@ pub struct NewExecution {
     /// node declared dead or restarted since creates nothing). `None`:
     /// unchecked (tools and tests).
     pub node_epoch: Option<i64>,
+    /// Write it only if `workflow_version` is still the workflow's current
+    /// version when the start commits ([`StoreError::NotCurrent`]
+    /// otherwise, nothing written): a start that took the version from
+    /// its node's memory instead of reading it (`DefinitionCache::current`)
+    /// starts no stale version after another node replaced the workflow.
+    /// `false`: unchecked (the caller read the version itself).
+    pub expect_current: bool,
 }
 
 /// The result of [`Store::create_execution`].
@@ -635,6 +642,10 @@ pub(super) async fn create_one(
                         )));
                     }
                 }
+                if let Some((workflow, version)) = not_current(&txn, [&new]).await? {
+                    txn.rollback().await?;
+                    return Err(StoreError::NotCurrent { workflow, version });
+                }
                 let row = match returned {
                     Some(r) => Some(execution::Model::from_query_result(&r, "")?),
                     None => None,
@@ -667,6 +678,37 @@ pub(super) async fn create_one(
     } else {
         StartOutcome::Existing(row)
     })
+}
+
+/// The first workflow and version of `news` started with
+/// [`NewExecution::expect_current`] that is not that workflow's current
+/// version (replaced or deleted since), read inside the start's
+/// transaction after its writes (a plain read: the start is then ordered
+/// after every replace committed before it began, as when it read the
+/// version itself before starting).
+pub(super) async fn not_current<'a, W: Writes>(
+    w: &W,
+    news: impl IntoIterator<Item = &'a NewExecution>,
+) -> Result<Option<(String, i64)>, sea_orm::DbErr> {
+    let mut checked: Vec<(&str, i64)> = news
+        .into_iter()
+        .filter(|n| n.expect_current)
+        .map(|n| (n.workflow_id.as_str(), n.workflow_version))
+        .collect();
+    checked.sort_unstable();
+    checked.dedup();
+    for (id, version) in checked {
+        let current = workflow::Entity::find()
+            .select_only()
+            .column(workflow::Column::Id)
+            .filter(workflow::Column::Id.eq(id))
+            .filter(workflow::Column::Version.eq(version))
+            .build(w.backend());
+        if w.ids(current).await?.is_empty() {
+            return Ok(Some((id.to_owned(), version)));
+        }
+    }
+    Ok(None)
 }
 
 /// The read of the owner node's row that a start checks its epoch against,

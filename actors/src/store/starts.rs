@@ -3,7 +3,8 @@
 //! already taken are left alone and answered as existing, so an
 //! idempotent `execution_id` stays idempotent), one check that the owner
 //! node is still running at the epoch each start was accepted under, one
-//! multi-row `INSERT` of their `started` records, one read of the rows,
+//! check that the workflow versions taken from memory are still current,
+//! one multi-row `INSERT` of their `started` records, one read of the rows,
 //! one commit (on SQLite the writes run on the writer's thread, see
 //! `direct`, and the rows are read once committed). If the shared
 //! transaction fails before its commit, each start is tried alone, so one
@@ -21,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::direct::{CommitFailed, Direct, OwnConn};
 use super::entities::{execution, node};
-use super::executions::{create_one, insert_log_rows, new_execution_insert};
+use super::executions::{create_one, insert_log_rows, new_execution_insert, not_current};
 use super::writes::{unwound, Writes};
 use super::{LogEntry, NewExecution, StartOutcome};
 use crate::db::Db;
@@ -255,7 +256,9 @@ fn one_owner<'a>(backend: DbBackend, firsts: &[&'a NewExecution]) -> Option<(&'a
 /// data-modifying `WITH` takes the owner node's row `FOR SHARE` if it is
 /// still running at `epoch` (a takeover's `UPDATE` of it waits for this
 /// statement, then moves these executions too), inserts the executions
-/// only then, ids already taken left alone (`ON CONFLICT DO NOTHING`),
+/// only then (a start with `expect_current` only while its version is its
+/// workflow's current one), ids already taken left alone (`ON CONFLICT DO
+/// NOTHING`),
 /// inserts their `started` records, and returns the rows it created and
 /// those that were already there. The rows travel as one JSON parameter,
 /// so the statement's text is the same for every batch: prepared once per
@@ -287,15 +290,17 @@ async fn one_statement(
                 "inputs": n.inputs.to_string(),
                 "variables": n.variables.to_string(),
                 "current_item": n.start_item,
+                "expect_current": n.expect_current,
             })
         })
         .collect();
     let sql = format!(
-        "WITH v AS (SELECT * FROM json_to_recordset($1::json) AS t(id text, workflow_id text, workflow_version bigint, parent_id text, inputs text, variables text, current_item text)), \
+        "WITH v AS (SELECT * FROM json_to_recordset($1::json) AS t(id text, workflow_id text, workflow_version bigint, parent_id text, inputs text, variables text, current_item text, expect_current boolean)), \
          o AS (SELECT id FROM nodes WHERE id = $2 AND epoch = $3 AND state = $4 FOR SHARE), \
          i AS (INSERT INTO executions (id, workflow_id, workflow_version, parent_id, state, inputs, variables, current_item, step, attempt, owner_node, owner_epoch, created_at, started_at, updated_at) \
            SELECT v.id, v.workflow_id, v.workflow_version, v.parent_id, $5, v.inputs, v.variables, v.current_item, 1, 1, $2, 1, {now}, {now}, {now} \
            FROM v WHERE EXISTS (SELECT 1 FROM o) \
+             AND (NOT v.expect_current OR EXISTS (SELECT 1 FROM workflows w WHERE w.id = v.workflow_id AND w.version = v.workflow_version)) \
            ON CONFLICT (id) DO NOTHING RETURNING *), \
          l AS (INSERT INTO item_log (execution_id, item, step, attempt, event, node, time, message, completed_step) \
            SELECT i.id, i.current_item, 1, 1, 'started', $2, {now}, NULL, NULL FROM i) \
@@ -433,6 +438,12 @@ async fn write<W: Writes>(
                 "an owner node is no longer running at its epoch".into(),
             )));
         }
+    }
+    // A start that took its workflow's version from memory writes only if
+    // it is still the current one (each start alone then says which).
+    let checked = firsts.iter().copied().filter(|n| created.contains(&n.id));
+    if let Some((workflow, version)) = not_current(txn, checked).await? {
+        return Err(Failed::Before(StoreError::NotCurrent { workflow, version }));
     }
     let started: Vec<(String, String, LogEntry)> = firsts
         .iter()

@@ -103,6 +103,7 @@ mod tests {
             start_item: "a".into(),
             owner_node: "n1".into(),
             node_epoch: None,
+            expect_current: false,
         }
     }
 

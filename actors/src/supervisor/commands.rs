@@ -17,7 +17,7 @@ use crate::store::{
     state, Checkpoint, ExecutionState, Fence, LogEntry, NewExecution, StartOutcome,
 };
 use crate::workflow::{check_inputs, Problem};
-use crate::workflow::{Definition, DefinitionCache};
+use crate::workflow::{Current, DefinitionCache};
 use std::sync::Arc;
 
 impl Handler<crate::messages::StartChild> for NodeSupervisor {
@@ -68,24 +68,29 @@ pub struct StartExecution {
     pub admitted: Option<Admitted>,
 }
 
-/// The workflow a start names, at its current version, with the inputs
-/// checked against it: 404 and 400 come before any wait for a slot.
+/// The workflow a start names, at its current version (as last read, or
+/// read now when `reread`), with the inputs checked against it: 404 and
+/// 400 come before any wait for a slot. Inputs refused by a version not
+/// read just now are checked again on a fresh read (another node may have
+/// replaced the workflow with one that takes them).
 async fn resolve(
     store: &Store,
     cache: &DefinitionCache,
     workflow_id: &str,
     inputs: &Value,
-) -> Result<(Arc<Definition>, i64), EngineError> {
-    let summary = store
-        .workflow_summary(workflow_id)
-        .await?
-        .ok_or_else(|| EngineError::WorkflowNotFound(workflow_id.to_owned()))?;
-    let def = cache.get(store, &summary.id, summary.version).await?;
-    let problems: Vec<Problem> = check_inputs(&def, inputs);
-    if !problems.is_empty() {
-        return Err(EngineError::InvalidInputs(problems));
+    reread: bool,
+) -> Result<Current, EngineError> {
+    let mut current = cache.current(store, workflow_id, reread).await?;
+    loop {
+        let problems: Vec<Problem> = check_inputs(&current.def, inputs);
+        if problems.is_empty() {
+            return Ok(current);
+        }
+        if current.fresh {
+            return Err(EngineError::InvalidInputs(problems));
+        }
+        current = cache.current(store, workflow_id, true).await?;
     }
-    Ok((def, summary.version))
 }
 
 /// Starts executions as a client does (the HTTP API, an embedding
@@ -117,7 +122,7 @@ impl Starter {
         let admitted = match self.admission.try_slot() {
             Some(slot) => Admitted::Slot(slot),
             None => {
-                resolve(&self.store, &self.definitions, &workflow_id, &inputs).await?;
+                resolve(&self.store, &self.definitions, &workflow_id, &inputs, false).await?;
                 self.admission
                     .admit(&self.store, execution_id.as_deref())
                     .await?
@@ -155,7 +160,7 @@ impl Handler<StartExecution> for NodeSupervisor {
                     state.as_str()
                 )));
             }
-            let (def, version) = resolve(&store, &cache, &msg.workflow_id, &msg.inputs).await?;
+            let mut current = resolve(&store, &cache, &msg.workflow_id, &msg.inputs, false).await?;
             let admitted = match msg.admitted {
                 Some(admitted) => admitted,
                 None => {
@@ -168,25 +173,41 @@ impl Handler<StartExecution> for NodeSupervisor {
                 Admitted::Slot(slot) => Some(slot),
                 Admitted::Repeat => None,
             };
-            let outcome = store
-                .create_execution(NewExecution {
-                    id,
-                    workflow_id: def.id.clone(),
-                    workflow_version: version,
-                    parent_id: None,
-                    inputs: msg.inputs,
-                    variables: Value::Object(def.variables.clone()),
-                    start_item: def.start.clone(),
-                    owner_node: node,
-                    node_epoch: Some(node_epoch),
-                })
-                .await
-                .map_err(|e| match e {
+            let outcome = loop {
+                let def = &current.def;
+                let created = store
+                    .create_execution(NewExecution {
+                        id: id.clone(),
+                        workflow_id: def.id.clone(),
+                        workflow_version: current.version,
+                        parent_id: None,
+                        inputs: msg.inputs.clone(),
+                        variables: Value::Object(def.variables.clone()),
+                        start_item: def.start.clone(),
+                        owner_node: node.clone(),
+                        node_epoch: Some(node_epoch),
+                        expect_current: !current.fresh,
+                    })
+                    .await;
+                match created {
+                    // The version this node remembered was replaced (or
+                    // the workflow deleted) by another node since: start
+                    // again on what is stored now, checked again.
+                    Err(crate::error::StoreError::NotCurrent { .. }) if !current.fresh => {
+                        cache.forget_current(&msg.workflow_id);
+                        current =
+                            resolve(&store, &cache, &msg.workflow_id, &msg.inputs, true).await?;
+                    }
                     // The node was declared dead or restarted since: it is
                     // not accepting work, whatever its status cell says.
-                    crate::error::StoreError::Conflict(m) => EngineError::NotAccepting(m),
-                    other => other.into(),
-                })?;
+                    Err(crate::error::StoreError::Conflict(m)) => {
+                        return Err(EngineError::NotAccepting(m))
+                    }
+                    Err(other) => return Err(other.into()),
+                    Ok(outcome) => break outcome,
+                }
+            };
+            let def = current.def;
             Ok((def, outcome, slot))
         };
         Box::pin(fut.into_actor(self).map(move |result, act, ctx| {

@@ -16,7 +16,7 @@ mod parse;
 mod raw;
 pub mod script;
 
-pub use cache::{DefinitionCache, SUPPORTED_ITEM_TYPES};
+pub use cache::{Current, DefinitionCache, SUPPORTED_ITEM_TYPES};
 pub use model::{Definition, Item, ItemKind, Retry, ValueType};
 pub use parse::{
     check_inputs, join_path, json_type, parse_definition, ParseOptions, Parsed, Problem,
