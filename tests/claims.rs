@@ -65,6 +65,7 @@ on_all_backends!(
     a_stale_active_row_keeps_its_slot_until_its_takeover,
     batched_checkpoints_refuse_rows_that_went_backwards,
     starts_made_together_stay_idempotent_and_epoch_checked,
+    starts_with_a_remembered_version_are_written_only_while_it_is_current,
     a_wake_is_the_claim_of_the_run_it_wakes,
     batched_completions_are_fenced_and_consume_only_their_own_signals,
     starts_wait_for_a_takeover_in_flight_and_are_refused_by_it,
@@ -790,6 +791,117 @@ async fn batched_checkpoints_refuse_rows_that_went_backwards(b: Backend) {
 /// created execution has exactly one `started` record; a start under an
 /// epoch the node has left is refused without taking the rest of its
 /// batch with it.
+/// Starts that name their workflow's version from memory
+/// (`expect_current`), made together so that the group commit batches
+/// them, some with the version a replace has just superseded: those are
+/// refused as `NotCurrent` and write nothing, whatever batch they share;
+/// the others are written; an id already taken is answered as existing
+/// either way; an id asked twice, once stale and once current, is
+/// created once.
+async fn starts_with_a_remembered_version_are_written_only_while_it_is_current(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let store = store(&db).await;
+    store.migrate().await.expect("migrate");
+    let epoch = running_node(&store).await;
+    let body = json!({"id": "w", "start": "a", "items": {"a": {"type": "end"}}}).to_string();
+    assert_eq!(
+        store
+            .insert_workflow("w", "w", body.clone())
+            .await
+            .expect("import"),
+        1
+    );
+    let at = |id: &str, version: i64| NewExecution {
+        workflow_version: version,
+        expect_current: true,
+        ..new_start(id, "n1", Some(epoch))
+    };
+    assert!(matches!(
+        store.create_execution(at("taken", 1)).await,
+        Ok(StartOutcome::Created(_))
+    ));
+    assert_eq!(
+        store
+            .replace_workflow("w", 1, "w", body)
+            .await
+            .expect("replace"),
+        2
+    );
+
+    // Alone.
+    let alone = store.create_execution(at("alone", 1)).await;
+    assert!(
+        matches!(&alone, Err(baton_actors::StoreError::NotCurrent { workflow, version }) if workflow == "w" && *version == 1),
+        "{alone:?}"
+    );
+    // Together: stale and current interleaved, the taken id stale, and
+    // one id stale then current.
+    let mut wave = Vec::new();
+    for i in 0..20 {
+        wave.push(at(&format!("old-{i:02}"), 1));
+        wave.push(at(&format!("new-{i:02}"), 2));
+    }
+    wave.push(at("taken", 1));
+    wave.push(at("both", 1));
+    wave.push(at("both", 2));
+    let asked: Vec<(String, i64)> = wave
+        .iter()
+        .map(|n| (n.id.clone(), n.workflow_version))
+        .collect();
+    let outcomes =
+        futures::future::join_all(wave.into_iter().map(|n| store.create_execution(n))).await;
+    let mut both_created = 0;
+    for ((id, version), outcome) in asked.iter().zip(outcomes) {
+        match (id.as_str(), version, &outcome) {
+            ("taken", _, Ok(StartOutcome::Existing(row))) => assert_eq!(row.workflow_version, 1),
+            ("both", _, Ok(StartOutcome::Created(row))) => {
+                assert_eq!(row.workflow_version, 2);
+                both_created += 1;
+            }
+            ("both", 2, Ok(StartOutcome::Existing(row))) => assert_eq!(row.workflow_version, 2),
+            ("both", 1, _) if row_or_stale(&outcome) => {}
+            (_, 1, Err(baton_actors::StoreError::NotCurrent { .. })) if id.starts_with("old-") => {}
+            (_, 2, Ok(StartOutcome::Created(row))) if id.starts_with("new-") => {
+                assert_eq!(row.workflow_version, 2)
+            }
+            _ => panic!("{id} at version {version}: {outcome:?}"),
+        }
+    }
+    assert_eq!(both_created, 1, "`both` created once");
+    for id in ["alone".to_owned()]
+        .into_iter()
+        .chain((0..20).map(|i| format!("old-{i:02}")))
+    {
+        assert!(
+            store.execution(&id).await.expect("read").is_none(),
+            "{id} was written"
+        );
+        assert!(
+            store.item_log(&id).await.expect("log").is_empty(),
+            "{id} was logged"
+        );
+    }
+    for i in 0..20 {
+        let id = format!("new-{i:02}");
+        let log = store.item_log(&id).await.expect("log");
+        assert_eq!(
+            log.iter().filter(|l| l.event == "started").count(),
+            1,
+            "{id}: {log:?}"
+        );
+    }
+}
+
+/// A stale start of an id is refused, or answered with the row its
+/// current twin created.
+fn row_or_stale(outcome: &Result<StartOutcome, baton_actors::StoreError>) -> bool {
+    match outcome {
+        Ok(StartOutcome::Existing(row)) => row.workflow_version == 2,
+        Err(baton_actors::StoreError::NotCurrent { version, .. }) => *version == 1,
+        _ => false,
+    }
+}
+
 async fn starts_made_together_stay_idempotent_and_epoch_checked(b: Backend) {
     let Some(db) = TestDb::create(b) else { return };
     let store = store(&db).await;

@@ -642,7 +642,9 @@ pub(super) async fn create_one(
                         )));
                     }
                 }
-                if let Some((workflow, version)) = not_current(&txn, [&new]).await? {
+                if let Some((workflow, version)) =
+                    not_current(&txn, [&new]).await?.into_iter().next()
+                {
                     txn.rollback().await?;
                     return Err(StoreError::NotCurrent { workflow, version });
                 }
@@ -680,16 +682,16 @@ pub(super) async fn create_one(
     })
 }
 
-/// The first workflow and version of `news` started with
-/// [`NewExecution::expect_current`] that is not that workflow's current
+/// The workflows and versions of `news` started with
+/// [`NewExecution::expect_current`] that are not their workflow's current
 /// version (replaced or deleted since), read inside the start's
-/// transaction after its writes (a plain read: the start is then ordered
-/// after every replace committed before it began, as when it read the
-/// version itself before starting).
+/// transaction (a plain read: the start is then ordered after every
+/// replace committed before it began, as when it read the version itself
+/// before starting).
 pub(super) async fn not_current<'a, W: Writes>(
     w: &W,
     news: impl IntoIterator<Item = &'a NewExecution>,
-) -> Result<Option<(String, i64)>, sea_orm::DbErr> {
+) -> Result<std::collections::HashSet<(String, i64)>, sea_orm::DbErr> {
     let mut checked: Vec<(&str, i64)> = news
         .into_iter()
         .filter(|n| n.expect_current)
@@ -697,6 +699,7 @@ pub(super) async fn not_current<'a, W: Writes>(
         .collect();
     checked.sort_unstable();
     checked.dedup();
+    let mut stale = std::collections::HashSet::new();
     for (id, version) in checked {
         let current = workflow::Entity::find()
             .select_only()
@@ -705,10 +708,10 @@ pub(super) async fn not_current<'a, W: Writes>(
             .filter(workflow::Column::Version.eq(version))
             .build(w.backend());
         if w.ids(current).await?.is_empty() {
-            return Ok(Some((id.to_owned(), version)));
+            stale.insert((id.to_owned(), version));
         }
     }
-    Ok(None)
+    Ok(stale)
 }
 
 /// The read of the owner node's row that a start checks its epoch against,

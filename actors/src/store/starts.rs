@@ -183,32 +183,32 @@ async fn apply(
         // before its start is answered, and a repeat's row is as current
         // either way. A failed read leaves the callers where a lost commit
         // would.
-        let created = Direct::transaction(conn, own, |d| {
-            let created = Direct::now(write(d, backend, &firsts))?;
+        let (created, alone) = Direct::transaction(conn, own, |d| {
+            let written = Direct::now(write(d, backend, &firsts))?;
             d.commit().map_err(|e| match e {
                 CommitFailed::NotWritten(e) => Failed::Before(e.into()),
                 CommitFailed::Unknown(e) => Failed::AtCommit(e),
             })?;
-            Ok::<_, Failed>(created)
+            Ok::<_, Failed>(written)
         })
         .await??;
         let stored = read_committed(read, ids).await.map_err(Failed::AtCommit)?;
         Written {
             created,
             stored,
-            ..Written::default()
+            alone,
         }
     } else if let Some((owner, epoch)) = one_owner(backend, &firsts) {
         one_statement(conn, backend, &firsts, owner, epoch).await?
     } else {
         let txn = crate::store::begin(conn).await?;
-        let created = write(&txn, backend, &firsts).await?;
+        let (created, alone) = write(&txn, backend, &firsts).await?;
         let stored = read_rows(&txn, ids).await?;
         txn.commit().await.map_err(Failed::AtCommit)?;
         Written {
             created,
             stored,
-            ..Written::default()
+            alone,
         }
     };
     let mut writer_of: HashSet<&str> = HashSet::with_capacity(batch.len());
@@ -258,19 +258,20 @@ fn one_owner<'a>(backend: DbBackend, firsts: &[&'a NewExecution]) -> Option<(&'a
 /// statement, then moves these executions too), inserts the executions
 /// only then (a start with `expect_current` only while its version is its
 /// workflow's current one), ids already taken left alone (`ON CONFLICT DO
-/// NOTHING`),
-/// inserts their `started` records, and returns the rows it created and
+/// NOTHING`), inserts their `started` records, and returns the rows it created and
 /// those that were already there. The rows travel as one JSON parameter,
 /// so the statement's text is the same for every batch: prepared once per
 /// connection, planned once, one round trip instead of six (`BEGIN`, four
 /// statements whose text depended on the batch's size, `COMMIT`).
 ///
 /// When it wrote nothing and left an id unanswered (the owner is no
-/// longer running at its epoch, most likely), each start is tried alone,
-/// as after [`write`] refused the batch. An id it leaves unanswered after
-/// writing others is one another writer's start of the same id took while
-/// this statement ran (its row is not in the statement's snapshot): each
-/// start of that id, tried alone ([`create_one`]), finds it.
+/// longer running at its epoch, or every start's version is stale), each
+/// start is tried alone, as after [`write`] refused the batch. An id it
+/// leaves unanswered after writing others is a start whose version is no
+/// longer current, or one another writer's start of the same id took
+/// while this statement ran (its row is not in the statement's snapshot):
+/// each start of that id, tried alone ([`create_one`]), is refused as
+/// `NotCurrent` or finds the row.
 async fn one_statement(
     conn: &DatabaseConnection,
     backend: DbBackend,
@@ -339,8 +340,9 @@ async fn one_statement(
         .filter(|n| !stored.contains_key(&n.id))
         .collect();
     if created.is_empty() && !unanswered.is_empty() {
-        // Nothing written (the owner is not running at its epoch, most
-        // likely): each start alone says which it refuses and why.
+        // Nothing written (the owner is not running at its epoch, or the
+        // versions are stale): each start alone says which it refuses and
+        // why.
         return Err(Failed::Before(StoreError::Conflict(
             "a start of the batch was not written".into(),
         )));
@@ -363,15 +365,45 @@ struct Written {
 
 /// The writes of a batch of starts (each id once) inside `txn`: the new
 /// executions, the check of their owners, their `started` records; the
-/// ids it created.
+/// ids it created, and the ids it left to be answered alone (started with
+/// a version of their workflow that is no longer current).
 async fn write<W: Writes>(
     txn: &W,
     backend: DbBackend,
     firsts: &[&NewExecution],
-) -> Result<HashSet<String>, Failed> {
+) -> Result<(HashSet<String>, HashSet<String>), Failed> {
+    // A start that took its workflow's version from memory is written only
+    // if it is still the current one; the others are answered alone
+    // (`NotCurrent`, or `Existing` for an id already taken), the rest of
+    // the batch goes on. Read before the writes: on SQLite this runs on
+    // the direct writer, whose `BEGIN IMMEDIATE` holds the write lock from
+    // the start (no other process can write in between, see `direct`); on
+    // MySQL the snapshot this read fixes is taken after every start of the
+    // batch arrived, as the read of taken ids below was.
+    let stale_versions = not_current(txn, firsts.iter().copied()).await?;
+    let stale: HashSet<String> = firsts
+        .iter()
+        .filter(|n| {
+            n.expect_current
+                && stale_versions.contains(&(n.workflow_id.clone(), n.workflow_version))
+        })
+        .map(|n| n.id.clone())
+        .collect();
+    let kept: Vec<&NewExecution>;
+    let firsts = if stale.is_empty() {
+        firsts
+    } else {
+        kept = firsts
+            .iter()
+            .copied()
+            .filter(|n| !stale.contains(&n.id))
+            .collect();
+        &kept[..]
+    };
+    if firsts.is_empty() {
+        return Ok((HashSet::new(), stale));
+    }
     let ids: Vec<String> = firsts.iter().map(|n| n.id.clone()).collect();
-    // Write first, read after: on SQLite a transaction that reads first can
-    // fail at once when another process writes in between.
     let created: HashSet<String> = if backend == DbBackend::MySql {
         // No `RETURNING` on an `INSERT` here: read which ids are taken
         // first. A concurrent start of one of them fails the `INSERT` on
@@ -439,12 +471,6 @@ async fn write<W: Writes>(
             )));
         }
     }
-    // A start that took its workflow's version from memory writes only if
-    // it is still the current one (each start alone then says which).
-    let checked = firsts.iter().copied().filter(|n| created.contains(&n.id));
-    if let Some((workflow, version)) = not_current(txn, checked).await? {
-        return Err(Failed::Before(StoreError::NotCurrent { workflow, version }));
-    }
     let started: Vec<(String, String, LogEntry)> = firsts
         .iter()
         .filter(|n| created.contains(&n.id))
@@ -467,7 +493,7 @@ async fn write<W: Writes>(
         .map(|(e, n, l)| (e.as_str(), n.as_str(), l))
         .collect();
     insert_log_rows(txn, backend, &rows).await?;
-    Ok(created)
+    Ok((created, stale))
 }
 
 /// [`read_rows`] after the commit (SQLite): the starts are written, so a

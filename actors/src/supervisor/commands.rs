@@ -122,7 +122,10 @@ impl Starter {
         let admitted = match self.admission.try_slot() {
             Some(slot) => Admitted::Slot(slot),
             None => {
-                resolve(&self.store, &self.definitions, &workflow_id, &inputs, false).await?;
+                // Read now, not remembered: a deleted workflow or inputs
+                // its current version refuses answer 404 or 400 before
+                // the wait, not `overloaded` after it.
+                resolve(&self.store, &self.definitions, &workflow_id, &inputs, true).await?;
                 self.admission
                     .admit(&self.store, execution_id.as_deref())
                     .await?

@@ -94,7 +94,10 @@ impl DefinitionCache {
                     if c.current.len() >= CAPACITY {
                         c.current.clear();
                     }
-                    c.current.insert(summary.id, summary.version);
+                    // Versions only grow: a slower read of an older one
+                    // does not replace a newer one read meanwhile.
+                    let v = c.current.entry(summary.id).or_insert(summary.version);
+                    *v = (*v).max(summary.version);
                 }
                 (summary.version, true)
             }
