@@ -173,6 +173,7 @@ async fn a_stale_row_starts_no_second_run(b: Backend) {
         node_epoch: 0,
         kind: StartKind::Recovered,
         claimed: None,
+        signals: None,
         max_item_starts: 10,
         max_depth: 8,
         fan_out: 4,

@@ -13,6 +13,7 @@ use crate::util::*;
 on_all_backends!(
     a_timer_parks_the_execution_and_fires_after_its_time,
     signals_wake_waiting_executions_and_are_kept_until_awaited,
+    signals_of_one_name_are_taken_oldest_first_each_once,
     a_double_click_answers_one_interaction_once,
     a_late_answer_is_refused_not_kept,
     a_retried_wait_waits_again,
@@ -154,6 +155,67 @@ async fn signals_wake_waiting_executions_and_are_kept_until_awaited(b: Backend) 
         )
         .await;
     assert_eq!(r.status, 409, "{}", r.text);
+    node.stop().await;
+}
+
+/// A wake reads the signals of every execution it wakes at once, and the
+/// first signal item takes its signal from what it read: two signals of
+/// one name, sent while the execution waits, go one to each of its two
+/// waits on that name, oldest first; a third, sent after the wake, to the
+/// wait after them; one of another name wakes it without being taken.
+async fn signals_of_one_name_are_taken_oldest_first_each_once(b: Backend) {
+    let Some(db) = TestDb::create(b) else { return };
+    let node = start_node(&db, |_| {}).await;
+    let http = Http::new(&node.url());
+    import(
+        &http,
+        &json!({"id": "three", "variables": {"x": null, "y": null, "z": null},
+        "outputs": {"x": "any", "y": "any", "z": "any"}, "start": "a", "items": {
+        "a": {"type": "signal", "name": "go", "store": "x", "next": "b"},
+        "b": {"type": "signal", "name": "go", "store": "y", "next": "c"},
+        "c": {"type": "signal", "name": "go", "store": "z", "next": "e"},
+        "e": {"type": "end"}}}),
+    )
+    .await;
+    let id = start(&http, "three", json!({})).await;
+    let send = |name: &'static str, payload: i64| {
+        let (http, id) = (http.clone(), id.clone());
+        async move {
+            let r = http
+                .post(
+                    &format!("/api/executions/{id}/signals/{name}"),
+                    &json!({ "payload": payload }),
+                )
+                .await;
+            assert_eq!(r.status, 202, "{}", r.text);
+        }
+    };
+    let parked_at = |item: &'static str| {
+        let http = http.clone();
+        let id = id.clone();
+        async move {
+            eventually(&format!("parked at {item}"), LONG, || async {
+                let e = get(&http, &id).await;
+                e["state"] == "waiting-signal" && e["current_item"] == item
+            })
+            .await;
+        }
+    };
+    parked_at("a").await;
+    send("other", 0).await;
+    send("go", 1).await;
+    send("go", 2).await;
+    parked_at("c").await;
+    send("go", 3).await;
+    let e = wait_final(&http, &id, LONG).await;
+    assert_eq!(
+        (e["state"].clone(), e["outputs"].clone()),
+        (json!("completed"), json!({"x": 1, "y": 2, "z": 3})),
+        "{e}"
+    );
+    let log = logs(&http, &id).await;
+    let completed = log.iter().filter(|l| l["event"] == "completed").count();
+    assert_eq!(completed, 4, "each wait and the end once: {log:?}");
     node.stop().await;
 }
 

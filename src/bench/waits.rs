@@ -463,7 +463,7 @@ pub async fn run(opts: &WaitOptions) -> anyhow::Result<WaitReport> {
         .await?;
         report.signals_secs = Some(t1.elapsed().as_secs_f64());
         println!(
-            "signaled: all {n} complete {:.1} s after the first signal was sent; {:.1} database calls per signal (through sqlx or a writer)",
+            "signaled: all {n} complete {:.1} s after the first signal was sent; {:.2} database calls per signal (through sqlx or a writer)",
             t1.elapsed().as_secs_f64(),
             (store.db_calls().calls.load(std::sync::atomic::Ordering::Relaxed) - calls0) as f64 / n as f64
         );

@@ -101,6 +101,12 @@ pub struct ExecutionSetup {
     /// created or woke the row claimed it (the row's `run_token`); `None`:
     /// the run claims the token it read first (DESIGN.md invariant 10).
     pub claimed: Option<i64>,
+    /// The execution's unconsumed signals, oldest first, as read by the
+    /// wake that started this run (one read for the wake's whole batch);
+    /// `None`: not read. The first signal or interaction item the run
+    /// reaches takes its signal from them, and reads the store only when
+    /// they hold none of its name (one may have arrived since).
+    pub signals: Option<Vec<crate::store::entities::signal::Model>>,
     /// Starts of one item without a completion after which the execution
     /// fails instead (the poison-pill budget; crashes and failovers count).
     pub max_item_starts: u32,

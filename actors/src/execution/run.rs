@@ -108,6 +108,9 @@ pub(super) struct Run {
     /// The row's run token as read; the claim moves it forward.
     pub(super) read_token: i64,
     pub(super) wait_until: Option<i64>,
+    /// The signals the wake read for this run, until its first signal or
+    /// interaction item takes them (see `ExecutionSetup::signals`).
+    pub(super) woken_with: std::cell::RefCell<Option<Vec<crate::store::entities::signal::Model>>>,
     pub(super) metrics: Arc<EngineMetrics>,
     pub(super) item_started: Instant,
     /// The type of the item running (`task`, `timer`, ...), for the metrics.
@@ -163,6 +166,7 @@ impl Run {
             step: row.step,
             attempt: row.attempt,
             wait_until: row.wait_until,
+            woken_with: std::cell::RefCell::new(s.signals),
             store: s.store,
             scripts: s.scripts,
             actions: s.actions,

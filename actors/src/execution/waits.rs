@@ -111,11 +111,19 @@ impl Run {
         next: &str,
         pairs: impl FnOnce(Value) -> Vec<(String, Value)>,
     ) -> Result<ItemDone, ItemFailure> {
-        let pending = self
-            .store
-            .pending_signal(&self.fence.execution, take)
-            .await
-            .map_err(|e| ItemFailure::store("cannot read signals", &e))?;
+        // The oldest of the signals the wake read, if it read one of this
+        // name (still unconsumed: only this run, which holds the token,
+        // consumes them, fenced); else the store's.
+        let woken_with = self.woken_with.borrow_mut().take();
+        let known = woken_with.and_then(|s| s.into_iter().find(|s| s.name == take));
+        let pending = match known {
+            Some(sig) => Some(sig),
+            None => self
+                .store
+                .pending_signal(&self.fence.execution, take)
+                .await
+                .map_err(|e| ItemFailure::store("cannot read signals", &e))?,
+        };
         if let Some(sig) = pending {
             let payload: Value = serde_json::from_str(&sig.payload).unwrap_or(Value::Null);
             let mut done = self.advance(next, pairs(payload), Vec::new());

@@ -24,6 +24,7 @@ use super::entities::{execution, signal};
 use super::writes::Writes;
 use super::{state, Store};
 use crate::error::StoreError;
+use std::collections::HashMap;
 
 /// What an execution parked on a user interaction waits for
 /// (`wait_signal`) until it is answered.
@@ -257,6 +258,35 @@ impl Store {
                     .order_by_asc(signal::Column::Id)
                     .one(&c)
                     .await?)
+            })
+            .await
+    }
+
+    /// The unconsumed signals of each of `ids`, oldest first, in one read
+    /// per 500 executions (on a reader connection, as
+    /// [`Store::pending_signal`]).
+    pub async fn pending_signals_of(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, Vec<signal::Model>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.db()
+            .run_read(move |c| async move {
+                let mut out: HashMap<String, Vec<signal::Model>> = HashMap::new();
+                for chunk in ids.chunks(500) {
+                    let rows = signal::Entity::find()
+                        .filter(signal::Column::ExecutionId.is_in(chunk.to_vec()))
+                        .filter(signal::Column::ConsumedAt.is_null())
+                        .order_by_asc(signal::Column::Id)
+                        .all(&c)
+                        .await?;
+                    for s in rows {
+                        out.entry(s.execution_id.clone()).or_default().push(s);
+                    }
+                }
+                Ok(out)
             })
             .await
     }

@@ -225,7 +225,11 @@ impl Handler<StartExecution> for NodeSupervisor {
                     // rescan off it until now (only this request's own
                     // entry: a repeat of the id that raced it claims).
                     let token = fresh.then_some(row.run_token);
-                    act.spawn_run(ctx, def, row.clone(), StartKind::New, token, slot);
+                    let prepared = super::Prepared {
+                        claimed: token,
+                        signals: None,
+                    };
+                    act.spawn_run(ctx, def, row.clone(), StartKind::New, prepared, slot);
                     Ok((row, true))
                 }
                 StartOutcome::Existing(row) => {

@@ -171,11 +171,12 @@ impl NodeSupervisor {
         row: execution::Model,
         kind: StartKind,
     ) {
-        self.spawn_run(ctx, def, row, kind, None, None);
+        self.spawn_run(ctx, def, row, kind, Prepared::default(), None);
     }
 
-    /// [`Self::spawn_execution`] for a row whose run token `claimed` the
-    /// statement that created or woke it already claimed for this run;
+    /// [`Self::spawn_execution`] for a row whose run token
+    /// (`prepared.claimed`) the statement that created or woke it already
+    /// claimed for this run;
     /// only while nothing else on this node can start a run of it (the
     /// row is in `pending` or `waking_ids` until this call). The actor
     /// holds `slot` (a client start's admission) or else one taken now
@@ -186,7 +187,7 @@ impl NodeSupervisor {
         def: Arc<Definition>,
         row: execution::Model,
         kind: StartKind,
-        claimed: Option<i64>,
+        prepared: Prepared,
         slot: Option<Slot>,
     ) {
         // A fenced, stopping, starting or standby node starts no actor
@@ -206,7 +207,8 @@ impl NodeSupervisor {
             node: self.cfg.node_id.clone(),
             node_epoch: self.cfg.status.raw().epoch,
             kind,
-            claimed,
+            claimed: prepared.claimed,
+            signals: prepared.signals,
             max_item_starts: self.cfg.max_item_starts,
             max_depth: self.cfg.max_depth,
             fan_out: self.cfg.fan_out,
@@ -218,6 +220,16 @@ impl NodeSupervisor {
         self.running.insert(id, actor.start());
         self.publish_running();
     }
+}
+
+/// What the statement that created or woke a row already did for its
+/// run: the run token it claimed, and the signals it read.
+#[derive(Debug, Default)]
+pub(super) struct Prepared {
+    /// The run token claimed (see `ExecutionSetup::claimed`).
+    pub(super) claimed: Option<i64>,
+    /// The execution's unconsumed signals (see `ExecutionSetup::signals`).
+    pub(super) signals: Option<Vec<crate::store::entities::signal::Model>>,
 }
 
 /// Registers the node, claims its unfinished executions and resumes them.

@@ -130,13 +130,27 @@ impl NodeSupervisor {
             // rows `running` with no actor must leave them to this wake
             // (it would start them as recovered: attempt + 1, `resumed`).
             waking.borrow_mut().extend(ids.iter().cloned());
+            let woken = store.wake(&node, ids).await?;
+            // Their signals in one read, rather than one read per run.
+            let waiting: Vec<String> = woken
+                .iter()
+                .filter(|(row, _)| row.wait_signal.is_some())
+                .map(|(row, _)| row.id.clone())
+                .collect();
+            let mut signals = store.pending_signals_of(waiting).await?;
             let mut out = Vec::new();
-            for (row, claimed) in store.wake(&node, ids).await? {
+            for (row, claimed) in woken {
                 let def = cache
                     .get(&store, &row.workflow_id, row.workflow_version)
                     .await?;
-                let claimed = claimed.then_some(row.run_token);
-                out.push((def, row, claimed));
+                let prepared = super::Prepared {
+                    claimed: claimed.then_some(row.run_token),
+                    signals: row
+                        .wait_signal
+                        .is_some()
+                        .then(|| signals.remove(&row.id).unwrap_or_default()),
+                };
+                out.push((def, row, prepared));
             }
             Ok::<_, EngineError>(out)
         };
@@ -146,8 +160,8 @@ impl NodeSupervisor {
             match result {
                 Ok(rows) => {
                     let full = rows.len() as u32 >= batch && act.cfg.admission.free() > 0;
-                    for (def, row, claimed) in rows {
-                        act.spawn_run(ctx, def, row, StartKind::Woken, claimed, None);
+                    for (def, row, prepared) in rows {
+                        act.spawn_run(ctx, def, row, StartKind::Woken, prepared, None);
                     }
                     if full {
                         ctx.notify(WakeDue);
