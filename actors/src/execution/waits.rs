@@ -111,9 +111,11 @@ impl Run {
         next: &str,
         pairs: impl FnOnce(Value) -> Vec<(String, Value)>,
     ) -> Result<ItemDone, ItemFailure> {
-        // The oldest of the signals the wake read, if it read one of this
-        // name (still unconsumed: only this run, which holds the token,
-        // consumes them, fenced); else the store's.
+        // The oldest of the signals the wake read for this item (only
+        // for a signal or interaction item, of the name it takes, and
+        // only its first time: `take`), still unconsumed, since nothing
+        // but this item consumes signals of that name and this run holds
+        // the token; else the store's.
         let woken_with = self.woken_with.borrow_mut().take();
         let known = woken_with.and_then(|s| s.into_iter().find(|s| s.name == take));
         let pending = match known {

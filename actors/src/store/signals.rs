@@ -262,28 +262,38 @@ impl Store {
             .await
     }
 
-    /// The unconsumed signals of each of `ids`, oldest first, in one read
-    /// per 500 executions (on a reader connection, as
-    /// [`Store::pending_signal`]).
+    /// For each (execution, signal name) of `awaited`, that execution's
+    /// unconsumed signals of that name, oldest first, in one read per 500
+    /// executions (on a reader connection, as [`Store::pending_signal`]).
     pub async fn pending_signals_of(
         &self,
-        ids: Vec<String>,
+        awaited: Vec<(String, String)>,
     ) -> Result<HashMap<String, Vec<signal::Model>>, StoreError> {
-        if ids.is_empty() {
+        if awaited.is_empty() {
             return Ok(HashMap::new());
         }
         self.db()
             .run_read(move |c| async move {
                 let mut out: HashMap<String, Vec<signal::Model>> = HashMap::new();
-                for chunk in ids.chunks(500) {
+                for chunk in awaited.chunks(500) {
+                    let name_of: HashMap<&str, &str> = chunk
+                        .iter()
+                        .map(|(id, name)| (id.as_str(), name.as_str()))
+                        .collect();
+                    let mut names: Vec<&str> = name_of.values().copied().collect();
+                    names.sort_unstable();
+                    names.dedup();
                     let rows = signal::Entity::find()
-                        .filter(signal::Column::ExecutionId.is_in(chunk.to_vec()))
+                        .filter(signal::Column::ExecutionId.is_in(name_of.keys().copied()))
+                        .filter(signal::Column::Name.is_in(names))
                         .filter(signal::Column::ConsumedAt.is_null())
                         .order_by_asc(signal::Column::Id)
                         .all(&c)
                         .await?;
                     for s in rows {
-                        out.entry(s.execution_id.clone()).or_default().push(s);
+                        if name_of.get(s.execution_id.as_str()) == Some(&s.name.as_str()) {
+                            out.entry(s.execution_id.clone()).or_default().push(s);
+                        }
                     }
                 }
                 Ok(out)

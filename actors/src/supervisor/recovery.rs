@@ -10,7 +10,7 @@ use crate::error::EngineError;
 use crate::execution::StartKind;
 use crate::messages::{NodeState, Rescan};
 use crate::store::entities::execution;
-use crate::store::{state, NodeRegistration};
+use crate::store::{state, NodeRegistration, ANSWER, CHILD_DONE, INTERACTION};
 use crate::workflow::Definition;
 
 impl NodeSupervisor {
@@ -131,13 +131,20 @@ impl NodeSupervisor {
             // (it would start them as recovered: attempt + 1, `resumed`).
             waking.borrow_mut().extend(ids.iter().cloned());
             let woken = store.wake(&node, ids).await?;
-            // Their signals in one read, rather than one read per run.
-            let waiting: Vec<String> = woken
+            // The signals their signal and interaction items take, in one
+            // read rather than one per run. A failed read costs only that:
+            // each run reads its own (the rows are already woken).
+            let wanted: Vec<(String, String)> = woken
                 .iter()
-                .filter(|(row, _)| row.wait_signal.is_some())
-                .map(|(row, _)| row.id.clone())
+                .filter_map(|(row, _)| Some((row.id.clone(), awaited(row)?.to_owned())))
                 .collect();
-            let mut signals = store.pending_signals_of(waiting).await?;
+            let mut signals = match store.pending_signals_of(wanted).await {
+                Ok(signals) => Some(signals),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the woken executions' signals failed; each run reads its own");
+                    None
+                }
+            };
             let mut out = Vec::new();
             for (row, claimed) in woken {
                 let def = cache
@@ -145,10 +152,10 @@ impl NodeSupervisor {
                     .await?;
                 let prepared = super::Prepared {
                     claimed: claimed.then_some(row.run_token),
-                    signals: row
-                        .wait_signal
-                        .is_some()
-                        .then(|| signals.remove(&row.id).unwrap_or_default()),
+                    signals: match (awaited(&row), signals.as_mut()) {
+                        (Some(_), Some(all)) => Some(all.remove(&row.id).unwrap_or_default()),
+                        _ => None,
+                    },
                 };
                 out.push((def, row, prepared));
             }
@@ -199,6 +206,18 @@ impl NodeSupervisor {
             }
             Err(e) => tracing::warn!(node = %act.cfg.node_id, error = %e, "signal catch-up failed"),
         }));
+    }
+}
+
+/// The signal a woken row's item will take: its own name for a `signal`
+/// item, the answer for an `interaction`; `None` for a parent parked on
+/// its children (its item reads and consumes their notices itself) or a
+/// row parked on no signal.
+fn awaited(row: &execution::Model) -> Option<&str> {
+    match row.wait_signal.as_deref()? {
+        CHILD_DONE => None,
+        INTERACTION => Some(ANSWER),
+        name => Some(name),
     }
 }
 
