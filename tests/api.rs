@@ -144,6 +144,27 @@ async fn invalid_definitions_report_every_problem_with_its_path() {
         "{}",
         r.text
     );
+    // A signal item cannot await Baton's own signals (it would take a
+    // cancel request as its payload): `__` names are refused at import.
+    let r = http
+        .post(
+            "/api/workflows",
+            &json!({"id": "sneaky", "start": "a", "items": {
+            "a": {"type": "signal", "name": "__cancel", "next": "e"}, "e": {"type": "end"}}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (400, "invalid_definition"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.json["error"]["details"][0]["path"], "items.a.name",
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("reserved"), "{}", r.text);
     // Duplicate item ids are reported, not silently merged.
     let dup =
         br#"{"id":"dup","start":"a","items":{"a":{"type":"end"},"a":{"type":"end"}}}"#.to_vec();

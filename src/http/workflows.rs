@@ -83,6 +83,21 @@ pub(crate) async fn validate_definition(
             .into_iter()
             .map(|(path, message)| Problem::new(path, message)),
     );
+    // Names starting with `__` are Baton's own signals (cancel requests,
+    // children's notices, answers): an item awaiting one would take them
+    // (a cancel swallowed as a payload), and no client can send one.
+    // Checked at import only: a definition stored before this check still
+    // loads and runs as it did.
+    for (id, item) in parsed.definition.iter().flat_map(|d| &d.items) {
+        if let baton_actors::workflow::ItemKind::Signal { name, .. } = &item.kind {
+            if name.starts_with("__") {
+                problems.push(Problem::new(
+                    format!("items.{id}.name"),
+                    "signal names starting with `__` are reserved for Baton's own signals",
+                ));
+            }
+        }
+    }
     match parsed.definition {
         Some(def) if problems.is_empty() => Ok(def),
         _ => {
