@@ -275,6 +275,16 @@ fn versioned(v: i64, inputs: Value) -> Value {
             "e": {"type": "end"}}})
 }
 
+/// Waits for execution `id` of `ver` and asserts it ran version `v`.
+async fn ran_version(http: &Http, id: &str, v: i64) {
+    let e = wait_final(http, id, LONG).await;
+    assert_eq!(
+        (e["workflow_version"].clone(), e["outputs"]["v"].clone()),
+        (json!(v), json!(v)),
+        "{e}"
+    );
+}
+
 /// A node remembers each workflow's current version instead of reading
 /// it for every start; its starts check, when they commit, that it still
 /// is. Another node replaces and deletes the workflow behind its back:
@@ -312,34 +322,19 @@ async fn a_start_after_another_node_replaced_the_workflow_runs_the_new_version(b
     // Inputs only version 2 takes: refused by the version node a
     // remembers, accepted on a fresh read, and run at version 2.
     let alone = start(&ha, "ver", json!({"x": 1, "y": 2})).await;
-    let e = wait_final(&ha, &alone, LONG).await;
-    assert_eq!(
-        (e["workflow_version"].clone(), e["outputs"]["v"].clone()),
-        (json!(2), json!(2)),
-        "{e}"
-    );
+    ran_version(&ha, &alone, 2).await;
 
     // Version 3 takes the same inputs: only the check at commit can tell
     // node a that 2 is stale, for sixteen starts at once (batched) ...
     replace(&hb, 3, xy.clone()).await;
     let starts = (0..16).map(|_| start(&ha, "ver", json!({"x": 1, "y": 2})));
     for id in futures::future::join_all(starts).await {
-        let e = wait_final(&ha, &id, LONG).await;
-        assert_eq!(
-            (e["workflow_version"].clone(), e["outputs"]["v"].clone()),
-            (json!(3), json!(3)),
-            "{e}"
-        );
+        ran_version(&ha, &id, 3).await;
     }
     // ... for one alone ...
     replace(&hb, 4, xy.clone()).await;
     let alone = start(&ha, "ver", json!({"x": 1, "y": 2})).await;
-    let e = wait_final(&ha, &alone, LONG).await;
-    assert_eq!(
-        (e["workflow_version"].clone(), e["outputs"]["v"].clone()),
-        (json!(4), json!(4)),
-        "{e}"
-    );
+    ran_version(&ha, &alone, 4).await;
     // ... and for a child started by a parent running on node a.
     replace(&hb, 5, xy).await;
     import(&ha, &json!({"id": "parent", "outputs": {"kid": "number"}, "variables": {"kid": 0},
